@@ -1,0 +1,207 @@
+//! The packet recorder: a TC classifier on clsact/TCX ingress and egress.
+//!
+//! For every packet it writes a [`PacketEventHeader`] into this CPU's perf ring and lets the
+//! kernel append the first `SNAPLEN` bytes of the frame straight from the skb (the
+//! `BPF_F_CTXLEN_MASK` form of `bpf_perf_event_output`): one copy, non-linear skbs included, no
+//! verifier gymnastics over variable lengths. A full ring is counted per CPU, never silent.
+//!
+//! The programs are passive: they always return `TC_ACT_UNSPEC` (-1, which TCX calls
+//! `TCX_NEXT`), so the next program in the chain runs and the packet's fate is untouched.
+//!
+//! Minimum kernel: 6.1 for `bpf_ktime_get_tai_ns`; TCX attachment needs 6.6 (the agent falls back
+//! to a netlink clsact filter before that). Capabilities: `CAP_BPF`, `CAP_NET_ADMIN`,
+//! `CAP_PERFMON`.
+#![no_std]
+#![no_main]
+
+use core::{ffi::c_void, ptr};
+
+use agent_common::{
+    CpuCounters, DIRECTION_EGRESS, DIRECTION_INGRESS, EXCLUDED_PORT_WORDS, MAX_CAPTURE_BYTES,
+    PacketEventHeader,
+};
+use aya_ebpf::{
+    EbpfContext as _, Global,
+    bindings::{BPF_F_CURRENT_CPU, TC_ACT_UNSPEC, bpf_hdr_start_off::BPF_HDR_START_NET},
+    helpers::generated::{
+        bpf_ktime_get_tai_ns, bpf_perf_event_output, bpf_skb_cgroup_id, bpf_skb_load_bytes_relative,
+    },
+    macros::{classifier, map},
+    maps::{Array, PerCpuArray, PerfEventArray},
+    programs::TcContext,
+};
+
+/// Frame bytes to append to each event (the agent sets snaplen + link header at load time).
+#[unsafe(no_mangle)]
+static SNAPLEN: Global<u32> = Global::new(4096 + 14);
+
+/// Non-zero when `EXCLUDED_PORTS` holds ports to skip; lets the common case avoid parsing.
+#[unsafe(no_mangle)]
+static EXCLUDE_PORTS: Global<u32> = Global::new(0);
+
+/// One perf ring per CPU; each event is a `PacketEventHeader` followed by the frame bytes.
+#[map]
+static PACKETS: PerfEventArray<PacketEventHeader> = PerfEventArray::new(0);
+
+/// Per-CPU packet, byte and drop counters (slot 0).
+#[map]
+static COUNTERS: PerCpuArray<CpuCounters> = PerCpuArray::with_max_entries(1, 0);
+
+/// Bitmap of TCP/UDP ports whose packets are not recorded (Remora's own API listeners).
+#[map]
+static EXCLUDED_PORTS: Array<u32> = Array::with_max_entries(EXCLUDED_PORT_WORDS, 0);
+
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86DD;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+
+/// Records packets arriving on an interface.
+#[classifier]
+pub fn remora_tc_ingress(ctx: TcContext) -> i32 {
+    record(&ctx, DIRECTION_INGRESS);
+    TC_ACT_UNSPEC
+}
+
+/// Records packets leaving an interface.
+#[classifier]
+pub fn remora_tc_egress(ctx: TcContext) -> i32 {
+    record(&ctx, DIRECTION_EGRESS);
+    TC_ACT_UNSPEC
+}
+
+#[inline(always)]
+fn record(ctx: &TcContext, direction: u8) {
+    let skb = ctx.skb.skb;
+    let frame_len = ctx.len();
+    // SAFETY: `skb` is the context pointer the kernel handed to this program; the verifier
+    // rewrites these `__sk_buff` field reads into reads of the real skb.
+    let (ifindex, protocol_be) = unsafe { ((*skb).ifindex, (*skb).protocol) };
+    let protocol = u16::from_be(protocol_be as u16);
+
+    if EXCLUDE_PORTS.load() != 0 && is_excluded(ctx, protocol) {
+        if let Some(counters) = COUNTERS.get_ptr_mut(0) {
+            // SAFETY: per-CPU slot, only this CPU writes it while this program runs.
+            unsafe { (*counters).excluded_packets += 1 };
+        }
+        return;
+    }
+
+    let snaplen = SNAPLEN.load();
+    let mut cap_len = if frame_len < snaplen {
+        frame_len
+    } else {
+        snaplen
+    };
+    if cap_len > MAX_CAPTURE_BYTES {
+        cap_len = MAX_CAPTURE_BYTES;
+    }
+
+    let header = PacketEventHeader {
+        // SAFETY: helpers without pointer arguments.
+        ts_ns: unsafe { bpf_ktime_get_tai_ns() },
+        cgroup_id: unsafe { bpf_skb_cgroup_id(skb) },
+        ifindex,
+        frame_len,
+        cap_len,
+        protocol: protocol_be as u16,
+        direction,
+        reserved: 0,
+    };
+    // The upper 32 bits ask the kernel to append `cap_len` bytes of the skb after `header`.
+    let flags = (u64::from(cap_len) << 32) | u64::from(BPF_F_CURRENT_CPU);
+    // SAFETY: `PACKETS` is a map definition the loader relocates to the map's fd; `header` lives
+    // on this stack frame for the duration of the call and its size is passed with it.
+    let rc = unsafe {
+        bpf_perf_event_output(
+            ctx.as_ptr(),
+            ptr::addr_of!(PACKETS).cast_mut().cast::<c_void>(),
+            flags,
+            ptr::addr_of!(header).cast_mut().cast::<c_void>(),
+            core::mem::size_of::<PacketEventHeader>() as u64,
+        )
+    };
+
+    if let Some(counters) = COUNTERS.get_ptr_mut(0) {
+        // SAFETY: per-CPU slot, only this CPU writes it while this program runs.
+        unsafe {
+            (*counters).packets += 1;
+            (*counters).bytes += u64::from(frame_len);
+            if rc != 0 {
+                (*counters).dropped_packets += 1;
+                (*counters).dropped_bytes += u64::from(frame_len);
+            }
+        }
+    }
+}
+
+/// True when the packet's TCP/UDP source or destination port is in `EXCLUDED_PORTS`.
+#[inline(always)]
+fn is_excluded(ctx: &TcContext, protocol: u16) -> bool {
+    let (l4_offset, ip_proto) = match protocol {
+        ETH_P_IP => {
+            let Some(first) = load_net::<[u8; 10]>(ctx, 0) else {
+                return false;
+            };
+            // Non-first fragments carry no ports.
+            let frag = u16::from_be_bytes([first[6], first[7]]) & 0x1FFF;
+            if frag != 0 {
+                return false;
+            }
+            (u32::from(first[0] & 0x0F) * 4, first[9])
+        }
+        ETH_P_IPV6 => {
+            let Some(first) = load_net::<[u8; 8]>(ctx, 0) else {
+                return false;
+            };
+            (40, first[6])
+        }
+        _ => return false,
+    };
+    if ip_proto != IPPROTO_TCP && ip_proto != IPPROTO_UDP {
+        return false;
+    }
+    let Some(ports) = load_net::<[u8; 4]>(ctx, l4_offset) else {
+        return false;
+    };
+    let src = u16::from_be_bytes([ports[0], ports[1]]);
+    let dst = u16::from_be_bytes([ports[2], ports[3]]);
+    port_excluded(src) || port_excluded(dst)
+}
+
+#[inline(always)]
+fn port_excluded(port: u16) -> bool {
+    match EXCLUDED_PORTS.get(u32::from(port >> 5)) {
+        Some(word) => word & (1u32 << (port & 31)) != 0,
+        None => false,
+    }
+}
+
+/// Copies `T` from `offset` bytes past the network header.
+#[inline(always)]
+fn load_net<T: Copy + Default>(ctx: &TcContext, offset: u32) -> Option<T> {
+    let mut value = T::default();
+    // SAFETY: the destination is a local of exactly the length passed; the helper bounds-checks
+    // the source against the skb.
+    let rc = unsafe {
+        bpf_skb_load_bytes_relative(
+            ctx.as_ptr(),
+            offset,
+            ptr::addr_of_mut!(value).cast::<c_void>(),
+            core::mem::size_of::<T>() as u32,
+            BPF_HDR_START_NET,
+        )
+    };
+    (rc == 0).then_some(value)
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // Reachable panics make the verifier reject the program, so this body never runs.
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,275 @@
+//! Loading the TC recorder into the kernel and attaching it to interfaces.
+
+use std::{collections::HashMap, io};
+
+use agent_common::{CpuCounters, EXCLUDED_PORT_WORDS, MAX_L2_HEADER_BYTES};
+use aya::{
+    Ebpf, EbpfError, EbpfLoader,
+    maps::{Array, MapData, PerCpuArray, PerfEventArray},
+    programs::{
+        ProgramError, SchedClassifier, TcAttachType,
+        tc::{self, NlOptions, SchedClassifierLinkId, TcAttachOptions},
+    },
+};
+
+use crate::{
+    config::{AgentConfig, AttachMode},
+    error::{AgentError, Result},
+    interfaces::Interface,
+};
+
+/// The compiled eBPF object (built from `agent-ebpf` by `build.rs`).
+pub static TC_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/remora-tc"));
+
+/// Program names inside [`TC_OBJECT`].
+pub const INGRESS_PROGRAM: &str = "remora_tc_ingress";
+/// See [`INGRESS_PROGRAM`].
+pub const EGRESS_PROGRAM: &str = "remora_tc_egress";
+
+/// Links of one interface, to detach it again.
+#[derive(Debug)]
+struct Attachment {
+    name: String,
+    ingress: Option<SchedClassifierLinkId>,
+    egress: Option<SchedClassifierLinkId>,
+}
+
+/// The loaded recorder: its programs, maps and the interfaces it is attached to.
+///
+/// Dropping it detaches everything (TCX links close with their file descriptors; netlink
+/// filters are removed by aya's link drop).
+pub struct Recorder {
+    ebpf: Ebpf,
+    counters: PerCpuArray<MapData, CpuCounters>,
+    attached: HashMap<u32, Attachment>,
+    mode: AttachMode,
+}
+
+impl Recorder {
+    /// Loads the programs with the configured snaplen and excluded ports.
+    pub fn load(config: &AgentConfig, exclude_ports: &[u16]) -> Result<Self> {
+        let snaplen = config.snaplen + MAX_L2_HEADER_BYTES;
+        let exclude = u32::from(!exclude_ports.is_empty());
+        let mut ebpf = EbpfLoader::new()
+            .override_global("SNAPLEN", &snaplen, true)
+            .override_global("EXCLUDE_PORTS", &exclude, true)
+            .load(TC_OBJECT)
+            .map_err(load_error)?;
+
+        let mut ports: Array<_, u32> = Array::try_from(
+            ebpf.map_mut("EXCLUDED_PORTS")
+                .ok_or_else(|| AgentError::Load("map EXCLUDED_PORTS missing".into()))?,
+        )
+        .map_err(|e| AgentError::Load(e.to_string()))?;
+        let mut words = vec![0u32; EXCLUDED_PORT_WORDS as usize];
+        for &port in exclude_ports {
+            words[usize::from(port >> 5)] |= 1 << (port & 31);
+        }
+        for (i, word) in words.iter().enumerate() {
+            if *word != 0 {
+                ports
+                    .set(i as u32, word, 0)
+                    .map_err(|e| AgentError::Load(format!("setting excluded ports: {e}")))?;
+            }
+        }
+
+        for name in [INGRESS_PROGRAM, EGRESS_PROGRAM] {
+            let program: &mut SchedClassifier = ebpf
+                .program_mut(name)
+                .ok_or_else(|| AgentError::Load(format!("program {name} missing from object")))?
+                .try_into()
+                .map_err(|e: ProgramError| AgentError::Load(e.to_string()))?;
+            program.load().map_err(|e| program_error(name, e))?;
+        }
+        let counters = PerCpuArray::try_from(
+            ebpf.take_map("COUNTERS")
+                .ok_or_else(|| AgentError::Load("map COUNTERS missing".into()))?,
+        )
+        .map_err(|e| AgentError::Load(e.to_string()))?;
+        Ok(Self {
+            ebpf,
+            counters,
+            attached: HashMap::new(),
+            mode: config.attach_mode,
+        })
+    }
+
+    /// Takes the per-CPU perf rings' map (once).
+    pub fn take_packet_rings(&mut self) -> Result<PerfEventArray<MapData>> {
+        let map = self
+            .ebpf
+            .take_map("PACKETS")
+            .ok_or_else(|| AgentError::Load("map PACKETS missing or already taken".into()))?;
+        PerfEventArray::try_from(map).map_err(|e| AgentError::Load(e.to_string()))
+    }
+
+    /// Removes filters a killed earlier agent left on `iface` (netlink attachments survive
+    /// SIGKILL; TCX links do not). Returns how many program attachments were removed.
+    pub fn sweep_leftovers(iface: &str) -> usize {
+        let mut removed = 0;
+        for (kind, name) in [
+            (TcAttachType::Ingress, INGRESS_PROGRAM),
+            (TcAttachType::Egress, EGRESS_PROGRAM),
+        ] {
+            if tc::qdisc_detach_program(iface, kind, name).is_ok() {
+                removed += 1;
+            }
+        }
+        removed
+    }
+
+    /// Attaches to one interface: ingress and egress, or egress alone on loopback where the
+    /// egress hook already sees every packet once.
+    pub fn attach(&mut self, iface: &Interface) -> Result<()> {
+        if self.attached.contains_key(&iface.ifindex) {
+            return Ok(());
+        }
+        Self::sweep_leftovers(&iface.name);
+        if self.mode == AttachMode::Netlink {
+            // "Exists" is the normal case after the first attach; real failures show on attach.
+            let _ = tc::qdisc_add_clsact(&iface.name);
+        }
+        let ingress = if iface.is_loopback() {
+            None
+        } else {
+            Some(self.attach_one(iface, TcAttachType::Ingress)?)
+        };
+        let egress = match self.attach_one(iface, TcAttachType::Egress) {
+            Ok(link) => Some(link),
+            Err(e) => {
+                if let Some(link) = ingress {
+                    let _ = self
+                        .program(INGRESS_PROGRAM)
+                        .and_then(|p| p.detach(link).map_err(|e| AgentError::Load(e.to_string())));
+                }
+                return Err(e);
+            }
+        };
+        self.attached.insert(
+            iface.ifindex,
+            Attachment {
+                name: iface.name.clone(),
+                ingress,
+                egress,
+            },
+        );
+        Ok(())
+    }
+
+    fn attach_one(
+        &mut self,
+        iface: &Interface,
+        kind: TcAttachType,
+    ) -> Result<SchedClassifierLinkId> {
+        let (name, direction) = match kind {
+            TcAttachType::Ingress => (INGRESS_PROGRAM, "ingress"),
+            _ => (EGRESS_PROGRAM, "egress"),
+        };
+        let mode = self.mode;
+        let program = self.program(name)?;
+        let result = match mode {
+            AttachMode::Auto => program.attach(&iface.name, kind),
+            AttachMode::Netlink => program.attach_with_options(
+                &iface.name,
+                kind,
+                TcAttachOptions::Netlink(NlOptions::default()),
+            ),
+        };
+        result.map_err(|e| {
+            if is_permission_error(&e) {
+                AgentError::Privilege {
+                    action: format!("attaching to {}", iface.name),
+                    source: io::Error::from_raw_os_error(libc::EPERM),
+                }
+            } else {
+                AgentError::Attach {
+                    interface: iface.name.clone(),
+                    direction,
+                    message: error_chain(&e),
+                }
+            }
+        })
+    }
+
+    /// Detaches from an interface (quietly: a vanished interface took its links with it).
+    pub fn detach(&mut self, ifindex: u32) {
+        let Some(att) = self.attached.remove(&ifindex) else {
+            return;
+        };
+        if let (Some(link), Ok(p)) = (att.ingress, self.program(INGRESS_PROGRAM)) {
+            let _ = p.detach(link);
+        }
+        if let (Some(link), Ok(p)) = (att.egress, self.program(EGRESS_PROGRAM)) {
+            let _ = p.detach(link);
+        }
+        tracing::info!(interface = %att.name, "detached");
+    }
+
+    /// Interface indexes currently attached, with their names.
+    pub fn attached(&self) -> Vec<(u32, String)> {
+        let mut v: Vec<_> = self
+            .attached
+            .iter()
+            .map(|(i, a)| (*i, a.name.clone()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// The kernel-side counters, one entry per possible CPU.
+    pub fn cpu_counters(&self) -> Vec<CpuCounters> {
+        match self.counters.get(&0, 0) {
+            Ok(values) => values.iter().copied().collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    fn program(&mut self, name: &str) -> Result<&mut SchedClassifier> {
+        self.ebpf
+            .program_mut(name)
+            .ok_or_else(|| AgentError::Load(format!("program {name} missing")))?
+            .try_into()
+            .map_err(|e: ProgramError| AgentError::Load(e.to_string()))
+    }
+}
+
+fn is_permission_error(e: &ProgramError) -> bool {
+    let text = error_chain(e);
+    text.contains("Operation not permitted") || text.contains("Permission denied")
+}
+
+/// Renders an error with all its sources ("a: b: c").
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+fn load_error(e: EbpfError) -> AgentError {
+    let text = error_chain(&e);
+    if text.contains("Operation not permitted") || text.contains("Permission denied") {
+        AgentError::Privilege {
+            action: "loading the eBPF recorder".into(),
+            source: io::Error::from_raw_os_error(libc::EPERM),
+        }
+    } else {
+        AgentError::Load(text)
+    }
+}
+
+fn program_error(name: &str, e: ProgramError) -> AgentError {
+    if let ProgramError::LoadError { io_error, .. } = &e
+        && io_error.raw_os_error() == Some(libc::EPERM)
+    {
+        return AgentError::Privilege {
+            action: format!("loading program {name}"),
+            source: io::Error::from_raw_os_error(libc::EPERM),
+        };
+    }
+    AgentError::Load(format!("program {name}: {}", error_chain(&e)))
+}

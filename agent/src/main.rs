@@ -1,0 +1,66 @@
+//! `remora-agent`: records this node's traffic into Parquet time slices and serves the node API.
+
+use anyhow::Context as _;
+use clap::Parser;
+use remora_agent::cli::RecordArgs;
+
+/// Remora's node agent.
+#[derive(Parser, Debug)]
+#[command(
+    name = "remora-agent",
+    version,
+    about = "Record every packet of this node into Parquet time slices (eBPF TC hooks)"
+)]
+struct Cli {
+    #[command(flatten)]
+    record: RecordArgs,
+    /// Log filter, e.g. info or remora_agent=debug
+    #[arg(long, default_value = "info", env = "REMORA_LOG")]
+    log: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log))
+        .with_writer(std::io::stderr)
+        .init();
+    let config = cli
+        .record
+        .to_config()
+        .map_err(anyhow::Error::msg)
+        .context("invalid flags")?;
+    let summary = remora_agent::run(config, shutdown_signal(), |started| {
+        eprintln!(
+            "remora-agent: recording {} into {}",
+            started.interfaces.join(", "),
+            started.packets_dir.display()
+        );
+        if let Some(api) = started.api {
+            eprintln!(
+                "remora-agent: node API on http://{api} (token in {})",
+                started.token_file.display()
+            );
+        }
+    })
+    .await
+    .context("remora-agent failed")?;
+    eprintln!(
+        "remora-agent: stopped; {} rows in {} slices, {} packets dropped",
+        summary.rows_written, summary.slices_written, summary.dropped_packets
+    );
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

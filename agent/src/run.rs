@@ -1,0 +1,264 @@
+//! Starting, running and stopping the recorder: the order of operations of one agent process.
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    path::Path,
+    sync::{Arc, Mutex, RwLock},
+    time::Instant,
+};
+
+use tokio::sync::{mpsc, watch};
+
+use crate::{
+    api::{self, ApiState},
+    auth::load_or_create_token,
+    clock::TaiToUtc,
+    config::AgentConfig,
+    decode::Decoder,
+    ebpf::Recorder,
+    error::{AgentError, Result},
+    interfaces::{self, Interface},
+    metrics::{Metrics, add},
+    reader::{SharedDecoder, spawn_readers},
+    schema::PACKETS_KIND,
+    slice::SliceWriter,
+    store::{self, prepare_dir},
+    writer::{WriterSettings, run_writer},
+};
+
+/// What a finished run recorded.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    /// Rows handed to slice files.
+    pub rows_written: u64,
+    /// Slices published.
+    pub slices_written: u64,
+    /// Packets lost to full rings (kernel counters).
+    pub dropped_packets: u64,
+}
+
+/// Things the caller may want once the agent is up (the CLI prints them).
+#[derive(Debug, Clone)]
+pub struct Started {
+    /// Where packet slices appear.
+    pub packets_dir: std::path::PathBuf,
+    /// Node API address, if served.
+    pub api: Option<std::net::SocketAddr>,
+    /// Token file of the node API.
+    pub token_file: std::path::PathBuf,
+    /// Interfaces attached at start.
+    pub interfaces: Vec<String>,
+}
+
+/// Runs the recorder until `shutdown` resolves; `on_started` is called once recording runs.
+pub async fn run(
+    config: AgentConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_started: impl FnOnce(&Started),
+) -> Result<RunSummary> {
+    config.validate()?;
+    prepare_dir(&config.data_dir)?;
+    let packets_dir = config.kind_dir(PACKETS_KIND);
+    prepare_dir(&packets_dir)?;
+    let node_dir = config.data_dir.join("capture").join(&config.node);
+    let metrics = Arc::new(Metrics::default());
+    let swept = store::sweep_temp_files(&packets_dir);
+    if swept > 0 {
+        tracing::warn!(
+            files = swept,
+            "removed unfinished slices of an earlier run that was killed"
+        );
+        add(&metrics.swept_temp_files, swept as u64);
+    }
+    if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+        tracing::warn!(
+            "this kernel has no BTF (/sys/kernel/btf/vmlinux); packet recording works without it, \
+             but later socket and TLS hooks will need a kernel built with CONFIG_DEBUG_INFO_BTF"
+        );
+    }
+
+    let all = interfaces::list()?;
+    let chosen = interfaces::select(&all, &config.interfaces)?;
+    if chosen.is_empty() {
+        return Err(AgentError::Config(
+            "no interface is up; bring one up or name them with --interfaces".into(),
+        ));
+    }
+
+    let listener = match config.listen {
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            AgentError::io(
+                format!("binding the node API to {addr} (choose another with --listen, or `--listen off`)"),
+                e,
+            )
+        })?),
+        None => None,
+    };
+    let api_addr = listener.as_ref().and_then(|l| l.local_addr().ok());
+    let mut exclude = config.exclude_ports.clone();
+    exclude.extend(api_addr.map(|a| a.port()));
+    let token = load_or_create_token(&config.token_file)?;
+
+    let mut recorder = Recorder::load(&config, &exclude)?;
+    let mut rings = recorder.take_packet_rings()?;
+    let decoder: SharedDecoder = Arc::new(RwLock::new(Arc::new(Decoder {
+        clock: TaiToUtc::sample(),
+        snaplen: config.snaplen,
+        l2_len: l2_map(&all),
+    })));
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (tx, rx) = mpsc::channel(64);
+    let readers = spawn_readers(
+        &mut rings,
+        config.ring_pages(),
+        decoder.clone(),
+        tx,
+        metrics.clone(),
+        shutdown_rx.clone(),
+    )?;
+    let streams = readers.len();
+    let slices = SliceWriter::new(
+        &packets_dir,
+        &config.node,
+        config.slice_duration,
+        config.slice_max_bytes,
+    );
+    let settings = WriterSettings {
+        node_dir: node_dir.clone(),
+        retention_bytes: config.retention_bytes,
+        retention_age: config.retention_age,
+    };
+    let writer_metrics = metrics.clone();
+    let writer = std::thread::Builder::new()
+        .name("remora-writer".into())
+        .spawn(move || run_writer(rx, streams, slices, settings, writer_metrics))
+        .map_err(|e| AgentError::io("starting the writer thread", e))?;
+
+    for iface in &chosen {
+        recorder.attach(iface)?;
+        tracing::info!(interface = %iface.name, ifindex = iface.ifindex, "recording");
+    }
+    let recorder = Arc::new(Mutex::new(recorder));
+
+    let api_task = listener.map(|listener| {
+        let state = Arc::new(ApiState {
+            node: config.node.clone(),
+            node_dir,
+            token,
+            metrics: metrics.clone(),
+            recorder: recorder.clone(),
+            started: Instant::now(),
+        });
+        let mut stop = shutdown_rx.clone();
+        tokio::spawn(async move {
+            let stopped = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            if let Err(e) = api::serve(listener, state, stopped).await {
+                tracing::error!(error = %e, "node API stopped");
+            }
+        })
+    });
+
+    let watcher = tokio::spawn(watch_interfaces(
+        config.clone(),
+        recorder.clone(),
+        decoder.clone(),
+        shutdown_rx.clone(),
+    ));
+
+    on_started(&Started {
+        packets_dir: packets_dir.clone(),
+        api: api_addr,
+        token_file: config.token_file.clone(),
+        interfaces: chosen.iter().map(|i| i.name.clone()).collect(),
+    });
+
+    shutdown.await;
+    tracing::info!("stopping: detaching, draining the rings and publishing the open slice");
+    // Detach first so no new events arrive, then let the readers drain what is in the rings.
+    {
+        let mut rec = recorder.lock().unwrap_or_else(|p| p.into_inner());
+        for (ifindex, _) in rec.attached() {
+            rec.detach(ifindex);
+        }
+    }
+    let _ = shutdown_tx.send(true);
+    let _ = watcher.await;
+    for reader in readers {
+        let _ = reader.await;
+    }
+    let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+    if let Some(task) = api_task {
+        let _ = task.await;
+    }
+    let dropped = {
+        let rec = recorder.lock().unwrap_or_else(|p| p.into_inner());
+        crate::metrics::total(&rec.cpu_counters()).dropped_packets
+    };
+    use std::sync::atomic::Ordering::Relaxed;
+    Ok(RunSummary {
+        rows_written: metrics.rows_written.load(Relaxed),
+        slices_written: metrics.slices_written.load(Relaxed),
+        dropped_packets: dropped,
+    })
+}
+
+fn l2_map(all: &[Interface]) -> HashMap<u32, usize> {
+    all.iter().map(|i| (i.ifindex, i.l2_header_len())).collect()
+}
+
+/// Re-reads the interface list now and then: attaches to new interfaces (when recording all),
+/// forgets vanished ones, and keeps the decoder's link-header table current.
+async fn watch_interfaces(
+    config: AgentConfig,
+    recorder: Arc<Mutex<Recorder>>,
+    decoder: SharedDecoder,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut known: Vec<Interface> = Vec::new();
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(config.interface_poll) => {}
+            _ = shutdown.changed() => return,
+        }
+        let Ok(all) = interfaces::list() else {
+            continue;
+        };
+        if all == known {
+            continue;
+        }
+        {
+            let mut d = decoder.write().unwrap_or_else(|p| p.into_inner());
+            let mut next = (**d).clone();
+            next.l2_len = l2_map(&all);
+            *d = Arc::new(next);
+        }
+        let mut rec = recorder.lock().unwrap_or_else(|p| p.into_inner());
+        for (ifindex, name) in rec.attached() {
+            if !all.iter().any(|i| i.ifindex == ifindex && i.up) {
+                tracing::info!(interface = %name, "interface gone or down");
+                rec.detach(ifindex);
+            }
+        }
+        let wanted: Vec<&Interface> = if config.interfaces.is_empty() {
+            all.iter().filter(|i| i.up).collect()
+        } else {
+            all.iter()
+                .filter(|i| i.up && config.interfaces.contains(&i.name))
+                .collect()
+        };
+        for iface in wanted {
+            if rec.attached().iter().any(|(i, _)| *i == iface.ifindex) {
+                continue;
+            }
+            match rec.attach(iface) {
+                Ok(()) => tracing::info!(interface = %iface.name, "recording new interface"),
+                Err(e) => tracing::warn!(interface = %iface.name, error = %e, "could not attach"),
+            }
+        }
+        known = all;
+    }
+}
