@@ -1,0 +1,364 @@
+//! Processes the tests run inside namespaces (the agent, tcpdump, nginx), each owned by a guard
+//! that stops it on drop.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use crate::{net::NetNs, sibling_binary};
+
+/// Polls `cond` every 20 ms until it holds or `timeout` passes; returns whether it held.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn signal(child: &Child, sig: i32) {
+    // SAFETY: kill with a pid we own; a stale pid at worst fails with ESRCH.
+    unsafe { libc::kill(child.id() as i32, sig) };
+}
+
+fn wait_exit(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A running `remora-agent` inside a namespace.
+pub struct AgentProc {
+    child: Option<Child>,
+    /// Its stderr, captured to a file.
+    pub log: PathBuf,
+    /// The namespace it runs in.
+    pub ns: String,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+    /// The node API port (in the namespace, on 127.0.0.1).
+    pub port: u16,
+}
+
+impl AgentProc {
+    /// Starts the agent (node `test`) and waits until it says it is recording.
+    pub fn start(ns: &NetNs, data_dir: &Path, port: u16, extra: &[&str]) -> Self {
+        let bin = sibling_binary("remora-agent");
+        assert!(
+            bin.is_file(),
+            "{} is missing: build it first with `cargo build -p agent` (cargo xtask test does)",
+            bin.display()
+        );
+        let log = data_dir.with_extension("agent.log");
+        let listen = format!("127.0.0.1:{port}");
+        let mut cmd = ns.command(bin.to_str().unwrap_or_default());
+        cmd.args(["--node", "test", "--listen", &listen, "--log", "info"])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).expect("agent log file"));
+        let child = cmd.spawn().expect("spawning remora-agent");
+        let mut agent = Self {
+            child: Some(child),
+            log,
+            ns: ns.name.clone(),
+            data_dir: data_dir.to_owned(),
+            port,
+        };
+        let started = wait_until(Duration::from_secs(30), || {
+            agent.log_text().contains("remora-agent: recording") || agent.exited()
+        });
+        assert!(
+            started && !agent.exited(),
+            "remora-agent did not start:\n{}",
+            agent.log_text()
+        );
+        agent
+    }
+
+    /// Starts the agent expecting it to fail; returns its exit code and stderr.
+    pub fn run_to_failure(ns: &NetNs, args: &[&str]) -> (i32, String) {
+        let bin = sibling_binary("remora-agent");
+        let out = ns
+            .command(bin.to_str().unwrap_or_default())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("running remora-agent");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// What the agent logged so far.
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_none_or(|c| matches!(c.try_wait(), Ok(Some(_))))
+    }
+
+    /// True while the process runs.
+    pub fn is_running(&mut self) -> bool {
+        !self.exited()
+    }
+
+    /// Stops the agent with SIGINT (it flushes its open slice) and returns its log.
+    pub fn stop(mut self) -> String {
+        if let Some(mut child) = self.child.take() {
+            signal(&child, libc::SIGINT);
+            let status = wait_exit(&mut child, Duration::from_secs(30));
+            assert!(
+                status.is_some_and(|s| s.success()),
+                "remora-agent did not stop cleanly ({status:?}):\n{}",
+                self.log_text()
+            );
+        }
+        self.log_text()
+    }
+
+    /// Kills the agent with SIGKILL, as an OOM killer or a node failure would.
+    pub fn kill9(mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(&child, libc::SIGKILL);
+            let _ = wait_exit(&mut child, Duration::from_secs(10));
+        }
+    }
+
+    /// GET on the node API with the agent's token; returns (HTTP status, body).
+    pub fn api(&self, path: &str) -> (u16, Vec<u8>) {
+        let token = fs::read_to_string(self.data_dir.join("token")).unwrap_or_default();
+        self.api_with_token(path, Some(token.trim()))
+    }
+
+    /// GET on the node API with an explicit token (or none).
+    pub fn api_with_token(&self, path: &str, token: Option<&str>) -> (u16, Vec<u8>) {
+        let url = format!("http://127.0.0.1:{}{path}", self.port);
+        let mut cmd = Command::new("ip");
+        cmd.args([
+            "netns",
+            "exec",
+            &self.ns,
+            "curl",
+            "-sS",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code}",
+        ]);
+        if let Some(t) = token {
+            cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
+        }
+        let out = cmd.arg(&url).output().expect("running curl");
+        let mut body = out.stdout;
+        let split = body.iter().rposition(|&b| b == b'\n').unwrap_or(0);
+        let status = String::from_utf8_lossy(&body[split..])
+            .trim()
+            .parse()
+            .unwrap_or(0);
+        body.truncate(split);
+        (status, body)
+    }
+
+    /// GET on the node API, parsed as JSON; panics unless the status is 200.
+    pub fn api_json(&self, path: &str) -> serde_json::Value {
+        let (status, body) = self.api(path);
+        assert_eq!(status, 200, "{path}: {}", String::from_utf8_lossy(&body));
+        serde_json::from_slice(&body).expect("API answered JSON")
+    }
+}
+
+impl Drop for AgentProc {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(&child, libc::SIGKILL);
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A running tcpdump writing a pcap file.
+pub struct Tcpdump {
+    child: Option<Child>,
+    log: PathBuf,
+    /// The pcap it writes.
+    pub pcap: PathBuf,
+}
+
+/// What tcpdump said about its capture when it stopped.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TcpdumpStats {
+    /// "packets captured".
+    pub captured: u64,
+    /// "packets dropped by kernel".
+    pub dropped: u64,
+}
+
+impl Tcpdump {
+    /// Starts `tcpdump -i iface -s snaplen -w pcap` (nanosecond timestamps) and waits until it
+    /// listens. `extra` adds flags or a filter. With `immediate`, every packet is handed over at
+    /// once (otherwise packets in a not yet full kernel block are lost when tcpdump stops, which
+    /// is tcpdump's normal, efficient mode and the one benchmarks use).
+    pub fn start(
+        ns: &NetNs,
+        iface: &str,
+        snaplen: u32,
+        pcap: &Path,
+        immediate: bool,
+        extra: &[&str],
+    ) -> Self {
+        let log = pcap.with_extension("tcpdump.log");
+        let child = ns
+            .command("tcpdump")
+            .args(["-n", "-i", iface, "-s", &snaplen.to_string()])
+            .args(["--time-stamp-precision", "nano", "-w"])
+            .arg(pcap)
+            .args(if immediate {
+                &["--immediate-mode", "-U"][..]
+            } else {
+                &[]
+            })
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).expect("tcpdump log"))
+            .spawn()
+            .expect("spawning tcpdump");
+        let t = Self {
+            child: Some(child),
+            log,
+            pcap: pcap.to_owned(),
+        };
+        assert!(
+            wait_until(Duration::from_secs(10), || t
+                .log_text()
+                .contains("listening on")),
+            "tcpdump did not start: {}",
+            t.log_text()
+        );
+        t
+    }
+
+    fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Stops tcpdump and returns its own counts.
+    pub fn stop(mut self) -> TcpdumpStats {
+        if let Some(mut child) = self.child.take() {
+            signal(&child, libc::SIGINT);
+            let _ = wait_exit(&mut child, Duration::from_secs(10));
+        }
+        let log = self.log_text();
+        let number_before = |needle: &str| {
+            log.lines()
+                .find(|l| l.contains(needle))
+                .and_then(|l| l.split_whitespace().next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0)
+        };
+        TcpdumpStats {
+            captured: number_before("packets captured"),
+            dropped: number_before("packets dropped by kernel"),
+        }
+    }
+}
+
+impl Drop for Tcpdump {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(&child, libc::SIGKILL);
+            let _ = child.wait();
+        }
+    }
+}
+
+/// nginx serving `/` (a short text) and `/big.bin` (200 KB) on `addr:port`.
+pub struct Nginx {
+    child: Option<Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    /// Starts nginx in `ns` and waits until it accepts connections.
+    pub fn start(ns: &NetNs, addr: &str, port: u16) -> Self {
+        let dir = tempfile::tempdir().expect("nginx dir");
+        let root = dir.path().join("www");
+        fs::create_dir_all(&root).expect("www");
+        fs::create_dir_all(dir.path().join("logs")).expect("logs");
+        fs::write(root.join("index.html"), "hello from remora tests\n").expect("index");
+        let big: Vec<u8> = (0..200_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+            .collect();
+        fs::write(root.join("big.bin"), big).expect("big");
+        let conf = dir.path().join("nginx.conf");
+        fs::write(
+            &conf,
+            format!(
+                "daemon off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/logs/error.log;\n\
+                 events {{ worker_connections 256; }}\n\
+                 http {{ access_log off; client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;\n\
+                   fastcgi_temp_path {d}/fcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
+                   server {{ listen {addr}:{port}; root {r}; }} }}\n",
+                d = dir.path().display(),
+                r = root.display(),
+            ),
+        )
+        .expect("nginx.conf");
+        let child = ns
+            .command("nginx")
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawning nginx");
+        let up = wait_until(Duration::from_secs(10), || {
+            ns.command("nc")
+                .args(["-z", addr, &port.to_string()])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+        assert!(up, "nginx did not start on {addr}:{port}");
+        Self {
+            child: Some(child),
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(&child, libc::SIGTERM);
+            if wait_exit(&mut child, Duration::from_secs(5)).is_none() {
+                signal(&child, libc::SIGKILL);
+                let _ = child.wait();
+            }
+        }
+    }
+}
