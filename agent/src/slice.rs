@@ -30,7 +30,8 @@ use crate::{
 
 /// Rows per record batch handed to the Parquet writer.
 const BATCH_ROWS: usize = 4096;
-/// Payload bytes that also end a record batch early (bounds builder memory).
+/// Payload bytes that also end a record batch early (bounds builder memory); smaller slice
+/// limits lower it further so that a slice overshoots its limit by at most an eighth.
 const BATCH_PAYLOAD_BYTES: usize = 4 << 20;
 /// Encoded bytes after which the current row group is flushed (bounds writer memory).
 const ROW_GROUP_BYTES: usize = 16 << 20;
@@ -65,6 +66,7 @@ pub struct SliceWriter {
     open: Option<OpenSlice>,
     duration_ns: i64,
     max_bytes: u64,
+    batch_payload_bytes: usize,
     props: WriterProperties,
 }
 
@@ -95,12 +97,24 @@ impl SliceWriter {
             open: None,
             duration_ns: duration.as_nanos() as i64,
             max_bytes,
+            batch_payload_bytes: BATCH_PAYLOAD_BYTES.min((max_bytes / 8).max(4096) as usize),
             props,
         }
     }
 
     /// Appends a row; returns the slice this closed, if the row started a new one.
+    ///
+    /// On an error the open slice is abandoned (its temp file removed) and the next row starts
+    /// a new one, so a failure costs at most one slice.
     pub fn append(&mut self, row: &PacketRow, payload: &[u8]) -> Result<Option<FinishedSlice>> {
+        let result = self.try_append(row, payload);
+        if result.is_err() {
+            self.abandon();
+        }
+        result
+    }
+
+    fn try_append(&mut self, row: &PacketRow, payload: &[u8]) -> Result<Option<FinishedSlice>> {
         let mut finished = None;
         if let Some(open) = &self.open
             && row.ts_ns >= open.start_ns + self.duration_ns
@@ -115,7 +129,8 @@ impl SliceWriter {
             open.end_ns = open.end_ns.max(row.ts_ns);
             open.rows += 1;
         }
-        if self.builders.len() >= BATCH_ROWS || self.builders.payload_bytes() >= BATCH_PAYLOAD_BYTES
+        if self.builders.len() >= BATCH_ROWS
+            || self.builders.payload_bytes() >= self.batch_payload_bytes
         {
             self.write_batch()?;
             let too_big = self.open.as_ref().is_some_and(|o| {
@@ -135,6 +150,11 @@ impl SliceWriter {
             Some(open) if watermark_ns >= open.start_ns + self.duration_ns => self.finish(),
             _ => Ok(None),
         }
+    }
+
+    /// True while a slice is being written.
+    pub fn is_open(&self) -> bool {
+        self.open.is_some()
     }
 
     /// Publishes the open slice, if any.
@@ -170,8 +190,13 @@ impl SliceWriter {
             .mode(0o600)
             .open(&tmp_path)
             .map_err(|e| self.write_error(&tmp_path, e.to_string()))?;
-        let writer = ArrowWriter::try_new(file, packets_schema(), Some(self.props.clone()))
-            .map_err(|e| self.write_error(&tmp_path, e.to_string()))?;
+        let writer = match ArrowWriter::try_new(file, packets_schema(), Some(self.props.clone())) {
+            Ok(w) => w,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp_path);
+                return Err(self.write_error(&tmp_path, e.to_string()));
+            }
+        };
         Ok(OpenSlice {
             tmp_path,
             writer,
@@ -209,30 +234,40 @@ impl SliceWriter {
         let Some(mut open) = self.open.take() else {
             return Ok(None);
         };
-        let tmp = open.tmp_path.clone();
-        let fail = |e: String| write_error(&tmp, e);
-        open.writer.finish().map_err(|e| fail(e.to_string()))?;
-        open.writer
-            .inner()
-            .sync_all()
-            .map_err(|e| fail(e.to_string()))?;
-        let bytes = open.writer.bytes_written() as u64;
+        let result = seal(&mut open, &self.dir);
         drop(open.writer);
-        let path = slice_path(&self.dir, open.start_ns, open.end_ns);
-        std::fs::rename(&tmp, &path).map_err(|e| fail(e.to_string()))?;
-        sync_dir(&self.dir).map_err(|e| fail(e.to_string()))?;
-        Ok(Some(FinishedSlice {
-            path,
-            start_ns: open.start_ns,
-            end_ns: open.end_ns,
-            rows: open.rows,
-            bytes,
-        }))
+        if result.is_err() {
+            // The temp file must not outlive a failed publication.
+            let _ = std::fs::remove_file(&open.tmp_path);
+        }
+        result.map(Some)
     }
 
     fn write_error(&self, path: &Path, message: String) -> AgentError {
         write_error(path, message)
     }
+}
+
+/// Footer, fsync, rename to the final name, fsync of the directory.
+fn seal(open: &mut OpenSlice, dir: &Path) -> Result<FinishedSlice> {
+    let tmp = open.tmp_path.clone();
+    let fail = |e: String| write_error(&tmp, e);
+    open.writer.finish().map_err(|e| fail(e.to_string()))?;
+    open.writer
+        .inner()
+        .sync_all()
+        .map_err(|e| fail(e.to_string()))?;
+    let bytes = open.writer.bytes_written() as u64;
+    let path = slice_path(dir, open.start_ns, open.end_ns);
+    std::fs::rename(&tmp, &path).map_err(|e| fail(e.to_string()))?;
+    sync_dir(dir).map_err(|e| fail(e.to_string()))?;
+    Ok(FinishedSlice {
+        path,
+        start_ns: open.start_ns,
+        end_ns: open.end_ns,
+        rows: open.rows,
+        bytes,
+    })
 }
 
 fn write_error(path: &Path, message: String) -> AgentError {
@@ -329,19 +364,31 @@ mod tests {
     fn rotates_by_size() {
         let tmp = tempfile::tempdir().unwrap();
         let mut w = SliceWriter::new(tmp.path(), "n1", Duration::from_secs(3600), 1 << 20);
-        let payload: Vec<u8> = (0..1500u32)
-            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-            .collect();
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
         let mut finished = Vec::new();
         for i in 0..4000 {
-            let mut p = payload.clone();
-            p[..4].copy_from_slice(&(i as u32).to_le_bytes());
+            // Incompressible payloads, so that the file really grows.
+            let p: Vec<u8> = (0..1500)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state as u8
+                })
+                .collect();
             if let Some(f) = w.append(&row(i), &p).unwrap() {
                 finished.push(f);
             }
         }
         finished.extend(w.finish().unwrap());
         assert!(finished.len() >= 2, "{finished:?}");
+        for f in &finished {
+            assert!(
+                f.bytes <= (1 << 20) + (1 << 20) / 8 + 64 * 1024,
+                "slice of {} bytes",
+                f.bytes
+            );
+        }
         assert_eq!(finished.iter().map(|f| f.rows).sum::<u64>(), 4000);
         let mut all = Vec::new();
         for f in &finished {

@@ -1,7 +1,8 @@
 //! `udp-blast`: sends a known number of UDP datagrams as fast as asked, with `sendmmsg`.
 //!
 //! Each payload starts with its sequence number (u64 LE) so captures can be matched packet by
-//! packet; the rest is pseudo-random (incompressible) bytes.
+//! packet; the rest is fresh pseudo-random bytes for every datagram, so that nothing downstream
+//! (zstd in the recorder, say) can compress it away.
 
 use std::{
     net::{SocketAddr, UdpSocket},
@@ -50,14 +51,6 @@ fn main() -> anyhow::Result<()> {
     let fd = socket.as_raw_fd();
     let mut payloads = vec![vec![0u8; args.size]; BATCH];
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
-    for p in &mut payloads {
-        for b in p.iter_mut() {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            *b = state as u8;
-        }
-    }
     let start = Instant::now();
     let deadline = start + Duration::from_secs(args.max_seconds);
     let mut sent = 0u64;
@@ -66,6 +59,12 @@ fn main() -> anyhow::Result<()> {
         let n = (args.count - sent).min(BATCH as u64) as usize;
         for (i, p) in payloads.iter_mut().take(n).enumerate() {
             p[..8].copy_from_slice(&(sent + i as u64).to_le_bytes());
+            for chunk in p[8..].chunks_mut(8) {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
+            }
         }
         let mut iovs: Vec<libc::iovec> = payloads
             .iter_mut()

@@ -36,6 +36,30 @@ pub fn blast(ns: &NetNs, dst: &str, count: u64, size: usize, rate: u64) -> serde
     report
 }
 
+/// Starts `udp-blast` in the background (same arguments as [`blast`]); wait on the child.
+pub fn blast_background(
+    ns: &NetNs,
+    dst: &str,
+    count: u64,
+    size: usize,
+    rate: u64,
+) -> std::process::Child {
+    let bin = sibling_binary("udp-blast");
+    ns.command(bin.to_str().unwrap())
+        .args([
+            "--dst",
+            dst,
+            "--count",
+            &count.to_string(),
+            "--size",
+            &size.to_string(),
+        ])
+        .args(["--rate", &rate.to_string()])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("spawning udp-blast")
+}
+
 /// The TCP payload of an IPv4 packet (empty when it is not TCP or is cut before it).
 pub fn tcp_payload(l3: &[u8]) -> &[u8] {
     if l3.len() < 20 || l3[0] >> 4 != 4 || l3[9] != 6 {
