@@ -109,7 +109,7 @@ fn record(ctx: &TcContext, direction: u8) {
         reserved: 0,
     };
     // The upper 32 bits ask the kernel to append `cap_len` bytes of the skb after `header`.
-    let flags = (u64::from(cap_len) << 32) | u64::from(BPF_F_CURRENT_CPU);
+    let flags = (u64::from(cap_len) << 32) | BPF_F_CURRENT_CPU;
     // SAFETY: `PACKETS` is a map definition the loader relocates to the map's fd; `header` lives
     // on this stack frame for the duration of the call and its size is passed with it.
     let rc = unsafe {

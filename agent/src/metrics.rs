@@ -57,10 +57,13 @@ pub fn total(cpus: &[CpuCounters]) -> CpuCounters {
         })
 }
 
+/// Reads one field of the kernel-side counters.
+type CounterOf = fn(&CpuCounters) -> u64;
+
 /// Renders all counters in the Prometheus text format.
 pub fn render(node: &str, metrics: &Metrics, cpus: &[CpuCounters], interfaces: usize) -> String {
     let mut out = String::new();
-    let per_cpu: [(&str, &str, fn(&CpuCounters) -> u64); 5] = [
+    let per_cpu: [(&str, &str, CounterOf); 5] = [
         (
             "remora_packets_total",
             "Packets seen by the TC hooks",

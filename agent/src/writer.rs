@@ -85,10 +85,7 @@ pub fn run_writer(
         (written, results)
     };
 
-    loop {
-        let Some(first) = rx.blocking_recv() else {
-            break;
-        };
+    while let Some(first) = rx.blocking_recv() {
         merger.push(first.stream, first.batch, first.watermark_ns);
         while let Ok(msg) = rx.try_recv() {
             merger.push(msg.stream, msg.batch, msg.watermark_ns);

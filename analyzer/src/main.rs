@@ -1,1 +1,66 @@
-fn main() {}
+//! `remora`: Remora's command line. `remora up` runs the embedded default on this machine.
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use remora_agent::cli::RecordArgs;
+
+/// Remora: an eBPF network recorder an AI assistant can question.
+#[derive(Parser, Debug)]
+#[command(name = "remora", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log filter, e.g. info or remora_agent=debug
+    #[arg(long, global = true, default_value = "info", env = "REMORA_LOG")]
+    log: String,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Record this machine and serve the API on 127.0.0.1:8898 (data in ./remora-data).
+    Up {
+        #[command(flatten)]
+        record: RecordArgs,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log))
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Up { record } => {
+            let listen_given =
+                std::env::args().any(|a| a == "--listen" || a.starts_with("--listen="));
+            let config = record
+                .to_config()
+                .map_err(anyhow::Error::msg)
+                .context("invalid flags")?;
+            let config = remora_analyzer::up::embedded(config, listen_given);
+            let summary = remora_agent::run(config, shutdown_signal(), |started| {
+                eprintln!("{}", remora_analyzer::up::banner(started));
+            })
+            .await
+            .context("remora up failed")?;
+            eprintln!(
+                "remora up: stopped; {} rows in {} slices, {} packets dropped",
+                summary.rows_written, summary.slices_written, summary.dropped_packets
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -52,3 +52,13 @@ pub fn require_tool(tool: &str) {
         "`{tool}` is not installed; run `cargo xtask setup` (it installs the test tools)"
     );
 }
+
+/// Sum over all label sets of one metric in Prometheus text (e.g. a per-CPU counter).
+pub fn metric_total(metrics: &str, name: &str) -> u64 {
+    let prefix = format!("{name}{{");
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}

@@ -108,6 +108,11 @@ impl AgentProc {
         )
     }
 
+    /// Process id (for CPU and memory figures from /proc).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// What the agent logged so far.
     pub fn log_text(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
@@ -264,6 +269,11 @@ impl Tcpdump {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Process id (for CPU and memory figures from /proc).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Stops tcpdump and returns its own counts.
     pub fn stop(mut self) -> TcpdumpStats {
         if let Some(mut child) = self.child.take() {
@@ -361,4 +371,32 @@ impl Drop for Nginx {
             }
         }
     }
+}
+
+/// CPU seconds (user + system) and peak RSS in bytes of a live process, from /proc.
+pub fn cpu_and_peak_rss(pid: u32) -> (f64, u64) {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of stat, i.e. 11 and 12 after the name.
+    let cpu = (field(11) + field(12)) / ticks;
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let hwm_kib = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    (cpu, hwm_kib * 1024)
 }

@@ -8,6 +8,7 @@ mod common;
 use std::time::Duration;
 
 use bpf_tests::{
+    metric_total,
     net::{ADDR_A, ADDR_B, IF_A, NetNs, VethPair},
     pcap::read_pcap,
     proc::{AgentProc, Nginx, Tcpdump, wait_until},
@@ -192,6 +193,10 @@ fn records_exactly_what_tcpdump_records_on_a_veth() {
     assert_eq!(duck.trim(), expected, "DuckDB disagrees");
 }
 
+fn agent_port() -> u16 {
+    18802
+}
+
 #[test]
 fn records_loopback_once_like_tcpdump() {
     preflight();
@@ -213,11 +218,28 @@ fn records_loopback_once_like_tcpdump() {
             &["-sS", "-o", "/dev/null", "http://127.0.0.1:8080/big.bin"],
         );
     }
+    // Remora's own API traffic crosses lo too, and must not be recorded.
+    for _ in 0..5 {
+        agent.api_json("/v1/health");
+    }
+    let metrics = String::from_utf8(agent.api("/metrics").1).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let stats = dump.stop();
     agent.stop();
     assert_eq!(stats.dropped, 0);
-    let ours: Vec<_> = read_all(&data.join("capture/test/packets"))
+    let everything = read_all(&data.join("capture/test/packets"));
+    assert!(
+        !everything
+            .iter()
+            .any(|p| p.src_port == Some(agent_port()) || p.dst_port == Some(agent_port())),
+        "the agent recorded its own API traffic"
+    );
+    let excluded = metric_total(&metrics, "remora_excluded_packets_total");
+    assert!(
+        excluded >= 10,
+        "API packets should be counted as excluded, got {excluded}"
+    );
+    let ours: Vec<_> = everything
         .into_iter()
         .filter(|p| p.src_port == Some(8080) || p.dst_port == Some(8080))
         .collect();

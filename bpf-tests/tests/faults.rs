@@ -6,6 +6,7 @@ mod common;
 use std::{path::Path, process::Command, time::Duration};
 
 use bpf_tests::{
+    metric_total,
     net::{ADDR_B, IF_A, NetNs, VethPair, run},
     proc::{AgentProc, wait_until},
     require_root, require_tool,
@@ -51,15 +52,6 @@ fn remora_programs_loaded() -> usize {
     run("bpftool", &["prog", "show"])
         .matches("remora_tc_")
         .count()
-}
-
-/// Total of one per-CPU counter in the agent's /metrics text.
-fn metric_total(metrics: &str, name: &str) -> u64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
 }
 
 #[test]

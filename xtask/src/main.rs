@@ -1,1 +1,160 @@
-fn main() {}
+//! Remora's task runner: `cargo xtask setup | up | test | bench`.
+//!
+//! Orchestration only: it installs what a fresh machine lacks, builds, and runs the real
+//! programs and test suites. Every step prints what it does; every failure says what to do.
+
+mod setup;
+mod sh;
+
+use std::process::Command;
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+use crate::sh::{cargo, root_dir, step};
+
+/// Remora's task runner.
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what building and testing need (idempotent; a second run takes seconds).
+    Setup,
+    /// Build and run Remora on this machine: record every interface, serve the API on
+    /// 127.0.0.1:8898 (extra arguments go to `remora up`).
+    Up {
+        /// Arguments for `remora up`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run the whole suite: formatting, clippy, unit tests and the privileged BPF tests.
+    Test {
+        /// Only run tests whose name contains this.
+        filter: Option<String>,
+    },
+    /// Benchmarks against the tools a user would otherwise use (release build).
+    Bench {
+        /// Which benchmark: `capture`.
+        which: String,
+        /// Arguments for the benchmark binary.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.task {
+        Task::Setup => setup::run(),
+        Task::Up { args } => up(&args),
+        Task::Test { filter } => test(filter.as_deref()),
+        Task::Bench { which, args } => bench(&which, &args),
+    }
+}
+
+fn up(args: &[String]) -> anyhow::Result<()> {
+    setup::run()?;
+    sh::require_root("cargo xtask up records with eBPF")?;
+    step("building remora (dev profile)");
+    cargo(&["build", "-p", "analyzer", "--bin", "remora"])?;
+    let bin = root_dir().join("target/debug/remora");
+    step(&format!("starting {} up", bin.display()));
+    let status = Command::new(&bin)
+        .arg("up")
+        .args(args)
+        .current_dir(root_dir())
+        .status()
+        .with_context(|| format!("running {}", bin.display()))?;
+    if !status.success() {
+        bail!("remora up exited with {status}");
+    }
+    Ok(())
+}
+
+fn test(filter: Option<&str>) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    setup::run()?;
+    step("cargo fmt --check");
+    cargo(&["fmt", "--all", "--", "--check"])
+        .context("formatting differs: run `cargo fmt --all`")?;
+    step("cargo clippy --all-targets -D warnings");
+    cargo(&["clippy", "--all-targets", "--", "-D", "warnings"])?;
+    step("cargo +nightly clippy on the eBPF programs (bpfel-unknown-none)");
+    sh::run(
+        Command::new("cargo")
+            .current_dir(root_dir())
+            .args([
+                "+nightly",
+                "clippy",
+                "-p",
+                "agent-ebpf",
+                "--target",
+                "bpfel-unknown-none",
+            ])
+            .args(["-Z", "build-std=core", "--target-dir", "target/ebpf-clippy"])
+            .args(["--", "-D", "warnings"]),
+    )?;
+    step("building the agent and the test tools");
+    cargo(&[
+        "build",
+        "-p",
+        "agent",
+        "-p",
+        "bpf-tests",
+        "-p",
+        "analyzer",
+        "--bins",
+    ])?;
+    let mut unit = vec!["test", "--workspace", "--exclude", "bpf-tests"];
+    let mut bpf = vec!["test", "-p", "bpf-tests"];
+    bpf.extend(["--", "--test-threads=1"]);
+    if let Some(f) = filter {
+        unit.extend(["--", f]);
+        bpf.push(f);
+    }
+    step("unit tests");
+    cargo(&unit)?;
+    sh::require_root("the BPF end-to-end tests load eBPF programs and create network namespaces")?;
+    step("privileged BPF end-to-end tests (bpf-tests, one at a time)");
+    cargo(&bpf)?;
+    step(&format!(
+        "all tests passed in {:.0} s",
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(())
+}
+
+fn bench(which: &str, args: &[String]) -> anyhow::Result<()> {
+    setup::run()?;
+    match which {
+        "capture" => {
+            sh::require_root("the capture benchmark loads eBPF programs")?;
+            step("building release binaries (first time: several minutes)");
+            cargo(&[
+                "build",
+                "--release",
+                "-p",
+                "agent",
+                "-p",
+                "bpf-tests",
+                "--bins",
+            ])?;
+            let bin = root_dir().join("target/release/bench-capture");
+            let status = Command::new(&bin)
+                .args(args)
+                .current_dir(root_dir())
+                .status()
+                .with_context(|| format!("running {}", bin.display()))?;
+            if !status.success() {
+                bail!("the capture benchmark failed ({status})");
+            }
+            Ok(())
+        }
+        other => bail!("unknown benchmark `{other}`; available: capture"),
+    }
+}

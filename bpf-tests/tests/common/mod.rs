@@ -234,8 +234,7 @@ fn match_big_tcp(
     l2: usize,
     max_delta: &mut i64,
 ) -> usize {
-    // (flow bytes: addresses and ports, seq, payload length, ts, key into by_bytes)
-    let mut pieces: Vec<(Vec<u8>, u32, u32, i64, Vec<u8>)> = Vec::new();
+    let mut pieces: Vec<Piece> = Vec::new();
     for (bytes, entries) in by_bytes.iter() {
         for &(ts, orig_len) in entries {
             if let Some((flow, seq, hdr)) = tcp_flow(bytes) {
@@ -283,6 +282,10 @@ fn match_big_tcp(
     });
     matched
 }
+
+/// One tcpdump packet as a candidate piece: (flow bytes: addresses and ports, sequence number,
+/// payload length, timestamp, its key in the by-bytes map).
+type Piece = (Vec<u8>, u32, u32, i64, Vec<u8>);
 
 /// For an IPv4 TCP packet: (addresses + ports, sequence number, IP + TCP header length).
 fn tcp_flow(l3: &[u8]) -> Option<(Vec<u8>, u32, u32)> {
