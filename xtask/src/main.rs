@@ -117,16 +117,25 @@ fn test(filter: Option<&str>) -> anyhow::Result<()> {
         unit.extend(["--", f]);
         bpf.push(f);
     }
+    let mut tally = sh::Tally::default();
     step("unit tests");
-    cargo(&unit)?;
-    sh::require_root("the BPF end-to-end tests load eBPF programs and create network namespaces")?;
-    step("privileged BPF end-to-end tests (bpf-tests, one at a time)");
-    cargo(&bpf)?;
+    let result = sh::cargo_test(&unit, &mut tally).and_then(|()| {
+        sh::require_root(
+            "the BPF end-to-end tests load eBPF programs and create network namespaces",
+        )?;
+        step("privileged BPF end-to-end tests (bpf-tests, one at a time)");
+        sh::cargo_test(&bpf, &mut tally)
+    });
     step(&format!(
-        "all tests passed in {:.0} s",
+        "finished in {:.0} s",
         started.elapsed().as_secs_f64()
     ));
-    Ok(())
+    // The closing line CI reads: the totals over every test binary.
+    println!(
+        "tests: {} passed, {} failed, {} skipped",
+        tally.passed, tally.failed, tally.ignored
+    );
+    result
 }
 
 fn bench(which: &str, args: &[String]) -> anyhow::Result<()> {
