@@ -5,7 +5,7 @@ use std::{collections::HashMap, io};
 use agent_common::{CpuCounters, EXCLUDED_PORT_WORDS, MAX_L2_HEADER_BYTES};
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
-    maps::{Array, MapData, PerCpuArray, PerfEventArray},
+    maps::{Array, Map, MapData, PerCpuArray},
     programs::{
         ProgramError, SchedClassifier, TcAttachType,
         tc::{self, NlOptions, SchedClassifierLinkId, TcAttachOptions},
@@ -94,13 +94,17 @@ impl Recorder {
         })
     }
 
-    /// Takes the per-CPU perf rings' map (once).
-    pub fn take_packet_rings(&mut self) -> Result<PerfEventArray<MapData>> {
-        let map = self
-            .ebpf
-            .take_map("PACKETS")
-            .ok_or_else(|| AgentError::Load("map PACKETS missing or already taken".into()))?;
-        PerfEventArray::try_from(map).map_err(|e| AgentError::Load(e.to_string()))
+    /// Takes the per-CPU perf rings' map (`BPF_MAP_TYPE_PERF_EVENT_ARRAY`, once).
+    pub fn take_packet_rings(&mut self) -> Result<MapData> {
+        match self.ebpf.take_map("PACKETS") {
+            Some(Map::PerfEventArray(map)) => Ok(map),
+            Some(_) => Err(AgentError::Load(
+                "map PACKETS is not a perf event array".into(),
+            )),
+            None => Err(AgentError::Load(
+                "map PACKETS missing or already taken".into(),
+            )),
+        }
     }
 
     /// Removes filters a killed earlier agent left on `iface` (netlink attachments survive

@@ -22,6 +22,7 @@ pub mod error;
 pub mod interfaces;
 pub mod merge;
 pub mod metrics;
+pub mod perf_ring;
 pub mod reader;
 pub mod run;
 pub mod schema;

@@ -25,23 +25,18 @@ impl CpuQueue {
         Some((batch, batch.rows.get(self.cursor)?))
     }
 
-    fn advance(&mut self) {
+    /// Moves past the front row; returns the batch when that finished it.
+    fn advance(&mut self) -> Option<PacketBatch> {
         self.cursor += 1;
         if self
             .batches
             .front()
             .is_some_and(|b| self.cursor >= b.rows.len())
         {
-            self.batches.pop_front();
             self.cursor = 0;
+            return self.batches.pop_front();
         }
-    }
-
-    fn skip_empty(&mut self) {
-        while self.batches.front().is_some_and(|b| b.rows.is_empty()) {
-            self.batches.pop_front();
-            self.cursor = 0;
-        }
+        None
     }
 }
 
@@ -51,6 +46,8 @@ pub struct Merger {
     last_released_ns: i64,
     late_rows: u64,
     pending_rows: usize,
+    pending_bytes: usize,
+    spent: Vec<PacketBatch>,
 }
 
 impl Merger {
@@ -66,6 +63,8 @@ impl Merger {
             last_released_ns: i64::MIN,
             late_rows: 0,
             pending_rows: 0,
+            pending_bytes: 0,
+            spent: Vec::new(),
         }
     }
 
@@ -75,8 +74,11 @@ impl Merger {
             return;
         };
         queue.watermark_ns = queue.watermark_ns.max(watermark_ns);
-        if !batch.rows.is_empty() {
+        if batch.rows.is_empty() {
+            self.spent.push(batch);
+        } else {
             self.pending_rows += batch.rows.len();
+            self.pending_bytes += batch.payload.len();
             queue.batches.push_back(batch);
         }
     }
@@ -95,6 +97,16 @@ impl Merger {
         self.pending_rows
     }
 
+    /// Batches whose rows have all been released, for reuse.
+    pub fn take_spent(&mut self) -> std::vec::Drain<'_, PacketBatch> {
+        self.spent.drain(..)
+    }
+
+    /// Payload bytes held back (released when their whole batch is).
+    pub fn pending_bytes(&self) -> usize {
+        self.pending_bytes
+    }
+
     /// Rows that arrived after a later row had already been released (written out of order).
     pub fn late_rows(&self) -> u64 {
         self.late_rows
@@ -109,7 +121,8 @@ impl Merger {
         self.release_until(watermark, emit)
     }
 
-    /// Releases everything (shutdown).
+    /// Releases everything (shutdown, or too much held back: rows that then arrive for an
+    /// earlier time are written late and counted).
     pub fn release_all<E>(
         &mut self,
         emit: impl FnMut(&PacketRow, &[u8]) -> Result<(), E>,
@@ -125,7 +138,6 @@ impl Merger {
         loop {
             let mut best: Option<(usize, i64)> = None;
             for (i, queue) in self.cpus.iter_mut().enumerate() {
-                queue.skip_empty();
                 if let Some((_, row)) = queue.front()
                     && row.ts_ns <= limit_ns
                     && best.is_none_or(|(_, ts)| row.ts_ns < ts)
@@ -144,7 +156,10 @@ impl Merger {
                 emit(row, batch.payload_of(row))?;
             }
             self.last_released_ns = self.last_released_ns.max(ts);
-            queue.advance();
+            if let Some(done) = queue.advance() {
+                self.pending_bytes -= done.payload.len();
+                self.spent.push(done);
+            }
             self.pending_rows -= 1;
         }
     }

@@ -4,7 +4,10 @@ use std::{
     collections::HashMap,
     future::Future,
     path::Path,
-    sync::{Arc, Mutex, RwLock},
+    sync::{
+        Arc, Mutex, RwLock,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Instant,
 };
 
@@ -15,7 +18,7 @@ use crate::{
     auth::load_or_create_token,
     clock::TaiToUtc,
     config::AgentConfig,
-    decode::Decoder,
+    decode::{BatchPool, Decoder},
     ebpf::Recorder,
     error::{AgentError, Result},
     interfaces::{self, Interface},
@@ -58,6 +61,7 @@ pub async fn run(
     on_started: impl FnOnce(&Started),
 ) -> Result<RunSummary> {
     config.validate()?;
+    limit_malloc_arenas();
     prepare_dir(&config.data_dir)?;
     let packets_dir = config.kind_dir(PACKETS_KIND);
     prepare_dir(&packets_dir)?;
@@ -101,7 +105,7 @@ pub async fn run(
     let token = load_or_create_token(&config.token_file)?;
 
     let mut recorder = Recorder::load(&config, &exclude)?;
-    let mut rings = recorder.take_packet_rings()?;
+    let rings = recorder.take_packet_rings()?;
     let decoder: SharedDecoder = Arc::new(RwLock::new(Arc::new(Decoder {
         clock: TaiToUtc::sample(),
         snaplen: config.snaplen,
@@ -109,14 +113,20 @@ pub async fn run(
     })));
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let (tx, rx) = mpsc::channel(64);
+    let stop_readers = Arc::new(AtomicBool::new(false));
+    // A few batches per CPU in flight at most: a slow disk turns into full rings and counted
+    // drops, not into memory.
+    let cpus = aya::util::online_cpus().map(|c| c.len()).unwrap_or(1);
+    let (tx, rx) = mpsc::channel(4 * cpus);
+    let pool = BatchPool::default();
     let readers = spawn_readers(
-        &mut rings,
+        &rings,
         config.ring_pages(),
+        pool.clone(),
         decoder.clone(),
         tx,
         metrics.clone(),
-        shutdown_rx.clone(),
+        stop_readers.clone(),
     )?;
     let streams = readers.len();
     let slices = SliceWriter::new(
@@ -133,7 +143,7 @@ pub async fn run(
     let writer_metrics = metrics.clone();
     let writer = std::thread::Builder::new()
         .name("remora-writer".into())
-        .spawn(move || run_writer(rx, streams, slices, settings, writer_metrics))
+        .spawn(move || run_writer(rx, pool, streams, slices, settings, writer_metrics))
         .map_err(|e| AgentError::io("starting the writer thread", e))?;
 
     for iface in &chosen {
@@ -186,11 +196,15 @@ pub async fn run(
         }
     }
     let _ = shutdown_tx.send(true);
+    stop_readers.store(true, Ordering::Release);
     let _ = watcher.await;
-    for reader in readers {
-        let _ = reader.await;
-    }
-    let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+    let _ = tokio::task::spawn_blocking(move || {
+        for reader in readers {
+            let _ = reader.join();
+        }
+        writer.join()
+    })
+    .await;
     if let Some(task) = api_task {
         let _ = task.await;
     }
@@ -198,12 +212,22 @@ pub async fn run(
         let rec = recorder.lock().unwrap_or_else(|p| p.into_inner());
         crate::metrics::total(&rec.cpu_counters()).dropped_packets
     };
-    use std::sync::atomic::Ordering::Relaxed;
     Ok(RunSummary {
-        rows_written: metrics.rows_written.load(Relaxed),
-        slices_written: metrics.slices_written.load(Relaxed),
+        rows_written: metrics.rows_written.load(Ordering::Relaxed),
+        slices_written: metrics.slices_written.load(Ordering::Relaxed),
         dropped_packets: dropped,
     })
+}
+
+/// The reader threads and the writer thread pass MiB-sized buffers between them; with glibc's
+/// default of one heap arena per thread, each arena keeps its own free pieces and RSS grows by
+/// tens of MiB under load (measured: 138 MiB peak at full payload, 111 MiB with one arena, at
+/// the same CPU cost). Two arenas keep most of that gain without contention.
+fn limit_malloc_arenas() {
+    // SAFETY: mallopt only tunes the allocator; called before the recorder's threads start.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
 }
 
 fn l2_map(all: &[Interface]) -> HashMap<u32, usize> {

@@ -6,8 +6,8 @@ use arrow::array::ArrayBuilder as _;
 
 use arrow::{
     array::{
-        ArrayRef, BinaryBuilder, PrimitiveBuilder, RecordBatch, StringBuilder,
-        StringDictionaryBuilder, TimestampNanosecondBuilder,
+        ArrayRef, BinaryBuilder, DictionaryArray, Int32Array, PrimitiveBuilder, RecordBatch,
+        StringArray, StringBuilder, TimestampNanosecondBuilder,
     },
     datatypes::{
         DataType, Field, Int32Type, Schema, SchemaRef, TimeUnit, UInt8Type, UInt16Type, UInt32Type,
@@ -56,7 +56,7 @@ pub struct PacketBuilders {
     schema: SchemaRef,
     node: String,
     ts: TimestampNanosecondBuilder,
-    node_col: StringDictionaryBuilder<Int32Type>,
+    last_ips: [(Option<std::net::IpAddr>, String); 2],
     ifindex: PrimitiveBuilder<UInt32Type>,
     direction: PrimitiveBuilder<UInt8Type>,
     wire_len: PrimitiveBuilder<UInt32Type>,
@@ -72,7 +72,6 @@ pub struct PacketBuilders {
     tcp_ack: PrimitiveBuilder<UInt32Type>,
     payload: BinaryBuilder,
     payload_bytes: usize,
-    scratch: String,
 }
 
 impl PacketBuilders {
@@ -82,7 +81,7 @@ impl PacketBuilders {
             schema: packets_schema(),
             node: node.to_owned(),
             ts: TimestampNanosecondBuilder::new().with_timezone("UTC"),
-            node_col: StringDictionaryBuilder::new(),
+            last_ips: Default::default(),
             ifindex: PrimitiveBuilder::new(),
             direction: PrimitiveBuilder::new(),
             wire_len: PrimitiveBuilder::new(),
@@ -98,29 +97,32 @@ impl PacketBuilders {
             tcp_ack: PrimitiveBuilder::new(),
             payload: BinaryBuilder::new(),
             payload_bytes: 0,
-            scratch: String::with_capacity(48),
         }
     }
 
     /// Appends one row and its kept bytes.
     pub fn append(&mut self, row: &PacketRow, payload: &[u8]) {
         self.ts.append_value(row.ts_ns);
-        self.node_col.append_value(&self.node);
         self.ifindex.append_value(row.ifindex);
         self.direction.append_value(row.direction);
         self.wire_len.append_value(row.wire_len);
         self.cgroup_id.append_option(row.cgroup_id);
         self.l3.append_value(row.l3);
         self.ip_proto.append_value(row.ip_proto);
-        for (ip, builder) in [
-            (row.src_ip, &mut self.src_ip),
-            (row.dst_ip, &mut self.dst_ip),
+        // Consecutive packets mostly share addresses: format each address once per run.
+        for (i, ip, builder) in [
+            (0, row.src_ip, &mut self.src_ip),
+            (1, row.dst_ip, &mut self.dst_ip),
         ] {
-            self.scratch.clear();
-            if let Some(ip) = ip {
-                let _ = write!(self.scratch, "{ip}");
+            let (last, text) = &mut self.last_ips[i];
+            if *last != ip || text.is_empty() {
+                text.clear();
+                if let Some(ip) = ip {
+                    let _ = write!(text, "{ip}");
+                }
+                *last = ip;
             }
-            builder.append_value(&self.scratch);
+            builder.append_value(text.as_str());
         }
         self.src_port.append_option(row.src_port);
         self.dst_port.append_option(row.dst_port);
@@ -148,10 +150,19 @@ impl PacketBuilders {
 
     /// Takes the pending rows as a record batch and empties the builders.
     pub fn finish(&mut self) -> Result<RecordBatch, ArrowError> {
+        // The next batch will be about as large: allocate its payload buffer once, not by doubling.
+        let next_payload = BinaryBuilder::with_capacity(self.len(), self.payload_bytes);
+        let payload = std::mem::replace(&mut self.payload, next_payload).finish();
         self.payload_bytes = 0;
+        let rows = self.len();
+        // Every row of a slice has the same node: one dictionary entry, all keys 0.
+        let node: DictionaryArray<Int32Type> = DictionaryArray::try_new(
+            Int32Array::from(vec![0; rows]),
+            Arc::new(StringArray::from(vec![self.node.as_str()])),
+        )?;
         let columns: Vec<ArrayRef> = vec![
             Arc::new(self.ts.finish()),
-            Arc::new(self.node_col.finish()),
+            Arc::new(node),
             Arc::new(self.ifindex.finish()),
             Arc::new(self.direction.finish()),
             Arc::new(self.wire_len.finish()),
@@ -165,7 +176,7 @@ impl PacketBuilders {
             Arc::new(self.tcp_flags.finish()),
             Arc::new(self.tcp_seq.finish()),
             Arc::new(self.tcp_ack.finish()),
-            Arc::new(self.payload.finish()),
+            Arc::new(payload),
         ];
         RecordBatch::try_new(self.schema.clone(), columns)
     }

@@ -152,6 +152,13 @@ impl SliceWriter {
         }
     }
 
+    /// Encoded bytes buffered for the current row group (memory, not yet on disk).
+    pub fn in_progress_bytes(&self) -> usize {
+        self.open
+            .as_ref()
+            .map_or(0, |o| o.writer.in_progress_size())
+    }
+
     /// True while a slice is being written.
     pub fn is_open(&self) -> bool {
         self.open.is_some()

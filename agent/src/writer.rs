@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 
 use crate::{
     clock::realtime_now_ns,
+    decode::BatchPool,
     error::AgentError,
     merge::Merger,
     metrics::{Metrics, add},
@@ -16,6 +17,9 @@ use crate::{
     slice::{FinishedSlice, SliceWriter},
     store::enforce_retention,
 };
+
+/// Payload bytes the merge may hold back for ordering before it releases everything.
+const MAX_PENDING_BYTES: usize = 16 << 20;
 
 /// Settings of the writer thread.
 pub struct WriterSettings {
@@ -30,6 +34,7 @@ pub struct WriterSettings {
 /// Runs until every reader has hung up, then publishes what is left.
 pub fn run_writer(
     mut rx: mpsc::Receiver<ReaderMsg>,
+    pool: BatchPool,
     streams: usize,
     mut slices: SliceWriter,
     settings: WriterSettings,
@@ -66,6 +71,7 @@ pub fn run_writer(
         }
     };
     let mut rows_in_slice = 0u64;
+    let mut last_report = std::time::Instant::now();
     let emit = |slices: &mut SliceWriter, merger: &mut Merger, all: bool| {
         let mut written = 0u64;
         let mut results = Vec::new();
@@ -90,7 +96,13 @@ pub fn run_writer(
         while let Ok(msg) = rx.try_recv() {
             merger.push(msg.stream, msg.batch, msg.watermark_ns);
         }
-        let (written, results) = emit(&mut slices, &mut merger, false);
+        // Ordering holds rows until every CPU has reported; a stalled reader must not make that
+        // memory grow without bound.
+        let overfull = merger.pending_bytes() > MAX_PENDING_BYTES;
+        let (written, results) = emit(&mut slices, &mut merger, overfull);
+        for batch in merger.take_spent() {
+            pool.give(batch);
+        }
         add(&metrics.rows_written, written);
         rows_in_slice += written;
         for r in results {
@@ -105,6 +117,16 @@ pub fn run_writer(
         metrics
             .late_rows
             .store(merger.late_rows(), std::sync::atomic::Ordering::Relaxed);
+        if last_report.elapsed() >= Duration::from_secs(1) {
+            tracing::debug!(
+                held_bytes = merger.pending_bytes(),
+                held_rows = merger.pending_rows(),
+                queued_batches = rx.len(),
+                parquet_in_progress = slices.in_progress_bytes(),
+                "writer state"
+            );
+            last_report = std::time::Instant::now();
+        }
     }
     let (written, results) = emit(&mut slices, &mut merger, true);
     add(&metrics.rows_written, written);

@@ -86,8 +86,7 @@ fn test(filter: Option<&str>) -> anyhow::Result<()> {
     cargo(&["clippy", "--all-targets", "--", "-D", "warnings"])?;
     step("cargo +nightly clippy on the eBPF programs (bpfel-unknown-none)");
     sh::run(
-        Command::new("cargo")
-            .current_dir(root_dir())
+        sh::tool_command("cargo")
             .args([
                 "+nightly",
                 "clippy",

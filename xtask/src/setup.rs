@@ -15,7 +15,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::sh::{is_root, note, output, root_dir, run as run_cmd, step};
+use crate::sh::{cargo_bin_dir, is_root, note, output, root_dir, run as run_cmd, step};
 
 /// Debian packages, each with a command that proves it is installed.
 const PACKAGES: &[(&str, &str)] = &[
@@ -138,13 +138,6 @@ fn home() -> PathBuf {
     std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from)
 }
 
-fn cargo_bin(name: &str) -> PathBuf {
-    std::env::var_os("CARGO_HOME")
-        .map_or_else(|| home().join(".cargo"), PathBuf::from)
-        .join("bin")
-        .join(name)
-}
-
 /// Makes `link` a symlink to `target`; returns true when it had to change.
 fn ensure_symlink(target: &Path, link: &Path) -> anyhow::Result<bool> {
     if fs::read_link(link).is_ok_and(|t| t == target) {
@@ -184,7 +177,7 @@ fn bpf_linker() -> anyhow::Result<()> {
         .context("libLLVM path without a file name")?;
     let changed = ensure_symlink(&libllvm, &lib.join("libLLVM.so"))?
         | ensure_symlink(&libllvm, &lib.join(soname))?;
-    let bin = cargo_bin("bpf-linker");
+    let bin = cargo_bin_dir().join("bpf-linker");
     if !changed && bpf_linker_works(&bin) {
         note(&format!(
             "present, self-test passed (LLVM_PREFIX {})",

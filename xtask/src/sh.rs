@@ -25,10 +25,42 @@ pub fn note(what: &str) {
     println!("    {what}");
 }
 
+/// `$CARGO_HOME/bin` (where `cargo install` put bpf-linker).
+pub fn cargo_bin_dir() -> PathBuf {
+    std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::var_os("HOME")
+                .map_or_else(|| PathBuf::from("/root"), PathBuf::from)
+                .join(".cargo")
+        })
+        .join("bin")
+}
+
+/// A cargo command whose PATH starts with `$CARGO_HOME/bin`, so the eBPF build finds the
+/// bpf-linker that setup installed even when the caller's PATH lacks it.
+pub fn cargo_command() -> Command {
+    tool_command(&std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+/// A command run in the workspace root with `$CARGO_HOME/bin` first on PATH (use `cargo` here
+/// for the rustup proxy, which understands `+nightly`).
+pub fn tool_command(program: &str) -> Command {
+    let mut cmd = Command::new(program);
+    let mut paths = vec![cargo_bin_dir()];
+    if let Some(path) = std::env::var_os("PATH") {
+        paths.extend(std::env::split_paths(&path));
+    }
+    if let Ok(joined) = std::env::join_paths(paths) {
+        cmd.env("PATH", joined);
+    }
+    cmd.current_dir(root_dir());
+    cmd
+}
+
 /// Runs `cargo args...` in the workspace root, inheriting output.
 pub fn cargo(args: &[&str]) -> anyhow::Result<()> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(&cargo)
+    let status = cargo_command()
         .args(args)
         .current_dir(root_dir())
         .status()
@@ -53,10 +85,8 @@ pub struct Tally {
 /// Runs `cargo test ...`, echoing its output, and adds the `test result:` lines to `tally`.
 pub fn cargo_test(args: &[&str], tally: &mut Tally) -> anyhow::Result<()> {
     use std::io::{BufRead as _, BufReader, Write as _};
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut child = Command::new(&cargo)
+    let mut child = cargo_command()
         .args(args)
-        .current_dir(root_dir())
         .stdout(std::process::Stdio::piped())
         .spawn()
         .with_context(|| format!("running cargo {}", args.join(" ")))?;

@@ -105,8 +105,6 @@ fn start(pair: &VethPair, rec: &Recorder, out: &Path) -> Running {
                     &snap,
                     "--retention-bytes",
                     "256GiB",
-                    "--log",
-                    "warn",
                 ],
             );
             Running {
