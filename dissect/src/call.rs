@@ -1,0 +1,172 @@
+//! The rows the engine produces: `calls` (one per request/response pair, or an unpaired half)
+//! and `conns` (one per TCP connection). Field names follow DESIGN §4 and the KFL catalog.
+
+use std::net::IpAddr;
+
+/// One side of a call or connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Endpoint {
+    /// Address.
+    pub ip: IpAddr,
+    /// Port (0 for protocols without ports).
+    pub port: u16,
+}
+
+/// One API call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    /// Request start (or the response's, when unpaired), ns since the epoch.
+    pub timestamp_ns: i64,
+    /// Request start → response end, µs; `None` when unpaired.
+    pub elapsed_us: Option<i64>,
+    /// Connection (or UDP flow) number within this dissection.
+    pub conn_id: u64,
+    /// Position of the call in its connection.
+    pub index: u32,
+    /// `HTTP`, `DNS`, ...
+    pub protocol: &'static str,
+    /// Client.
+    pub src: Endpoint,
+    /// Server.
+    pub dst: Endpoint,
+    /// HTTP method, or `QUERY`/`UPDATE`/... for DNS.
+    pub method: String,
+    /// Request target as sent.
+    pub url: String,
+    /// Path part of the target (DNS: the first question's name).
+    pub path: String,
+    /// Host header.
+    pub host: String,
+    /// `HTTP/1.1`, ...
+    pub http_version: String,
+    /// HTTP status, or the DNS rcode; 0 when there is no response.
+    pub status_code: u16,
+    /// Request header fields.
+    pub request_headers: Vec<(String, String)>,
+    /// Response header fields.
+    pub response_headers: Vec<(String, String)>,
+    /// Request body preview.
+    pub request_body: Vec<u8>,
+    /// Response body preview.
+    pub response_body: Vec<u8>,
+    /// Request body size on the wire (after chunk framing).
+    pub request_body_size: u64,
+    /// Response body size.
+    pub response_body_size: u64,
+    /// Request head size.
+    pub request_headers_size: u64,
+    /// Response head size.
+    pub response_headers_size: u64,
+    /// DNS question names.
+    pub dns_questions: Vec<String>,
+    /// DNS question types (`A`, `AAAA`, ...).
+    pub dns_question_types: Vec<String>,
+    /// DNS answer data (addresses, names).
+    pub dns_answers: Vec<String>,
+    /// The first correlation header found (x-request-id, x-correlation-id, traceparent, ...).
+    pub correlation_id: String,
+    /// W3C or B3 trace id when present.
+    pub trace_id: String,
+    /// `pair_not_found`, `tcp_reset`, `parse_error`, or `None`.
+    pub error_type: Option<&'static str>,
+    /// The request half was seen.
+    pub has_request: bool,
+    /// The response half was seen.
+    pub has_response: bool,
+}
+
+impl Call {
+    /// An empty call of `protocol` between two endpoints.
+    pub fn new(protocol: &'static str, src: Endpoint, dst: Endpoint) -> Self {
+        Self {
+            timestamp_ns: 0,
+            elapsed_us: None,
+            conn_id: 0,
+            index: 0,
+            protocol,
+            src,
+            dst,
+            method: String::new(),
+            url: String::new(),
+            path: String::new(),
+            host: String::new(),
+            http_version: String::new(),
+            status_code: 0,
+            request_headers: Vec::new(),
+            response_headers: Vec::new(),
+            request_body: Vec::new(),
+            response_body: Vec::new(),
+            request_body_size: 0,
+            response_body_size: 0,
+            request_headers_size: 0,
+            response_headers_size: 0,
+            dns_questions: Vec::new(),
+            dns_question_types: Vec::new(),
+            dns_answers: Vec::new(),
+            correlation_id: String::new(),
+            trace_id: String::new(),
+            error_type: None,
+            has_request: false,
+            has_response: false,
+        }
+    }
+}
+
+/// One TCP connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conn {
+    /// Connection number within this dissection.
+    pub conn_id: u64,
+    /// Client (sender of the SYN, or of the requests).
+    pub src: Endpoint,
+    /// Server.
+    pub dst: Endpoint,
+    /// First packet, ns.
+    pub first_ns: i64,
+    /// Last packet, ns.
+    pub last_ns: i64,
+    /// SYN → SYN-ACK → ACK, µs, when the handshake was seen.
+    pub handshake_us: Option<i64>,
+    /// Packets client → server, server → client.
+    pub packets: [u64; 2],
+    /// Payload bytes on the wire each way.
+    pub bytes: [u64; 2],
+    /// Retransmitted segments each way.
+    pub retransmissions: [u64; 2],
+    /// FIN segments seen.
+    pub fins: u32,
+    /// RST segments seen.
+    pub resets: u32,
+    /// `client` or `server` for the first RST.
+    pub rst_by: Option<&'static str>,
+    /// Application protocol detected (`HTTP`, `DNS`, or empty).
+    pub l7: &'static str,
+}
+
+/// Correlation headers, in order of preference.
+const CORRELATION: [&str; 6] = [
+    "x-request-id",
+    "x-correlation-id",
+    "traceparent",
+    "x-b3-traceid",
+    "x-amzn-trace-id",
+    "grpc-trace-bin",
+];
+
+/// Fills `correlation_id` and `trace_id` from request headers.
+pub fn correlate(call: &mut Call) {
+    let find = |name: &str| {
+        call.request_headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
+    if let Some(v) = CORRELATION.iter().find_map(|n| find(n)) {
+        call.correlation_id = v;
+    }
+    if let Some(tp) = find("traceparent") {
+        call.trace_id = tp.split('-').nth(1).unwrap_or("").to_owned();
+    } else if let Some(b3) = find("x-b3-traceid") {
+        call.trace_id = b3;
+    }
+}

@@ -1,0 +1,188 @@
+//! DNS messages (RFC 1035 wire format) over UDP or TCP: header, questions, answers.
+//!
+//! Hand-written and bounded: names follow at most 32 compression pointers and 255 bytes, every
+//! read is checked, and a malformed message is `None` (counted by the caller), never a panic.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+/// One question.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Question {
+    /// Query name, without the trailing dot.
+    pub name: String,
+    /// Query type (1 A, 28 AAAA, 5 CNAME, ...).
+    pub qtype: u16,
+}
+
+/// One answer record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// Owner name.
+    pub name: String,
+    /// Record type.
+    pub rtype: u16,
+    /// The data as text for A, AAAA, CNAME, NS, PTR; empty otherwise.
+    pub data: String,
+}
+
+/// A parsed message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Transaction id.
+    pub id: u16,
+    /// True for a response.
+    pub response: bool,
+    /// Opcode (0 query, 5 update, ...).
+    pub opcode: u8,
+    /// Response code.
+    pub rcode: u8,
+    /// Questions.
+    pub questions: Vec<Question>,
+    /// Answer section.
+    pub answers: Vec<Answer>,
+}
+
+fn u16_at(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
+}
+
+/// Reads a possibly compressed name at `at`; returns it and the offset after it.
+fn name(msg: &[u8], mut at: usize) -> Option<(String, usize)> {
+    let mut out = String::new();
+    let mut end = None;
+    for _ in 0..32 {
+        loop {
+            let len = usize::from(*msg.get(at)?);
+            match len {
+                0 => {
+                    if out.is_empty() {
+                        out.push_str("<Root>"); // the root name, as tshark and dig show it
+                    }
+                    return Some((out, end.unwrap_or(at + 1)));
+                }
+                l if l & 0xC0 == 0xC0 => {
+                    let ptr = usize::from(u16_at(msg, at)? & 0x3FFF);
+                    end.get_or_insert(at + 2);
+                    at = ptr;
+                    break;
+                }
+                l if l < 64 => {
+                    let label = msg.get(at + 1..at + 1 + l)?;
+                    if !out.is_empty() {
+                        out.push('.');
+                    }
+                    out.extend(
+                        label
+                            .iter()
+                            .map(|&c| if c.is_ascii_graphic() { c as char } else { '?' }),
+                    );
+                    if out.len() > 255 {
+                        return None;
+                    }
+                    at += 1 + l;
+                }
+                _ => return None,
+            }
+        }
+    }
+    None
+}
+
+/// Parses one DNS message (for TCP, without the 2-byte length prefix).
+pub fn parse(msg: &[u8]) -> Option<Message> {
+    let flags = u16_at(msg, 2)?;
+    let qd = u16_at(msg, 4)?;
+    let an = u16_at(msg, 6)?;
+    let mut at = 12;
+    let mut questions = Vec::new();
+    for _ in 0..qd.min(64) {
+        let (n, next) = name(msg, at)?;
+        questions.push(Question {
+            name: n,
+            qtype: u16_at(msg, next)?,
+        });
+        at = next + 4;
+    }
+    let mut answers = Vec::new();
+    for _ in 0..an.min(256) {
+        let Some((n, next)) = name(msg, at) else {
+            break;
+        };
+        let (Some(rtype), Some(rdlen)) = (u16_at(msg, next), u16_at(msg, next + 8)) else {
+            break;
+        };
+        let rdata_at = next + 10;
+        let Some(rdata) = msg.get(rdata_at..rdata_at + usize::from(rdlen)) else {
+            break;
+        };
+        let data = match (rtype, rdata.len()) {
+            (1, 4) => Ipv4Addr::new(rdata[0], rdata[1], rdata[2], rdata[3]).to_string(),
+            (28, 16) => {
+                let b: [u8; 16] = rdata.try_into().unwrap_or([0; 16]);
+                Ipv6Addr::from(b).to_string()
+            }
+            (5 | 2 | 12, _) => name(msg, rdata_at).map(|(n, _)| n).unwrap_or_default(),
+            _ => String::new(),
+        };
+        answers.push(Answer {
+            name: n,
+            rtype,
+            data,
+        });
+        at = rdata_at + usize::from(rdlen);
+    }
+    Some(Message {
+        id: u16_at(msg, 0)?,
+        response: flags & 0x8000 != 0,
+        opcode: ((flags >> 11) & 0x0F) as u8,
+        rcode: (flags & 0x0F) as u8,
+        questions,
+        answers,
+    })
+}
+
+/// The name of a record type, as KFL shows it (`A`, `AAAA`, ...; else the number).
+pub fn type_name(t: u16) -> String {
+    match t {
+        1 => "A".into(),
+        2 => "NS".into(),
+        5 => "CNAME".into(),
+        6 => "SOA".into(),
+        12 => "PTR".into(),
+        15 => "MX".into(),
+        16 => "TXT".into(),
+        28 => "AAAA".into(),
+        33 => "SRV".into(),
+        48 => "DNSKEY".into(),
+        65 => "HTTPS".into(),
+        255 => "ANY".into(),
+        257 => "CAA".into(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_compressed_answers_and_survives_garbage() {
+        // Response for www.example.com A: a CNAME to example.com (compressed) and an A record.
+        let mut m = vec![0x12, 0x34, 0x81, 0x80, 0, 1, 0, 2, 0, 0, 0, 0];
+        m.extend_from_slice(b"\x03www\x07example\x03com\x00\x00\x01\x00\x01");
+        m.extend_from_slice(&[0xC0, 12, 0, 5, 0, 1, 0, 0, 0, 60, 0, 2, 0xC0, 16]);
+        m.extend_from_slice(&[0xC0, 16, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 93, 184, 216, 34]);
+        let msg = parse(&m).unwrap();
+        assert_eq!(msg.id, 0x1234);
+        assert!(msg.response);
+        assert_eq!(msg.questions[0].name, "www.example.com");
+        assert_eq!(msg.answers[0].data, "example.com");
+        assert_eq!(msg.answers[1].data, "93.184.216.34");
+        // A pointer loop and truncations never panic.
+        let looped = [0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0xC0, 12];
+        assert!(parse(&looped).is_none());
+        for cut in 0..m.len() {
+            let _ = parse(&m[..cut]);
+        }
+    }
+}

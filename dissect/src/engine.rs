@@ -1,0 +1,557 @@
+//! The engine: packets in time order in, calls and connections out.
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::{
+    call::{Call, Conn, Endpoint, correlate},
+    dns,
+    http1::{self, Message, Parser, Role},
+    net::{self, flags},
+    reassembly::{Chunk, HalfStream},
+};
+
+/// Counters of what the engine skipped, so nothing is lost silently.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Packets pushed.
+    pub packets: u64,
+    /// Packets that were not IPv4/IPv6 or were malformed.
+    pub undecodable: u64,
+    /// IP fragments (defragmentation is not implemented yet).
+    pub fragments: u64,
+    /// DNS messages that did not parse.
+    pub dns_errors: u64,
+    /// HTTP heads that did not parse (the stream resynchronised).
+    pub http_errors: u64,
+}
+
+/// Everything a dissection produced.
+#[derive(Debug, Default)]
+pub struct Output {
+    /// API calls, in the order they completed.
+    pub calls: Vec<Call>,
+    /// TCP connections.
+    pub conns: Vec<Conn>,
+    /// Counters.
+    pub stats: Stats,
+}
+
+type FlowKey = (Endpoint, Endpoint);
+
+/// Tunnels inside tunnels followed at most this deep.
+const MAX_TUNNEL_DEPTH: u8 = 3;
+
+fn key(a: Endpoint, b: Endpoint) -> FlowKey {
+    if a <= b { (a, b) } else { (b, a) }
+}
+
+struct Http1 {
+    /// Index of the direction carrying requests (0 = first packet's sender).
+    req_dir: usize,
+    parsers: [Parser; 2],
+    pending: VecDeque<Message>,
+}
+
+enum L7 {
+    Unknown,
+    Http1(Box<Http1>),
+    Dns([Vec<u8>; 2]),
+    Other,
+}
+
+struct TcpConn {
+    id: u64,
+    /// Sender of the first packet is side 0.
+    sides: [Endpoint; 2],
+    /// Which side is the client (initiator) as far as is known.
+    client: usize,
+    first_ns: i64,
+    last_ns: i64,
+    syn_ns: Option<i64>,
+    synack_ns: Option<i64>,
+    handshake_us: Option<i64>,
+    halves: [HalfStream; 2],
+    packets: [u64; 2],
+    bytes: [u64; 2],
+    fins: u32,
+    resets: u32,
+    rst_by: Option<usize>,
+    l7: L7,
+    calls: u32,
+}
+
+/// The dissection engine. Feed packets with [`Engine::push`], then call [`Engine::finish`].
+#[derive(Default)]
+pub struct Engine {
+    tcp: HashMap<FlowKey, TcpConn>,
+    next_id: u64,
+    dns_pending: HashMap<(FlowKey, u16), (Call, i64)>,
+    udp_ids: HashMap<FlowKey, u64>,
+    out: Output,
+}
+
+impl Engine {
+    /// A new engine.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Feeds one packet: its time, its bytes from the IP header on (possibly cut), and its
+    /// length on the wire from the IP header on.
+    pub fn push(&mut self, ts_ns: i64, l3: &[u8], wire_len: u32) {
+        self.out.stats.packets += 1;
+        self.push_at_depth(ts_ns, l3, wire_len, 0);
+    }
+
+    fn push_at_depth(&mut self, ts_ns: i64, l3: &[u8], wire_len: u32, depth: u8) {
+        let Some(ip) = net::ip(l3, wire_len) else {
+            self.out.stats.undecodable += 1;
+            return;
+        };
+        if ip.fragment {
+            self.out.stats.fragments += 1;
+            return;
+        }
+        // Overlay networks (VXLAN, Geneve, GRE, IP-in-IP) carry the pods' packets inside the
+        // nodes': dissect the inner packet. Bounded, so crafted nesting cannot recurse deeply.
+        if depth < MAX_TUNNEL_DEPTH
+            && let Some(inner) = net::decapsulate(ip.proto, ip.payload)
+        {
+            let inner_wire = ip
+                .payload_wire_len
+                .saturating_sub((ip.payload.len() - inner.len()) as u32);
+            self.push_at_depth(ts_ns, inner, inner_wire, depth + 1);
+            return;
+        }
+        match ip.proto {
+            6 => match net::tcp(ip.payload, ip.payload_wire_len) {
+                Some(seg) => self.tcp(ts_ns, ip.src, ip.dst, seg),
+                None => self.out.stats.undecodable += 1,
+            },
+            17 => match net::udp(ip.payload) {
+                Some((sport, dport, data)) => {
+                    let src = Endpoint {
+                        ip: ip.src,
+                        port: sport,
+                    };
+                    let dst = Endpoint {
+                        ip: ip.dst,
+                        port: dport,
+                    };
+                    if sport == 53 || dport == 53 {
+                        self.dns_udp(ts_ns, src, dst, data);
+                    }
+                }
+                None => self.out.stats.undecodable += 1,
+            },
+            _ => {}
+        }
+    }
+
+    fn tcp(
+        &mut self,
+        ts_ns: i64,
+        src_ip: std::net::IpAddr,
+        dst_ip: std::net::IpAddr,
+        seg: net::Tcp<'_>,
+    ) {
+        let src = Endpoint {
+            ip: src_ip,
+            port: seg.src_port,
+        };
+        let dst = Endpoint {
+            ip: dst_ip,
+            port: seg.dst_port,
+        };
+        let k = key(src, dst);
+        let syn = seg.flags & flags::SYN != 0;
+        let ack = seg.flags & flags::ACK != 0;
+        // A new SYN on a finished (or reset) connection's tuple starts a new connection.
+        let reuse = syn
+            && !ack
+            && self
+                .tcp
+                .get(&k)
+                .is_some_and(|c| c.fins >= 2 || c.resets > 0);
+        if reuse && let Some(old) = self.tcp.remove(&k) {
+            self.close(old);
+        }
+        let next_id = &mut self.next_id;
+        let conn = self.tcp.entry(k).or_insert_with(|| {
+            *next_id += 1;
+            // The initiator: the SYN's sender, the SYN-ACK's receiver, else the sender of the
+            // first packet unless it comes from the lower (server-like) port.
+            let client = if syn && ack {
+                1
+            } else if syn || src.port > dst.port {
+                0
+            } else {
+                1
+            };
+            TcpConn {
+                id: *next_id,
+                sides: [src, dst],
+                client,
+                first_ns: ts_ns,
+                last_ns: ts_ns,
+                syn_ns: None,
+                synack_ns: None,
+                handshake_us: None,
+                halves: [HalfStream::default(), HalfStream::default()],
+                packets: [0; 2],
+                bytes: [0; 2],
+                fins: 0,
+                resets: 0,
+                rst_by: None,
+                l7: L7::Unknown,
+                calls: 0,
+            }
+        });
+        let dir = usize::from(conn.sides[0] != src);
+        conn.last_ns = ts_ns;
+        conn.packets[dir] += 1;
+        conn.bytes[dir] += u64::from(seg.payload_wire_len);
+        if syn && !ack {
+            conn.syn_ns.get_or_insert(ts_ns);
+            conn.client = dir;
+        } else if syn && ack {
+            conn.synack_ns.get_or_insert(ts_ns);
+        } else if ack
+            && conn.handshake_us.is_none()
+            && dir == conn.client
+            && let (Some(s), Some(_)) = (conn.syn_ns, conn.synack_ns)
+        {
+            conn.handshake_us = Some((ts_ns - s) / 1000);
+        }
+        if seg.flags & flags::RST != 0 {
+            conn.resets += 1;
+            conn.rst_by.get_or_insert(dir);
+        }
+        if seg.flags & flags::FIN != 0 {
+            conn.fins += 1;
+        }
+        let TcpConn {
+            halves, l7, sides, ..
+        } = conn;
+        let ports = (sides[0].port, sides[1].port);
+        let stats = &mut self.out.stats;
+        halves[dir].segment(
+            ts_ns,
+            seg.seq,
+            syn,
+            seg.payload,
+            seg.payload_wire_len,
+            &mut |chunk| {
+                on_chunk(l7, dir, ports, chunk, stats);
+            },
+        );
+        self.collect(k);
+    }
+
+    /// Turns finished messages of a connection into calls.
+    fn collect(&mut self, k: FlowKey) {
+        let Some(conn) = self.tcp.get_mut(&k) else {
+            return;
+        };
+        match &mut conn.l7 {
+            L7::Http1(h) => {
+                let req_dir = h.req_dir;
+                let resp_dir = 1 - req_dir;
+                let requests: Vec<Message> = h.parsers[req_dir].messages.drain(..).collect();
+                for r in requests {
+                    h.parsers[resp_dir]
+                        .pending_requests
+                        .push_back(r.method == "HEAD");
+                    h.pending.push_back(r);
+                }
+                let responses: Vec<Message> = h.parsers[resp_dir].messages.drain(..).collect();
+                let (client, server) = (conn.sides[req_dir], conn.sides[resp_dir]);
+                for resp in responses {
+                    if (100..200).contains(&resp.status) && resp.status != 101 {
+                        continue; // interim (100 Continue): not a call of its own
+                    }
+                    let req = h.pending.pop_front();
+                    conn.calls += 1;
+                    self.out.calls.push(http_call(
+                        conn.id,
+                        conn.calls,
+                        client,
+                        server,
+                        req,
+                        Some(resp),
+                    ));
+                }
+            }
+            L7::Dns(bufs) => {
+                for (dir, buf) in bufs.iter_mut().enumerate() {
+                    while buf.len() >= 2 {
+                        let len = usize::from(u16::from_be_bytes([buf[0], buf[1]]));
+                        if buf.len() < 2 + len {
+                            break;
+                        }
+                        let msg: Vec<u8> = buf.drain(..2 + len).skip(2).collect();
+                        let (src, dst) = (conn.sides[dir], conn.sides[1 - dir]);
+                        let ts = conn.last_ns;
+                        let id = conn.id;
+                        dns_message(&mut self.out, &mut self.dns_pending, id, ts, src, dst, &msg);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn close(&mut self, mut conn: TcpConn) {
+        let k = key(conn.sides[0], conn.sides[1]);
+        let TcpConn {
+            halves, l7, sides, ..
+        } = &mut conn;
+        let ports = (sides[0].port, sides[1].port);
+        for (dir, half) in halves.iter_mut().enumerate() {
+            let stats = &mut self.out.stats;
+            half.flush(&mut |chunk| on_chunk(l7, dir, ports, chunk, stats));
+        }
+        if let L7::Http1(h) = &mut conn.l7 {
+            for p in &mut h.parsers {
+                p.close(conn.last_ns);
+                self.out.stats.http_errors += p.parse_errors;
+            }
+        }
+        self.tcp.insert(k, conn);
+        self.collect(k);
+        let Some(conn) = self.tcp.remove(&k) else {
+            return;
+        };
+        let l7 = match &conn.l7 {
+            L7::Http1(h) => {
+                let (client, server) = (conn.sides[h.req_dir], conn.sides[1 - h.req_dir]);
+                let mut calls = conn.calls;
+                for req in h.pending.iter().cloned() {
+                    calls += 1;
+                    let mut call = http_call(conn.id, calls, client, server, Some(req), None);
+                    call.error_type = Some(if conn.resets > 0 {
+                        "tcp_reset"
+                    } else {
+                        "pair_not_found"
+                    });
+                    self.out.calls.push(call);
+                }
+                "HTTP"
+            }
+            L7::Dns(_) => "DNS",
+            _ => "",
+        };
+        let c = conn.client;
+        self.out.conns.push(Conn {
+            conn_id: conn.id,
+            src: conn.sides[c],
+            dst: conn.sides[1 - c],
+            first_ns: conn.first_ns,
+            last_ns: conn.last_ns,
+            handshake_us: conn.handshake_us,
+            packets: [conn.packets[c], conn.packets[1 - c]],
+            bytes: [conn.bytes[c], conn.bytes[1 - c]],
+            retransmissions: [
+                conn.halves[c].retransmissions,
+                conn.halves[1 - c].retransmissions,
+            ],
+            fins: conn.fins,
+            resets: conn.resets,
+            rst_by: conn
+                .rst_by
+                .map(|d| if d == c { "client" } else { "server" }),
+            l7,
+        });
+    }
+
+    fn dns_udp(&mut self, ts_ns: i64, src: Endpoint, dst: Endpoint, data: &[u8]) {
+        let k = key(src, dst);
+        let next_id = &mut self.next_id;
+        let id = *self.udp_ids.entry(k).or_insert_with(|| {
+            *next_id += 1;
+            *next_id
+        });
+        dns_message(
+            &mut self.out,
+            &mut self.dns_pending,
+            id,
+            ts_ns,
+            src,
+            dst,
+            data,
+        );
+    }
+
+    /// Ends the input: open connections are closed, unpaired messages become rows.
+    pub fn finish(mut self) -> Output {
+        let mut open: Vec<TcpConn> = self.tcp.drain().map(|(_, c)| c).collect();
+        open.sort_by_key(|c| c.id);
+        for conn in open {
+            self.close(conn);
+        }
+        let mut left: Vec<(Call, i64)> = self.dns_pending.drain().map(|(_, v)| v).collect();
+        left.sort_by_key(|(c, _)| c.timestamp_ns);
+        for (mut call, _) in left {
+            call.error_type = Some("pair_not_found");
+            self.out.calls.push(call);
+        }
+        self.out
+    }
+}
+
+fn on_chunk(l7: &mut L7, dir: usize, ports: (u16, u16), chunk: Chunk<'_>, stats: &mut Stats) {
+    if let (L7::Unknown, Chunk::Data { bytes, .. }) = (&*l7, &chunk) {
+        *l7 = if http1::looks_like(Role::Request, bytes) {
+            L7::Http1(Box::new(Http1::new(dir)))
+        } else if http1::looks_like(Role::Response, bytes) {
+            L7::Http1(Box::new(Http1::new(1 - dir)))
+        } else if ports.0 == 53 || ports.1 == 53 {
+            L7::Dns([Vec::new(), Vec::new()])
+        } else {
+            L7::Other
+        };
+    }
+    match l7 {
+        L7::Http1(h) => match chunk {
+            Chunk::Data { ts_ns, bytes } => h.parsers[dir].data(ts_ns, bytes),
+            Chunk::Gap { ts_ns, len } => h.parsers[dir].gap(ts_ns, len),
+        },
+        L7::Dns(bufs) => match chunk {
+            Chunk::Data { bytes, .. } => bufs[dir].extend_from_slice(bytes),
+            Chunk::Gap { .. } => {
+                stats.dns_errors += 1;
+                bufs[dir].clear();
+            }
+        },
+        _ => {}
+    }
+}
+
+impl Http1 {
+    fn new(req_dir: usize) -> Self {
+        let mut parsers = [Parser::new(Role::Request), Parser::new(Role::Response)];
+        if req_dir == 1 {
+            parsers.swap(0, 1);
+        }
+        Self {
+            req_dir,
+            parsers,
+            pending: VecDeque::new(),
+        }
+    }
+}
+
+fn http_call(
+    conn_id: u64,
+    index: u32,
+    client: Endpoint,
+    server: Endpoint,
+    req: Option<Message>,
+    resp: Option<Message>,
+) -> Call {
+    let mut call = Call::new("HTTP", client, server);
+    call.conn_id = conn_id;
+    call.index = index;
+    call.has_request = req.is_some();
+    call.has_response = resp.is_some();
+    if let Some(req) = &req {
+        call.timestamp_ns = req.start_ns;
+        call.method = req.method.clone();
+        call.url = req.target.clone();
+        call.path = req.target.split('?').next().unwrap_or("").to_owned();
+        call.host = req.header("host").unwrap_or("").to_owned();
+        call.http_version = req.version.clone();
+        call.request_headers = req.headers.clone();
+        call.request_body = req.body_preview.clone();
+        call.request_body_size = req.body_size;
+        call.request_headers_size = req.head_size;
+        correlate(&mut call);
+    }
+    if let Some(resp) = resp {
+        if let Some(req) = &req {
+            call.elapsed_us = Some((resp.end_ns - req.start_ns) / 1000);
+        } else {
+            call.timestamp_ns = resp.start_ns;
+            call.http_version = resp.version.clone();
+            call.error_type = Some("pair_not_found");
+        }
+        call.status_code = resp.status;
+        call.response_headers = resp.headers;
+        call.response_body = resp.body_preview;
+        call.response_body_size = resp.body_size;
+        call.response_headers_size = resp.head_size;
+    }
+    call
+}
+
+fn dns_message(
+    out: &mut Output,
+    pending: &mut HashMap<(FlowKey, u16), (Call, i64)>,
+    conn_id: u64,
+    ts_ns: i64,
+    src: Endpoint,
+    dst: Endpoint,
+    data: &[u8],
+) {
+    let Some(msg) = dns::parse(data) else {
+        out.stats.dns_errors += 1;
+        return;
+    };
+    let k = (key(src, dst), msg.id);
+    if !msg.response {
+        let mut call = Call::new("DNS", src, dst);
+        call.conn_id = conn_id;
+        call.timestamp_ns = ts_ns;
+        call.method = match msg.opcode {
+            0 => "QUERY".into(),
+            5 => "UPDATE".into(),
+            n => format!("OPCODE{n}"),
+        };
+        call.dns_questions = msg.questions.iter().map(|q| q.name.clone()).collect();
+        call.dns_question_types = msg
+            .questions
+            .iter()
+            .map(|q| dns::type_name(q.qtype))
+            .collect();
+        call.path = call.dns_questions.first().cloned().unwrap_or_default();
+        call.url = call.path.clone();
+        call.has_request = true;
+        // A repeated query id before its answer: the earlier query stays unanswered.
+        if let Some((mut old, _)) = pending.insert(k, (call, ts_ns)) {
+            old.error_type = Some("pair_not_found");
+            out.calls.push(old);
+        }
+        return;
+    }
+    let mut call = match pending.remove(&k) {
+        Some((mut call, start)) => {
+            call.elapsed_us = Some((ts_ns - start) / 1000);
+            call
+        }
+        None => {
+            let mut call = Call::new("DNS", dst, src);
+            call.conn_id = conn_id;
+            call.timestamp_ns = ts_ns;
+            call.method = "QUERY".into();
+            call.dns_questions = msg.questions.iter().map(|q| q.name.clone()).collect();
+            call.dns_question_types = msg
+                .questions
+                .iter()
+                .map(|q| dns::type_name(q.qtype))
+                .collect();
+            call.path = call.dns_questions.first().cloned().unwrap_or_default();
+            call.url = call.path.clone();
+            call.error_type = Some("pair_not_found");
+            call
+        }
+    };
+    call.has_response = true;
+    call.status_code = u16::from(msg.rcode);
+    call.dns_answers = msg
+        .answers
+        .iter()
+        .filter(|a| !a.data.is_empty())
+        .map(|a| a.data.clone())
+        .collect();
+    out.calls.push(call);
+}

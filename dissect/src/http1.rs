@@ -1,0 +1,515 @@
+//! HTTP/1.0 and 1.1 messages from one direction of a reassembled stream.
+//!
+//! Heads are parsed with httparse once complete; bodies are framed by Content-Length, chunked
+//! encoding, or the end of the connection. A gap inside a body of known length is skipped
+//! exactly; a gap anywhere else loses the framing, and the parser resynchronises at the next
+//! thing that looks like a message start.
+
+/// Which side of the exchange a parser reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Client to server.
+    Request,
+    /// Server to client.
+    Response,
+}
+
+/// One parsed message.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Message {
+    /// Time of its first byte.
+    pub start_ns: i64,
+    /// Time of its last byte.
+    pub end_ns: i64,
+    /// Request method (requests).
+    pub method: String,
+    /// Request target (requests).
+    pub target: String,
+    /// Status code (responses).
+    pub status: u16,
+    /// `HTTP/1.0` or `HTTP/1.1`.
+    pub version: String,
+    /// Header fields in order, names as sent.
+    pub headers: Vec<(String, String)>,
+    /// Bytes of the head (start line and fields).
+    pub head_size: u64,
+    /// Body bytes (decoded chunk framing removed).
+    pub body_size: u64,
+    /// The first bytes of the body that were captured.
+    pub body_preview: Vec<u8>,
+    /// True when the message was cut short (connection ended or framing lost).
+    pub truncated: bool,
+}
+
+impl Message {
+    /// The value of a header field (case-insensitive name).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Longest head accepted; a longer one is not HTTP (or is an attack) and loses the framing.
+const MAX_HEAD: usize = 64 << 10;
+/// Body bytes kept for the preview.
+pub const MAX_PREVIEW: usize = 64 << 10;
+
+#[derive(Debug)]
+enum Body {
+    Length(u64),
+    ChunkSize(Vec<u8>),
+    ChunkData(u64),
+    ChunkDataEnd(u8),
+    Trailers(Vec<u8>),
+    UntilClose,
+}
+
+#[derive(Debug)]
+enum State {
+    Head,
+    Body(Body),
+    /// Framing lost: skip to the next plausible message start.
+    Resync,
+    /// Switched protocols (101) or CONNECT: the rest is not HTTP/1.
+    Done,
+}
+
+/// A parser for one direction.
+pub struct Parser {
+    role: Role,
+    state: State,
+    buf: Vec<u8>,
+    current: Message,
+    /// Finished messages, oldest first.
+    pub messages: Vec<Message>,
+    /// For a response parser: one entry per request not yet answered, true for HEAD (whose
+    /// response has no body). Fed by the connection as requests complete.
+    pub pending_requests: std::collections::VecDeque<bool>,
+    /// Heads that did not parse.
+    pub parse_errors: u64,
+}
+
+/// True when `bytes` start like a message of `role`. A request line is a method token (any
+/// uppercase token: extension methods such as `RPC_IN_DATA` are real), a space, a target and
+/// ` HTTP/1.x`; while the line is incomplete, the token and the space are enough.
+pub fn looks_like(role: Role, bytes: &[u8]) -> bool {
+    match role {
+        Role::Request => request_line_start(bytes),
+        Role::Response => {
+            !bytes.is_empty() && (bytes.starts_with(b"HTTP/1.") || b"HTTP/1.".starts_with(bytes))
+        }
+    }
+}
+
+fn request_line_start(bytes: &[u8]) -> bool {
+    let token = bytes
+        .iter()
+        .take_while(|b| b.is_ascii_uppercase() || matches!(b, b'_' | b'-'))
+        .count();
+    if token == 0 || token > 24 {
+        return false;
+    }
+    match bytes.get(token) {
+        None => return true,
+        Some(b' ') => {}
+        Some(_) => return false,
+    }
+    let line_end = bytes.iter().position(|b| *b == b'\n');
+    match line_end {
+        Some(end) => {
+            let line = bytes[..end].strip_suffix(b"\r").unwrap_or(&bytes[..end]);
+            line.ends_with(b" HTTP/1.0") || line.ends_with(b" HTTP/1.1")
+        }
+        None => true,
+    }
+}
+
+impl Parser {
+    /// A parser for messages of `role`.
+    pub fn new(role: Role) -> Self {
+        Self {
+            role,
+            state: State::Head,
+            buf: Vec::new(),
+            current: Message::default(),
+            messages: Vec::new(),
+            pending_requests: std::collections::VecDeque::new(),
+            parse_errors: 0,
+        }
+    }
+
+    /// Feeds stream bytes.
+    pub fn data(&mut self, ts_ns: i64, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let used = match &mut self.state {
+                State::Done => return,
+                State::Resync => match find_start(self.role, bytes) {
+                    Some(at) => {
+                        self.state = State::Head;
+                        at
+                    }
+                    None => return,
+                },
+                State::Head => self.head(ts_ns, bytes),
+                State::Body(_) => self.body(ts_ns, bytes),
+            };
+            bytes = &bytes[used..];
+        }
+    }
+
+    /// Feeds a hole of `len` bytes.
+    pub fn gap(&mut self, ts_ns: i64, len: u64) {
+        match &mut self.state {
+            State::Body(Body::Length(remaining)) if len <= *remaining => {
+                *remaining -= len;
+                self.current.body_size += len;
+                self.current.end_ns = ts_ns;
+                if *remaining == 0 {
+                    self.finish_message();
+                }
+            }
+            State::Body(Body::UntilClose) => {
+                self.current.body_size += len;
+                self.current.end_ns = ts_ns;
+            }
+            State::Head if self.buf.is_empty() => {
+                // A hole between messages: the next message may start right after it, or
+                // we may have lost its start.
+                self.state = State::Resync;
+            }
+            State::Done | State::Resync => {}
+            _ => {
+                self.current.truncated = true;
+                self.finish_message();
+                self.state = State::Resync;
+            }
+        }
+    }
+
+    /// The connection ended: a message framed by the close, or cut short, is finished.
+    pub fn close(&mut self, ts_ns: i64) {
+        match &self.state {
+            State::Body(Body::UntilClose) => {
+                self.current.end_ns = self.current.end_ns.max(ts_ns);
+                self.finish_message();
+            }
+            State::Body(_) => {
+                self.current.truncated = true;
+                self.finish_message();
+            }
+            _ => {}
+        }
+        self.state = State::Done;
+    }
+
+    fn head(&mut self, ts_ns: i64, bytes: &[u8]) -> usize {
+        if self.buf.is_empty() {
+            // Skip blank lines between messages (tolerated by RFC 9112).
+            let skip = bytes
+                .iter()
+                .take_while(|b| **b == b'\r' || **b == b'\n')
+                .count();
+            if skip > 0 {
+                return skip;
+            }
+            if !looks_like(self.role, bytes) {
+                self.parse_errors += 1;
+                self.state = State::Resync;
+                return 0;
+            }
+            self.current = Message {
+                start_ns: ts_ns,
+                ..Message::default()
+            };
+        }
+        let before = self.buf.len();
+        self.buf.extend_from_slice(bytes);
+        let parsed = match self.role {
+            Role::Request => parse_request(&self.buf, &mut self.current),
+            Role::Response => parse_response(&self.buf, &mut self.current),
+        };
+        match parsed {
+            Ok(Some(head_len)) => {
+                self.current.head_size = head_len as u64;
+                self.current.end_ns = ts_ns;
+                self.buf.clear();
+                self.start_body();
+                head_len - before
+            }
+            Ok(None) if self.buf.len() <= MAX_HEAD => bytes.len(),
+            _ => {
+                self.parse_errors += 1;
+                self.buf.clear();
+                self.state = State::Resync;
+                bytes.len()
+            }
+        }
+    }
+
+    fn start_body(&mut self) {
+        let m = &self.current;
+        let no_body = match self.role {
+            Role::Request => false,
+            Role::Response => {
+                self.pending_requests.front() == Some(&true)
+                    || (100..200).contains(&m.status)
+                    || m.status == 204
+                    || m.status == 304
+            }
+        };
+        if self.role == Role::Response && m.status == 101 {
+            self.finish_message();
+            self.state = State::Done;
+            return;
+        }
+        let chunked = m
+            .header("transfer-encoding")
+            .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+        let length = m
+            .header("content-length")
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        self.state = if no_body {
+            State::Head
+        } else if chunked {
+            State::Body(Body::ChunkSize(Vec::new()))
+        } else if let Some(n) = length {
+            if n == 0 {
+                State::Head
+            } else {
+                State::Body(Body::Length(n))
+            }
+        } else if self.role == Role::Request {
+            State::Head
+        } else {
+            State::Body(Body::UntilClose)
+        };
+        if matches!(self.state, State::Head) {
+            self.finish_message();
+        }
+    }
+
+    fn keep(&mut self, ts_ns: i64, bytes: &[u8]) {
+        self.current.body_size += bytes.len() as u64;
+        self.current.end_ns = ts_ns;
+        let room = MAX_PREVIEW.saturating_sub(self.current.body_preview.len());
+        self.current
+            .body_preview
+            .extend_from_slice(&bytes[..bytes.len().min(room)]);
+    }
+
+    fn body(&mut self, ts_ns: i64, bytes: &[u8]) -> usize {
+        let State::Body(body) = &mut self.state else {
+            return bytes.len();
+        };
+        match body {
+            Body::Length(remaining) => {
+                let take = (*remaining).min(bytes.len() as u64) as usize;
+                *remaining -= take as u64;
+                let done = *remaining == 0;
+                self.keep(ts_ns, &bytes[..take]);
+                if done {
+                    self.finish_message();
+                }
+                take
+            }
+            Body::UntilClose => {
+                self.keep(ts_ns, bytes);
+                bytes.len()
+            }
+            Body::ChunkSize(line) => {
+                let Some(nl) = bytes.iter().position(|b| *b == b'\n') else {
+                    line.extend_from_slice(bytes);
+                    if line.len() > 1024 {
+                        self.lose_framing();
+                    }
+                    return bytes.len();
+                };
+                line.extend_from_slice(&bytes[..nl]);
+                let text = String::from_utf8_lossy(line);
+                let hex = text.trim().split(';').next().unwrap_or("").trim();
+                match u64::from_str_radix(hex, 16) {
+                    Ok(0) => *body = Body::Trailers(Vec::new()),
+                    Ok(n) => *body = Body::ChunkData(n),
+                    Err(_) => self.lose_framing(),
+                }
+                nl + 1
+            }
+            Body::ChunkData(remaining) => {
+                let take = (*remaining).min(bytes.len() as u64) as usize;
+                *remaining -= take as u64;
+                if *remaining == 0 {
+                    *body = Body::ChunkDataEnd(0);
+                }
+                self.keep(ts_ns, &bytes[..take]);
+                take
+            }
+            Body::ChunkDataEnd(seen) => {
+                // The CRLF after a chunk's data.
+                let Some(nl) = bytes.iter().position(|b| *b == b'\n') else {
+                    *seen += bytes.len() as u8;
+                    return bytes.len();
+                };
+                *body = Body::ChunkSize(Vec::new());
+                nl + 1
+            }
+            Body::Trailers(line) => {
+                let Some(nl) = bytes.iter().position(|b| *b == b'\n') else {
+                    line.extend_from_slice(bytes);
+                    return bytes.len();
+                };
+                line.extend_from_slice(&bytes[..nl]);
+                let blank = line.iter().all(|b| *b == b'\r');
+                line.clear();
+                if blank {
+                    self.current.end_ns = ts_ns;
+                    self.finish_message();
+                }
+                nl + 1
+            }
+        }
+    }
+
+    fn lose_framing(&mut self) {
+        self.parse_errors += 1;
+        self.current.truncated = true;
+        self.finish_message();
+        self.state = State::Resync;
+    }
+
+    fn finish_message(&mut self) {
+        let done = std::mem::take(&mut self.current);
+        if self.role == Role::Response && !(100..200).contains(&done.status) {
+            self.pending_requests.pop_front();
+        }
+        let switching = self.role == Role::Request && done.method == "CONNECT";
+        self.messages.push(done);
+        self.state = if switching { State::Done } else { State::Head };
+    }
+}
+
+fn find_start(role: Role, bytes: &[u8]) -> Option<usize> {
+    (0..bytes.len()).find(|&i| {
+        (i == 0 || bytes[i - 1] == b'\n') && {
+            let rest = &bytes[i..];
+            match role {
+                Role::Request => rest.contains(&b'\n') && request_line_start(rest),
+                Role::Response => rest.starts_with(b"HTTP/1."),
+            }
+        }
+    })
+}
+
+fn copy_headers(headers: &[httparse::Header<'_>], m: &mut Message) {
+    m.headers = headers
+        .iter()
+        .map(|h| {
+            (
+                h.name.to_owned(),
+                String::from_utf8_lossy(h.value).into_owned(),
+            )
+        })
+        .collect();
+}
+
+fn version(v: Option<u8>) -> String {
+    match v {
+        Some(0) => "HTTP/1.0".into(),
+        _ => "HTTP/1.1".into(),
+    }
+}
+
+fn parse_request(buf: &[u8], m: &mut Message) -> Result<Option<usize>, httparse::Error> {
+    let mut headers = [httparse::EMPTY_HEADER; 128];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(buf)? {
+        httparse::Status::Complete(n) => {
+            m.method = req.method.unwrap_or("").to_owned();
+            m.target = req.path.unwrap_or("").to_owned();
+            m.version = version(req.version);
+            copy_headers(req.headers, m);
+            Ok(Some(n))
+        }
+        httparse::Status::Partial => Ok(None),
+    }
+}
+
+fn parse_response(buf: &[u8], m: &mut Message) -> Result<Option<usize>, httparse::Error> {
+    let mut headers = [httparse::EMPTY_HEADER; 128];
+    let mut resp = httparse::Response::new(&mut headers);
+    match resp.parse(buf)? {
+        httparse::Status::Complete(n) => {
+            m.status = resp.code.unwrap_or(0);
+            m.version = version(resp.version);
+            copy_headers(resp.headers, m);
+            Ok(Some(n))
+        }
+        httparse::Status::Partial => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pipelined_requests_split_anywhere() {
+        let text = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nPOST /b HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloGET /c HTTP/1.0\r\n\r\n";
+        for split in 1..text.len() {
+            let mut p = Parser::new(Role::Request);
+            p.data(1, &text[..split]);
+            p.data(2, &text[split..]);
+            let got: Vec<_> = p
+                .messages
+                .iter()
+                .map(|m| (m.method.as_str(), m.target.as_str(), m.body_size))
+                .collect();
+            assert_eq!(
+                got,
+                [("GET", "/a", 0), ("POST", "/b", 5), ("GET", "/c", 0)],
+                "split at {split}"
+            );
+        }
+    }
+
+    #[test]
+    fn chunked_with_trailers_then_keep_alive() {
+        let text = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;x=1\r\nhello\r\n6\r\n world\r\n0\r\nGrpc-Status: 0\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n";
+        let mut p = Parser::new(Role::Response);
+        for b in text.iter() {
+            p.data(1, std::slice::from_ref(b));
+        }
+        assert_eq!(p.messages.len(), 2);
+        assert_eq!(p.messages[0].body_preview, b"hello world");
+        assert_eq!(p.messages[1].status, 204);
+    }
+
+    #[test]
+    fn gap_in_known_body_keeps_framing_and_until_close() {
+        let mut p = Parser::new(Role::Response);
+        p.data(1, b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nab");
+        p.gap(2, 8);
+        p.data(3, b"HTTP/1.0 200 OK\r\n\r\nbody until close");
+        p.close(4);
+        assert_eq!(p.messages.len(), 2);
+        assert_eq!(p.messages[0].body_size, 10);
+        assert_eq!(p.messages[0].end_ns, 2);
+        assert_eq!(p.messages[1].body_preview, b"body until close");
+    }
+
+    #[test]
+    fn garbage_resyncs_and_head_responses_have_no_body() {
+        let mut p = Parser::new(Role::Request);
+        p.data(1, b"\x16\x03\x01garbage\nGET /x HTTP/1.1\r\n\r\n");
+        assert_eq!(p.messages.len(), 1);
+        assert_eq!(p.parse_errors, 1);
+        let mut r = Parser::new(Role::Response);
+        r.pending_requests.extend([true, false]);
+        r.data(1, b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\nHTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(
+            r.messages.iter().map(|m| m.status).collect::<Vec<_>>(),
+            [200, 404]
+        );
+    }
+}
