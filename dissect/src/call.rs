@@ -69,6 +69,8 @@ pub struct Call {
     pub trace_id: String,
     /// `pair_not_found`, `tcp_reset`, `parse_error`, or `None`.
     pub error_type: Option<&'static str>,
+    /// TLS hellos (`tlsx_*` fields), for protocol `TLS`.
+    pub tls: Option<crate::tls::TlsInfo>,
     /// The request half was seen.
     pub has_request: bool,
     /// The response half was seen.
@@ -106,6 +108,7 @@ impl Call {
             correlation_id: String::new(),
             trace_id: String::new(),
             error_type: None,
+            tls: None,
             has_request: false,
             has_response: false,
         }

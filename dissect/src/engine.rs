@@ -8,6 +8,7 @@ use crate::{
     http1::{self, Message, Parser, Role},
     net::{self, flags},
     reassembly::{Chunk, HalfStream},
+    tls::{self, Hello, TlsInfo},
 };
 
 /// Counters of what the engine skipped, so nothing is lost silently.
@@ -52,10 +53,20 @@ struct Http1 {
     pending: VecDeque<Message>,
 }
 
+struct Tls {
+    collectors: [tls::Collector; 2],
+    /// Direction and time of the ClientHello, and what it said.
+    client: Option<(usize, i64, TlsInfo)>,
+    /// Time and content of the ServerHello.
+    server: Option<(i64, Hello)>,
+    emitted: bool,
+}
+
 enum L7 {
     Unknown,
     Http1(Box<Http1>),
     Dns([Vec<u8>; 2]),
+    Tls(Box<Tls>),
     Other,
 }
 
@@ -297,6 +308,11 @@ impl Engine {
                     }
                 }
             }
+            L7::Tls(t) => {
+                if let Some(call) = tls_call(conn.id, conn.sides, t, false) {
+                    self.out.calls.push(call);
+                }
+            }
             _ => {}
         }
     }
@@ -339,8 +355,15 @@ impl Engine {
                 "HTTP"
             }
             L7::Dns(_) => "DNS",
+            L7::Tls(_) => "TLS",
             _ => "",
         };
+        let mut conn = conn;
+        if let L7::Tls(t) = &mut conn.l7
+            && let Some(call) = tls_call(conn.id, conn.sides, t, true)
+        {
+            self.out.calls.push(call);
+        }
         let c = conn.client;
         self.out.conns.push(Conn {
             conn_id: conn.id,
@@ -400,6 +423,17 @@ impl Engine {
 }
 
 fn on_chunk(l7: &mut L7, dir: usize, ports: (u16, u16), chunk: Chunk<'_>, stats: &mut Stats) {
+    // TLS may also start later in a connection (STARTTLS, MySQL and PostgreSQL SSL requests).
+    if let (L7::Unknown | L7::Other, Chunk::Data { bytes, .. }) = (&*l7, &chunk)
+        && tls::is_handshake_record(bytes)
+    {
+        *l7 = L7::Tls(Box::new(Tls {
+            collectors: Default::default(),
+            client: None,
+            server: None,
+            emitted: false,
+        }));
+    }
     if let (L7::Unknown, Chunk::Data { bytes, .. }) = (&*l7, &chunk) {
         *l7 = if http1::looks_like(Role::Request, bytes) {
             L7::Http1(Box::new(Http1::new(dir)))
@@ -423,8 +457,68 @@ fn on_chunk(l7: &mut L7, dir: usize, ports: (u16, u16), chunk: Chunk<'_>, stats:
                 bufs[dir].clear();
             }
         },
+        L7::Tls(t) => {
+            if let Chunk::Data { ts_ns, bytes } = chunk {
+                match t.collectors[dir].data(bytes) {
+                    Some(Hello::Client(info)) if t.client.is_none() => {
+                        t.client = Some((dir, ts_ns, info))
+                    }
+                    Some(hello @ Hello::Server { .. }) if t.server.is_none() => {
+                        t.server = Some((ts_ns, hello))
+                    }
+                    _ => {}
+                }
+            }
+        }
         _ => {}
     }
+}
+
+/// One `TLS` call from the hellos seen so far; `None` until there is something to report
+/// (both hellos, or at the end any one).
+fn tls_call(conn_id: u64, sides: [Endpoint; 2], t: &mut Tls, at_end: bool) -> Option<Call> {
+    if t.emitted || (!at_end && (t.client.is_none() || t.server.is_none())) {
+        return None;
+    }
+    if t.client.is_none() && t.server.is_none() {
+        return None;
+    }
+    t.emitted = true;
+    let client_dir = t.client.as_ref().map_or(1, |(d, _, _)| *d);
+    let mut call = Call::new("TLS", sides[client_dir], sides[1 - client_dir]);
+    call.conn_id = conn_id;
+    let mut info = TlsInfo::default();
+    if let Some((_, ts, ch)) = &t.client {
+        call.timestamp_ns = *ts;
+        call.has_request = true;
+        info = ch.clone();
+    }
+    if let Some((
+        ts,
+        Hello::Server {
+            version,
+            supported,
+            alpn,
+            cipher,
+        },
+    )) = &t.server
+    {
+        call.has_response = true;
+        info.server_version = Some(*version);
+        info.server_supported_version = *supported;
+        info.server_alpn = alpn.clone();
+        info.cipher = Some(*cipher);
+        match &t.client {
+            Some((_, start, _)) => call.elapsed_us = Some((ts - start) / 1000),
+            None => call.timestamp_ns = *ts,
+        }
+    }
+    if !(call.has_request && call.has_response) {
+        call.error_type = Some("pair_not_found");
+    }
+    call.path = info.sni.clone();
+    call.tls = Some(info);
+    Some(call)
 }
 
 impl Http1 {

@@ -15,6 +15,7 @@ pub mod error;
 pub mod http1;
 pub mod net;
 pub mod reassembly;
+pub mod tls;
 
 pub use call::{Call, Conn, Endpoint};
 pub use engine::{Engine, Output, Stats};
