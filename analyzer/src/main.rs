@@ -17,6 +17,17 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Dissect a pcap or pcapng file into calls.parquet and conns.parquet.
+    Dissect {
+        /// The capture file.
+        capture: std::path::PathBuf,
+        /// Output directory.
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// Node name written into the rows.
+        #[arg(long, default_value = "pcap")]
+        node: String,
+    },
     /// Record this machine and serve the API on 127.0.0.1:8898 (data in ./remora-data).
     Up {
         #[command(flatten)]
@@ -32,6 +43,18 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
+        Command::Dissect { capture, out, node } => {
+            let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let summary =
+                remora_analyzer::dissect_cmd::dissect_file(&capture, &out, &node, progress)
+                    .with_context(|| format!("dissecting {}", capture.display()))?;
+            println!("{summary}");
+            println!(
+                "wrote {} and {}",
+                out.join("calls.parquet").display(),
+                out.join("conns.parquet").display()
+            );
+        }
         Command::Up { record } => {
             let listen_given =
                 std::env::args().any(|a| a == "--listen" || a.starts_with("--listen="));

@@ -1,0 +1,177 @@
+//! `remora dissect <capture> --out <dir>`: a pcap or pcapng file through the dissection engine
+//! into `calls.parquet` and `conns.parquet`, with a progress bar and a summary.
+
+use std::{collections::BTreeMap, path::Path, time::Instant};
+
+use anyhow::Context as _;
+use indicatif::{ProgressBar, ProgressStyle};
+use remora_dissect::{Engine, Stats, capture};
+
+use crate::rows::{calls_batch, conns_batch, write_parquet};
+
+/// What a dissection produced.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// Frames in the capture.
+    pub frames: u64,
+    /// Calls per protocol.
+    pub calls: BTreeMap<&'static str, u64>,
+    /// Calls with an error type.
+    pub unpaired: u64,
+    /// TCP connections.
+    pub conns: u64,
+    /// What the engine skipped.
+    pub stats: Stats,
+    /// Wall time.
+    pub seconds: f64,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let calls: u64 = self.calls.values().sum();
+        let per: Vec<String> = self.calls.iter().map(|(p, n)| format!("{p} {n}")).collect();
+        writeln!(
+            f,
+            "{} frames in {:.2} s ({:.0} frames/s): {} calls ({}), {} without a pair, {} TCP connections",
+            self.frames,
+            self.seconds,
+            self.frames as f64 / self.seconds.max(1e-9),
+            calls,
+            if per.is_empty() {
+                "none".into()
+            } else {
+                per.join(", ")
+            },
+            self.unpaired,
+            self.conns
+        )?;
+        write!(
+            f,
+            "skipped: {} undecodable packets, {} IP fragments, {} bad DNS messages, {} HTTP heads that did not parse",
+            self.stats.undecodable,
+            self.stats.fragments,
+            self.stats.dns_errors,
+            self.stats.http_errors
+        )
+    }
+}
+
+/// Dissects `input` into `<out>/calls.parquet` and `<out>/conns.parquet`.
+pub fn dissect_file(
+    input: &Path,
+    out: &Path,
+    node: &str,
+    progress: bool,
+) -> anyhow::Result<Summary> {
+    let started = Instant::now();
+    let bytes = std::fs::read(input).with_context(|| format!("reading {}", input.display()))?;
+    let mut frames = capture::frames(&bytes).with_context(|| {
+        format!(
+            "{} is not a capture Remora can read (pcap or pcapng)",
+            input.display()
+        )
+    })?;
+    frames.sort_by_key(|f| f.ts_ns);
+    let bar = if progress {
+        let bar = ProgressBar::new(frames.len() as u64);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} dissecting [{bar:40}] {pos}/{len} frames ({per_sec}, eta {eta})",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let mut engine = Engine::new();
+    for (i, frame) in frames.iter().enumerate() {
+        if let Some(l3) = capture::l3_of(frame.linktype, frame.data) {
+            let l2 = frame.data.len() - l3.len();
+            engine.push(frame.ts_ns, l3, frame.orig_len.saturating_sub(l2 as u32));
+        }
+        if i % 4096 == 0 {
+            bar.set_position(i as u64);
+        }
+    }
+    bar.finish_and_clear();
+    let output = engine.finish();
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    write_parquet(
+        &out.join("calls.parquet"),
+        &calls_batch(node, "pcap", &output.calls)?,
+    )?;
+    write_parquet(
+        &out.join("conns.parquet"),
+        &conns_batch(node, &output.conns)?,
+    )?;
+    let mut calls = BTreeMap::new();
+    for c in &output.calls {
+        *calls.entry(c.protocol).or_default() += 1;
+    }
+    Ok(Summary {
+        frames: frames.len() as u64,
+        calls,
+        unpaired: output
+            .calls
+            .iter()
+            .filter(|c| c.error_type.is_some())
+            .count() as u64,
+        conns: output.conns.len() as u64,
+        stats: output.stats,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::{
+        array::{Array as _, AsArray as _},
+        datatypes::UInt16Type,
+    };
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    #[test]
+    fn dissects_a_fixture_into_readable_parquet() {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/fixtures/pcap/http-simple-get.pcap");
+        assert!(
+            fixture.is_file(),
+            "shared fixtures missing at {}",
+            fixture.display()
+        );
+        let out = tempfile::tempdir().unwrap();
+        let summary = dissect_file(&fixture, out.path(), "test", false).unwrap();
+        assert_eq!(summary.calls.get("HTTP"), Some(&1));
+        let file = File::open(out.path().join("calls.parquet")).unwrap();
+        let batch = ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap();
+        let method = batch.column_by_name("method").unwrap().as_string::<i32>();
+        let status = batch
+            .column_by_name("status_code")
+            .unwrap()
+            .as_primitive::<UInt16Type>();
+        assert_eq!((method.value(0), status.value(0)), ("GET", 403));
+        assert_eq!(
+            batch.column_by_name("elapsed_time").unwrap().null_count(),
+            0
+        );
+        let conns = File::open(out.path().join("conns.parquet")).unwrap();
+        let rows: usize = ParquetRecordBatchReaderBuilder::try_new(conns)
+            .unwrap()
+            .build()
+            .unwrap()
+            .map(|b| b.unwrap().num_rows())
+            .sum();
+        assert_eq!(rows, 1);
+        assert!(dissect_file(Path::new("/nonexistent.pcap"), out.path(), "t", false).is_err());
+    }
+
+    use std::fs::File;
+}
