@@ -56,13 +56,17 @@ impl std::fmt::Display for Summary {
     }
 }
 
-/// Dissects `input` into `<out>/calls.parquet` and `<out>/conns.parquet`.
+/// Dissects `input` into `<out>/calls.parquet` and `<out>/conns.parquet`: a pcap/pcapng file,
+/// or a directory of the recorder's packet slices.
 pub fn dissect_file(
     input: &Path,
     out: &Path,
     node: &str,
     progress: bool,
 ) -> anyhow::Result<Summary> {
+    if input.is_dir() {
+        return dissect_slices(input, out, node, progress);
+    }
     let started = Instant::now();
     let bytes = std::fs::read(input).with_context(|| format!("reading {}", input.display()))?;
     let mut frames = capture::frames(&bytes).with_context(|| {
@@ -95,11 +99,46 @@ pub fn dissect_file(
         }
     }
     bar.finish_and_clear();
+    finish(engine, frames.len() as u64, out, node, "pcap", started)
+}
+
+/// Dissects the packet slices below `dir`, merged in time order.
+fn dissect_slices(dir: &Path, out: &Path, node: &str, progress: bool) -> anyhow::Result<Summary> {
+    let started = Instant::now();
+    let files = crate::slices_input::slice_files(dir)?;
+    anyhow::ensure!(
+        !files.is_empty(),
+        "{} holds no packet slices (*.parquet); point at <data>/capture/<node>/packets or a snapshot",
+        dir.display()
+    );
+    let bar = if progress {
+        ProgressBar::new_spinner()
+    } else {
+        ProgressBar::hidden()
+    };
+    let mut engine = Engine::new();
+    let packets = crate::slices_input::for_each_packet(&files, |ts, payload, wire_len| {
+        engine.push(ts, payload, wire_len);
+        bar.inc(1);
+    })?;
+    bar.finish_and_clear();
+    finish(engine, packets, out, node, "ebpf", started)
+}
+
+/// Writes the tables and sums up.
+fn finish(
+    engine: Engine,
+    frames: u64,
+    out: &Path,
+    node: &str,
+    source: &str,
+    started: Instant,
+) -> anyhow::Result<Summary> {
     let output = engine.finish();
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     write_parquet(
         &out.join("calls.parquet"),
-        &calls_batch(node, "pcap", &output.calls)?,
+        &calls_batch(node, source, &output.calls)?,
     )?;
     write_parquet(
         &out.join("conns.parquet"),
@@ -110,7 +149,7 @@ pub fn dissect_file(
         *calls.entry(c.protocol).or_default() += 1;
     }
     Ok(Summary {
-        frames: frames.len() as u64,
+        frames,
         calls,
         unpaired: output
             .calls

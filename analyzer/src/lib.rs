@@ -7,4 +7,5 @@
 
 pub mod dissect_cmd;
 pub mod rows;
+pub mod slices_input;
 pub mod up;
