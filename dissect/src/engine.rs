@@ -556,7 +556,7 @@ fn http_call(
         call.host = req.header("host").unwrap_or("").to_owned();
         call.http_version = req.version.clone();
         call.request_headers = req.headers.clone();
-        call.request_body = req.body_preview.clone();
+        call.request_body = http1::decoded_preview(req);
         call.request_body_size = req.body_size;
         call.request_headers_size = req.head_size;
         correlate(&mut call);
@@ -570,8 +570,8 @@ fn http_call(
             call.error_type = Some("pair_not_found");
         }
         call.status_code = resp.status;
+        call.response_body = http1::decoded_preview(&resp);
         call.response_headers = resp.headers;
-        call.response_body = resp.body_preview;
         call.response_body_size = resp.body_size;
         call.response_headers_size = resp.head_size;
     }

@@ -401,6 +401,44 @@ fn find_start(role: Role, bytes: &[u8]) -> Option<usize> {
     })
 }
 
+/// The body preview as the application sees it: gzip and deflate content codings undone (as
+/// far as the captured bytes go, at most [`MAX_PREVIEW`] bytes out). Other codings, and bodies
+/// that do not decode, are returned as they were.
+pub fn decoded_preview(message: &Message) -> Vec<u8> {
+    use std::io::Read as _;
+    let coding = message
+        .header("content-encoding")
+        .map(|v| v.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    let body = message.body_preview.as_slice();
+    let mut out = Vec::new();
+    let limit = MAX_PREVIEW as u64;
+    let read = match coding.as_str() {
+        "gzip" | "x-gzip" => flate2::read::GzDecoder::new(body)
+            .take(limit)
+            .read_to_end(&mut out),
+        "deflate" => {
+            // "deflate" is zlib-wrapped by the RFC, raw deflate by some servers: try both.
+            let zlib = flate2::read::ZlibDecoder::new(body)
+                .take(limit)
+                .read_to_end(&mut out);
+            if zlib.is_err() && out.is_empty() {
+                flate2::read::DeflateDecoder::new(body)
+                    .take(limit)
+                    .read_to_end(&mut out)
+            } else {
+                zlib
+            }
+        }
+        _ => return body.to_vec(),
+    };
+    // A body cut by the capture decodes partly: keep what decoded.
+    if read.is_err() && out.is_empty() {
+        return body.to_vec();
+    }
+    out
+}
+
 fn copy_headers(headers: &[httparse::Header<'_>], m: &mut Message) {
     m.headers = headers
         .iter()

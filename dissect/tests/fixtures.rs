@@ -326,3 +326,37 @@ fn http1_and_dns_agree_with_tshark_on_every_fixture() {
         failures.join("\n")
     );
 }
+
+#[test]
+fn gzip_and_chunked_bodies_are_decoded_for_the_preview() {
+    for name in ["http-content-gzip", "http-syn-ack", "http-xff"] {
+        let pcap = std::fs::read(fixtures_dir().join(format!("{name}.pcap"))).unwrap();
+        let out = dissect_capture(&pcap).unwrap();
+        let call = out
+            .calls
+            .iter()
+            .find(|c| c.has_response)
+            .unwrap_or_else(|| panic!("{name}: no response"));
+        let coding = call
+            .response_headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("content-encoding"))
+            .map(|(_, v)| v.as_str());
+        assert_eq!(
+            coding,
+            Some("gzip"),
+            "{name}: fixture should be gzip-encoded"
+        );
+        // gzip bytes start 1f 8b and are mostly unprintable; the decoded preview is text.
+        let body = &call.response_body;
+        let printable = body
+            .iter()
+            .filter(|b| b.is_ascii_graphic() || b.is_ascii_whitespace())
+            .count();
+        assert!(
+            body.len() > 100 && printable * 100 >= body.len() * 99,
+            "{name}: the preview is not decoded text: {:?}",
+            String::from_utf8_lossy(&body[..body.len().min(60)])
+        );
+    }
+}
