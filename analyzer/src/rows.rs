@@ -93,6 +93,7 @@ pub fn calls_batch(node: &str, source: &str, calls: &[Call]) -> Result<RecordBat
         ListBuilder::new(StringBuilder::new()),
         StringBuilder::new(),
     );
+    let (mut grpc_method, mut grpc_status) = (StringBuilder::new(), Int64Builder::new());
     let (mut corr, mut trace, mut error) = (
         StringBuilder::new(),
         StringBuilder::new(),
@@ -140,6 +141,8 @@ pub fn calls_batch(node: &str, source: &str, calls: &[Call]) -> Result<RecordBat
                 tls_version.append_value("");
             }
         }
+        grpc_method.append_value(&c.grpc_method);
+        grpc_status.append_option(c.grpc_status.map(i64::from));
         corr.append_value(&c.correlation_id);
         trace.append_value(&c.trace_id);
         error.append_option(c.error_type);
@@ -174,6 +177,8 @@ pub fn calls_batch(node: &str, source: &str, calls: &[Call]) -> Result<RecordBat
         ("dns_questions", Arc::new(dns_q.finish())),
         ("dns_answers", Arc::new(dns_a.finish())),
         ("dns_question_types", Arc::new(dns_t.finish())),
+        ("grpc_method", Arc::new(grpc_method.finish())),
+        ("grpc_status", Arc::new(grpc_status.finish())),
         ("tlsx_sni", Arc::new(sni.finish())),
         ("tlsx_alpn", Arc::new(alpn.finish())),
         ("tlsx_version", Arc::new(tls_version.finish())),

@@ -69,6 +69,10 @@ pub struct Call {
     pub trace_id: String,
     /// `pair_not_found`, `tcp_reset`, `parse_error`, or `None`.
     pub error_type: Option<&'static str>,
+    /// gRPC method (`/package.Service/Method`).
+    pub grpc_method: String,
+    /// gRPC status from the trailers.
+    pub grpc_status: Option<u32>,
     /// TLS hellos (`tlsx_*` fields), for protocol `TLS`.
     pub tls: Option<crate::tls::TlsInfo>,
     /// The request half was seen.
@@ -108,6 +112,8 @@ impl Call {
             correlation_id: String::new(),
             trace_id: String::new(),
             error_type: None,
+            grpc_method: String::new(),
+            grpc_status: None,
             tls: None,
             has_request: false,
             has_response: false,

@@ -6,6 +6,7 @@ use crate::{
     call::{Call, Conn, Endpoint, correlate},
     dns,
     http1::{self, Message, Parser, Role},
+    http2,
     net::{self, flags},
     reassembly::{Chunk, HalfStream},
     tls::{self, Hello, TlsInfo},
@@ -65,6 +66,7 @@ struct Tls {
 enum L7 {
     Unknown,
     Http1(Box<Http1>),
+    Http2(Box<http2::Conn>),
     Dns([Vec<u8>; 2]),
     Tls(Box<Tls>),
     Other,
@@ -313,6 +315,21 @@ impl Engine {
                     self.out.calls.push(call);
                 }
             }
+            L7::Http2(h) => {
+                let client_dir = h.client_dir();
+                let (client, server) = (conn.sides[client_dir], conn.sides[1 - client_dir]);
+                for ex in h.done.drain(..) {
+                    conn.calls += 1;
+                    self.out.calls.push(h2_call(
+                        conn.id,
+                        conn.calls,
+                        client,
+                        server,
+                        ex,
+                        conn.resets > 0,
+                    ));
+                }
+            }
             _ => {}
         }
     }
@@ -332,6 +349,10 @@ impl Engine {
                 p.close(conn.last_ns);
                 self.out.stats.http_errors += p.parse_errors;
             }
+        }
+        if let L7::Http2(h) = &mut conn.l7 {
+            h.close();
+            self.out.stats.http_errors += h.errors;
         }
         self.tcp.insert(k, conn);
         self.collect(k);
@@ -356,6 +377,7 @@ impl Engine {
             }
             L7::Dns(_) => "DNS",
             L7::Tls(_) => "TLS",
+            L7::Http2(_) => "HTTP/2",
             _ => "",
         };
         let mut conn = conn;
@@ -435,7 +457,12 @@ fn on_chunk(l7: &mut L7, dir: usize, ports: (u16, u16), chunk: Chunk<'_>, stats:
         }));
     }
     if let (L7::Unknown, Chunk::Data { bytes, .. }) = (&*l7, &chunk) {
-        *l7 = if http1::looks_like(Role::Request, bytes) {
+        let n = bytes.len().min(http2::PREFACE.len());
+        *l7 = if bytes[..n] == http2::PREFACE[..n] {
+            L7::Http2(Box::new(http2::Conn::new(dir, true)))
+        } else if http2::looks_like_server_settings(bytes) {
+            L7::Http2(Box::new(http2::Conn::new(1 - dir, true)))
+        } else if http1::looks_like(Role::Request, bytes) {
             L7::Http1(Box::new(Http1::new(dir)))
         } else if http1::looks_like(Role::Response, bytes) {
             L7::Http1(Box::new(Http1::new(1 - dir)))
@@ -456,6 +483,10 @@ fn on_chunk(l7: &mut L7, dir: usize, ports: (u16, u16), chunk: Chunk<'_>, stats:
                 stats.dns_errors += 1;
                 bufs[dir].clear();
             }
+        },
+        L7::Http2(h) => match chunk {
+            Chunk::Data { ts_ns, bytes } => h.data(dir, ts_ns, bytes),
+            Chunk::Gap { .. } => h.gap(dir),
         },
         L7::Tls(t) => {
             if let Chunk::Data { ts_ns, bytes } = chunk {
@@ -574,6 +605,70 @@ fn http_call(
         call.response_headers = resp.headers;
         call.response_body_size = resp.body_size;
         call.response_headers_size = resp.head_size;
+    }
+    call
+}
+
+/// A call from one HTTP/2 stream (`gRPC` when its content type says so).
+fn h2_call(
+    conn_id: u64,
+    index: u32,
+    client: Endpoint,
+    server: Endpoint,
+    ex: http2::Exchange,
+    conn_reset: bool,
+) -> Call {
+    let grpc = ex
+        .request
+        .header("content-type")
+        .is_some_and(|ct| ct.starts_with("application/grpc"));
+    let mut call = Call::new(if grpc { "gRPC" } else { "HTTP/2" }, client, server);
+    call.conn_id = conn_id;
+    call.index = index;
+    call.timestamp_ns = ex.start_ns;
+    call.http_version = "HTTP/2".into();
+    call.has_request = ex.request.seen;
+    call.has_response = ex.response.seen;
+    call.method = ex.request.header(":method").unwrap_or("").to_owned();
+    call.url = ex.request.header(":path").unwrap_or("").to_owned();
+    call.path = call.url.split('?').next().unwrap_or("").to_owned();
+    call.host = ex.request.header(":authority").unwrap_or("").to_owned();
+    call.status_code = ex
+        .response
+        .header(":status")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    call.request_headers = ex.request.headers.clone();
+    call.response_headers = ex
+        .response
+        .headers
+        .iter()
+        .chain(ex.response.trailers.iter())
+        .cloned()
+        .collect();
+    call.request_body = ex.request.body_preview.clone();
+    call.response_body = ex.response.body_preview.clone();
+    call.request_body_size = ex.request.body_size;
+    call.response_body_size = ex.response.body_size;
+    call.request_headers_size = ex.request.head_size;
+    call.response_headers_size = ex.response.head_size;
+    if grpc {
+        call.grpc_method = call.path.clone();
+        call.grpc_status = ex
+            .response
+            .header("grpc-status")
+            .and_then(|s| s.parse().ok());
+    }
+    correlate(&mut call);
+    if call.has_request && call.has_response {
+        call.elapsed_us = Some((ex.end_ns - ex.start_ns) / 1000);
+    }
+    if ex.reset || !(ex.response.ended) {
+        call.error_type = Some(if ex.reset || conn_reset {
+            "tcp_reset"
+        } else {
+            "pair_not_found"
+        });
     }
     call
 }

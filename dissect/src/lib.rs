@@ -13,6 +13,7 @@ pub mod dns;
 pub mod engine;
 pub mod error;
 pub mod http1;
+pub mod http2;
 pub mod net;
 pub mod reassembly;
 pub mod tls;

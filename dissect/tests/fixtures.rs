@@ -127,6 +127,18 @@ fn oracle(name: &str, tsv: &str) -> BTreeMap<&'static str, Vec<String>> {
                     ),
                 )
             }
+            "http2.headers" | "http2.push_promise" if !col(row, "method").is_empty() => (
+                "http2.request",
+                format!(
+                    "{} {} host={}",
+                    col(row, "method"),
+                    col(row, "uri"),
+                    col(row, "host")
+                ),
+            ),
+            "http2.headers" if !col(row, "status").is_empty() => {
+                ("http2.response", col(row, "status"))
+            }
             "tls.client_hello" => (
                 "tls.client_hello",
                 format!(
@@ -180,6 +192,18 @@ fn ours(calls: &[Call]) -> BTreeMap<&'static str, Vec<String>> {
                     out.entry("http.pair")
                         .or_default()
                         .push(format!("{} {} -> {}", c.method, c.url, c.status_code));
+                }
+            }
+            "HTTP/2" | "gRPC" => {
+                if c.has_request {
+                    out.entry("http2.request")
+                        .or_default()
+                        .push(format!("{} {} host={}", c.method, c.url, c.host));
+                }
+                if c.has_response {
+                    out.entry("http2.response")
+                        .or_default()
+                        .push(c.status_code.to_string());
                 }
             }
             "TLS" => {
@@ -283,6 +307,8 @@ fn http1_and_dns_agree_with_tshark_on_every_fixture() {
             "dns.response",
             "tls.client_hello",
             "tls.server_hello",
+            "http2.request",
+            "http2.response",
         ] {
             let e = expected.get(kind).cloned().unwrap_or_default();
             let g = got.get(kind).cloned().unwrap_or_default();
@@ -312,6 +338,8 @@ fn http1_and_dns_agree_with_tshark_on_every_fixture() {
         ("dns.response", 29),
         ("tls.client_hello", 20),
         ("tls.server_hello", 20),
+        ("http2.request", 2),
+        ("http2.response", 2),
     ] {
         assert!(
             compared.get(kind).copied().unwrap_or(0) >= at_least,
