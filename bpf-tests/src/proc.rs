@@ -304,7 +304,8 @@ impl Drop for Tcpdump {
     }
 }
 
-/// nginx serving `/` (a short text) and `/big.bin` (200 KB) on `addr:port`.
+/// nginx serving `/` (a short text) and `/big.bin` (200 KB) on `addr:port` (HTTP/1.1), and the
+/// same over cleartext HTTP/2 with prior knowledge on `addr:port+1`.
 pub struct Nginx {
     child: Option<Child>,
     _dir: tempfile::TempDir,
@@ -330,7 +331,9 @@ impl Nginx {
                  events {{ worker_connections 256; }}\n\
                  http {{ access_log off; client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;\n\
                    fastcgi_temp_path {d}/fcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
-                   server {{ listen {addr}:{port}; root {r}; }} }}\n",
+                   server {{ listen {addr}:{port}; root {r}; }}\n\
+                   server {{ listen {addr}:{h2} http2; root {r}; }} }}\n",
+                h2 = port + 1,
                 d = dir.path().display(),
                 r = root.display(),
             ),

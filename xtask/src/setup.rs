@@ -31,6 +31,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("iputils-ping", "/usr/bin/ping"),
     ("netcat-openbsd", "/usr/bin/nc.openbsd"),
     ("util-linux", "/usr/bin/setpriv"),
+    ("dnsmasq-base", "/usr/sbin/dnsmasq"),
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
