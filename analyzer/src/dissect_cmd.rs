@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use remora_dissect::{Engine, Stats, capture};
 
-use crate::rows::{calls_batch, conns_batch, write_parquet};
+use crate::rows::{TableWriter, calls_batch, conns_batch};
 
 /// What a dissection produced.
 #[derive(Debug, Clone)]
@@ -88,18 +88,20 @@ pub fn dissect_file(
     } else {
         ProgressBar::hidden()
     };
+    let mut sink = Sink::new(out, node, "pcap")?;
     let mut engine = Engine::new();
     for (i, frame) in frames.iter().enumerate() {
         if let Some(l3) = capture::l3_of(frame.linktype, frame.data) {
             let l2 = frame.data.len() - l3.len();
             engine.push(frame.ts_ns, l3, frame.orig_len.saturating_sub(l2 as u32));
         }
-        if i % 4096 == 0 {
+        if i % 65536 == 0 {
             bar.set_position(i as u64);
+            sink.drain(&mut engine)?;
         }
     }
     bar.finish_and_clear();
-    finish(engine, frames.len() as u64, out, node, "pcap", started)
+    sink.finish(engine, frames.len() as u64, started)
 }
 
 /// Dissects the packet slices below `dir`, merged in time order.
@@ -116,50 +118,86 @@ fn dissect_slices(dir: &Path, out: &Path, node: &str, progress: bool) -> anyhow:
     } else {
         ProgressBar::hidden()
     };
+    let mut sink = Sink::new(out, node, "ebpf")?;
     let mut engine = Engine::new();
+    let mut failed = None;
     let packets = crate::slices_input::for_each_packet(&files, |ts, payload, wire_len| {
         engine.push(ts, payload, wire_len);
         bar.inc(1);
+        if bar.position() % 65536 == 0
+            && failed.is_none()
+            && let Err(e) = sink.drain(&mut engine)
+        {
+            failed = Some(e);
+        }
     })?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
     bar.finish_and_clear();
-    finish(engine, packets, out, node, "ebpf", started)
+    sink.finish(engine, packets, started)
 }
 
-/// Writes the tables and sums up.
-fn finish(
-    engine: Engine,
-    frames: u64,
-    out: &Path,
-    node: &str,
-    source: &str,
-    started: Instant,
-) -> anyhow::Result<Summary> {
-    let output = engine.finish();
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    write_parquet(
-        &out.join("calls.parquet"),
-        &calls_batch(node, source, &output.calls)?,
-    )?;
-    write_parquet(
-        &out.join("conns.parquet"),
-        &conns_batch(node, &output.conns)?,
-    )?;
-    let mut calls = BTreeMap::new();
-    for c in &output.calls {
-        *calls.entry(c.protocol).or_default() += 1;
+/// Where rows go as they complete: the two tables, written batch by batch, and the counts.
+struct Sink {
+    node: String,
+    source: &'static str,
+    calls_out: TableWriter,
+    conns_out: TableWriter,
+    calls: BTreeMap<&'static str, u64>,
+    unpaired: u64,
+    conns: u64,
+}
+
+impl Sink {
+    fn new(out: &Path, node: &str, source: &'static str) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+        Ok(Self {
+            node: node.to_owned(),
+            source,
+            calls_out: TableWriter::new(&out.join("calls.parquet")),
+            conns_out: TableWriter::new(&out.join("conns.parquet")),
+            calls: BTreeMap::new(),
+            unpaired: 0,
+            conns: 0,
+        })
     }
-    Ok(Summary {
-        frames,
-        calls,
-        unpaired: output
-            .calls
-            .iter()
-            .filter(|c| c.error_type.is_some())
-            .count() as u64,
-        conns: output.conns.len() as u64,
-        stats: output.stats,
-        seconds: started.elapsed().as_secs_f64(),
-    })
+
+    fn write(&mut self, calls: &[remora_dissect::Call], conns: &[remora_dissect::Conn]) -> anyhow::Result<()> {
+        for c in calls {
+            *self.calls.entry(c.protocol).or_default() += 1;
+            self.unpaired += u64::from(c.error_type.is_some());
+        }
+        self.conns += conns.len() as u64;
+        if !calls.is_empty() {
+            self.calls_out.write(&calls_batch(&self.node, self.source, calls)?)?;
+        }
+        if !conns.is_empty() {
+            self.conns_out.write(&conns_batch(&self.node, conns)?)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the rows the engine finished so far.
+    fn drain(&mut self, engine: &mut Engine) -> anyhow::Result<()> {
+        let (calls, conns) = engine.take_rows();
+        self.write(&calls, &conns)
+    }
+
+    fn finish(mut self, engine: Engine, frames: u64, started: Instant) -> anyhow::Result<Summary> {
+        let output = engine.finish();
+        self.write(&output.calls, &output.conns)?;
+        self.calls_out.finish(&calls_batch(&self.node, self.source, &[])?)?;
+        self.conns_out.finish(&conns_batch(&self.node, &[])?)?;
+        Ok(Summary {
+            frames,
+            calls: self.calls,
+            unpaired: self.unpaired,
+            conns: self.conns,
+            stats: output.stats,
+            seconds: started.elapsed().as_secs_f64(),
+        })
+    }
 }
 
 #[cfg(test)]

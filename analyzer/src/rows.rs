@@ -255,27 +255,66 @@ pub fn conns_batch(node: &str, conns: &[Conn]) -> Result<RecordBatch, ArrowError
     RecordBatch::try_from_iter(columns)
 }
 
-/// Writes a batch to `path` atomically (temp file, fsync, rename).
-pub fn write_parquet(path: &Path, batch: &RecordBatch) -> Result<(), RowsError> {
-    let fail = |e: String| RowsError::Write {
-        path: path.display().to_string(),
-        message: e,
-    };
-    let tmp = path.with_extension("parquet.tmp");
-    let file = File::create(&tmp).map_err(|e| fail(e.to_string()))?;
-    let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
-        .build();
-    let result = (|| {
-        let mut w = ArrowWriter::try_new(file, batch.schema(), Some(props))
-            .map_err(|e| fail(e.to_string()))?;
-        w.write(batch).map_err(|e| fail(e.to_string()))?;
-        let file = w.into_inner().map_err(|e| fail(e.to_string()))?;
-        file.sync_all().map_err(|e| fail(e.to_string()))?;
-        std::fs::rename(&tmp, path).map_err(|e| fail(e.to_string()))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+/// A Parquet table written batch by batch into a temp file and published atomically by
+/// [`TableWriter::finish`]; dropped unfinished, it leaves nothing behind.
+pub struct TableWriter {
+    path: std::path::PathBuf,
+    tmp: std::path::PathBuf,
+    writer: Option<ArrowWriter<File>>,
+}
+
+impl TableWriter {
+    /// A writer for `path` (nothing is created until the first batch).
+    pub fn new(path: &Path) -> Self {
+        Self {
+            path: path.to_owned(),
+            tmp: path.with_extension("parquet.tmp"),
+            writer: None,
+        }
     }
-    result
+
+    fn fail(&self, e: impl std::fmt::Display) -> RowsError {
+        RowsError::Write {
+            path: self.path.display().to_string(),
+            message: e.to_string(),
+        }
+    }
+
+    /// Appends a batch.
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<(), RowsError> {
+        if self.writer.is_none() {
+            let file = File::create(&self.tmp).map_err(|e| self.fail(e))?;
+            let props = WriterProperties::builder()
+                .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
+                .build();
+            let w = ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(|e| self.fail(e))?;
+            self.writer = Some(w);
+        }
+        let result = match &mut self.writer {
+            Some(w) => w.write(batch).map_err(|e| e.to_string()),
+            None => Ok(()),
+        };
+        result.map_err(|e| self.fail(e))
+    }
+
+    /// Closes, fsyncs and renames into place; `empty` gives the schema when nothing was written.
+    pub fn finish(mut self, empty: &RecordBatch) -> Result<(), RowsError> {
+        if self.writer.is_none() {
+            self.write(empty)?;
+        }
+        let Some(w) = self.writer.take() else {
+            return Ok(());
+        };
+        let file = w.into_inner().map_err(|e| self.fail(e))?;
+        file.sync_all().map_err(|e| self.fail(e))?;
+        std::fs::rename(&self.tmp, &self.path).map_err(|e| self.fail(e))
+    }
+}
+
+impl Drop for TableWriter {
+    fn drop(&mut self) {
+        if self.writer.take().is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
 }

@@ -42,6 +42,14 @@ type FlowKey = (Endpoint, Endpoint);
 
 /// Tunnels inside tunnels followed at most this deep.
 const MAX_TUNNEL_DEPTH: u8 = 3;
+/// A connection with no packet for this long is finished (its rows are written, its memory
+/// freed); so is a closed (FIN both ways, or RST) one after a short grace for stragglers.
+const IDLE_NS: i64 = 120_000_000_000;
+const CLOSED_GRACE_NS: i64 = 1_000_000_000;
+/// A DNS query without an answer after this long is a `timeout` row.
+const DNS_TIMEOUT_NS: i64 = 30_000_000_000;
+/// Capture time between two sweeps for finished connections and expired queries.
+const SWEEP_EVERY_NS: i64 = 1_000_000_000;
 
 fn key(a: Endpoint, b: Endpoint) -> FlowKey {
     if a <= b { (a, b) } else { (b, a) }
@@ -99,8 +107,9 @@ pub struct Engine {
     tcp: HashMap<FlowKey, TcpConn>,
     next_id: u64,
     dns_pending: HashMap<(FlowKey, u16), (Call, i64)>,
-    udp_ids: HashMap<FlowKey, u64>,
+    udp_ids: HashMap<FlowKey, (u64, i64)>,
     out: Output,
+    last_sweep_ns: i64,
 }
 
 impl Engine {
@@ -114,6 +123,52 @@ impl Engine {
     pub fn push(&mut self, ts_ns: i64, l3: &[u8], wire_len: u32) {
         self.out.stats.packets += 1;
         self.push_at_depth(ts_ns, l3, wire_len, 0);
+        if ts_ns - self.last_sweep_ns >= SWEEP_EVERY_NS {
+            self.sweep(ts_ns);
+            self.last_sweep_ns = ts_ns;
+        }
+    }
+
+    /// Rows finished so far, taken out of the engine (call now and then to bound memory; the
+    /// rest comes from [`Engine::finish`]).
+    pub fn take_rows(&mut self) -> (Vec<Call>, Vec<Conn>) {
+        (std::mem::take(&mut self.out.calls), std::mem::take(&mut self.out.conns))
+    }
+
+    /// Live connections and pending queries (memory is proportional to these).
+    pub fn live(&self) -> (usize, usize) {
+        (self.tcp.len(), self.dns_pending.len())
+    }
+
+    /// Finishes closed and idle connections and expires unanswered DNS queries.
+    fn sweep(&mut self, now_ns: i64) {
+        let done: Vec<FlowKey> = self
+            .tcp
+            .iter()
+            .filter(|(_, c)| {
+                let closed = c.fins >= 2 || c.resets > 0;
+                now_ns - c.last_ns > if closed { CLOSED_GRACE_NS } else { IDLE_NS }
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for k in done {
+            if let Some(conn) = self.tcp.remove(&k) {
+                self.close(conn);
+            }
+        }
+        let expired: Vec<(FlowKey, u16)> = self
+            .dns_pending
+            .iter()
+            .filter(|(_, (_, start))| now_ns - start > DNS_TIMEOUT_NS)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in expired {
+            if let Some((mut call, _)) = self.dns_pending.remove(&k) {
+                call.error_type = Some("timeout");
+                self.out.calls.push(call);
+            }
+        }
+        self.udp_ids.retain(|_, (_, last)| now_ns - *last <= IDLE_NS);
     }
 
     fn push_at_depth(&mut self, ts_ns: i64, l3: &[u8], wire_len: u32, depth: u8) {
@@ -412,10 +467,12 @@ impl Engine {
     fn dns_udp(&mut self, ts_ns: i64, src: Endpoint, dst: Endpoint, data: &[u8]) {
         let k = key(src, dst);
         let next_id = &mut self.next_id;
-        let id = *self.udp_ids.entry(k).or_insert_with(|| {
+        let entry = self.udp_ids.entry(k).or_insert_with(|| {
             *next_id += 1;
-            *next_id
+            (*next_id, ts_ns)
         });
+        entry.1 = ts_ns;
+        let id = entry.0;
         dns_message(
             &mut self.out,
             &mut self.dns_pending,
