@@ -163,14 +163,19 @@ impl Sink {
         })
     }
 
-    fn write(&mut self, calls: &[remora_dissect::Call], conns: &[remora_dissect::Conn]) -> anyhow::Result<()> {
+    fn write(
+        &mut self,
+        calls: &[remora_dissect::Call],
+        conns: &[remora_dissect::Conn],
+    ) -> anyhow::Result<()> {
         for c in calls {
             *self.calls.entry(c.protocol).or_default() += 1;
             self.unpaired += u64::from(c.error_type.is_some());
         }
         self.conns += conns.len() as u64;
         if !calls.is_empty() {
-            self.calls_out.write(&calls_batch(&self.node, self.source, calls)?)?;
+            self.calls_out
+                .write(&calls_batch(&self.node, self.source, calls)?)?;
         }
         if !conns.is_empty() {
             self.conns_out.write(&conns_batch(&self.node, conns)?)?;
@@ -187,7 +192,8 @@ impl Sink {
     fn finish(mut self, engine: Engine, frames: u64, started: Instant) -> anyhow::Result<Summary> {
         let output = engine.finish();
         self.write(&output.calls, &output.conns)?;
-        self.calls_out.finish(&calls_batch(&self.node, self.source, &[])?)?;
+        self.calls_out
+            .finish(&calls_batch(&self.node, self.source, &[])?)?;
         self.conns_out.finish(&conns_batch(&self.node, &[])?)?;
         Ok(Summary {
             frames,

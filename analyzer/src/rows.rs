@@ -287,7 +287,8 @@ impl TableWriter {
             let props = WriterProperties::builder()
                 .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
                 .build();
-            let w = ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(|e| self.fail(e))?;
+            let w = ArrowWriter::try_new(file, batch.schema(), Some(props))
+                .map_err(|e| self.fail(e))?;
             self.writer = Some(w);
         }
         let result = match &mut self.writer {

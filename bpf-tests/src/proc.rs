@@ -403,3 +403,28 @@ pub fn cpu_and_peak_rss(pid: u32) -> (f64, u64) {
         .unwrap_or(0);
     (cpu, hwm_kib * 1024)
 }
+
+/// Wall seconds, CPU seconds (user + system) and peak RSS (bytes) of a command run to its end.
+pub fn run_measured(
+    cmd: &mut Command,
+) -> std::io::Result<(f64, f64, u64, std::process::ExitStatus)> {
+    use std::os::unix::process::ExitStatusExt as _;
+    let started = Instant::now();
+    let child = cmd.spawn()?;
+    let mut status = 0;
+    // SAFETY: rusage is plain data filled by the kernel; wait4 reaps the child we spawned.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    let cpu = secs(usage.ru_utime) + secs(usage.ru_stime);
+    Ok((
+        wall,
+        cpu,
+        usage.ru_maxrss as u64 * 1024,
+        std::process::ExitStatus::from_raw(status),
+    ))
+}

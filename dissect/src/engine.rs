@@ -132,7 +132,10 @@ impl Engine {
     /// Rows finished so far, taken out of the engine (call now and then to bound memory; the
     /// rest comes from [`Engine::finish`]).
     pub fn take_rows(&mut self) -> (Vec<Call>, Vec<Conn>) {
-        (std::mem::take(&mut self.out.calls), std::mem::take(&mut self.out.conns))
+        (
+            std::mem::take(&mut self.out.calls),
+            std::mem::take(&mut self.out.conns),
+        )
     }
 
     /// Live connections and pending queries (memory is proportional to these).
@@ -168,7 +171,8 @@ impl Engine {
                 self.out.calls.push(call);
             }
         }
-        self.udp_ids.retain(|_, (_, last)| now_ns - *last <= IDLE_NS);
+        self.udp_ids
+            .retain(|_, (_, last)| now_ns - *last <= IDLE_NS);
     }
 
     fn push_at_depth(&mut self, ts_ns: i64, l3: &[u8], wire_len: u32, depth: u8) {

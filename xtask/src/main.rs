@@ -39,7 +39,7 @@ enum Task {
     },
     /// Benchmarks against the tools a user would otherwise use (release build).
     Bench {
-        /// Which benchmark: `capture`.
+        /// Which benchmark: `capture` or `dissect`.
         which: String,
         /// Arguments for the benchmark binary.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -163,6 +163,29 @@ fn bench(which: &str, args: &[String]) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        other => bail!("unknown benchmark `{other}`; available: capture"),
+        "dissect" => {
+            sh::require_root("the dissection benchmark generates traffic in network namespaces")?;
+            step("building release binaries (first time: several minutes)");
+            cargo(&[
+                "build",
+                "--release",
+                "-p",
+                "analyzer",
+                "-p",
+                "bpf-tests",
+                "--bins",
+            ])?;
+            let bin = root_dir().join("target/release/bench-dissect");
+            let status = Command::new(&bin)
+                .args(args)
+                .current_dir(root_dir())
+                .status()
+                .with_context(|| format!("running {}", bin.display()))?;
+            if !status.success() {
+                bail!("the dissection benchmark failed ({status})");
+            }
+            Ok(())
+        }
+        other => bail!("unknown benchmark `{other}`; available: capture, dissect"),
     }
 }

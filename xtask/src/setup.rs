@@ -32,6 +32,9 @@ const PACKAGES: &[(&str, &str)] = &[
     ("netcat-openbsd", "/usr/bin/nc.openbsd"),
     ("util-linux", "/usr/bin/setpriv"),
     ("dnsmasq-base", "/usr/sbin/dnsmasq"),
+    ("wrk", "/usr/bin/wrk"),
+    ("nghttp2-client", "/usr/bin/h2load"),
+    ("dnsperf", "/usr/bin/dnsperf"),
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
