@@ -25,6 +25,10 @@ pub struct Stats {
     pub dns_errors: u64,
     /// HTTP heads that did not parse (the stream resynchronised).
     pub http_errors: u64,
+    /// Datagrams put back together from fragments.
+    pub reassembled: u64,
+    /// Fragmented datagrams given up (incomplete after 30 s, too large, or too many at once).
+    pub defrag_dropped: u64,
 }
 
 /// Everything a dissection produced.
@@ -104,6 +108,7 @@ struct TcpConn {
 /// The dissection engine. Feed packets with [`Engine::push`], then call [`Engine::finish`].
 #[derive(Default)]
 pub struct Engine {
+    defrag: Defrag,
     tcp: HashMap<FlowKey, TcpConn>,
     next_id: u64,
     dns_pending: HashMap<(FlowKey, u16), (Call, i64)>,
@@ -180,10 +185,55 @@ impl Engine {
             self.out.stats.undecodable += 1;
             return;
         };
-        if ip.fragment {
+        if let Some(frag) = ip.fragment {
             self.out.stats.fragments += 1;
+            let key = (ip.src, ip.dst, ip.proto, frag.id);
+            // A fragment cut by the snaplen cannot complete its datagram.
+            let whole = ip.payload.len() as u32 >= ip.payload_wire_len;
+            if let Some(datagram) = whole
+                .then(|| self.defrag.add(ts_ns, key, frag, ip.payload))
+                .flatten()
+            {
+                self.out.stats.reassembled += 1;
+                let len = datagram.len() as u32;
+                self.transport(ts_ns, ip.src, ip.dst, ip.proto, &datagram, len, depth);
+            }
             return;
         }
+        self.transport(
+            ts_ns,
+            ip.src,
+            ip.dst,
+            ip.proto,
+            ip.payload,
+            ip.payload_wire_len,
+            depth,
+        );
+    }
+
+    /// Dispatches a transport payload (tunnels opened here too).
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the fields of one IP header, passed flat"
+    )]
+    fn transport(
+        &mut self,
+        ts_ns: i64,
+        src: std::net::IpAddr,
+        dst: std::net::IpAddr,
+        proto: u8,
+        payload: &[u8],
+        payload_wire_len: u32,
+        depth: u8,
+    ) {
+        let ip = net::Ip {
+            src,
+            dst,
+            proto,
+            payload,
+            payload_wire_len,
+            fragment: None,
+        };
         // Overlay networks (VXLAN, Geneve, GRE, IP-in-IP) carry the pods' packets inside the
         // nodes': dissect the inner packet. Bounded, so crafted nesting cannot recurse deeply.
         if depth < MAX_TUNNEL_DEPTH
@@ -804,4 +854,121 @@ fn dns_message(
         .map(|a| a.data.clone())
         .collect();
     out.calls.push(call);
+}
+
+type FragKey = (std::net::IpAddr, std::net::IpAddr, u8, u32);
+
+struct Datagram {
+    first_ns: i64,
+    parts: std::collections::BTreeMap<u32, Vec<u8>>,
+    total: Option<u32>,
+    bytes: usize,
+}
+
+/// IPv4/IPv6 fragment reassembly, bounded in size, count and time.
+#[derive(Default)]
+struct Defrag {
+    pending: HashMap<FragKey, Datagram>,
+}
+
+/// Largest datagram put back together.
+const MAX_DATAGRAM: usize = 65_535;
+/// Datagrams in progress at once.
+const MAX_DATAGRAMS: usize = 1024;
+/// A datagram incomplete after this long is dropped.
+const FRAG_TIMEOUT_NS: i64 = 30_000_000_000;
+
+impl Defrag {
+    /// Adds a fragment; returns the whole payload once every piece is there.
+    fn add(
+        &mut self,
+        ts_ns: i64,
+        key: FragKey,
+        frag: net::Fragment,
+        data: &[u8],
+    ) -> Option<Vec<u8>> {
+        if !self.pending.contains_key(&key) && self.pending.len() >= MAX_DATAGRAMS {
+            return None;
+        }
+        let d = self.pending.entry(key).or_insert_with(|| Datagram {
+            first_ns: ts_ns,
+            parts: std::collections::BTreeMap::new(),
+            total: None,
+            bytes: 0,
+        });
+        if !frag.more {
+            d.total = Some(frag.offset + data.len() as u32);
+        }
+        if d.parts.insert(frag.offset, data.to_vec()).is_none() {
+            d.bytes += data.len();
+        }
+        if d.bytes > MAX_DATAGRAM {
+            self.pending.remove(&key);
+            return None;
+        }
+        let total = d.total? as usize;
+        // Complete when the pieces cover 0..total without a hole (overlaps: first copy wins).
+        let mut out = vec![0u8; total];
+        let mut covered = 0usize;
+        for (&off, part) in &d.parts {
+            let off = off as usize;
+            if off > covered {
+                return None;
+            }
+            let end = (off + part.len()).min(total);
+            if end > covered {
+                out[covered..end].copy_from_slice(&part[covered - off..end - off]);
+                covered = end;
+            }
+        }
+        if covered < total {
+            return None;
+        }
+        self.pending.remove(&key);
+        Some(out)
+    }
+
+    /// Drops datagrams that stayed incomplete too long; returns how many.
+    fn expire(&mut self, now_ns: i64) -> u64 {
+        let before = self.pending.len();
+        self.pending
+            .retain(|_, d| now_ns - d.first_ns <= FRAG_TIMEOUT_NS);
+        (before - self.pending.len()) as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A DNS query over UDP/IPv4, split into two fragments out of order, is still a call.
+    #[test]
+    fn fragmented_udp_is_reassembled() {
+        let mut dns = vec![0xab, 0xcd, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        dns.extend_from_slice(b"\x03app\x04test\x00\x00\x01\x00\x01");
+        let mut udp = vec![0x30, 0x39, 0, 53];
+        udp.extend_from_slice(&((8 + dns.len()) as u16).to_be_bytes());
+        udp.extend_from_slice(&[0, 0]);
+        udp.extend_from_slice(&dns);
+        let ip = |payload: &[u8], off: u16, more: bool| {
+            let mut p = vec![
+                0x45, 0, 0, 0, 0x12, 0x34, 0, 0, 64, 17, 0, 0, 198, 18, 0, 1, 198, 18, 0, 2,
+            ];
+            let total = (20 + payload.len()) as u16;
+            p[2..4].copy_from_slice(&total.to_be_bytes());
+            let ff = (off / 8) | if more { 0x2000 } else { 0 };
+            p[6..8].copy_from_slice(&ff.to_be_bytes());
+            p.extend_from_slice(payload);
+            p
+        };
+        let first = ip(&udp[..16], 0, true);
+        let second = ip(&udp[16..], 16, false);
+        let mut e = Engine::new();
+        e.push(2, &second, second.len() as u32);
+        e.push(1, &first, first.len() as u32);
+        let out = e.finish();
+        assert_eq!(out.stats.reassembled, 1);
+        assert_eq!(out.calls.len(), 1);
+        assert_eq!(out.calls[0].dns_questions, ["app.test"]);
+    }
 }

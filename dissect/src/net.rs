@@ -17,8 +17,19 @@ pub struct Ip<'a> {
     pub payload: &'a [u8],
     /// Transport length on the wire (≥ `payload.len()` when the capture cut the packet).
     pub payload_wire_len: u32,
-    /// True for a fragment (defragmentation is not implemented yet; fragments are skipped).
-    pub fragment: bool,
+    /// Set for a fragment of a larger datagram.
+    pub fragment: Option<Fragment>,
+}
+
+/// Where a fragment belongs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fragment {
+    /// Identification (IPv4: 16 bits; IPv6: 32 bits).
+    pub id: u32,
+    /// Byte offset of this fragment's payload in the datagram.
+    pub offset: u32,
+    /// More fragments follow.
+    pub more: bool,
 }
 
 /// Parses an IP packet; `wire_len` is its length on the wire from the IP header on.
@@ -40,7 +51,11 @@ pub fn ip(l3: &[u8], wire_len: u32) -> Option<Ip<'_>> {
                 proto: l3[9],
                 payload: &l3[ihl..end],
                 payload_wire_len: total.saturating_sub(ihl as u32),
-                fragment: flags_frag & 0x3FFF != 0,
+                fragment: (flags_frag & 0x3FFF != 0).then(|| Fragment {
+                    id: u32::from(u16::from_be_bytes([l3[4], l3[5]])),
+                    offset: u32::from(flags_frag & 0x1FFF) * 8,
+                    more: flags_frag & 0x2000 != 0,
+                }),
             })
         }
         6 => {
@@ -57,10 +72,17 @@ pub fn ip(l3: &[u8], wire_len: u32) -> Option<Ip<'_>> {
             let dst: [u8; 16] = l3[24..40].try_into().ok()?;
             // Walk the common extension headers to the transport header.
             let (mut next, mut at) = (l3[6], 40usize);
-            let mut fragment = false;
+            let mut fragment = None;
             while matches!(next, 0 | 43 | 44 | 60) {
                 let h = l3.get(at..at + 8)?;
-                fragment |= next == 44;
+                if next == 44 {
+                    let off = u16::from_be_bytes([h[2], h[3]]);
+                    fragment = Some(Fragment {
+                        id: u32::from_be_bytes([h[4], h[5], h[6], h[7]]),
+                        offset: u32::from(off >> 3) * 8,
+                        more: off & 1 != 0,
+                    });
+                }
                 let len = if next == 44 {
                     8
                 } else {
