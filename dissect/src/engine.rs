@@ -178,6 +178,7 @@ impl Engine {
         }
         self.udp_ids
             .retain(|_, (_, last)| now_ns - *last <= IDLE_NS);
+        self.out.stats.defrag_dropped += self.defrag.expire(now_ns);
     }
 
     fn push_at_depth(&mut self, ts_ns: i64, l3: &[u8], wire_len: u32, depth: u8) {
