@@ -68,19 +68,24 @@ pub fn dissect_file(
         return dissect_slices(input, out, node, progress);
     }
     let started = Instant::now();
-    let bytes = std::fs::read(input).with_context(|| format!("reading {}", input.display()))?;
-    let mut frames = capture::frames(&bytes).with_context(|| {
+    let file =
+        std::fs::File::open(input).with_context(|| format!("opening {}", input.display()))?;
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let counted = CountingReader {
+        inner: std::io::BufReader::with_capacity(1 << 20, file),
+        read: 0,
+    };
+    let mut reader = capture::CaptureReader::new(counted).with_context(|| {
         format!(
             "{} is not a capture Remora can read (pcap or pcapng)",
             input.display()
         )
     })?;
-    frames.sort_by_key(|f| f.ts_ns);
     let bar = if progress {
-        let bar = ProgressBar::new(frames.len() as u64);
+        let bar = ProgressBar::new(size);
         bar.set_style(
             ProgressStyle::with_template(
-                "{spinner} dissecting [{bar:40}] {pos}/{len} frames ({per_sec}, eta {eta})",
+                "{spinner} dissecting [{bar:40}] {bytes}/{total_bytes} ({bytes_per_sec}, eta {eta})",
             )
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
@@ -90,18 +95,33 @@ pub fn dissect_file(
     };
     let mut sink = Sink::new(out, node, "pcap")?;
     let mut engine = Engine::new();
-    for (i, frame) in frames.iter().enumerate() {
-        if let Some(l3) = capture::l3_of(frame.linktype, frame.data) {
-            let l2 = frame.data.len() - l3.len();
-            engine.push(frame.ts_ns, l3, frame.orig_len.saturating_sub(l2 as u32));
-        }
-        if i % 65536 == 0 {
-            bar.set_position(i as u64);
+    while let Some((info, data)) = reader
+        .next_frame()
+        .with_context(|| format!("reading {}", input.display()))?
+    {
+        remora_dissect::feed_frame(&mut engine, info, data);
+        if reader.frames() % 65536 == 0 {
+            bar.set_position(reader.inner().read);
             sink.drain(&mut engine)?;
         }
     }
     bar.finish_and_clear();
-    sink.finish(engine, frames.len() as u64, started)
+    let frames = reader.frames();
+    sink.finish(engine, frames, started)
+}
+
+/// Counts bytes read, for the progress bar.
+struct CountingReader<R> {
+    inner: R,
+    read: u64,
+}
+
+impl<R: std::io::Read> std::io::Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        Ok(n)
+    }
 }
 
 /// Dissects the packet slices below `dir`, merged in time order.

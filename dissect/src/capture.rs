@@ -3,33 +3,261 @@
 
 use crate::error::DissectError;
 
-/// One frame of a capture file.
+/// Where and when a frame was captured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Frame<'a> {
+pub struct FrameInfo {
     /// Capture time, ns since the Unix epoch.
     pub ts_ns: i64,
-    /// Link type (`LINKTYPE_*`) of the interface it was captured on.
+    /// Link type (`LINKTYPE_*`).
     pub linktype: u32,
     /// Length on the wire.
     pub orig_len: u32,
-    /// Captured bytes.
-    pub data: &'a [u8],
 }
 
-/// Reads every frame of a pcap or pcapng file held in memory.
-pub fn frames(file: &[u8]) -> Result<Vec<Frame<'_>>, DissectError> {
-    match file.get(..4) {
-        Some(
+enum Format {
+    Pcap {
+        little: bool,
+        nanos: bool,
+        linktype: u32,
+    },
+    Pcapng {
+        little: bool,
+        interfaces: Vec<(u32, i64)>,
+    },
+}
+
+/// Reads a pcap or pcapng stream one frame at a time, so memory does not grow with the file.
+/// A truncated last record ends the stream (what came before is kept).
+pub struct CaptureReader<R> {
+    r: R,
+    format: Format,
+    block: Vec<u8>,
+    frames: u64,
+}
+
+fn read_full(r: &mut impl std::io::Read, buf: &mut [u8]) -> Result<bool, DissectError> {
+    let mut at = 0;
+    while at < buf.len() {
+        match r.read(&mut buf[at..]) {
+            Ok(0) => return Ok(false),
+            Ok(n) => at += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(DissectError::Capture(e.to_string())),
+        }
+    }
+    Ok(true)
+}
+
+fn u32_of(b: &[u8], little: bool) -> u32 {
+    let a = [b[0], b[1], b[2], b[3]];
+    if little {
+        u32::from_le_bytes(a)
+    } else {
+        u32::from_be_bytes(a)
+    }
+}
+
+/// Blocks larger than this are not a sane capture (pcapng blocks hold one packet).
+const MAX_BLOCK: usize = 16 << 20;
+
+impl<R: std::io::Read> CaptureReader<R> {
+    /// Reads the file header.
+    pub fn new(mut r: R) -> Result<Self, DissectError> {
+        let mut head = [0u8; 4];
+        if !read_full(&mut r, &mut head)? {
+            return Err(DissectError::Capture("empty file".into()));
+        }
+        let format = match head {
             [0xd4, 0xc3, 0xb2, 0xa1]
             | [0xa1, 0xb2, 0xc3, 0xd4]
             | [0x4d, 0x3c, 0xb2, 0xa1]
-            | [0xa1, 0xb2, 0x3c, 0x4d],
-        ) => pcap(file),
-        Some([0x0a, 0x0d, 0x0d, 0x0a]) => pcapng(file),
-        _ => Err(DissectError::Capture(
-            "not a pcap or pcapng file (unknown magic)".into(),
-        )),
+            | [0xa1, 0xb2, 0x3c, 0x4d] => {
+                let little = matches!(head[0], 0xd4 | 0x4d);
+                let nanos = u32_of(&head, little) == 0xa1b2_3c4d;
+                let mut rest = [0u8; 20];
+                if !read_full(&mut r, &mut rest)? {
+                    return Err(DissectError::Capture("pcap header truncated".into()));
+                }
+                Format::Pcap {
+                    little,
+                    nanos,
+                    linktype: u32_of(&rest[16..20], little) & 0x0FFF_FFFF,
+                }
+            }
+            [0x0a, 0x0d, 0x0d, 0x0a] => Format::Pcapng {
+                little: true,
+                interfaces: Vec::new(),
+            },
+            _ => {
+                return Err(DissectError::Capture(
+                    "not a pcap or pcapng file (unknown magic)".into(),
+                ));
+            }
+        };
+        let mut reader = Self {
+            r,
+            format,
+            block: Vec::new(),
+            frames: 0,
+        };
+        if matches!(reader.format, Format::Pcapng { .. }) {
+            reader.block.extend_from_slice(&head);
+        }
+        Ok(reader)
     }
+
+    /// Frames read so far.
+    pub fn frames(&self) -> u64 {
+        self.frames
+    }
+
+    /// The underlying reader.
+    pub fn inner(&self) -> &R {
+        &self.r
+    }
+
+    /// The next frame and its bytes (valid until the next call), or `None` at the end.
+    pub fn next_frame(&mut self) -> Result<Option<(FrameInfo, &[u8])>, DissectError> {
+        match self.format {
+            Format::Pcap {
+                little,
+                nanos,
+                linktype,
+            } => {
+                let mut h = [0u8; 16];
+                if !read_full(&mut self.r, &mut h)? {
+                    return Ok(None);
+                }
+                let (secs, frac) = (u32_of(&h[0..4], little), u32_of(&h[4..8], little));
+                let (incl, orig) = (
+                    u32_of(&h[8..12], little) as usize,
+                    u32_of(&h[12..16], little),
+                );
+                if incl > MAX_BLOCK {
+                    return Err(DissectError::Capture(format!(
+                        "record of {incl} bytes: the file is damaged"
+                    )));
+                }
+                self.block.resize(incl, 0);
+                if !read_full(&mut self.r, &mut self.block)? {
+                    return Ok(None);
+                }
+                let frac_ns = if nanos {
+                    i64::from(frac)
+                } else {
+                    i64::from(frac) * 1000
+                };
+                self.frames += 1;
+                let info = FrameInfo {
+                    ts_ns: i64::from(secs) * 1_000_000_000 + frac_ns,
+                    linktype,
+                    orig_len: orig,
+                };
+                Ok(Some((info, &self.block)))
+            }
+            Format::Pcapng { .. } => self.next_pcapng(),
+        }
+    }
+
+    fn next_pcapng(&mut self) -> Result<Option<(FrameInfo, &[u8])>, DissectError> {
+        loop {
+            // Block type and length (the SHB's 4 type bytes may already be in `block`).
+            let have = self.block.len().min(4);
+            let mut head = [0u8; 12];
+            head[..have].copy_from_slice(&self.block[..have]);
+            self.block.clear();
+            if !read_full(&mut self.r, &mut head[have..8])? {
+                return Ok(None);
+            }
+            let Format::Pcapng { little, interfaces } = &mut self.format else {
+                return Ok(None);
+            };
+            if head[..4] == [0x0a, 0x0d, 0x0d, 0x0a] {
+                if !read_full(&mut self.r, &mut head[8..12])? {
+                    return Ok(None);
+                }
+                *little = head[8..12] == [0x4d, 0x3c, 0x2b, 0x1a];
+                interfaces.clear();
+            }
+            let little = *little;
+            let kind = u32_of(&head[0..4], little);
+            let len = u32_of(&head[4..8], little) as usize;
+            let consumed = if kind == 0x0A0D_0D0A { 12 } else { 8 };
+            if !(12..=MAX_BLOCK).contains(&len) || len < consumed {
+                return Err(DissectError::Capture(format!(
+                    "pcapng block of {len} bytes: the file is damaged"
+                )));
+            }
+            self.block.resize(len - consumed, 0);
+            if !read_full(&mut self.r, &mut self.block)? {
+                return Ok(None);
+            }
+            let b = &self.block;
+            let Format::Pcapng { interfaces, .. } = &mut self.format else {
+                return Ok(None);
+            };
+            match kind {
+                1 if b.len() >= 8 => {
+                    let linktype = if little {
+                        u16::from_le_bytes([b[0], b[1]])
+                    } else {
+                        u16::from_be_bytes([b[0], b[1]])
+                    };
+                    let reader = Reader { bytes: b, little };
+                    interfaces.push((
+                        u32::from(linktype),
+                        if_ts_unit(&reader, 8, b.len().saturating_sub(4)),
+                    ));
+                }
+                6 if b.len() >= 20 => {
+                    let (iface, hi, lo) = (
+                        u32_of(&b[0..4], little),
+                        u32_of(&b[4..8], little),
+                        u32_of(&b[8..12], little),
+                    );
+                    let (incl, orig) = (
+                        u32_of(&b[12..16], little) as usize,
+                        u32_of(&b[16..20], little),
+                    );
+                    let (linktype, unit) =
+                        interfaces.get(iface as usize).copied().unwrap_or((1, 1000));
+                    let raw = (u64::from(hi) << 32) | u64::from(lo);
+                    if 20 + incl <= b.len() {
+                        self.frames += 1;
+                        let info = FrameInfo {
+                            ts_ns: raw as i64 * unit,
+                            linktype,
+                            orig_len: orig,
+                        };
+                        return Ok(Some((info, &self.block[20..20 + incl])));
+                    }
+                }
+                3 if b.len() >= 4 => {
+                    let orig = u32_of(&b[0..4], little);
+                    let incl = (orig as usize).min(b.len().saturating_sub(8));
+                    let (linktype, _) = interfaces.first().copied().unwrap_or((1, 1000));
+                    self.frames += 1;
+                    let info = FrameInfo {
+                        ts_ns: 0,
+                        linktype,
+                        orig_len: orig,
+                    };
+                    return Ok(Some((info, &self.block[4..4 + incl])));
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Reads every frame of a capture held in memory (tests and small files).
+pub fn frames(file: &[u8]) -> Result<Vec<(FrameInfo, Vec<u8>)>, DissectError> {
+    let mut reader = CaptureReader::new(file)?;
+    let mut out = Vec::new();
+    while let Some((info, data)) = reader.next_frame()? {
+        out.push((info, data.to_vec()));
+    }
+    Ok(out)
 }
 
 struct Reader<'a> {
@@ -46,116 +274,6 @@ impl Reader<'_> {
             u16::from_be_bytes(b)
         })
     }
-    fn u32(&self, at: usize) -> Option<u32> {
-        let b: [u8; 4] = self.bytes.get(at..at + 4)?.try_into().ok()?;
-        Some(if self.little {
-            u32::from_le_bytes(b)
-        } else {
-            u32::from_be_bytes(b)
-        })
-    }
-}
-
-fn pcap(file: &[u8]) -> Result<Vec<Frame<'_>>, DissectError> {
-    let little = matches!(file[0], 0xd4 | 0x4d);
-    let r = Reader {
-        bytes: file,
-        little,
-    };
-    let magic = r.u32(0).unwrap_or(0);
-    let nanos = magic == 0xa1b2_3c4d;
-    let linktype = r
-        .u32(20)
-        .ok_or_else(|| DissectError::Capture("pcap header truncated".into()))?
-        & 0x0FFF_FFFF;
-    let mut out = Vec::new();
-    let mut at = 24;
-    while let (Some(secs), Some(frac), Some(incl), Some(orig)) =
-        (r.u32(at), r.u32(at + 4), r.u32(at + 8), r.u32(at + 12))
-    {
-        let Some(data) = file.get(at + 16..at + 16 + incl as usize) else {
-            break; // truncated last record: keep what came before
-        };
-        let frac_ns = if nanos {
-            i64::from(frac)
-        } else {
-            i64::from(frac) * 1000
-        };
-        out.push(Frame {
-            ts_ns: i64::from(secs) * 1_000_000_000 + frac_ns,
-            linktype,
-            orig_len: orig,
-            data,
-        });
-        at += 16 + incl as usize;
-    }
-    Ok(out)
-}
-
-fn pcapng(file: &[u8]) -> Result<Vec<Frame<'_>>, DissectError> {
-    // (link type, ns per timestamp unit) per interface of the current section.
-    let mut interfaces: Vec<(u32, i64)> = Vec::new();
-    let mut out = Vec::new();
-    let mut at = 0usize;
-    let mut r = Reader {
-        bytes: file,
-        little: true,
-    };
-    while at + 12 <= file.len() {
-        if file.get(at..at + 4) == Some(&[0x0a, 0x0d, 0x0d, 0x0a]) {
-            r.little = file.get(at + 8..at + 12) == Some(&[0x4d, 0x3c, 0x2b, 0x1a]);
-            interfaces.clear();
-        }
-        let kind = r.u32(at).unwrap_or(0);
-        let len = r.u32(at + 4).unwrap_or(0) as usize;
-        if len < 12 || at + len > file.len() {
-            break;
-        }
-        let body = at + 8;
-        match kind {
-            1 => {
-                let linktype = u32::from(r.u16(body).unwrap_or(0));
-                interfaces.push((linktype, if_ts_unit(&r, body + 8, at + len - 4)));
-            }
-            6 => {
-                let (Some(iface), Some(hi), Some(lo), Some(incl), Some(orig)) = (
-                    r.u32(body),
-                    r.u32(body + 4),
-                    r.u32(body + 8),
-                    r.u32(body + 12),
-                    r.u32(body + 16),
-                ) else {
-                    break;
-                };
-                let (linktype, unit) = interfaces.get(iface as usize).copied().unwrap_or((1, 1000));
-                let raw = (u64::from(hi) << 32) | u64::from(lo);
-                if let Some(data) = file.get(body + 20..body + 20 + incl as usize) {
-                    out.push(Frame {
-                        ts_ns: raw as i64 * unit,
-                        linktype,
-                        orig_len: orig,
-                        data,
-                    });
-                }
-            }
-            3 => {
-                let orig = r.u32(body).unwrap_or(0);
-                let incl = (orig as usize).min(len.saturating_sub(16));
-                let (linktype, _) = interfaces.first().copied().unwrap_or((1, 1000));
-                if let Some(data) = file.get(body + 4..body + 4 + incl) {
-                    out.push(Frame {
-                        ts_ns: 0,
-                        linktype,
-                        orig_len: orig,
-                        data,
-                    });
-                }
-            }
-            _ => {}
-        }
-        at += len;
-    }
-    Ok(out)
 }
 
 /// The `if_tsresol` option of an IDB: nanoseconds per timestamp unit (default µs).
@@ -228,8 +346,8 @@ mod tests {
         file.extend_from_slice(&[1, 2, 3]); // truncated trailing record
         let got = frames(&file).unwrap();
         assert_eq!(got.len(), 1);
-        assert_eq!(got[0].ts_ns, 10_000_005_000);
-        assert_eq!(l3_of(1, got[0].data), Some(&[0x45, 0][..]));
+        assert_eq!(got[0].0.ts_ns, 10_000_005_000);
+        assert_eq!(l3_of(1, &got[0].1), Some(&[0x45, 0][..]));
         assert!(frames(b"nope").is_err());
     }
 }

@@ -22,17 +22,20 @@ pub use call::{Call, Conn, Endpoint};
 pub use engine::{Engine, Output, Stats};
 pub use error::DissectError;
 
-/// Dissects a whole pcap/pcapng file held in memory.
+/// Dissects a whole pcap/pcapng file held in memory (frames in file order).
 pub fn dissect_capture(file: &[u8]) -> Result<Output, DissectError> {
-    let mut frames = capture::frames(file)?;
-    // Captures are nearly always in time order; a stable sort fixes the rest cheaply.
-    frames.sort_by_key(|f| f.ts_ns);
+    let mut reader = capture::CaptureReader::new(file)?;
     let mut engine = Engine::new();
-    for frame in frames {
-        if let Some(l3) = capture::l3_of(frame.linktype, frame.data) {
-            let l2 = frame.data.len() - l3.len();
-            engine.push(frame.ts_ns, l3, frame.orig_len.saturating_sub(l2 as u32));
-        }
+    while let Some((info, data)) = reader.next_frame()? {
+        feed_frame(&mut engine, info, data);
     }
     Ok(engine.finish())
+}
+
+/// Feeds one captured frame to the engine (link header removed, wire length adjusted).
+pub fn feed_frame(engine: &mut Engine, info: capture::FrameInfo, data: &[u8]) {
+    if let Some(l3) = capture::l3_of(info.linktype, data) {
+        let l2 = data.len() - l3.len();
+        engine.push(info.ts_ns, l3, info.orig_len.saturating_sub(l2 as u32));
+    }
 }
