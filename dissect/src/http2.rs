@@ -1,5 +1,5 @@
 //! HTTP/2 (RFC 9113) over a reassembled connection: frames, HPACK header blocks with one
-//! dynamic table per direction (`fluke-hpack`), streams, trailers, server push; gRPC on top
+//! dynamic table per direction ([`crate::hpack`]), streams, trailers, server push; gRPC on top
 //! (method from `:path`, status from the trailers).
 //!
 //! HPACK state cannot survive a hole in the stream: after a gap in a direction, that direction's
@@ -97,7 +97,7 @@ pub struct Conn {
     client_dir: usize,
     bufs: [Vec<u8>; 2],
     preface_left: usize,
-    decoders: [fluke_hpack::Decoder<'static>; 2],
+    decoders: [crate::hpack::Decoder; 2],
     pending: [Option<Pending>; 2],
     broken: [bool; 2],
     streams: BTreeMap<u32, Exchange>,
@@ -115,7 +115,7 @@ impl Conn {
             client_dir,
             bufs: [Vec::new(), Vec::new()],
             preface_left: if preface { PREFACE.len() } else { 0 },
-            decoders: [fluke_hpack::Decoder::new(), fluke_hpack::Decoder::new()],
+            decoders: Default::default(),
             pending: [None, None],
             broken: [false, false],
             streams: BTreeMap::new(),
@@ -272,25 +272,11 @@ impl Conn {
     }
 
     fn header_block(&mut self, dir: usize, p: Pending) {
-        let decoder = &mut self.decoders[dir];
         let block = &p.block;
-        // The HPACK crate is not fuzzed by us yet; a panic inside it on hostile input must not
-        // take the whole dissection down, so it becomes a decoding error of this connection.
-        let decoded =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decoder.decode(block)));
-        let Ok(Ok(fields)) = decoded else {
+        let Ok(fields) = self.decoders[dir].decode(block) else {
             self.break_direction(dir);
             return;
         };
-        let fields: Vec<(String, String)> = fields
-            .into_iter()
-            .map(|(n, v)| {
-                (
-                    String::from_utf8_lossy(&n).into_owned(),
-                    String::from_utf8_lossy(&v).into_owned(),
-                )
-            })
-            .collect();
         let from_client = dir == self.client_dir;
         if let Some(promised) = p.promised {
             let ex = self.stream(promised, p.ts_ns);

@@ -12,6 +12,7 @@ pub mod capture;
 pub mod dns;
 pub mod engine;
 pub mod error;
+pub mod hpack;
 pub mod http1;
 pub mod http2;
 pub mod net;
