@@ -42,9 +42,19 @@ fn map_builder() -> MapBuilder<StringBuilder, StringBuilder> {
 fn push_map(
     b: &mut MapBuilder<StringBuilder, StringBuilder>,
     items: &[(String, String)],
+    scratch: &mut String,
 ) -> Result<(), ArrowError> {
     for (k, v) in items {
-        b.keys().append_value(k.to_ascii_lowercase());
+        // HTTP/1 names arrive in any case, HPACK ones in lower case: store them lower case
+        // (KFL looks headers up by lower-case name), without an allocation per name.
+        if k.bytes().any(|c| c.is_ascii_uppercase()) {
+            scratch.clear();
+            scratch.push_str(k);
+            scratch.make_ascii_lowercase();
+            b.keys().append_value(&*scratch);
+        } else {
+            b.keys().append_value(k);
+        }
         b.values().append_value(v);
     }
     b.append(true)
@@ -99,8 +109,13 @@ pub fn calls_batch(node: &str, source: &str, calls: &[Call]) -> Result<RecordBat
         StringBuilder::new(),
         StringBuilder::new(),
     );
+    let mut key_scratch = String::new();
+    let mut line = String::new();
     for c in calls {
-        id.append_value(format!("{node}/{}/{}", c.conn_id, c.index));
+        use std::fmt::Write as _;
+        line.clear();
+        let _ = write!(line, "{node}/{}/{}", c.conn_id, c.index);
+        id.append_value(&line);
         ts.append_value(c.timestamp_ns);
         elapsed.append_option(c.elapsed_us);
         node_b.append_value(node);
@@ -108,9 +123,13 @@ pub fn calls_batch(node: &str, source: &str, calls: &[Call]) -> Result<RecordBat
         index.append_value(c.index);
         protocol.append_value(c.protocol);
         capture_source.append_value(source);
-        src_ip.append_value(c.src.ip.to_string());
+        line.clear();
+        let _ = write!(line, "{}", c.src.ip);
+        src_ip.append_value(&line);
         src_port.append_value(c.src.port);
-        dst_ip.append_value(c.dst.ip.to_string());
+        line.clear();
+        let _ = write!(line, "{}", c.dst.ip);
+        dst_ip.append_value(&line);
         dst_port.append_value(c.dst.port);
         method.append_value(&c.method);
         url.append_value(&c.url);
@@ -118,8 +137,8 @@ pub fn calls_batch(node: &str, source: &str, calls: &[Call]) -> Result<RecordBat
         host.append_value(&c.host);
         version.append_value(&c.http_version);
         status.append_value(c.status_code);
-        push_map(&mut req_h, &c.request_headers)?;
-        push_map(&mut resp_h, &c.response_headers)?;
+        push_map(&mut req_h, &c.request_headers, &mut key_scratch)?;
+        push_map(&mut resp_h, &c.response_headers, &mut key_scratch)?;
         req_body.append_value(&c.request_body);
         resp_body.append_value(&c.response_body);
         req_bs.append_value(c.request_body_size);
@@ -284,8 +303,27 @@ impl TableWriter {
     pub fn write(&mut self, batch: &RecordBatch) -> Result<(), RowsError> {
         if self.writer.is_none() {
             let file = File::create(&self.tmp).map_err(|e| self.fail(e))?;
-            let props = WriterProperties::builder()
-                .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
+            // Columns unique per row (ids, times, sizes, bodies) gain nothing from dictionaries.
+            let plain = [
+                "id",
+                "timestamp",
+                "elapsed_time",
+                "conn_id",
+                "index",
+                "request_body",
+                "response_body",
+                "first_ts",
+                "last_ts",
+            ];
+            let props = plain
+                .into_iter()
+                .fold(WriterProperties::builder(), |p, c| {
+                    p.set_column_dictionary_enabled(
+                        parquet::schema::types::ColumnPath::from(c),
+                        false,
+                    )
+                })
+                .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
                 .build();
             let w = ArrowWriter::try_new(file, batch.schema(), Some(props))
                 .map_err(|e| self.fail(e))?;

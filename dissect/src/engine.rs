@@ -696,11 +696,11 @@ fn http_call(
     call.has_request = req.is_some();
     call.has_response = resp.is_some();
     let req_start = req.as_ref().map(|r| r.start_ns);
-    if let Some(req) = req {
+    if let Some(mut req) = req {
         call.timestamp_ns = req.start_ns;
         call.path = req.target.split('?').next().unwrap_or("").to_owned();
         call.host = req.header("host").unwrap_or("").to_owned();
-        call.request_body = http1::decoded_preview(&req);
+        call.request_body = http1::decoded_preview(&mut req);
         call.request_body_size = req.body_size;
         call.request_headers_size = req.head_size;
         call.method = req.method;
@@ -709,7 +709,7 @@ fn http_call(
         call.request_headers = req.headers;
         correlate(&mut call);
     }
-    if let Some(resp) = resp {
+    if let Some(mut resp) = resp {
         if let Some(start) = req_start {
             call.elapsed_us = Some((resp.end_ns - start) / 1000);
         } else {
@@ -718,7 +718,7 @@ fn http_call(
             call.error_type = Some("pair_not_found");
         }
         call.status_code = resp.status;
-        call.response_body = http1::decoded_preview(&resp);
+        call.response_body = http1::decoded_preview(&mut resp);
         call.response_headers = resp.headers;
         call.response_body_size = resp.body_size;
         call.response_headers_size = resp.head_size;

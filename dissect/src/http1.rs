@@ -404,12 +404,15 @@ fn find_start(role: Role, bytes: &[u8]) -> Option<usize> {
 /// The body preview as the application sees it: gzip and deflate content codings undone (as
 /// far as the captured bytes go, at most [`MAX_PREVIEW`] bytes out). Other codings, and bodies
 /// that do not decode, are returned as they were.
-pub fn decoded_preview(message: &Message) -> Vec<u8> {
+pub fn decoded_preview(message: &mut Message) -> Vec<u8> {
     use std::io::Read as _;
     let coding = message
         .header("content-encoding")
         .map(|v| v.trim().to_ascii_lowercase())
         .unwrap_or_default();
+    if coding.is_empty() || coding == "identity" {
+        return std::mem::take(&mut message.body_preview);
+    }
     let body = message.body_preview.as_slice();
     let mut out = Vec::new();
     let limit = MAX_PREVIEW as u64;
