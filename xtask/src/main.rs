@@ -37,6 +37,14 @@ enum Task {
         /// Only run tests whose name contains this.
         filter: Option<String>,
     },
+    /// Fuzz the dissectors with cargo fuzz (nightly): every target, or the named ones.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 600)]
+        seconds: u64,
+        /// Targets (engine, http1, http2, dns_tls, capture); all when empty.
+        targets: Vec<String>,
+    },
     /// Benchmarks against the tools a user would otherwise use (release build).
     Bench {
         /// Which benchmark: `capture` or `dissect`.
@@ -54,6 +62,7 @@ fn main() -> anyhow::Result<()> {
         Task::Up { args } => up(&args),
         Task::Test { filter } => test(filter.as_deref()),
         Task::Bench { which, args } => bench(&which, &args),
+        Task::Fuzz { seconds, targets } => fuzz(seconds, &targets),
     }
 }
 
@@ -135,6 +144,36 @@ fn test(filter: Option<&str>) -> anyhow::Result<()> {
         tally.passed, tally.failed, tally.ignored
     );
     result
+}
+
+/// The fuzz targets in fuzz/fuzz_targets.
+const FUZZ_TARGETS: [&str; 5] = ["engine", "http1", "http2", "dns_tls", "capture"];
+
+fn fuzz(seconds: u64, targets: &[String]) -> anyhow::Result<()> {
+    setup::run()?;
+    if sh::output(Command::new("cargo").args(["fuzz", "--version"])).is_none() {
+        step("installing cargo-fuzz");
+        sh::run(Command::new("cargo").args(["install", "--locked", "cargo-fuzz"]))?;
+    }
+    let chosen: Vec<&str> = if targets.is_empty() {
+        FUZZ_TARGETS.to_vec()
+    } else {
+        targets.iter().map(String::as_str).collect()
+    };
+    for target in chosen {
+        step(&format!("fuzzing {target} for {seconds} s"));
+        sh::run(
+            sh::tool_command("cargo")
+                .current_dir(root_dir().join("fuzz"))
+                .args(["+nightly", "fuzz", "run", target, "--"])
+                .arg(format!("-max_total_time={seconds}"))
+                .args(["-rss_limit_mb=2048", "-print_final_stats=1"]),
+        )
+        .with_context(|| {
+            format!("fuzz target {target} failed: the crash input is in fuzz/artifacts/{target}/")
+        })?;
+    }
+    Ok(())
 }
 
 fn bench(which: &str, args: &[String]) -> anyhow::Result<()> {
