@@ -31,7 +31,7 @@ async fn main() -> anyhow::Result<()> {
         .to_config()
         .map_err(anyhow::Error::msg)
         .context("invalid flags")?;
-    let summary = remora_agent::run(config, shutdown_signal(), |started| {
+    let summary = remora_agent::run(config, remora_agent::shutdown_signal(), |started| {
         eprintln!(
             "remora-agent: recording {} into {}",
             started.interfaces.join(", "),
@@ -51,16 +51,4 @@ async fn main() -> anyhow::Result<()> {
         summary.rows_written, summary.slices_written, summary.dropped_packets
     );
     Ok(())
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

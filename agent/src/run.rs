@@ -30,6 +30,18 @@ use crate::{
     writer::{WriterSettings, run_writer},
 };
 
+/// Resolves on Ctrl-C or SIGTERM (what `remora-agent` and `remora up` stop on).
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
 /// What a finished run recorded.
 #[derive(Debug, Clone)]
 pub struct RunSummary {

@@ -63,7 +63,7 @@ async fn main() -> anyhow::Result<()> {
                 .map_err(anyhow::Error::msg)
                 .context("invalid flags")?;
             let config = remora_analyzer::up::embedded(config, listen_given);
-            let summary = remora_agent::run(config, shutdown_signal(), |started| {
+            let summary = remora_agent::run(config, remora_agent::shutdown_signal(), |started| {
                 eprintln!("{}", remora_analyzer::up::banner(started));
             })
             .await
@@ -75,15 +75,4 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut term) = signal(SignalKind::terminate()) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

@@ -790,6 +790,33 @@ fn h2_call(
     call
 }
 
+/// A DNS call with the questions of `msg`, from `client` to `server`.
+fn dns_call(
+    msg: &dns::Message,
+    conn_id: u64,
+    ts_ns: i64,
+    client: Endpoint,
+    server: Endpoint,
+) -> Call {
+    let mut call = Call::new("DNS", client, server);
+    call.conn_id = conn_id;
+    call.timestamp_ns = ts_ns;
+    call.method = match msg.opcode {
+        0 => "QUERY".into(),
+        5 => "UPDATE".into(),
+        n => format!("OPCODE{n}"),
+    };
+    call.dns_questions = msg.questions.iter().map(|q| q.name.clone()).collect();
+    call.dns_question_types = msg
+        .questions
+        .iter()
+        .map(|q| dns::type_name(q.qtype))
+        .collect();
+    call.path = call.dns_questions.first().cloned().unwrap_or_default();
+    call.url = call.path.clone();
+    call
+}
+
 fn dns_message(
     out: &mut Output,
     pending: &mut HashMap<(FlowKey, u16), (Call, i64)>,
@@ -805,22 +832,7 @@ fn dns_message(
     };
     let k = (key(src, dst), msg.id);
     if !msg.response {
-        let mut call = Call::new("DNS", src, dst);
-        call.conn_id = conn_id;
-        call.timestamp_ns = ts_ns;
-        call.method = match msg.opcode {
-            0 => "QUERY".into(),
-            5 => "UPDATE".into(),
-            n => format!("OPCODE{n}"),
-        };
-        call.dns_questions = msg.questions.iter().map(|q| q.name.clone()).collect();
-        call.dns_question_types = msg
-            .questions
-            .iter()
-            .map(|q| dns::type_name(q.qtype))
-            .collect();
-        call.path = call.dns_questions.first().cloned().unwrap_or_default();
-        call.url = call.path.clone();
+        let mut call = dns_call(&msg, conn_id, ts_ns, src, dst);
         call.has_request = true;
         // A repeated query id before its answer: the earlier query stays unanswered.
         if let Some((mut old, _)) = pending.insert(k, (call, ts_ns)) {
@@ -835,18 +847,8 @@ fn dns_message(
             call
         }
         None => {
-            let mut call = Call::new("DNS", dst, src);
-            call.conn_id = conn_id;
-            call.timestamp_ns = ts_ns;
-            call.method = "QUERY".into();
-            call.dns_questions = msg.questions.iter().map(|q| q.name.clone()).collect();
-            call.dns_question_types = msg
-                .questions
-                .iter()
-                .map(|q| dns::type_name(q.qtype))
-                .collect();
-            call.path = call.dns_questions.first().cloned().unwrap_or_default();
-            call.url = call.path.clone();
+            // An answer whose query was not seen: the client is its destination.
+            let mut call = dns_call(&msg, conn_id, ts_ns, dst, src);
             call.error_type = Some("pair_not_found");
             call
         }

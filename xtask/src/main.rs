@@ -146,6 +146,31 @@ fn test(filter: Option<&str>) -> anyhow::Result<()> {
     result
 }
 
+/// Builds the release binaries a benchmark needs (`package` and the bench tools) and runs it.
+fn run_bench(why_root: &str, package: &str, bin: &str, args: &[String]) -> anyhow::Result<()> {
+    sh::require_root(why_root)?;
+    step("building release binaries (first time: several minutes)");
+    cargo(&[
+        "build",
+        "--release",
+        "-p",
+        package,
+        "-p",
+        "bpf-tests",
+        "--bins",
+    ])?;
+    let path = root_dir().join("target/release").join(bin);
+    let status = Command::new(&path)
+        .args(args)
+        .current_dir(root_dir())
+        .status()
+        .with_context(|| format!("running {}", path.display()))?;
+    if !status.success() {
+        bail!("{bin} failed ({status})");
+    }
+    Ok(())
+}
+
 /// The fuzz targets in fuzz/fuzz_targets.
 const FUZZ_TARGETS: [&str; 5] = ["engine", "http1", "http2", "dns_tls", "capture"];
 
@@ -179,52 +204,18 @@ fn fuzz(seconds: u64, targets: &[String]) -> anyhow::Result<()> {
 fn bench(which: &str, args: &[String]) -> anyhow::Result<()> {
     setup::run()?;
     match which {
-        "capture" => {
-            sh::require_root("the capture benchmark loads eBPF programs")?;
-            step("building release binaries (first time: several minutes)");
-            cargo(&[
-                "build",
-                "--release",
-                "-p",
-                "agent",
-                "-p",
-                "bpf-tests",
-                "--bins",
-            ])?;
-            let bin = root_dir().join("target/release/bench-capture");
-            let status = Command::new(&bin)
-                .args(args)
-                .current_dir(root_dir())
-                .status()
-                .with_context(|| format!("running {}", bin.display()))?;
-            if !status.success() {
-                bail!("the capture benchmark failed ({status})");
-            }
-            Ok(())
-        }
-        "dissect" => {
-            sh::require_root("the dissection benchmark generates traffic in network namespaces")?;
-            step("building release binaries (first time: several minutes)");
-            cargo(&[
-                "build",
-                "--release",
-                "-p",
-                "analyzer",
-                "-p",
-                "bpf-tests",
-                "--bins",
-            ])?;
-            let bin = root_dir().join("target/release/bench-dissect");
-            let status = Command::new(&bin)
-                .args(args)
-                .current_dir(root_dir())
-                .status()
-                .with_context(|| format!("running {}", bin.display()))?;
-            if !status.success() {
-                bail!("the dissection benchmark failed ({status})");
-            }
-            Ok(())
-        }
+        "capture" => run_bench(
+            "the capture benchmark loads eBPF programs",
+            "agent",
+            "bench-capture",
+            args,
+        ),
+        "dissect" => run_bench(
+            "the dissection benchmark generates traffic in network namespaces",
+            "analyzer",
+            "bench-dissect",
+            args,
+        ),
         other => bail!("unknown benchmark `{other}`; available: capture, dissect"),
     }
 }
