@@ -39,6 +39,7 @@ const PACKAGES: &[(&str, &str)] = &[
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const DUCKDB_VERSION: &str = "2.0.0";
+const GRPCIO_VERSION: &str = "1.85.1";
 
 /// Runs every setup step.
 pub fn run() -> anyhow::Result<()> {
@@ -223,7 +224,7 @@ fn bpf_linker() -> anyhow::Result<()> {
 }
 
 fn python_venv() -> anyhow::Result<()> {
-    step("Python test tools (.venv: duckdb)");
+    step("Python test tools (.venv: duckdb, grpcio)");
     let venv = root_dir().join(".venv");
     let python = venv.join("bin/python");
     let have = |module: &str| {
@@ -232,7 +233,7 @@ fn python_venv() -> anyhow::Result<()> {
             .output()
             .is_ok_and(|o| o.status.success())
     };
-    if python.exists() && have("duckdb") {
+    if python.exists() && have("duckdb") && have("grpc") {
         note("present");
         return Ok(());
     }
@@ -241,11 +242,14 @@ fn python_venv() -> anyhow::Result<()> {
         run_cmd(Command::new("python3").arg("-m").arg("venv").arg(&venv))
             .context("python3 -m venv failed; install python3-venv")?;
     }
-    note(&format!("installing duckdb=={DUCKDB_VERSION}"));
+    note(&format!(
+        "installing duckdb=={DUCKDB_VERSION} grpcio=={GRPCIO_VERSION}"
+    ));
     run_cmd(Command::new(venv.join("bin/pip")).args([
         "install",
         "-q",
         &format!("duckdb=={DUCKDB_VERSION}"),
+        &format!("grpcio=={GRPCIO_VERSION}"),
     ]))
     .context("pip install failed; check that PyPI is reachable")
 }
