@@ -31,6 +31,8 @@ pub struct Stats {
     pub http_errors: u64,
     /// Datagrams put back together from fragments.
     pub reassembled: u64,
+    /// Connections finished early to stay within [`Limits`] (their unpaired halves become rows).
+    pub evicted_conns: u64,
     /// Fragmented datagrams given up (incomplete after 30 s, too large, or too many at once).
     pub defrag_dropped: u64,
 }
@@ -58,6 +60,25 @@ const CLOSED_GRACE_NS: i64 = 1_000_000_000;
 const DNS_TIMEOUT_NS: i64 = 30_000_000_000;
 /// Capture time between two sweeps for finished connections and expired queries.
 const SWEEP_EVERY_NS: i64 = 1_000_000_000;
+
+/// Bounds on what the engine holds, whatever the input.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Live TCP connections; beyond this the longest idle are finished early.
+    pub max_conns: usize,
+    /// Bytes buffered across all connections (reassembly holes, partial messages, previews);
+    /// beyond this the connections holding the most are finished early.
+    pub max_buffered: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_conns: 262_144,
+            max_buffered: 256 << 20,
+        }
+    }
+}
 
 fn key(a: Endpoint, b: Endpoint) -> FlowKey {
     if a <= b { (a, b) } else { (b, a) }
@@ -107,11 +128,16 @@ struct TcpConn {
     rst_by: Option<usize>,
     l7: L7,
     calls: u32,
+    /// What [`TcpConn::buffered`] said after the last segment (for the engine's running total).
+    held: usize,
 }
 
 /// The dissection engine. Feed packets with [`Engine::push`], then call [`Engine::finish`].
 #[derive(Default)]
 pub struct Engine {
+    limits: Limits,
+    /// Sum of the live connections' `held` bytes.
+    held: usize,
     defrag: Defrag,
     tcp: HashMap<FlowKey, TcpConn>,
     next_id: u64,
@@ -122,9 +148,54 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// A new engine.
+    /// A new engine with the default [`Limits`].
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A new engine with explicit limits.
+    pub fn with_limits(limits: Limits) -> Self {
+        Self {
+            limits,
+            ..Self::default()
+        }
+    }
+
+    /// Finishes connections early until at most `max_conns` are live and at most
+    /// `max_buffered` bytes are held: the longest idle first for the count, the biggest
+    /// holders first for the bytes.
+    fn enforce_limits(&mut self) {
+        if self.tcp.len() > self.limits.max_conns {
+            let excess = self.tcp.len() - self.limits.max_conns;
+            // Evict a tenth more than needed, so this does not run for every new connection.
+            let mut by_idle: Vec<(i64, FlowKey)> =
+                self.tcp.iter().map(|(k, c)| (c.last_ns, *k)).collect();
+            by_idle.sort_unstable_by_key(|(last, _)| *last);
+            for (_, k) in by_idle
+                .into_iter()
+                .take(excess + self.limits.max_conns / 10)
+            {
+                if let Some(conn) = self.tcp.remove(&k) {
+                    self.out.stats.evicted_conns += 1;
+                    self.close(conn);
+                }
+            }
+        }
+        if self.held <= self.limits.max_buffered {
+            return;
+        }
+        // The biggest holders first, down to half the limit so this does not run per packet.
+        let mut sizes: Vec<(usize, FlowKey)> = self.tcp.iter().map(|(k, c)| (c.held, *k)).collect();
+        sizes.sort_unstable_by_key(|(b, _)| std::cmp::Reverse(*b));
+        for (_, k) in sizes {
+            if self.held <= self.limits.max_buffered / 2 {
+                break;
+            }
+            if let Some(conn) = self.tcp.remove(&k) {
+                self.out.stats.evicted_conns += 1;
+                self.close(conn);
+            }
+        }
     }
 
     /// Feeds one packet: its time, its bytes from the IP header on (possibly cut), and its
@@ -183,6 +254,7 @@ impl Engine {
         self.udp_ids
             .retain(|_, (_, last)| now_ns - *last <= IDLE_NS);
         self.out.stats.defrag_dropped += self.defrag.expire(now_ns);
+        self.enforce_limits();
     }
 
     fn push_at_depth(&mut self, ts_ns: i64, l3: &[u8], wire_len: u32, depth: u8) {
@@ -303,6 +375,9 @@ impl Engine {
         if reuse && let Some(old) = self.tcp.remove(&k) {
             self.close(old);
         }
+        if !self.tcp.contains_key(&k) && self.tcp.len() >= self.limits.max_conns {
+            self.enforce_limits();
+        }
         let next_id = &mut self.next_id;
         let conn = self.tcp.entry(k).or_insert_with(|| {
             *next_id += 1;
@@ -332,6 +407,7 @@ impl Engine {
                 rst_by: None,
                 l7: L7::Unknown,
                 calls: 0,
+                held: 0,
             }
         });
         let dir = usize::from(conn.sides[0] != src);
@@ -373,6 +449,15 @@ impl Engine {
             },
         );
         self.collect(k);
+        if let Some(conn) = self.tcp.get_mut(&k) {
+            let now = conn.buffered();
+            // `held` includes this connection's previous figure.
+            self.held = self.held.saturating_sub(conn.held) + now;
+            conn.held = now;
+        }
+        if self.held > self.limits.max_buffered {
+            self.enforce_limits();
+        }
     }
 
     /// Turns finished messages of a connection into calls.
@@ -449,6 +534,8 @@ impl Engine {
     }
 
     fn close(&mut self, mut conn: TcpConn) {
+        self.held = self.held.saturating_sub(conn.held);
+        conn.held = 0;
         let k = key(conn.sides[0], conn.sides[1]);
         let TcpConn {
             halves, l7, sides, ..
@@ -666,6 +753,20 @@ fn tls_call(conn_id: u64, sides: [Endpoint; 2], t: &mut Tls, at_end: bool) -> Op
     call.path = info.sni.clone();
     call.tls = Some(info);
     Some(call)
+}
+
+impl TcpConn {
+    /// Bytes this connection holds.
+    fn buffered(&self) -> usize {
+        let l7 = match &self.l7 {
+            L7::Http1(h) => h.parsers.iter().map(Parser::buffered).sum::<usize>(),
+            L7::Http2(h) => h.buffered(),
+            L7::Dns(bufs) => bufs[0].len() + bufs[1].len(),
+            L7::Tls(t) => t.collectors.iter().map(tls::Collector::buffered).sum(),
+            L7::Unknown | L7::Other => 0,
+        };
+        self.halves[0].pending_bytes() + self.halves[1].pending_bytes() + l7
+    }
 }
 
 impl Http1 {
@@ -978,5 +1079,55 @@ mod tests {
         assert_eq!(out.stats.reassembled, 1);
         assert_eq!(out.calls.len(), 1);
         assert_eq!(out.calls[0].dns_questions, ["app.test"]);
+    }
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+
+    fn syn(port: u16, seq: u32) -> Vec<u8> {
+        let mut p = vec![
+            0x45, 0, 0, 40, 0, 0, 0, 0, 64, 6, 0, 0, 198, 18, 0, 1, 198, 18, 0, 2,
+        ];
+        p.extend_from_slice(&port.to_be_bytes());
+        p.extend_from_slice(&80u16.to_be_bytes());
+        p.extend_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(&[0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0]);
+        p
+    }
+
+    fn data(port: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
+        let mut p = syn(port, seq);
+        p[33] = 0x18; // PSH ACK
+        let total = (40 + payload.len()) as u16;
+        p[2..4].copy_from_slice(&total.to_be_bytes());
+        p.extend_from_slice(payload);
+        p
+    }
+
+    #[test]
+    fn connection_count_and_buffered_bytes_stay_bounded() {
+        let mut e = Engine::with_limits(Limits {
+            max_conns: 100,
+            max_buffered: 64 << 10,
+        });
+        // 1000 connections, each holding 4 KiB behind a hole that is never filled.
+        for i in 0..1000u16 {
+            let ts = i64::from(i) * 1_000_000;
+            let port = 10_000 + i;
+            let s = syn(port, 1000);
+            e.push(ts, &s, s.len() as u32);
+            let d = data(port, 1100, &[b'x'; 4096]);
+            e.push(ts, &d, d.len() as u32);
+            let (conns, _) = e.live();
+            assert!(conns <= 100, "{conns} live connections");
+            let held: usize = e.tcp.values().map(TcpConn::buffered).sum();
+            assert_eq!(held, e.held, "the running total follows the connections");
+            assert!(held <= 64 << 10, "{held} bytes held");
+        }
+        let out = e.finish();
+        assert!(out.stats.evicted_conns >= 900, "{:?}", out.stats);
+        assert_eq!(out.conns.len(), 1000, "every connection still gets its row");
     }
 }

@@ -140,6 +140,11 @@ impl Parser {
         }
     }
 
+    /// Bytes this parser holds (an unfinished head and the body preview).
+    pub fn buffered(&self) -> usize {
+        self.buf.len() + self.current.body_preview.len()
+    }
+
     /// Feeds stream bytes.
     pub fn data(&mut self, ts_ns: i64, mut bytes: &[u8]) {
         while !bytes.is_empty() {

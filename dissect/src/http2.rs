@@ -124,6 +124,17 @@ impl Conn {
         }
     }
 
+    /// Bytes this connection holds (partial frames, open header blocks, stream previews).
+    pub fn buffered(&self) -> usize {
+        let previews: usize = self
+            .streams
+            .values()
+            .map(|s| s.request.body_preview.len() + s.response.body_preview.len())
+            .sum();
+        let blocks: usize = self.pending.iter().flatten().map(|p| p.block.len()).sum();
+        self.bufs[0].len() + self.bufs[1].len() + previews + blocks
+    }
+
     /// The direction of the client.
     pub fn client_dir(&self) -> usize {
         self.client_dir

@@ -180,6 +180,11 @@ impl HalfStream {
         self.drain(out);
     }
 
+    /// Bytes held behind holes.
+    pub fn pending_bytes(&self) -> usize {
+        self.pending_bytes
+    }
+
     /// End of the connection or of the capture: everything still waiting is delivered, holes
     /// becoming gaps.
     pub fn flush(&mut self, out: &mut impl FnMut(Chunk<'_>)) {

@@ -113,6 +113,11 @@ impl Collector {
         }
     }
 
+    /// Bytes held until the hello is complete.
+    pub fn buffered(&self) -> usize {
+        self.records.len() + self.handshake.len()
+    }
+
     /// True once a hello was read, or the stream turned out not to carry one.
     pub fn is_done(&self) -> bool {
         self.done
