@@ -84,6 +84,14 @@ impl RecordArgs {
     }
 }
 
+/// Logs to stderr with `filter` (e.g. `info`, `remora_agent=debug`), for Remora's binaries.
+pub fn init_logging(filter: &str) {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .init();
+}
+
 /// This machine's host name, made into a valid node name.
 pub fn hostname() -> String {
     let raw = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();

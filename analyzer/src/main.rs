@@ -38,10 +38,7 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log))
-        .with_writer(std::io::stderr)
-        .init();
+    remora_agent::cli::init_logging(&cli.log);
     match cli.command {
         Command::Dissect { capture, out, node } => {
             let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
