@@ -9,6 +9,7 @@
 
 pub mod call;
 pub mod capture;
+mod defrag;
 pub mod dns;
 pub mod engine;
 pub mod error;
@@ -16,6 +17,7 @@ pub mod hpack;
 pub mod http1;
 pub mod http2;
 pub mod net;
+mod pairing;
 pub mod reassembly;
 pub mod tls;
 

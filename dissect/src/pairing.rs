@@ -1,0 +1,247 @@
+//! Turning finished messages into `calls` rows: HTTP/1 request/response pairs, HTTP/2 and gRPC
+//! streams, DNS queries with their answers, TLS hellos.
+
+use rustc_hash::FxHashMap as HashMap;
+
+use crate::{
+    call::{Call, Endpoint, correlate},
+    dns,
+    engine::{FlowKey, Output, Tls, key},
+    http1::{self, Message},
+    http2,
+    tls::{Hello, TlsInfo},
+};
+
+/// One `TLS` call from the hellos seen so far; `None` until there is something to report
+/// (both hellos, or at the end any one).
+pub(crate) fn tls_call(
+    conn_id: u64,
+    sides: [Endpoint; 2],
+    t: &mut Tls,
+    at_end: bool,
+) -> Option<Call> {
+    if t.emitted || (!at_end && (t.client.is_none() || t.server.is_none())) {
+        return None;
+    }
+    if t.client.is_none() && t.server.is_none() {
+        return None;
+    }
+    t.emitted = true;
+    let client_dir = t.client.as_ref().map_or(1, |(d, _, _)| *d);
+    let mut call = Call::new("TLS", sides[client_dir], sides[1 - client_dir]);
+    call.conn_id = conn_id;
+    let mut info = TlsInfo::default();
+    if let Some((_, ts, ch)) = &t.client {
+        call.timestamp_ns = *ts;
+        call.has_request = true;
+        info = ch.clone();
+    }
+    if let Some((
+        ts,
+        Hello::Server {
+            version,
+            supported,
+            alpn,
+            cipher,
+        },
+    )) = &t.server
+    {
+        call.has_response = true;
+        info.server_version = Some(*version);
+        info.server_supported_version = *supported;
+        info.server_alpn = alpn.clone();
+        info.cipher = Some(*cipher);
+        match &t.client {
+            Some((_, start, _)) => call.elapsed_us = Some((ts - start) / 1000),
+            None => call.timestamp_ns = *ts,
+        }
+    }
+    if !(call.has_request && call.has_response) {
+        call.error_type = Some("pair_not_found");
+    }
+    call.path = info.sni.clone();
+    call.tls = Some(info);
+    Some(call)
+}
+
+pub(crate) fn http_call(
+    conn_id: u64,
+    index: u32,
+    client: Endpoint,
+    server: Endpoint,
+    req: Option<Message>,
+    resp: Option<Message>,
+) -> Call {
+    let mut call = Call::new("HTTP", client, server);
+    call.conn_id = conn_id;
+    call.index = index;
+    call.has_request = req.is_some();
+    call.has_response = resp.is_some();
+    let req_start = req.as_ref().map(|r| r.start_ns);
+    if let Some(mut req) = req {
+        call.timestamp_ns = req.start_ns;
+        call.path = req.target.split('?').next().unwrap_or("").to_owned();
+        call.host = req.header("host").unwrap_or("").to_owned();
+        call.request_body = http1::decoded_preview(&mut req);
+        call.request_body_size = req.body_size;
+        call.request_headers_size = req.head_size;
+        call.method = req.method;
+        call.url = req.target;
+        call.http_version = req.version;
+        call.request_headers = req.headers;
+        correlate(&mut call);
+    }
+    if let Some(mut resp) = resp {
+        if let Some(start) = req_start {
+            call.elapsed_us = Some((resp.end_ns - start) / 1000);
+        } else {
+            call.timestamp_ns = resp.start_ns;
+            call.http_version = resp.version.clone();
+            call.error_type = Some("pair_not_found");
+        }
+        call.status_code = resp.status;
+        call.response_body = http1::decoded_preview(&mut resp);
+        call.response_headers = resp.headers;
+        call.response_body_size = resp.body_size;
+        call.response_headers_size = resp.head_size;
+    }
+    call
+}
+
+/// A call from one HTTP/2 stream (`gRPC` when its content type says so).
+pub(crate) fn h2_call(
+    conn_id: u64,
+    index: u32,
+    client: Endpoint,
+    server: Endpoint,
+    ex: http2::Exchange,
+    conn_reset: bool,
+) -> Call {
+    let grpc = ex
+        .request
+        .header("content-type")
+        .is_some_and(|ct| ct.starts_with("application/grpc"));
+    let mut call = Call::new(if grpc { "gRPC" } else { "HTTP/2" }, client, server);
+    call.conn_id = conn_id;
+    call.index = index;
+    call.timestamp_ns = ex.start_ns;
+    call.http_version = "HTTP/2".into();
+    call.has_request = ex.request.seen;
+    call.has_response = ex.response.seen;
+    call.method = ex.request.header(":method").unwrap_or("").to_owned();
+    call.url = ex.request.header(":path").unwrap_or("").to_owned();
+    call.path = call.url.split('?').next().unwrap_or("").to_owned();
+    call.host = ex.request.header(":authority").unwrap_or("").to_owned();
+    call.status_code = ex
+        .response
+        .header(":status")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    call.request_headers = ex.request.headers.clone();
+    call.response_headers = ex
+        .response
+        .headers
+        .iter()
+        .chain(ex.response.trailers.iter())
+        .cloned()
+        .collect();
+    call.request_body = ex.request.body_preview.clone();
+    call.response_body = ex.response.body_preview.clone();
+    call.request_body_size = ex.request.body_size;
+    call.response_body_size = ex.response.body_size;
+    call.request_headers_size = ex.request.head_size;
+    call.response_headers_size = ex.response.head_size;
+    if grpc {
+        call.grpc_method = call.path.clone();
+        call.grpc_status = ex
+            .response
+            .header("grpc-status")
+            .and_then(|s| s.parse().ok());
+    }
+    correlate(&mut call);
+    if call.has_request && call.has_response {
+        call.elapsed_us = Some((ex.end_ns - ex.start_ns) / 1000);
+    }
+    if ex.reset || !(ex.response.ended) {
+        call.error_type = Some(if ex.reset || conn_reset {
+            "tcp_reset"
+        } else {
+            "pair_not_found"
+        });
+    }
+    call
+}
+
+/// A DNS call with the questions of `msg`, from `client` to `server`.
+fn dns_call(
+    msg: &dns::Message,
+    conn_id: u64,
+    ts_ns: i64,
+    client: Endpoint,
+    server: Endpoint,
+) -> Call {
+    let mut call = Call::new("DNS", client, server);
+    call.conn_id = conn_id;
+    call.timestamp_ns = ts_ns;
+    call.method = match msg.opcode {
+        0 => "QUERY".into(),
+        5 => "UPDATE".into(),
+        n => format!("OPCODE{n}"),
+    };
+    call.dns_questions = msg.questions.iter().map(|q| q.name.clone()).collect();
+    call.dns_question_types = msg
+        .questions
+        .iter()
+        .map(|q| dns::type_name(q.qtype))
+        .collect();
+    call.path = call.dns_questions.first().cloned().unwrap_or_default();
+    call.url = call.path.clone();
+    call
+}
+
+pub(crate) fn dns_message(
+    out: &mut Output,
+    pending: &mut HashMap<(FlowKey, u16), (Call, i64)>,
+    conn_id: u64,
+    ts_ns: i64,
+    src: Endpoint,
+    dst: Endpoint,
+    data: &[u8],
+) {
+    let Some(msg) = dns::parse(data) else {
+        out.stats.dns_errors += 1;
+        return;
+    };
+    let k = (key(src, dst), msg.id);
+    if !msg.response {
+        let mut call = dns_call(&msg, conn_id, ts_ns, src, dst);
+        call.has_request = true;
+        // A repeated query id before its answer: the earlier query stays unanswered.
+        if let Some((mut old, _)) = pending.insert(k, (call, ts_ns)) {
+            old.error_type = Some("pair_not_found");
+            out.calls.push(old);
+        }
+        return;
+    }
+    let mut call = match pending.remove(&k) {
+        Some((mut call, start)) => {
+            call.elapsed_us = Some((ts_ns - start) / 1000);
+            call
+        }
+        None => {
+            // An answer whose query was not seen: the client is its destination.
+            let mut call = dns_call(&msg, conn_id, ts_ns, dst, src);
+            call.error_type = Some("pair_not_found");
+            call
+        }
+    };
+    call.has_response = true;
+    call.status_code = u16::from(msg.rcode);
+    call.dns_answers = msg
+        .answers
+        .iter()
+        .filter(|a| !a.data.is_empty())
+        .map(|a| a.data.clone())
+        .collect();
+    out.calls.push(call);
+}
