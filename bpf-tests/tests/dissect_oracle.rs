@@ -192,12 +192,14 @@ fn live_http1_http2_dns_tls_agree_with_tshark() {
         ],
     );
     // One connection per HTTP/2 request: curl 7.88 fails to reuse a prior-knowledge h2c
-    // connection ("Error in the HTTP2 framing layer").
+    // connection ("Error in the HTTP2 framing layer"). No POST with a body: nginx answers a
+    // static file's POST with 405 and resets the stream while curl may still be sending, which
+    // makes curl fail at random; HEAD covers END_STREAM on HEADERS instead.
     for (path, extra) in [
         ("/", &[][..]),
         ("/big.bin", &[]),
         ("/missing", &[]),
-        ("/index.html", &["-d", "b=2"]),
+        ("/index.html", &["-I"]),
     ] {
         let mut args = vec!["-sS", "--http2-prior-knowledge", "-o", "/dev/null"];
         args.extend_from_slice(extra);
