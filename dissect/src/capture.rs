@@ -225,7 +225,8 @@ impl<R: std::io::Read> CaptureReader<R> {
                     if 20 + incl <= b.len() {
                         self.frames += 1;
                         let info = FrameInfo {
-                            ts_ns: raw as i64 * unit,
+                            // A hostile timestamp must not overflow.
+                            ts_ns: (raw as i64).saturating_mul(unit),
                             linktype,
                             orig_len: orig,
                         };
