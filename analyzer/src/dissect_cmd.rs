@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use remora_dissect::{Engine, Stats, capture};
 
-use crate::rows::{TableWriter, calls_batch, conns_batch};
+use crate::rows::{NoWorkloads, TableWriter, calls_batch, conns_batch};
 
 /// What a dissection produced.
 #[derive(Debug, Clone)]
@@ -206,7 +206,7 @@ impl Sink {
         self.conns += conns.len() as u64;
         if !calls.is_empty() {
             self.calls_out
-                .write(&calls_batch(&self.node, self.source, calls)?)?;
+                .write(&calls_batch(&self.node, self.source, calls, &NoWorkloads)?)?;
         }
         if !conns.is_empty() {
             self.conns_out.write(&conns_batch(&self.node, conns)?)?;
@@ -224,7 +224,7 @@ impl Sink {
         let output = engine.finish();
         self.write(&output.calls, &output.conns)?;
         self.calls_out
-            .finish(&calls_batch(&self.node, self.source, &[])?)?;
+            .finish(&calls_batch(&self.node, self.source, &[], &NoWorkloads)?)?;
         self.conns_out.finish(&conns_batch(&self.node, &[])?)?;
         Ok(Summary {
             frames,

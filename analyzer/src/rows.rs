@@ -7,8 +7,9 @@ use std::{fs::File, path::Path, sync::Arc};
 
 use arrow::{
     array::{
-        ArrayRef, BinaryBuilder, Int64Builder, ListBuilder, MapBuilder, RecordBatch, StringBuilder,
-        TimestampNanosecondBuilder, UInt16Builder, UInt32Builder, UInt64Builder,
+        ArrayRef, BinaryBuilder, BooleanBuilder, Int64Builder, ListBuilder, MapBuilder,
+        RecordBatch, StringBuilder, TimestampNanosecondBuilder, UInt16Builder, UInt32Builder,
+        UInt64Builder,
     },
     error::ArrowError,
 };
@@ -17,7 +18,129 @@ use parquet::{
     basic::{Compression, ZstdLevel},
     file::properties::WriterProperties,
 };
-use remora_dissect::{Call, Conn};
+use remora_dissect::{Call, Conn, Endpoint};
+
+/// Who an address was at a point in time: pod, service, process. Empty fields are unknown.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Peer {
+    /// Pod name.
+    pub pod_name: String,
+    /// Pod namespace.
+    pub pod_namespace: String,
+    /// Service name.
+    pub service_name: String,
+    /// Service namespace.
+    pub service_namespace: String,
+    /// Process name (comm).
+    pub process: String,
+    /// Process id, 0 when unknown.
+    pub pid: u32,
+}
+
+impl Peer {
+    /// The best single name: pod, else service, else process.
+    pub fn name(&self) -> &str {
+        [&self.pod_name, &self.service_name, &self.process]
+            .into_iter()
+            .find(|s| !s.is_empty())
+            .map_or("", |s| s.as_str())
+    }
+
+    /// The pod's namespace, else the service's.
+    pub fn namespace(&self) -> &str {
+        if self.pod_namespace.is_empty() {
+            &self.service_namespace
+        } else {
+            &self.pod_namespace
+        }
+    }
+}
+
+/// Resolves endpoints to workloads when rows are written (issue: Kubernetes attribution).
+pub trait Resolve {
+    /// The peer at `endpoint` at `ts_ns`, when known.
+    fn resolve(&self, endpoint: &Endpoint, ts_ns: i64) -> Option<&Peer>;
+}
+
+/// Knows no workloads: every attribution column stays empty.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoWorkloads;
+
+impl Resolve for NoWorkloads {
+    fn resolve(&self, _endpoint: &Endpoint, _ts_ns: i64) -> Option<&Peer> {
+        None
+    }
+}
+
+/// The attribution columns of one side (`src_` or `dst_`).
+struct PeerColumns {
+    pod_name: StringBuilder,
+    pod_namespace: StringBuilder,
+    service_name: StringBuilder,
+    service_namespace: StringBuilder,
+    name: StringBuilder,
+    namespace: StringBuilder,
+    process: StringBuilder,
+    pid: UInt32Builder,
+}
+
+impl PeerColumns {
+    fn new() -> Self {
+        Self {
+            pod_name: StringBuilder::new(),
+            pod_namespace: StringBuilder::new(),
+            service_name: StringBuilder::new(),
+            service_namespace: StringBuilder::new(),
+            name: StringBuilder::new(),
+            namespace: StringBuilder::new(),
+            process: StringBuilder::new(),
+            pid: UInt32Builder::new(),
+        }
+    }
+
+    fn push(&mut self, peer: Option<&Peer>) {
+        let empty = Peer::default();
+        let p = peer.unwrap_or(&empty);
+        self.pod_name.append_value(&p.pod_name);
+        self.pod_namespace.append_value(&p.pod_namespace);
+        self.service_name.append_value(&p.service_name);
+        self.service_namespace.append_value(&p.service_namespace);
+        self.name.append_value(p.name());
+        self.namespace.append_value(p.namespace());
+        self.process.append_value(&p.process);
+        self.pid.append_value(p.pid);
+    }
+
+    fn finish(mut self, side: &str, columns: &mut Vec<(String, ArrayRef)>) {
+        let mut add = |n: &str, a: ArrayRef| columns.push((format!("{side}_{n}"), a));
+        add("pod_name", Arc::new(self.pod_name.finish()));
+        add("pod_namespace", Arc::new(self.pod_namespace.finish()));
+        add("service_name", Arc::new(self.service_name.finish()));
+        add(
+            "service_namespace",
+            Arc::new(self.service_namespace.finish()),
+        );
+        add("name", Arc::new(self.name.finish()));
+        add("namespace", Arc::new(self.namespace.finish()));
+        add("process", Arc::new(self.process.finish()));
+        add("pid", Arc::new(self.pid.finish()));
+    }
+}
+
+/// Query parameters of a request target, percent-decoded.
+fn push_query(
+    b: &mut MapBuilder<StringBuilder, StringBuilder>,
+    url: &str,
+) -> Result<(), ArrowError> {
+    if let Some((_, query)) = url.split_once('?') {
+        let query = query.split_once('#').map_or(query, |(q, _)| q);
+        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+            b.keys().append_value(k);
+            b.values().append_value(v);
+        }
+    }
+    b.append(true)
+}
 
 /// Errors of writing dissection results.
 #[derive(Debug, thiserror::Error)]
@@ -67,8 +190,13 @@ fn push_list(b: &mut ListBuilder<StringBuilder>, items: &[String]) {
     b.append(true);
 }
 
-/// The `calls` rows of one dissection as a record batch.
-pub fn calls_batch(node: &str, source: &str, calls: &[Call]) -> Result<RecordBatch, ArrowError> {
+/// The `calls` rows of one dissection as a record batch, attributed by `workloads`.
+pub fn calls_batch(
+    node: &str,
+    source: &str,
+    calls: &[Call],
+    workloads: &dyn Resolve,
+) -> Result<RecordBatch, ArrowError> {
     let mut id = StringBuilder::new();
     let mut ts = TimestampNanosecondBuilder::new().with_timezone("UTC");
     let mut elapsed = Int64Builder::new();
@@ -77,6 +205,11 @@ pub fn calls_batch(node: &str, source: &str, calls: &[Call]) -> Result<RecordBat
     let mut index = UInt32Builder::new();
     let mut protocol = StringBuilder::new();
     let mut capture_source = StringBuilder::new();
+    let mut transport = StringBuilder::new();
+    let (mut src_peer, mut dst_peer) = (PeerColumns::new(), PeerColumns::new());
+    let mut query = map_builder();
+    let mut handshake = Int64Builder::new();
+    let (mut has_req, mut has_resp) = (BooleanBuilder::new(), BooleanBuilder::new());
     let (mut src_ip, mut dst_ip) = (StringBuilder::new(), StringBuilder::new());
     let (mut src_port, mut dst_port) = (UInt16Builder::new(), UInt16Builder::new());
     let (mut method, mut url, mut path, mut host, mut version) = (
@@ -100,7 +233,7 @@ pub fn calls_batch(node: &str, source: &str, calls: &[Call]) -> Result<RecordBat
     let mut dns_t = ListBuilder::new(StringBuilder::new());
     let (mut sni, mut alpn, mut tls_version) = (
         StringBuilder::new(),
-        ListBuilder::new(StringBuilder::new()),
+        StringBuilder::new(),
         StringBuilder::new(),
     );
     let (mut grpc_method, mut grpc_status) = (StringBuilder::new(), Int64Builder::new());
@@ -123,6 +256,13 @@ pub fn calls_batch(node: &str, source: &str, calls: &[Call]) -> Result<RecordBat
         index.append_value(c.index);
         protocol.append_value(c.protocol);
         capture_source.append_value(source);
+        transport.append_value(c.transport);
+        src_peer.push(workloads.resolve(&c.src, c.timestamp_ns));
+        dst_peer.push(workloads.resolve(&c.dst, c.timestamp_ns));
+        push_query(&mut query, &c.url)?;
+        handshake.append_option(c.tcp_handshake_us);
+        has_req.append_value(c.has_request);
+        has_resp.append_value(c.has_response);
         line.clear();
         let _ = write!(line, "{}", c.src.ip);
         src_ip.append_value(&line);
@@ -151,12 +291,12 @@ pub fn calls_batch(node: &str, source: &str, calls: &[Call]) -> Result<RecordBat
         match &c.tls {
             Some(t) => {
                 sni.append_value(&t.sni);
-                push_list(&mut alpn, &t.alpn);
+                alpn.append_value(t.alpn.join(","));
                 tls_version.append_value(t.version_name());
             }
             None => {
                 sni.append_value("");
-                push_list(&mut alpn, &[]);
+                alpn.append_value("");
                 tls_version.append_value("");
             }
         }
@@ -174,6 +314,7 @@ pub fn calls_batch(node: &str, source: &str, calls: &[Call]) -> Result<RecordBat
         ("conn_id", Arc::new(conn_id.finish())),
         ("index", Arc::new(index.finish())),
         ("protocol", Arc::new(protocol.finish())),
+        ("transport", Arc::new(transport.finish())),
         ("capture_source", Arc::new(capture_source.finish())),
         ("src_ip", Arc::new(src_ip.finish())),
         ("src_port", Arc::new(src_port.finish())),
@@ -183,6 +324,7 @@ pub fn calls_batch(node: &str, source: &str, calls: &[Call]) -> Result<RecordBat
         ("url", Arc::new(url.finish())),
         ("path", Arc::new(path.finish())),
         ("host", Arc::new(host.finish())),
+        ("query_string", Arc::new(query.finish())),
         ("http_version", Arc::new(version.finish())),
         ("status_code", Arc::new(status.finish())),
         ("request_headers", Arc::new(req_h.finish())),
@@ -204,7 +346,29 @@ pub fn calls_batch(node: &str, source: &str, calls: &[Call]) -> Result<RecordBat
         ("correlation_id", Arc::new(corr.finish())),
         ("trace_id", Arc::new(trace.finish())),
         ("error_type", Arc::new(error.finish())),
+        ("tcp_handshake_us", Arc::new(handshake.finish())),
+        ("has_request", Arc::new(has_req.finish())),
+        ("has_response", Arc::new(has_resp.finish())),
     ];
+    let mut columns: Vec<(String, ArrayRef)> = columns
+        .into_iter()
+        .map(|(n, a)| (n.to_owned(), a))
+        .collect();
+    // Attribution columns after the addresses they describe, as DESIGN §4 lists them.
+    let at = columns
+        .iter()
+        .position(|(n, _)| n == "src_port")
+        .map_or(0, |i| i + 1);
+    let mut src_cols = Vec::new();
+    src_peer.finish("src", &mut src_cols);
+    columns.splice(at..at, src_cols);
+    let at = columns
+        .iter()
+        .position(|(n, _)| n == "dst_port")
+        .map_or(0, |i| i + 1);
+    let mut dst_cols = Vec::new();
+    dst_peer.finish("dst", &mut dst_cols);
+    columns.splice(at..at, dst_cols);
     RecordBatch::try_from_iter(columns)
 }
 
@@ -354,6 +518,66 @@ impl Drop for TableWriter {
     fn drop(&mut self) {
         if self.writer.take().is_some() {
             let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::datatypes::DataType;
+    use remora_kfl::{FieldType, Table};
+
+    use super::*;
+
+    fn fits(ty: FieldType, dt: &DataType) -> bool {
+        match ty {
+            FieldType::Bool => dt == &DataType::Boolean,
+            FieldType::Int => dt.is_integer(),
+            FieldType::String => dt == &DataType::Utf8,
+            FieldType::Bytes => dt == &DataType::Binary,
+            FieldType::Timestamp => {
+                matches!(dt, DataType::Timestamp(_, Some(tz)) if tz.as_ref() == "UTC")
+            }
+            FieldType::StringList => {
+                matches!(dt, DataType::List(f) if f.data_type() == &DataType::Utf8)
+            }
+            FieldType::StringMap => matches!(dt, DataType::Map(..)),
+        }
+    }
+
+    /// The KFL catalog and the files we write must agree on every stored column.
+    #[test]
+    fn every_catalog_column_is_written_with_its_type() {
+        for (table, batch) in [
+            (Table::Calls, calls_batch("n", "ebpf", &[], &NoWorkloads)),
+            (Table::Conns, conns_batch("n", &[])),
+        ] {
+            let schema = batch.map(|b| b.schema()).unwrap_or_else(|e| panic!("{e}"));
+            for f in table.fields() {
+                let Some(column) = f.column() else { continue };
+                let field = schema.field_with_name(column).unwrap_or_else(|_| {
+                    panic!("{} has no column {column} for {}", table.name(), f.name)
+                });
+                assert!(
+                    fits(f.ty, field.data_type()),
+                    "{}.{column} is {}, the catalog says {}",
+                    table.name(),
+                    field.data_type(),
+                    f.ty.name()
+                );
+            }
+            // And nothing is written that KFL cannot name.
+            for field in schema.fields() {
+                assert!(
+                    table
+                        .fields()
+                        .iter()
+                        .any(|f| f.column() == Some(field.name().as_str())),
+                    "{}.{} is not in the KFL catalog",
+                    table.name(),
+                    field.name()
+                );
+            }
         }
     }
 }

@@ -25,6 +25,8 @@ pub struct Call {
     pub index: u32,
     /// `HTTP`, `DNS`, ...
     pub protocol: &'static str,
+    /// `tcp` or `udp`.
+    pub transport: &'static str,
     /// Client.
     pub src: Endpoint,
     /// Server.
@@ -75,6 +77,8 @@ pub struct Call {
     pub grpc_status: Option<u32>,
     /// TLS hellos (`tlsx_*` fields), for protocol `TLS`.
     pub tls: Option<crate::tls::TlsInfo>,
+    /// The connection's SYN → SYN-ACK → ACK time, µs, when it was seen (TCP only).
+    pub tcp_handshake_us: Option<i64>,
     /// The request half was seen.
     pub has_request: bool,
     /// The response half was seen.
@@ -90,6 +94,7 @@ impl Call {
             conn_id: 0,
             index: 0,
             protocol,
+            transport: "tcp",
             src,
             dst,
             method: String::new(),
@@ -115,6 +120,7 @@ impl Call {
             grpc_method: String::new(),
             grpc_status: None,
             tls: None,
+            tcp_handshake_us: None,
             has_request: false,
             has_response: false,
         }

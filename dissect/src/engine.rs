@@ -12,7 +12,7 @@ use crate::{
     http1::{self, Message, Parser, Role},
     http2,
     net::{self, flags},
-    pairing::{dns_message, h2_call, http_call, tls_call},
+    pairing::{DnsFlow, dns_message, h2_call, http_call, tls_call},
     reassembly::{Chunk, HalfStream},
     tls::{self, Hello, TlsInfo},
 };
@@ -461,8 +461,17 @@ impl Engine {
         }
     }
 
-    /// Turns finished messages of a connection into calls.
+    /// Turns finished messages of a connection into calls, which carry its handshake time.
     fn collect(&mut self, k: FlowKey) {
+        let mark = self.out.calls.len();
+        self.collect_messages(k);
+        let handshake = self.tcp.get(&k).and_then(|c| c.handshake_us);
+        for call in &mut self.out.calls[mark..] {
+            call.tcp_handshake_us = handshake;
+        }
+    }
+
+    fn collect_messages(&mut self, k: FlowKey) {
         let Some(conn) = self.tcp.get_mut(&k) else {
             return;
         };
@@ -506,7 +515,14 @@ impl Engine {
                         let (src, dst) = (conn.sides[dir], conn.sides[1 - dir]);
                         let ts = conn.last_ns;
                         let id = conn.id;
-                        dns_message(&mut self.out, &mut self.dns_pending, id, ts, src, dst, &msg);
+                        let flow = DnsFlow {
+                            conn_id: id,
+                            ts_ns: ts,
+                            src,
+                            dst,
+                            transport: "tcp",
+                        };
+                        dns_message(&mut self.out, &mut self.dns_pending, flow, &msg);
                     }
                 }
             }
@@ -535,6 +551,7 @@ impl Engine {
     }
 
     fn close(&mut self, mut conn: TcpConn) {
+        let mark = self.out.calls.len();
         self.held = self.held.saturating_sub(conn.held);
         conn.held = 0;
         let k = key(conn.sides[0], conn.sides[1]);
@@ -588,6 +605,11 @@ impl Engine {
         {
             self.out.calls.push(call);
         }
+        if let Some(pushed) = self.out.calls.get_mut(mark..) {
+            for call in pushed {
+                call.tcp_handshake_us = conn.handshake_us;
+            }
+        }
         let c = conn.client;
         self.out.conns.push(Conn {
             conn_id: conn.id,
@@ -620,15 +642,14 @@ impl Engine {
         });
         entry.1 = ts_ns;
         let id = entry.0;
-        dns_message(
-            &mut self.out,
-            &mut self.dns_pending,
-            id,
+        let flow = DnsFlow {
+            conn_id: id,
             ts_ns,
             src,
             dst,
-            data,
-        );
+            transport: "udp",
+        };
+        dns_message(&mut self.out, &mut self.dns_pending, flow, data);
     }
 
     /// Ends the input: open connections are closed, unpaired messages become rows.

@@ -179,8 +179,10 @@ fn dns_call(
     ts_ns: i64,
     client: Endpoint,
     server: Endpoint,
+    transport: &'static str,
 ) -> Call {
     let mut call = Call::new("DNS", client, server);
+    call.transport = transport;
     call.conn_id = conn_id;
     call.timestamp_ns = ts_ns;
     call.method = match msg.opcode {
@@ -199,22 +201,35 @@ fn dns_call(
     call
 }
 
+/// Where a DNS message travelled: its flow, direction, time and transport.
+pub(crate) struct DnsFlow {
+    pub(crate) conn_id: u64,
+    pub(crate) ts_ns: i64,
+    pub(crate) src: Endpoint,
+    pub(crate) dst: Endpoint,
+    pub(crate) transport: &'static str,
+}
+
 pub(crate) fn dns_message(
     out: &mut Output,
     pending: &mut HashMap<(FlowKey, u16), (Call, i64)>,
-    conn_id: u64,
-    ts_ns: i64,
-    src: Endpoint,
-    dst: Endpoint,
+    flow: DnsFlow,
     data: &[u8],
 ) {
+    let DnsFlow {
+        conn_id,
+        ts_ns,
+        src,
+        dst,
+        transport,
+    } = flow;
     let Some(msg) = dns::parse(data) else {
         out.stats.dns_errors += 1;
         return;
     };
     let k = (key(src, dst), msg.id);
     if !msg.response {
-        let mut call = dns_call(&msg, conn_id, ts_ns, src, dst);
+        let mut call = dns_call(&msg, conn_id, ts_ns, src, dst, transport);
         call.has_request = true;
         // A repeated query id before its answer: the earlier query stays unanswered.
         if let Some((mut old, _)) = pending.insert(k, (call, ts_ns)) {
@@ -230,7 +245,7 @@ pub(crate) fn dns_message(
         }
         None => {
             // An answer whose query was not seen: the client is its destination.
-            let mut call = dns_call(&msg, conn_id, ts_ns, dst, src);
+            let mut call = dns_call(&msg, conn_id, ts_ns, dst, src, transport);
             call.error_type = Some("pair_not_found");
             call
         }

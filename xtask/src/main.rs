@@ -42,12 +42,14 @@ enum Task {
         /// Seconds per target.
         #[arg(long, default_value_t = 600)]
         seconds: u64,
-        /// Targets (engine, http1, http2, dns_tls, capture); all when empty.
+        /// Targets (engine, http1, http2, dns_tls, capture, kfl); all when empty.
         targets: Vec<String>,
     },
+    /// Regenerate generated docs (docs/kfl.md from the KFL field catalog).
+    Docs,
     /// Benchmarks against the tools a user would otherwise use (release build).
     Bench {
-        /// Which benchmark: `capture` or `dissect`.
+        /// Which benchmark: `capture`, `dissect` or `query`.
         which: String,
         /// Arguments for the benchmark binary.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -63,6 +65,19 @@ fn main() -> anyhow::Result<()> {
         Task::Test { filter } => test(filter.as_deref()),
         Task::Bench { which, args } => bench(&which, &args),
         Task::Fuzz { seconds, targets } => fuzz(seconds, &targets),
+        Task::Docs => {
+            step("writing docs/kfl.md from the KFL catalog");
+            cargo(&[
+                "run",
+                "-q",
+                "-p",
+                "kfl",
+                "--bin",
+                "kfl-docs",
+                "--",
+                "docs/kfl.md",
+            ])
+        }
     }
 }
 
@@ -172,7 +187,7 @@ fn run_bench(why_root: &str, package: &str, bin: &str, args: &[String]) -> anyho
 }
 
 /// The fuzz targets in fuzz/fuzz_targets.
-const FUZZ_TARGETS: [&str; 5] = ["engine", "http1", "http2", "dns_tls", "capture"];
+const FUZZ_TARGETS: [&str; 6] = ["engine", "http1", "http2", "dns_tls", "capture", "kfl"];
 
 fn fuzz(seconds: u64, targets: &[String]) -> anyhow::Result<()> {
     setup::run()?;
@@ -186,6 +201,9 @@ fn fuzz(seconds: u64, targets: &[String]) -> anyhow::Result<()> {
         targets.iter().map(String::as_str).collect()
     };
     for target in chosen {
+        if target == "kfl" {
+            seed_kfl_corpus()?;
+        }
         step(&format!("fuzzing {target} for {seconds} s"));
         sh::run(
             sh::tool_command("cargo")
@@ -197,6 +215,20 @@ fn fuzz(seconds: u64, targets: &[String]) -> anyhow::Result<()> {
         .with_context(|| {
             format!("fuzz target {target} failed: the crash input is in fuzz/artifacts/{target}/")
         })?;
+    }
+    Ok(())
+}
+
+/// Starts the KFL fuzzer from the filters of the KFL test cases (the corpus is not checked in).
+fn seed_kfl_corpus() -> anyhow::Result<()> {
+    let cases = root_dir().join("analyzer/tests/kfl_cases.txt");
+    let text = std::fs::read_to_string(&cases)
+        .with_context(|| format!("reading {}", cases.display()))?;
+    let dir = root_dir().join("fuzz/corpus/kfl");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    for (i, line) in text.lines().filter_map(|l| l.strip_prefix("kfl:")).enumerate() {
+        std::fs::write(dir.join(format!("case-{i:03}")), line.trim())
+            .with_context(|| format!("writing seeds into {}", dir.display()))?;
     }
     Ok(())
 }
@@ -216,6 +248,27 @@ fn bench(which: &str, args: &[String]) -> anyhow::Result<()> {
             "bench-dissect",
             args,
         ),
-        other => bail!("unknown benchmark `{other}`; available: capture, dissect"),
+        "query" => {
+            step("building release binaries (first time: several minutes)");
+            cargo(&[
+                "build",
+                "--release",
+                "-p",
+                "analyzer",
+                "--bin",
+                "bench-query",
+            ])?;
+            let path = root_dir().join("target/release/bench-query");
+            let status = Command::new(&path)
+                .args(args)
+                .current_dir(root_dir())
+                .status()
+                .with_context(|| format!("running {}", path.display()))?;
+            if !status.success() {
+                bail!("bench-query failed ({status})");
+            }
+            Ok(())
+        }
+        other => bail!("unknown benchmark `{other}`; available: capture, dissect, query"),
     }
 }
