@@ -32,4 +32,4 @@ pub mod writer;
 
 pub use config::AgentConfig;
 pub use error::AgentError;
-pub use run::{RunSummary, Started, run, shutdown_signal};
+pub use run::{RunSummary, Started, run, run_with_routes, shutdown_signal};

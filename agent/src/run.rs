@@ -72,6 +72,16 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
     on_started: impl FnOnce(&Started),
 ) -> Result<RunSummary> {
+    run_with_routes(config, axum::Router::new(), shutdown, on_started).await
+}
+
+/// [`run`], serving `extra` routes next to the node API (on the same address and token).
+pub async fn run_with_routes(
+    config: AgentConfig,
+    extra: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_started: impl FnOnce(&Started),
+) -> Result<RunSummary> {
     config.validate()?;
     limit_malloc_arenas();
     prepare_dir(&config.data_dir)?;
@@ -178,7 +188,7 @@ pub async fn run(
             let stopped = async move {
                 let _ = stop.wait_for(|s| *s).await;
             };
-            if let Err(e) = api::serve(listener, state, stopped).await {
+            if let Err(e) = api::serve(listener, state, extra, stopped).await {
                 tracing::error!(error = %e, "node API stopped");
             }
         })

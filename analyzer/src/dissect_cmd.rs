@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use remora_dissect::{Engine, Stats, capture};
 
-use crate::rows::{NoWorkloads, TableWriter, calls_batch, conns_batch};
+use crate::rows::{NoWorkloads, Resolve, TableWriter, calls_batch, conns_batch};
 
 /// What a dissection produced.
 #[derive(Debug, Clone)]
@@ -94,7 +94,7 @@ pub fn dissect_file(
     } else {
         ProgressBar::hidden()
     };
-    let mut sink = Sink::new(out, node, "pcap")?;
+    let mut sink = Sink::new(out, node, "pcap", &NoWorkloads)?;
     let mut engine = Engine::new();
     while let Some((info, data)) = reader
         .next_frame()
@@ -137,40 +137,116 @@ impl<R: std::io::Read> std::io::Read for CountingReader<R> {
 
 /// Dissects the packet slices below `dir`, merged in time order.
 fn dissect_slices(dir: &Path, out: &Path, node: &str, progress: bool) -> anyhow::Result<Summary> {
-    let started = Instant::now();
-    let files = crate::slices_input::slice_files(dir)?;
-    anyhow::ensure!(
-        !files.is_empty(),
-        "{} holds no packet slices (*.parquet); point at <data>/capture/<node>/packets or a snapshot",
-        dir.display()
-    );
     let bar = if progress {
         ProgressBar::new_spinner()
     } else {
         ProgressBar::hidden()
     };
-    let mut sink = Sink::new(out, node, "ebpf")?;
-    let mut engine = Engine::new();
-    let mut failed = None;
-    let packets = crate::slices_input::for_each_packet(&files, |ts, payload, wire_len| {
-        engine.push(ts, payload, wire_len);
-        bar.inc(1);
-        if bar.position() % 65536 == 0
-            && failed.is_none()
-            && let Err(e) = sink.drain(&mut engine)
-        {
-            failed = Some(e);
-        }
+    let nodes = [(node.to_owned(), dir.to_owned())];
+    let summary = dissect_nodes(&nodes, out, &NoWorkloads, &|packets, _| {
+        bar.set_position(packets);
+        true
     })?;
-    if let Some(e) = failed {
-        return Err(e);
-    }
     bar.finish_and_clear();
-    sink.finish(engine, packets, started)
+    Ok(summary)
+}
+
+/// The dissection was stopped by its caller.
+#[derive(Debug, thiserror::Error)]
+#[error("dissection cancelled")]
+pub struct Cancelled;
+
+/// Dissects the packet slices of several nodes (`(node, packets dir)`) into one pair of tables,
+/// node after node. `progress(packets, calls)` is called every 65,536 packets and at the end;
+/// when it returns false the dissection stops with [`Cancelled`] and writes nothing.
+pub fn dissect_nodes(
+    nodes: &[(String, std::path::PathBuf)],
+    out: &Path,
+    workloads: &dyn Resolve,
+    progress: &dyn Fn(u64, u64) -> bool,
+) -> anyhow::Result<Summary> {
+    let started = Instant::now();
+    let mut all_files = Vec::new();
+    for (node, dir) in nodes {
+        let files = crate::slices_input::slice_files(dir)?;
+        all_files.push((node, files));
+    }
+    anyhow::ensure!(
+        all_files.iter().any(|(_, f)| !f.is_empty()),
+        "no packet slices (*.parquet) to dissect; point at <data>/capture/<node>/packets or a snapshot"
+    );
+    let mut sink: Option<Sink> = None;
+    let mut total = 0u64;
+    let mut summary_stats = Stats::default();
+    for (node, files) in all_files {
+        let s = match sink.take() {
+            Some(mut s) => {
+                s.node = node.clone();
+                s
+            }
+            None => Sink::new(out, node, "ebpf", workloads)?,
+        };
+        let mut sink_now = s;
+        let mut engine = Engine::new();
+        let mut failed = None;
+        let mut stopped = false;
+        let base = total;
+        let packets = crate::slices_input::for_each_packet(&files, |ts, payload, wire_len| {
+            if stopped {
+                return;
+            }
+            engine.push(ts, payload, wire_len);
+            total += 1;
+            if total.is_multiple_of(65536) {
+                if failed.is_none()
+                    && let Err(e) = sink_now.drain(&mut engine)
+                {
+                    failed = Some(e);
+                }
+                stopped = !progress(total, sink_now.calls.values().sum());
+            }
+        })?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        if stopped {
+            return Err(Cancelled.into());
+        }
+        total = base + packets;
+        let output = engine.finish();
+        sink_now.write(&output.calls, &output.conns)?;
+        add_stats(&mut summary_stats, &output.stats);
+        sink = Some(sink_now);
+    }
+    let Some(sink) = sink else {
+        anyhow::bail!("nothing to dissect");
+    };
+    if !progress(total, sink.calls.values().sum()) {
+        return Err(Cancelled.into());
+    }
+    sink.close(total, summary_stats, started)
+}
+
+/// Writes empty `calls` and `conns` tables: the dissection of an empty window.
+pub fn empty_tables(out: &Path) -> anyhow::Result<Option<Summary>> {
+    Sink::new(out, "", "ebpf", &NoWorkloads)?.close(0, Stats::default(), Instant::now())?;
+    Ok(None)
+}
+
+fn add_stats(into: &mut Stats, s: &Stats) {
+    into.packets += s.packets;
+    into.undecodable += s.undecodable;
+    into.fragments += s.fragments;
+    into.dns_errors += s.dns_errors;
+    into.http_errors += s.http_errors;
+    into.reassembled += s.reassembled;
+    into.evicted_conns += s.evicted_conns;
+    into.defrag_dropped += s.defrag_dropped;
 }
 
 /// Where rows go as they complete: the two tables, written batch by batch, and the counts.
-struct Sink {
+struct Sink<'w> {
+    workloads: &'w dyn Resolve,
     node: String,
     source: &'static str,
     calls_out: TableWriter,
@@ -180,10 +256,16 @@ struct Sink {
     conns: u64,
 }
 
-impl Sink {
-    fn new(out: &Path, node: &str, source: &'static str) -> anyhow::Result<Self> {
+impl<'w> Sink<'w> {
+    fn new(
+        out: &Path,
+        node: &str,
+        source: &'static str,
+        workloads: &'w dyn Resolve,
+    ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
         Ok(Self {
+            workloads,
             node: node.to_owned(),
             source,
             calls_out: TableWriter::new(&out.join("calls.parquet")),
@@ -205,8 +287,12 @@ impl Sink {
         }
         self.conns += conns.len() as u64;
         if !calls.is_empty() {
-            self.calls_out
-                .write(&calls_batch(&self.node, self.source, calls, &NoWorkloads)?)?;
+            self.calls_out.write(&calls_batch(
+                &self.node,
+                self.source,
+                calls,
+                self.workloads,
+            )?)?;
         }
         if !conns.is_empty() {
             self.conns_out.write(&conns_batch(&self.node, conns)?)?;
@@ -223,15 +309,20 @@ impl Sink {
     fn finish(mut self, engine: Engine, frames: u64, started: Instant) -> anyhow::Result<Summary> {
         let output = engine.finish();
         self.write(&output.calls, &output.conns)?;
+        self.close(frames, output.stats, started)
+    }
+
+    /// Publishes both tables and sums up.
+    fn close(self, frames: u64, stats: Stats, started: Instant) -> anyhow::Result<Summary> {
         self.calls_out
-            .finish(&calls_batch(&self.node, self.source, &[], &NoWorkloads)?)?;
+            .finish(&calls_batch(&self.node, self.source, &[], self.workloads)?)?;
         self.conns_out.finish(&conns_batch(&self.node, &[])?)?;
         Ok(Summary {
             frames,
             calls: self.calls,
             unpaired: self.unpaired,
             conns: self.conns,
-            stats: output.stats,
+            stats,
             seconds: started.elapsed().as_secs_f64(),
         })
     }

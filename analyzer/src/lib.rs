@@ -6,9 +6,13 @@
 //! `kfl` crate). Snapshots, the query API and MCP arrive module by module (`store`, `api`,
 //! `mcp`, `k8s`), see DESIGN.md.
 
+pub mod api;
 pub mod dissect_cmd;
+pub mod jobs;
 pub mod query;
 pub mod rows;
 pub mod slices_input;
+pub mod store;
 pub mod synth;
 pub mod up;
+pub mod workloads;

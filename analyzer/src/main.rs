@@ -32,6 +32,10 @@ enum Command {
     Up {
         #[command(flatten)]
         record: RecordArgs,
+        /// Which pod/service/namespace each address is (JSON array of {ip, pod, namespace,
+        /// service}); without Kubernetes this is how `src.pod`/`dst.svc` filters get names.
+        #[arg(long)]
+        workloads: Option<std::path::PathBuf>,
     },
 }
 
@@ -52,7 +56,7 @@ async fn main() -> anyhow::Result<()> {
                 out.join("conns.parquet").display()
             );
         }
-        Command::Up { record } => {
+        Command::Up { record, workloads } => {
             let listen_given =
                 std::env::args().any(|a| a == "--listen" || a.starts_with("--listen="));
             let config = record
@@ -60,9 +64,27 @@ async fn main() -> anyhow::Result<()> {
                 .map_err(anyhow::Error::msg)
                 .context("invalid flags")?;
             let config = remora_analyzer::up::embedded(config, listen_given);
-            let summary = remora_agent::run(config, remora_agent::shutdown_signal(), |started| {
-                eprintln!("{}", remora_analyzer::up::banner(started));
-            })
+            remora_agent::store::prepare_dir(&config.data_dir)
+                .with_context(|| format!("preparing {}", config.data_dir.display()))?;
+            let token = remora_agent::auth::load_or_create_token(&config.token_file)
+                .with_context(|| format!("reading {}", config.token_file.display()))?;
+            let workloads: std::sync::Arc<dyn remora_analyzer::rows::Resolve + Send + Sync> =
+                match &workloads {
+                    Some(path) => std::sync::Arc::new(
+                        remora_analyzer::workloads::StaticWorkloads::load(path)?,
+                    ),
+                    None => std::sync::Arc::new(remora_analyzer::rows::NoWorkloads),
+                };
+            let analyzer =
+                remora_analyzer::api::AnalyzerState::open(&config.data_dir, token, workloads, 1)
+                    .context("opening the analyzer's store")?;
+            let routes = remora_analyzer::api::router(analyzer);
+            let summary = remora_agent::run_with_routes(
+                config,
+                routes,
+                remora_agent::shutdown_signal(),
+                |started| eprintln!("{}", remora_analyzer::up::banner(started)),
+            )
             .await
             .context("remora up failed")?;
             eprintln!(

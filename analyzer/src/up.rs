@@ -1,5 +1,5 @@
-//! `remora up`: everything on one machine. For now that is the recorder of every interface with
-//! its API on the embedded default address; the analyzer's endpoints join it as they are built.
+//! `remora up`: everything on one machine: the recorder of every interface and the analyzer
+//! (snapshots, dissections, KFL queries), both served on the embedded default address.
 
 use std::net::SocketAddr;
 
@@ -29,7 +29,7 @@ pub fn banner(started: &Started) -> String {
         let token = started.token_file.display();
         text.push_str(&format!(
             "remora up: API on http://{api} (bearer token in {token})\n\
-             try:  curl -s -H \"Authorization: Bearer $(cat {token})\" http://{api}/v1/boundaries\n"
+             try:  curl -s -H \"Authorization: Bearer $(cat {token})\" http://{api}/mcp/data-boundaries\n"
         ));
     }
     text.push_str("remora up: stop with Ctrl-C (the open slice is published first)");

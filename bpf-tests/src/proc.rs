@@ -58,23 +58,57 @@ pub struct AgentProc {
 impl AgentProc {
     /// Starts the agent (node `test`) and waits until it says it is recording.
     pub fn start(ns: &NetNs, data_dir: &Path, port: u16, extra: &[&str]) -> Self {
-        let bin = sibling_binary("remora-agent");
+        Self::spawn(
+            "remora-agent",
+            &[],
+            "remora-agent: recording",
+            ns,
+            data_dir,
+            port,
+            extra,
+        )
+    }
+
+    /// Starts `remora up` (recorder and analyzer in one process, node `test`) the same way.
+    pub fn start_up(ns: &NetNs, data_dir: &Path, port: u16, extra: &[&str]) -> Self {
+        Self::spawn(
+            "remora",
+            &["up"],
+            "remora up: recording",
+            ns,
+            data_dir,
+            port,
+            extra,
+        )
+    }
+
+    fn spawn(
+        program: &str,
+        first: &[&str],
+        ready: &str,
+        ns: &NetNs,
+        data_dir: &Path,
+        port: u16,
+        extra: &[&str],
+    ) -> Self {
+        let bin = sibling_binary(program);
         assert!(
             bin.is_file(),
-            "{} is missing: build it first with `cargo build -p agent` (cargo xtask test does)",
+            "{} is missing: build it first with `cargo build -p agent -p analyzer` (cargo xtask test does)",
             bin.display()
         );
         let log = data_dir.with_extension("agent.log");
         let listen = format!("127.0.0.1:{port}");
         let mut cmd = ns.command(bin.to_str().unwrap_or_default());
-        cmd.args(["--node", "test", "--listen", &listen, "--log", "info"])
+        cmd.args(first)
+            .args(["--node", "test", "--listen", &listen, "--log", "info"])
             .arg("--data-dir")
             .arg(data_dir)
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(fs::File::create(&log).expect("agent log file"));
-        let child = cmd.spawn().expect("spawning remora-agent");
+        let child = cmd.spawn().expect("spawning the recorder");
         let mut agent = Self {
             child: Some(child),
             log,
@@ -83,11 +117,11 @@ impl AgentProc {
             port,
         };
         let started = wait_until(Duration::from_secs(30), || {
-            agent.log_text().contains("remora-agent: recording") || agent.exited()
+            agent.log_text().contains(ready) || agent.exited()
         });
         assert!(
             started && !agent.exited(),
-            "remora-agent did not start:\n{}",
+            "{program} did not start:\n{}",
             agent.log_text()
         );
         agent
@@ -159,6 +193,27 @@ impl AgentProc {
 
     /// GET on the node API with an explicit token (or none).
     pub fn api_with_token(&self, path: &str, token: Option<&str>) -> (u16, Vec<u8>) {
+        self.request("GET", path, None, token)
+    }
+
+    /// POST of a JSON body with the agent's token; returns (HTTP status, parsed JSON body).
+    pub fn api_post(&self, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+        let token = fs::read_to_string(self.data_dir.join("token")).unwrap_or_default();
+        let (status, out) = self.request("POST", path, Some(&body.to_string()), Some(token.trim()));
+        (
+            status,
+            serde_json::from_slice(&out).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// Any request on the API; `path` may carry a query string (already encoded).
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        token: Option<&str>,
+    ) -> (u16, Vec<u8>) {
         let url = format!("http://127.0.0.1:{}{path}", self.port);
         let mut cmd = Command::new("ip");
         cmd.args([
@@ -174,6 +229,10 @@ impl AgentProc {
         ]);
         if let Some(t) = token {
             cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
+        }
+        cmd.args(["-X", method]);
+        if let Some(b) = body {
+            cmd.args(["-H", "Content-Type: application/json", "--data-binary", b]);
         }
         let out = cmd.arg(&url).output().expect("running curl");
         let mut body = out.stdout;
@@ -304,7 +363,8 @@ impl Drop for Tcpdump {
     }
 }
 
-/// nginx serving `/` (a short text) and `/big.bin` (200 KB) on `addr:port` (HTTP/1.1), and the
+/// nginx serving `/` (a short text), `/big.bin` (200 KB), `/api/v1/cart` (200) and
+/// `/api/v1/checkout` (always 503) on `addr:port` (HTTP/1.1), and the
 /// same over cleartext HTTP/2 with prior knowledge on `addr:port+1`.
 pub struct Nginx {
     child: Option<Child>,
@@ -319,6 +379,8 @@ impl Nginx {
         fs::create_dir_all(&root).expect("www");
         fs::create_dir_all(dir.path().join("logs")).expect("logs");
         fs::write(root.join("index.html"), "hello from remora tests\n").expect("index");
+        fs::create_dir_all(root.join("api/v1")).expect("api dir");
+        fs::write(root.join("api/v1/cart"), "{\"items\": 2}\n").expect("cart");
         let big: Vec<u8> = (0..200_000u32)
             .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
             .collect();
@@ -331,8 +393,10 @@ impl Nginx {
                  events {{ worker_connections 256; }}\n\
                  http {{ access_log off; client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;\n\
                    fastcgi_temp_path {d}/fcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
-                   server {{ listen {addr}:{port}; root {r}; }}\n\
-                   server {{ listen {addr}:{h2} http2; root {r}; }} }}\n",
+                   server {{ listen {addr}:{port}; root {r};\n\
+                     location = /api/v1/checkout {{ return 503 \"payment timeout\\n\"; }} }}\n\
+                   server {{ listen {addr}:{h2} http2; root {r};\n\
+                     location = /api/v1/checkout {{ return 503 \"payment timeout\\n\"; }} }} }}\n",
                 h2 = port + 1,
                 d = dir.path().display(),
                 r = root.display(),

@@ -173,7 +173,17 @@ fn distance(a: &str, b: &str) -> usize {
 
 /// The known names closest to `unknown`, best first (at most three).
 pub fn suggest(table: Table, unknown: &str) -> Vec<String> {
-    let lower = unknown.to_ascii_lowercase();
+    // Legacy abbreviations inside longer names (`dst.svc.name`) count as the long words.
+    let lower = unknown
+        .to_ascii_lowercase()
+        .split('.')
+        .map(|seg| match seg {
+            "svc" => "service",
+            "ns" => "namespace",
+            other => other,
+        })
+        .collect::<Vec<_>>()
+        .join(".");
     let last = lower.rsplit('.').next().unwrap_or(&lower).to_owned();
     let mut scored: Vec<(usize, &str)> = names(table)
         .filter_map(|n| {
@@ -299,5 +309,11 @@ mod tests {
         );
         assert!(suggest(Table::Calls, "service.name").contains(&"dst.service.name".to_owned()));
         assert!(suggest(Table::Calls, "zzzzzzzzzz").is_empty());
+        assert_eq!(
+            suggest(Table::Calls, "dst.svc.nam")
+                .first()
+                .map(String::as_str),
+            Some("dst.service.name")
+        );
     }
 }

@@ -52,8 +52,16 @@ pub struct Detail {
 impl Detail {
     /// Locates `span` in `source`.
     pub fn new(source: &str, span: Span, message: impl Into<String>) -> Self {
-        let start = span.start.min(source.len());
-        let end = span.end.clamp(start, source.len());
+        // Spans computed in bytes may end inside a multi-byte character (an escape cut short
+        // by one): widen them to character boundaries.
+        let mut start = span.start.min(source.len());
+        while !source.is_char_boundary(start) {
+            start -= 1;
+        }
+        let mut end = span.end.clamp(start, source.len());
+        while !source.is_char_boundary(end) {
+            end += 1;
+        }
         let line_start = source[..start].rfind('\n').map_or(0, |i| i + 1);
         let line_end = source[start..]
             .find('\n')
@@ -154,6 +162,47 @@ impl KflError {
     pub fn is_user_error(&self) -> bool {
         !matches!(self, Self::Internal(_))
     }
+
+    /// The error as the API returns it inside `{"error": ...}` (HTTP 400 for user errors).
+    pub fn body(&self) -> ErrorBody {
+        let (message, position, excerpt) = match self.detail() {
+            Some(d) => (
+                d.message.clone(),
+                Some(d.position.clone()),
+                Some(d.excerpt.clone()),
+            ),
+            None => (self.to_string(), None, None),
+        };
+        ErrorBody {
+            kind: self.kind(),
+            message,
+            position,
+            excerpt,
+            suggestions: match self {
+                Self::UnknownField { suggestions, .. } => suggestions.clone(),
+                _ => Vec::new(),
+            },
+        }
+    }
+}
+
+/// The wire form of a [`KflError`]: `{kind, message, position, excerpt, suggestions}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ErrorBody {
+    /// `parse`, `unknown_field`, `unknown_function`, `type`, `regex`, `value`, `unsupported`
+    /// or `internal`.
+    pub kind: &'static str,
+    /// What is wrong and what to write instead.
+    pub message: String,
+    /// Where, when located.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub position: Option<Position>,
+    /// The offending line with a caret line under the problem.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub excerpt: Option<String>,
+    /// Closest field names, for unknown fields.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub suggestions: Vec<String>,
 }
 
 /// Shorthand for results of this crate.
@@ -171,6 +220,19 @@ mod tests {
         assert_eq!(d.position.line, 2);
         assert_eq!(d.position.column, 18);
         assert_eq!(d.excerpt, "  status_code == \"x\"\n                 ^^^");
+    }
+
+    #[test]
+    fn spans_inside_a_character_are_widened() {
+        // Found by the fuzzer: an escape cut short by a two-byte character.
+        let src = "path == \"\\u006\u{5e3}t\"";
+        let e = crate::parse(src)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("malformed escape"), "{e}");
+        let d = Detail::new("aé", Span::new(2, 2), "x");
+        assert_eq!(d.position.offset, 1);
     }
 
     #[test]

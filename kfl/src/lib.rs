@@ -41,7 +41,7 @@ mod udf;
 
 pub use catalog::{ALIASES, Field, FieldType, Table};
 pub use compile::CompileOptions;
-pub use error::{Detail, KflError, Position, Result, Span};
+pub use error::{Detail, ErrorBody, KflError, Position, Result, Span};
 pub use parser::parse;
 pub use udf::{ByteLength, CountMatches};
 

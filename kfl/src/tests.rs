@@ -224,3 +224,20 @@ fn list_macros_become_a_match_count() {
     let e = err(r#"dns_questions.exists(q, size(q) > 3)"#);
     assert_eq!(e.kind(), "unsupported");
 }
+
+#[test]
+fn errors_have_a_wire_form() {
+    let body = err("dst.svc.nam == \"x\"").body();
+    assert_eq!(body.kind, "unknown_field");
+    assert_eq!(
+        body.position.as_ref().map(|p| (p.line, p.column)),
+        Some((1, 1))
+    );
+    assert!(
+        body.suggestions.contains(&"dst.service.name".to_owned()),
+        "{body:?}"
+    );
+    let body = err("(a").body();
+    assert_eq!(body.kind, "parse");
+    assert_eq!(body.position.map(|p| p.column), Some(3));
+}

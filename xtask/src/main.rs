@@ -222,11 +222,15 @@ fn fuzz(seconds: u64, targets: &[String]) -> anyhow::Result<()> {
 /// Starts the KFL fuzzer from the filters of the KFL test cases (the corpus is not checked in).
 fn seed_kfl_corpus() -> anyhow::Result<()> {
     let cases = root_dir().join("analyzer/tests/kfl_cases.txt");
-    let text = std::fs::read_to_string(&cases)
-        .with_context(|| format!("reading {}", cases.display()))?;
+    let text =
+        std::fs::read_to_string(&cases).with_context(|| format!("reading {}", cases.display()))?;
     let dir = root_dir().join("fuzz/corpus/kfl");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    for (i, line) in text.lines().filter_map(|l| l.strip_prefix("kfl:")).enumerate() {
+    for (i, line) in text
+        .lines()
+        .filter_map(|l| l.strip_prefix("kfl:"))
+        .enumerate()
+    {
         std::fs::write(dir.join(format!("case-{i:03}")), line.trim())
             .with_context(|| format!("writing seeds into {}", dir.display()))?;
     }

@@ -1,0 +1,211 @@
+//! The analyzer's HTTP API (axum): the seed's paths (`/mcp/...`,
+//! `/delayed_dissection.DelayedDissection/...`), the same under `/api`, bearer-token auth on
+//! every route, errors as `{"error": {kind, message, ...}}` with the right status.
+
+mod calls;
+mod json;
+mod snapshots;
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use axum::{
+    Json, Router,
+    extract::{Request, State},
+    http::{StatusCode, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use serde_json::json;
+
+use crate::{
+    jobs::{JobError, Jobs},
+    store::{SnapshotStore, StoreError},
+};
+
+/// What the handlers share.
+pub struct AnalyzerState {
+    /// The data directory (`capture/`, `snapshots/`, `dissections/`).
+    pub data: PathBuf,
+    /// Snapshots.
+    pub store: Arc<SnapshotStore>,
+    /// Dissection jobs.
+    pub jobs: Arc<Jobs>,
+    /// Bearer token.
+    pub token: String,
+    /// Queries running at once, at most.
+    pub queries: tokio::sync::Semaphore,
+}
+
+impl AnalyzerState {
+    /// The analyzer of `data`, with `workers` dissections at once, attributing addresses
+    /// with `workloads`.
+    pub fn open(
+        data: &std::path::Path,
+        token: String,
+        workloads: Arc<dyn crate::rows::Resolve + Send + Sync>,
+        workers: usize,
+    ) -> anyhow::Result<Arc<Self>> {
+        let store = Arc::new(SnapshotStore::open(data)?);
+        let jobs = Arc::new(Jobs::open(data, store.clone(), workloads, workers)?);
+        Ok(Arc::new(Self {
+            data: data.to_owned(),
+            store,
+            jobs,
+            token,
+            queries: tokio::sync::Semaphore::new(8),
+        }))
+    }
+}
+
+/// An API error: status, kind, message (and KFL details when the filter is at fault).
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    body: serde_json::Value,
+}
+
+impl ApiError {
+    /// An error with a status, a kind and a message.
+    pub fn new(status: StatusCode, kind: &str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            body: json!({"kind": kind, "message": message.into()}),
+        }
+    }
+
+    fn bad(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({ "error": self.body }))).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        let (status, kind) = match &e {
+            StoreError::InvalidName(_) => (StatusCode::BAD_REQUEST, "invalid_name"),
+            StoreError::InvalidWindow(_) => (StatusCode::BAD_REQUEST, "invalid_window"),
+            StoreError::Exists(_) => (StatusCode::CONFLICT, "exists"),
+            StoreError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            StoreError::Io(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        Self::new(status, kind, e.to_string())
+    }
+}
+
+impl From<JobError> for ApiError {
+    fn from(e: JobError) -> Self {
+        match e {
+            JobError::Store(s) => s.into(),
+            JobError::Exists(_) => Self::new(StatusCode::CONFLICT, "exists", e.to_string()),
+            JobError::NotReady(_) => Self::new(StatusCode::CONFLICT, "not_ready", e.to_string()),
+            JobError::NotFound(_) => Self::new(StatusCode::NOT_FOUND, "not_found", e.to_string()),
+        }
+    }
+}
+
+impl From<crate::query::QueryError> for ApiError {
+    fn from(e: crate::query::QueryError) -> Self {
+        match e {
+            crate::query::QueryError::Kfl(k) if k.is_user_error() => Self {
+                status: StatusCode::BAD_REQUEST,
+                body: serde_json::to_value(k.body()).unwrap_or_else(|_| json!({"kind": "kfl"})),
+            },
+            other => Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                other.to_string(),
+            ),
+        }
+    }
+}
+
+async fn require_token(
+    State(state): State<Arc<AnalyzerState>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if remora_agent::auth::authorized(header, &state.token) {
+        next.run(req).await
+    } else {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "send `Authorization: Bearer <token>`; the token is in <data-dir>/token (remora up prints it)",
+        )
+        .into_response()
+    }
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// The analyzer's routes (no fallback: they are merged with the node API's).
+pub fn router(state: Arc<AnalyzerState>) -> Router {
+    let routes = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/mcp/data-boundaries", get(snapshots::boundaries))
+        .route(
+            "/mcp/snapshots",
+            get(snapshots::list_snapshots).post(snapshots::create_snapshot),
+        )
+        .route(
+            "/mcp/snapshots/{name}",
+            get(snapshots::get_snapshot).delete(snapshots::delete_snapshot),
+        )
+        .route(
+            "/delayed_dissection.DelayedDissection/Start",
+            post(snapshots::start_dissection_grpc),
+        )
+        .route(
+            "/delayed_dissection.DelayedDissection/GetStatus",
+            get(snapshots::dissection_status_grpc),
+        )
+        .route(
+            "/mcp/dissections",
+            get(snapshots::list_dissections).post(snapshots::start_dissection),
+        )
+        .route(
+            "/mcp/dissections/{snapshot}/{name}",
+            get(snapshots::get_dissection),
+        )
+        .route(
+            "/mcp/dissections/{snapshot}/{name}/stop",
+            post(snapshots::stop_dissection),
+        )
+        .route("/mcp/calls", get(calls::list_calls))
+        .route("/mcp/calls/{*id}", get(calls::get_call))
+        .route("/mcp/fields", get(calls::fields));
+    let both = Router::new().merge(routes.clone()).nest("/api", routes);
+    both.layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .layer(middleware::from_fn(timeout))
+        .with_state(state)
+}
+
+/// Requests that take longer than this are answered 503 (dissections run in the background).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+async fn timeout(req: Request, next: Next) -> Response {
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            format!(
+                "the request took longer than {} s; narrow the filter or the time range",
+                REQUEST_TIMEOUT.as_secs()
+            ),
+        )
+        .into_response(),
+    }
+}

@@ -1,0 +1,272 @@
+//! The seed's flow over HTTP against traffic recorded here: `remora up` (recorder + analyzer) in
+//! a namespace, a frontend calling a checkout service whose `/api/v1/checkout` always answers
+//! 503, and the checkout service calling the frontend back. Then, through the API only:
+//! data boundaries → snapshot → dissection → the seed's four KFL filters, whose counts must be
+//! exactly what the traffic generator (curl) reported.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use bpf_tests::{
+    net::{ADDR_A, ADDR_B, IF_A, VethPair},
+    proc::{AgentProc, Nginx},
+    require_root, require_tool,
+};
+use serde_json::{Value, json};
+
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Runs curl in `ns` for each path (keep-alive, one process); returns status per request.
+fn curl(ns: &bpf_tests::net::NetNs, base: &str, paths: &[&str]) -> Vec<(String, u16)> {
+    let mut cmd = ns.command("curl");
+    cmd.args([
+        "-sS",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}\\n",
+        "--max-time",
+        "10",
+    ]);
+    for p in paths {
+        cmd.arg(format!("{base}{p}"));
+    }
+    let out = cmd.output().expect("curl");
+    let codes: Vec<u16> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    assert_eq!(
+        codes.len(),
+        paths.len(),
+        "curl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    paths.iter().map(|p| p.to_string()).zip(codes).collect()
+}
+
+fn wait_for(agent: &AgentProc, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let v = agent.api_json(path);
+        if done(&v) {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{path} never finished: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn seed_flow_over_http_counts_exactly_what_was_sent() {
+    require_root();
+    require_tool("nginx");
+    require_tool("curl");
+    let pair = VethPair::new("seed");
+    let data = tempfile::tempdir().expect("tempdir");
+    let workloads = data.path().join("workloads.json");
+    std::fs::write(
+        &workloads,
+        json!([
+            {"ip": ADDR_A, "pod": "frontend-7d9f8", "namespace": "shop", "service": "frontend"},
+            {"ip": ADDR_B, "pod": "checkout-0", "namespace": "shop", "service": "checkout"},
+        ])
+        .to_string(),
+    )
+    .expect("workloads file");
+    let data_dir = data.path().join("data");
+    let agent = AgentProc::start_up(
+        &pair.a,
+        &data_dir,
+        8898,
+        &[
+            "--interfaces",
+            IF_A,
+            "--slice-duration",
+            "1s",
+            "--workloads",
+            workloads.to_str().unwrap_or_default(),
+        ],
+    );
+    let _checkout = Nginx::start(&pair.b, ADDR_B, 8080);
+    let _frontend = Nginx::start(&pair.a, ADDR_A, 8080);
+
+    // The traffic, and its ground truth from curl itself.
+    let mut outbound = Vec::new();
+    for _ in 0..3 {
+        outbound.extend(curl(
+            &pair.a,
+            &format!("http://{ADDR_B}:8080"),
+            &[
+                "/api/v1/cart",
+                "/api/v1/checkout",
+                "/",
+                "/api/v1/cart",
+                "/api/v1/checkout",
+            ],
+        ));
+    }
+    let inbound = curl(
+        &pair.b,
+        &format!("http://{ADDR_A}:8080"),
+        &["/", "/", "/api/v1/cart", "/api/v1/checkout"],
+    );
+    let count = |calls: &[(String, u16)], f: &dyn Fn(&str, u16) -> bool| {
+        calls.iter().filter(|(p, s)| f(p, *s)).count() as u64
+    };
+    let all: Vec<(String, u16)> = outbound.iter().chain(&inbound).cloned().collect();
+    let failed_503 = count(&all, &|_, s| s == 503);
+    let checkout_503 = count(&all, &|p, s| p == "/api/v1/checkout" && s == 503);
+    assert!(
+        failed_503 >= 7,
+        "nginx should answer 503 on /api/v1/checkout: {all:?}"
+    );
+    // Let the last slice close (1 s slices).
+    std::thread::sleep(Duration::from_millis(2500));
+
+    // 1. Data boundaries.
+    let b = agent.api_json("/mcp/data-boundaries");
+    assert_eq!(b["nodes"][0]["name"], "test", "{b}");
+    assert!(b["cluster"]["newest_ts"].as_i64().unwrap_or(0) > 0, "{b}");
+
+    // 2–3. Snapshot of the last minute, polled to completion.
+    let (status, created) = agent.api_post(
+        "/mcp/snapshots",
+        &json!({"name": "frontend-analysis", "duration": "1m"}),
+    );
+    assert_eq!(status, 202, "{created}");
+    assert_eq!(created["status"], "in_progress");
+    let (status, again) = agent.api_post(
+        "/mcp/snapshots",
+        &json!({"name": "frontend-analysis", "duration": "1m"}),
+    );
+    assert_eq!(status, 409, "same name twice: {again}");
+    let snap = wait_for(&agent, "/mcp/snapshots/frontend-analysis", |v| {
+        v["status"] == "completed"
+    });
+    assert!(snap["packets"].as_u64().unwrap_or(0) > 0, "{snap}");
+
+    // 4–5. Dissection, polled to completion.
+    let (status, started) = agent.api_post(
+        "/delayed_dissection.DelayedDissection/Start",
+        &json!({"snapshot_name": "frontend-analysis", "dissection_name": "analysis-1"}),
+    );
+    assert_eq!(status, 202, "{started}");
+    let done = wait_for(
+        &agent,
+        "/delayed_dissection.DelayedDissection/GetStatus?snapshot_name=frontend-analysis&dissection_name=analysis-1",
+        |v| v["status"] != "pending" && v["status"] != "running",
+    );
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["progress"], 100.0);
+    let http_calls = done["calls_by_protocol"]["HTTP"].as_u64().unwrap_or(0);
+    assert_eq!(http_calls, all.len() as u64, "{done}");
+
+    // 6–9. The seed's filters, verbatim.
+    let db = "frontend-analysis/analysis-1";
+    let calls = |kfl: &str| -> Value {
+        agent.api_json(&format!(
+            "/mcp/calls?db={}&kfl={}&limit=1000&format=full",
+            encode(db),
+            encode(kfl)
+        ))
+    };
+    let cases: BTreeMap<&str, u64> = BTreeMap::from([
+        (r#"src.pod contains "frontend""#, outbound.len() as u64),
+        (r#"dst.svc=="frontend""#, inbound.len() as u64),
+        ("response.status==503", failed_503),
+        (
+            r#"request.path=="/api/v1/checkout" and response.status==503"#,
+            checkout_503,
+        ),
+    ]);
+    for (kfl, want) in &cases {
+        let v = calls(kfl);
+        assert_eq!(v["total"].as_u64(), Some(*want), "`{kfl}`: {v}");
+        assert_eq!(
+            v["calls"].as_array().map(Vec::len),
+            Some(*want as usize),
+            "`{kfl}`"
+        );
+        assert_eq!(v["truncated"], false);
+    }
+    let failing = calls(r#"request.path=="/api/v1/checkout" and response.status==503"#);
+    for c in failing["calls"].as_array().cloned().unwrap_or_default() {
+        assert_eq!(c["path"], "/api/v1/checkout", "{c}");
+        assert_eq!(c["status_code"], 503, "{c}");
+        assert!(c["elapsed_time"].as_i64().unwrap_or(0) > 0, "{c}");
+        assert!(
+            c["request.headers"]["user-agent"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("curl/"),
+            "{c}"
+        );
+    }
+
+    // One call in full, by id.
+    let id = failing["calls"][0]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let one = agent.api_json(&format!("/mcp/calls/{id}?db={}", encode(db)));
+    assert_eq!(one["id"], id.as_str());
+    assert_eq!(one["response_body"], "payment timeout\n", "{one}");
+
+    // Paging: 2 per page walks every 503 once.
+    let mut seen = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let page = agent.api_json(&format!(
+            "/mcp/calls?db={}&kfl={}&limit=2{cursor}",
+            encode(db),
+            encode("response.status==503")
+        ));
+        for c in page["calls"].as_array().cloned().unwrap_or_default() {
+            seen.push(c["id"].as_str().unwrap_or_default().to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(n) => cursor = format!("&cursor={n}"),
+            None => break,
+        }
+    }
+    seen.dedup();
+    assert_eq!(seen.len() as u64, failed_503);
+
+    // Errors: broken KFL is a 400 with a caret; unknown db a 404; no token a 401; same over /api.
+    let (status, body) = agent.api(&format!(
+        "/mcp/calls?db={}&kfl={}",
+        encode(db),
+        encode("dst.servce.name == 1")
+    ));
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["kind"], "unknown_field");
+    assert_eq!(body["error"]["suggestions"][0], "dst.service.name");
+    let (status, _) = agent.api(&format!("/mcp/calls?db={}", encode("nope/none")));
+    assert_eq!(status, 404);
+    let (status, _) = agent.api_with_token("/mcp/snapshots", None);
+    assert_eq!(status, 401);
+    let (status, _) = agent.api("/api/mcp/snapshots/frontend-analysis");
+    assert_eq!(status, 200);
+    let explained = agent.api_json(&format!(
+        "/mcp/calls?db={}&kfl={}&explain=true&limit=1",
+        encode(db),
+        encode("response.status==503")
+    ));
+    assert_eq!(
+        explained["explain"],
+        "SELECT * FROM calls WHERE (status_code = 503)"
+    );
+}
