@@ -7,6 +7,7 @@
 //! `mcp`, `k8s`), see DESIGN.md.
 
 pub mod api;
+pub mod client;
 pub mod dissect_cmd;
 pub mod jobs;
 pub mod query;

@@ -3,6 +3,7 @@
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use remora_agent::cli::RecordArgs;
+use remora_analyzer::client::Connection;
 
 /// Remora: an eBPF network recorder an AI assistant can question.
 #[derive(Parser, Debug)]
@@ -17,6 +18,51 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Snapshots on a running analyzer: create, list, get, delete.
+    Snapshot {
+        #[command(subcommand)]
+        action: SnapshotCmd,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Delayed dissections of snapshots: start, status, stop.
+    Dissection {
+        #[command(subcommand)]
+        action: DissectionCmd,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// API calls of a dissection, filtered with KFL (table output).
+    Calls {
+        /// `<snapshot>/<dissection>`.
+        #[arg(long)]
+        db: String,
+        /// KFL filter (empty: every call).
+        #[arg(long, default_value = "")]
+        kfl: String,
+        /// Rows to show (at most 1000).
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Show the SQL the filter became.
+        #[arg(long)]
+        explain: bool,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Count, error rate and latency percentiles of a dissection's calls, optionally per group.
+    Stats {
+        /// `<snapshot>/<dissection>`.
+        #[arg(long)]
+        db: String,
+        /// KFL filter.
+        #[arg(long, default_value = "")]
+        kfl: String,
+        /// path, dst.service.name, src.pod.name, status_code, minute, ...
+        #[arg(long)]
+        group_by: Option<String>,
+        #[command(flatten)]
+        conn: Connection,
+    },
     /// Dissect a pcap or pcapng file into calls.parquet and conns.parquet.
     Dissect {
         /// The capture file.
@@ -39,11 +85,325 @@ enum Command {
     },
 }
 
+#[derive(Subcommand, Debug)]
+enum SnapshotCmd {
+    /// Snapshot the last `--duration` (or `--start`..`--end`, unix ms).
+    Create {
+        /// Name: letters, digits, `.`, `_`, `-`.
+        name: String,
+        /// How far back from now, e.g. 5m, 1h.
+        #[arg(long)]
+        duration: Option<String>,
+        /// Start, unix ms.
+        #[arg(long)]
+        start: Option<i64>,
+        /// End, unix ms.
+        #[arg(long)]
+        end: Option<i64>,
+    },
+    /// Every snapshot.
+    List,
+    /// One snapshot's status and contents.
+    Get {
+        /// Name.
+        name: String,
+    },
+    /// Delete a snapshot and its dissections.
+    Delete {
+        /// Name.
+        name: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DissectionCmd {
+    /// Start dissecting a snapshot and wait for the result (Ctrl-C leaves it running).
+    Start {
+        /// Snapshot.
+        snapshot: String,
+        /// Dissection name.
+        name: String,
+        /// Return at once instead of waiting.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Status of one dissection, or of all.
+    Status {
+        /// Snapshot.
+        snapshot: Option<String>,
+        /// Dissection.
+        name: Option<String>,
+    },
+    /// Stop a running dissection.
+    Stop {
+        /// Snapshot.
+        snapshot: String,
+        /// Dissection.
+        name: String,
+    },
+}
+
+fn print(
+    conn: &Connection,
+    v: &serde_json::Value,
+    text: impl FnOnce(&serde_json::Value) -> String,
+) {
+    if conn.json {
+        println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    } else {
+        println!("{}", text(v));
+    }
+}
+
+fn client(command: Command) -> anyhow::Result<()> {
+    use remora_analyzer::client::{encode, table};
+    use serde_json::json;
+    let list = |v: &serde_json::Value, key: &str| v[key].as_array().cloned().unwrap_or_default();
+    match command {
+        Command::Snapshot { action, conn } => match action {
+            SnapshotCmd::Create {
+                name,
+                duration,
+                start,
+                end,
+            } => {
+                let body = json!({"name": name, "duration": duration, "start": start, "end": end});
+                conn.call("POST", "/mcp/snapshots", Some(&body))?;
+                let path = format!("/mcp/snapshots/{}", encode(&name));
+                let v = loop {
+                    let v = conn.call("GET", &path, None)?;
+                    if v["status"] != "in_progress" {
+                        break v;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                };
+                print(&conn, &v, |v| {
+                    format!(
+                        "snapshot {} {}: {} packets, {} bytes, {} slice files",
+                        v["name"].as_str().unwrap_or(""),
+                        v["status"].as_str().unwrap_or(""),
+                        v["packets"],
+                        v["bytes"],
+                        v["files"]
+                    )
+                });
+            }
+            SnapshotCmd::List => {
+                let v = conn.call("GET", "/mcp/snapshots", None)?;
+                print(&conn, &v, |v| {
+                    table(
+                        &list(v, "snapshots"),
+                        &["name", "status", "packets", "bytes", "start", "end"],
+                    )
+                });
+            }
+            SnapshotCmd::Get { name } => {
+                let v = conn.call("GET", &format!("/mcp/snapshots/{}", encode(&name)), None)?;
+                print(&conn, &v, |v| {
+                    serde_json::to_string_pretty(v).unwrap_or_default()
+                });
+            }
+            SnapshotCmd::Delete { name } => {
+                let v = conn.call("DELETE", &format!("/mcp/snapshots/{}", encode(&name)), None)?;
+                print(&conn, &v, |_| format!("deleted {name}"));
+            }
+        },
+        Command::Dissection { action, conn } => match action {
+            DissectionCmd::Start {
+                snapshot,
+                name,
+                no_wait,
+            } => {
+                let v = conn.call(
+                    "POST",
+                    "/mcp/dissections",
+                    Some(&json!({"snapshot": snapshot, "name": name})),
+                )?;
+                let path = format!("/mcp/dissections/{}/{}", encode(&snapshot), encode(&name));
+                let bar = indicatif::ProgressBar::new(100);
+                let v = if no_wait {
+                    v
+                } else {
+                    loop {
+                        let v = conn.call("GET", &path, None)?;
+                        bar.set_position(v["progress"].as_f64().unwrap_or(0.0) as u64);
+                        bar.set_message(format!("{} calls", v["calls_found"]));
+                        if v["status"] != "pending" && v["status"] != "running" {
+                            bar.finish_and_clear();
+                            break v;
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(250));
+                    }
+                };
+                print(&conn, &v, |v| {
+                    format!(
+                        "dissection {} {}: {} packets, {} calls {}{}",
+                        v["db"].as_str().unwrap_or(""),
+                        v["status"].as_str().unwrap_or(""),
+                        v["packets_processed"],
+                        v["calls_found"],
+                        v["calls_by_protocol"],
+                        v["error"]
+                            .as_str()
+                            .map(|e| format!("\nerror: {e}"))
+                            .unwrap_or_default()
+                    )
+                });
+            }
+            DissectionCmd::Status { snapshot, name } => {
+                let path = match (&snapshot, &name) {
+                    (Some(s), Some(n)) => format!("/mcp/dissections/{}/{}", encode(s), encode(n)),
+                    (Some(s), None) => format!("/mcp/dissections?snapshot={}", encode(s)),
+                    _ => "/mcp/dissections".to_owned(),
+                };
+                let v = conn.call("GET", &path, None)?;
+                let rows = if v["dissections"].is_array() {
+                    list(&v, "dissections")
+                } else {
+                    vec![v.clone()]
+                };
+                print(&conn, &v, |_| {
+                    table(
+                        &rows,
+                        &[
+                            "db",
+                            "status",
+                            "progress",
+                            "packets_processed",
+                            "calls_found",
+                            "error",
+                        ],
+                    )
+                });
+            }
+            DissectionCmd::Stop { snapshot, name } => {
+                let v = conn.call(
+                    "POST",
+                    &format!(
+                        "/mcp/dissections/{}/{}/stop",
+                        encode(&snapshot),
+                        encode(&name)
+                    ),
+                    None,
+                )?;
+                print(&conn, &v, |v| {
+                    format!(
+                        "{} is {}",
+                        v["db"].as_str().unwrap_or(""),
+                        v["status"].as_str().unwrap_or("")
+                    )
+                });
+            }
+        },
+        Command::Calls {
+            db,
+            kfl,
+            limit,
+            explain,
+            conn,
+        } => {
+            let v = conn.call(
+                "GET",
+                &format!(
+                    "/mcp/calls?db={}&kfl={}&limit={limit}&explain={explain}",
+                    encode(&db),
+                    encode(&kfl)
+                ),
+                None,
+            )?;
+            print(&conn, &v, |v| {
+                let mut out = table(
+                    &list(v, "calls"),
+                    &[
+                        "timestamp",
+                        "protocol",
+                        "src.name",
+                        "src.ip",
+                        "dst.name",
+                        "dst.ip",
+                        "method",
+                        "path",
+                        "status_code",
+                        "elapsed_time",
+                        "error_type",
+                    ],
+                );
+                out.push_str(&format!(
+                    "\n{} of {} calls",
+                    list(v, "calls").len(),
+                    v["total"]
+                ));
+                if let Some(sql) = v["explain"].as_str() {
+                    out.push_str(&format!("\nSQL: {sql}"));
+                }
+                out
+            });
+        }
+        Command::Stats {
+            db,
+            kfl,
+            group_by,
+            conn,
+        } => {
+            let mut path = format!("/mcp/stats?db={}&kfl={}", encode(&db), encode(&kfl));
+            if let Some(g) = &group_by {
+                path.push_str(&format!("&group_by={}", encode(g)));
+            }
+            let v = conn.call("GET", &path, None)?;
+            print(&conn, &v, |v| {
+                let mut out = format!(
+                    "{} calls, {} errors ({:.2} %), latency µs p50 {} p90 {} p99 {}, status {}",
+                    v["count"],
+                    v["errors"],
+                    v["error_rate"].as_f64().unwrap_or(0.0) * 100.0,
+                    v["latency_us"]["p50"],
+                    v["latency_us"]["p90"],
+                    v["latency_us"]["p99"],
+                    v["status"]
+                );
+                if v["groups"].is_array() {
+                    let rows: Vec<serde_json::Value> = list(v, "groups")
+                        .into_iter()
+                        .map(|g| {
+                            json!({"key": g["key"], "count": g["count"], "errors": g["errors"],
+                            "error_rate": g["error_rate"], "p50_us": g["latency_us"]["p50"],
+                            "p90_us": g["latency_us"]["p90"], "p99_us": g["latency_us"]["p99"]})
+                        })
+                        .collect();
+                    out.push('\n');
+                    out.push_str(&table(
+                        &rows,
+                        &[
+                            "key",
+                            "count",
+                            "errors",
+                            "error_rate",
+                            "p50_us",
+                            "p90_us",
+                            "p99_us",
+                        ],
+                    ));
+                }
+                out
+            });
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     remora_agent::cli::init_logging(&cli.log);
     match cli.command {
+        c @ (Command::Snapshot { .. }
+        | Command::Dissection { .. }
+        | Command::Calls { .. }
+        | Command::Stats { .. }) => {
+            // Blocking HTTP client: off the async runtime's workers.
+            tokio::task::spawn_blocking(move || client(c)).await??;
+        }
         Command::Dissect { capture, out, node } => {
             let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
             let summary =

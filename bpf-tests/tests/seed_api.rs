@@ -215,6 +215,87 @@ fn seed_flow_over_http_counts_exactly_what_was_sent() {
         );
     }
 
+    // The analysis in one call: totals, error rate, status classes, per path.
+    let stats = agent.api_json(&format!(
+        "/mcp/stats?db={}&kfl=http&group_by=path",
+        encode(db)
+    ));
+    assert_eq!(stats["count"].as_u64(), Some(all.len() as u64), "{stats}");
+    assert_eq!(stats["errors"].as_u64(), Some(failed_503), "{stats}");
+    assert_eq!(stats["status"]["5xx"].as_u64(), Some(failed_503), "{stats}");
+    assert!(
+        stats["latency_us"]["p50"].as_i64().unwrap_or(0) > 0,
+        "{stats}"
+    );
+    let groups = stats["groups"].as_array().cloned().unwrap_or_default();
+    let checkout = groups
+        .iter()
+        .find(|g| g["key"] == "/api/v1/checkout")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        checkout["count"].as_u64(),
+        Some(count(&all, &|p, _| p == "/api/v1/checkout")),
+        "{stats}"
+    );
+    assert_eq!(checkout["error_rate"], 1.0, "{stats}");
+    let minutes = agent.api_json(&format!("/mcp/stats?db={}&group_by=minute", encode(db)));
+    let per_minute: u64 = minutes["groups"].as_array().map_or(0, |g| {
+        g.iter().map(|m| m["count"].as_u64().unwrap_or(0)).sum()
+    });
+    assert_eq!(
+        per_minute,
+        minutes["count"].as_u64().unwrap_or(u64::MAX),
+        "{minutes}"
+    );
+
+    // The same from a shell: `remora calls` and `remora stats` against the running analyzer.
+    let remora = bpf_tests::sibling_binary("remora");
+    let token = data_dir.join("token");
+    let shell = |args: &[&str]| -> String {
+        let out = pair
+            .a
+            .command(remora.to_str().unwrap_or_default())
+            .args(args)
+            .args(["--url", "http://127.0.0.1:8898", "--token-file"])
+            .arg(&token)
+            .output()
+            .expect("remora client");
+        assert!(
+            out.status.success(),
+            "remora {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = shell(&[
+        "calls",
+        "--db",
+        db,
+        "--kfl",
+        "response.status==503",
+        "--limit",
+        "1000",
+    ]);
+    assert!(
+        text.contains(&format!("{failed_503} of {failed_503} calls")),
+        "{text}"
+    );
+    assert!(
+        text.contains("checkout-0") && text.contains("/api/v1/checkout"),
+        "{text}"
+    );
+    let text = shell(&["stats", "--db", db, "--group-by", "path"]);
+    assert!(
+        text.contains(&format!("{} calls, {failed_503} errors", all.len())),
+        "{text}"
+    );
+    let text = shell(&["snapshot", "list"]);
+    assert!(
+        text.contains("frontend-analysis") && text.contains("completed"),
+        "{text}"
+    );
+
     // One call in full, by id.
     let id = failing["calls"][0]["id"]
         .as_str()

@@ -5,6 +5,7 @@
 mod calls;
 mod json;
 mod snapshots;
+mod stats;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
@@ -185,7 +186,8 @@ pub fn router(state: Arc<AnalyzerState>) -> Router {
         )
         .route("/mcp/calls", get(calls::list_calls))
         .route("/mcp/calls/{*id}", get(calls::get_call))
-        .route("/mcp/fields", get(calls::fields));
+        .route("/mcp/fields", get(calls::fields))
+        .route("/mcp/stats", get(stats::stats));
     let both = Router::new().merge(routes.clone()).nest("/api", routes);
     both.layer(middleware::from_fn_with_state(state.clone(), require_token))
         .layer(middleware::from_fn(timeout))
