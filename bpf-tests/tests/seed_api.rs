@@ -53,6 +53,32 @@ fn curl(ns: &bpf_tests::net::NetNs, base: &str, paths: &[&str]) -> Vec<(String, 
     paths.iter().map(|p| p.to_string()).zip(codes).collect()
 }
 
+/// With `REMORA_API_EXAMPLES=<file>`, the test writes the requests it made and the answers it
+/// got as Markdown: docs/api.md's examples come from such a run.
+fn example(title: &str, request: &str, response: &Value) {
+    let Ok(path) = std::env::var("REMORA_API_EXAMPLES") else {
+        return;
+    };
+    let mut shown = response.clone();
+    for (key, keep) in [("calls", 2), ("groups", 3)] {
+        if let Some(list) = shown.get_mut(key).and_then(Value::as_array_mut) {
+            list.truncate(keep);
+        }
+    }
+    let text = format!(
+        "### {title}\n\n```\n{request}\n```\n\n```json\n{}\n```\n\n",
+        serde_json::to_string_pretty(&shown).unwrap_or_default()
+    );
+    use std::io::Write as _;
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = f.write_all(text.as_bytes());
+    }
+}
+
 fn wait_for(agent: &AgentProc, path: &str, done: impl Fn(&Value) -> bool) -> Value {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
@@ -137,6 +163,7 @@ fn seed_flow_over_http_counts_exactly_what_was_sent() {
 
     // 1. Data boundaries.
     let b = agent.api_json("/mcp/data-boundaries");
+    example("Data boundaries", "GET /mcp/data-boundaries", &b);
     assert_eq!(b["nodes"][0]["name"], "test", "{b}");
     assert!(b["cluster"]["newest_ts"].as_i64().unwrap_or(0) > 0, "{b}");
 
@@ -147,15 +174,30 @@ fn seed_flow_over_http_counts_exactly_what_was_sent() {
     );
     assert_eq!(status, 202, "{created}");
     assert_eq!(created["status"], "in_progress");
+    example(
+        "Create a snapshot (202)",
+        "POST /mcp/snapshots\n{\"name\": \"frontend-analysis\", \"duration\": \"1m\"}",
+        &created,
+    );
     let (status, again) = agent.api_post(
         "/mcp/snapshots",
         &json!({"name": "frontend-analysis", "duration": "1m"}),
     );
     assert_eq!(status, 409, "same name twice: {again}");
+    example(
+        "The same name again (409)",
+        "POST /mcp/snapshots {same body}",
+        &again,
+    );
     let snap = wait_for(&agent, "/mcp/snapshots/frontend-analysis", |v| {
         v["status"] == "completed"
     });
     assert!(snap["packets"].as_u64().unwrap_or(0) > 0, "{snap}");
+    example(
+        "Snapshot status",
+        "GET /mcp/snapshots/frontend-analysis",
+        &snap,
+    );
 
     // 4–5. Dissection, polled to completion.
     let (status, started) = agent.api_post(
@@ -169,6 +211,11 @@ fn seed_flow_over_http_counts_exactly_what_was_sent() {
         |v| v["status"] != "pending" && v["status"] != "running",
     );
     assert_eq!(done["status"], "completed", "{done}");
+    example(
+        "Dissection status",
+        "GET /delayed_dissection.DelayedDissection/GetStatus?snapshot_name=frontend-analysis&dissection_name=analysis-1",
+        &done,
+    );
     assert_eq!(done["progress"], 100.0);
     let http_calls = done["calls_by_protocol"]["HTTP"].as_u64().unwrap_or(0);
     assert_eq!(http_calls, all.len() as u64, "{done}");
@@ -193,6 +240,11 @@ fn seed_flow_over_http_counts_exactly_what_was_sent() {
     ]);
     for (kfl, want) in &cases {
         let v = calls(kfl);
+        example(
+            &format!("Calls where `{kfl}`"),
+            &format!("GET /mcp/calls?db={db}&kfl={kfl}&limit=1000&format=full"),
+            &v,
+        );
         assert_eq!(v["total"].as_u64(), Some(*want), "`{kfl}`: {v}");
         assert_eq!(
             v["calls"].as_array().map(Vec::len),
@@ -220,6 +272,11 @@ fn seed_flow_over_http_counts_exactly_what_was_sent() {
         "/mcp/stats?db={}&kfl=http&group_by=path",
         encode(db)
     ));
+    example(
+        "Statistics per path",
+        &format!("GET /mcp/stats?db={db}&kfl=http&group_by=path"),
+        &stats,
+    );
     assert_eq!(stats["count"].as_u64(), Some(all.len() as u64), "{stats}");
     assert_eq!(stats["errors"].as_u64(), Some(failed_503), "{stats}");
     assert_eq!(stats["status"]["5xx"].as_u64(), Some(failed_503), "{stats}");
@@ -302,6 +359,11 @@ fn seed_flow_over_http_counts_exactly_what_was_sent() {
         .unwrap_or_default()
         .to_owned();
     let one = agent.api_json(&format!("/mcp/calls/{id}?db={}", encode(db)));
+    example(
+        "One call in full",
+        &format!("GET /mcp/calls/{id}?db={db}"),
+        &one,
+    );
     assert_eq!(one["id"], id.as_str());
     assert_eq!(one["response_body"], "payment timeout\n", "{one}");
 
@@ -333,6 +395,11 @@ fn seed_flow_over_http_counts_exactly_what_was_sent() {
     ));
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     assert_eq!(status, 400, "{body}");
+    example(
+        "A KFL mistake (400)",
+        &format!("GET /mcp/calls?db={db}&kfl=dst.servce.name == 1"),
+        &body,
+    );
     assert_eq!(body["error"]["kind"], "unknown_field");
     assert_eq!(body["error"]["suggestions"][0], "dst.service.name");
     let (status, _) = agent.api(&format!("/mcp/calls?db={}", encode("nope/none")));
@@ -346,6 +413,11 @@ fn seed_flow_over_http_counts_exactly_what_was_sent() {
         encode(db),
         encode("response.status==503")
     ));
+    example(
+        "Explain",
+        &format!("GET /mcp/calls?db={db}&kfl=response.status==503&explain=true&limit=1"),
+        &explained,
+    );
     assert_eq!(
         explained["explain"],
         "SELECT * FROM calls WHERE (status_code = 503)"

@@ -48,7 +48,7 @@ pub static CALL_FIELDS: &[Field] = &[
     col("elapsed_time", "elapsed_time", Int, "all", "Latency in microseconds, request start → response end; 0 when unpaired.", "elapsed_time > 5000000"),
     col("node", "node", Str, "all", "Node whose recording the call came from.", r#"node == "worker-1""#),
     col("conn_id", "conn_id", Int, "all", "Connection (or UDP flow) number within the dissection; joins `conns`.", "conn_id == 12"),
-    col("index", "index", Int, "all", "Position of the call in its connection, from 0.", "index > 0"),
+    col("index", "index", Int, "all", "Position of the call in its connection (HTTP/1 and HTTP/2 count from 1).", "index > 0"),
     col("protocol", "protocol", Str, "all", "`HTTP`, `HTTP/2`, `gRPC`, `DNS`, `TLS` (handshakes), ...", r#"protocol == "HTTP/2""#),
     col("transport", "transport", Str, "all", "`tcp` or `udp`.", r#"transport == "udp""#),
     col("capture_source", "capture_source", Str, "all", "`ebpf` (packets from TC hooks) or `ebpf_tls` (TLS plaintext from uprobes).", r#"capture_source == "ebpf_tls""#),
