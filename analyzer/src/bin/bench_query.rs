@@ -41,6 +41,15 @@ struct Args {
     /// Runs of each query; the best is reported (after one warm-up).
     #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// Concurrent HTTP clients for the /mcp/calls latency test.
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+    /// Requests per client.
+    #[arg(long, default_value_t = 10)]
+    requests: usize,
+    /// GiB of slices for the snapshot timing.
+    #[arg(long, default_value_t = 1)]
+    snapshot_gib: u64,
 }
 
 /// The seed's filters, and the same questions for DuckDB.
@@ -305,5 +314,125 @@ async fn main() -> anyhow::Result<()> {
         println!("| `{kfl}` | {us:.1} |");
     }
     println!("\nslowest compile {slowest:.1} µs (target: under 1000 µs)");
+    api_latency(&file, args.clients, args.requests).await?;
+    snapshot_time(&file, args.snapshot_gib).await?;
+    Ok(())
+}
+
+/// A data directory whose only db, `bench/d1`, is the benchmark's calls table (hard link).
+fn bench_data_dir(file: &Path) -> anyhow::Result<tempfile::TempDir> {
+    let data = tempfile::tempdir_in(file.parent().unwrap_or(Path::new(".")))?;
+    let db = data.path().join("dissections/bench/d1");
+    std::fs::create_dir_all(&db)?;
+    std::fs::hard_link(file, db.join("calls.parquet"))
+        .or_else(|_| std::fs::copy(file, db.join("calls.parquet")).map(|_| ()))?;
+    let status = serde_json::json!({
+        "snapshot_name": "bench", "dissection_name": "d1", "db": "bench/d1", "status": "completed",
+        "progress": 100.0, "packets_processed": 0, "packets_total": 0, "calls_found": 0,
+        "started_at": 0, "finished_at": 0
+    });
+    std::fs::write(db.join("status.json"), status.to_string())?;
+    Ok(data)
+}
+
+/// `/mcp/calls` latency over HTTP, `clients` at once, each sending `requests` seed queries.
+async fn api_latency(file: &Path, clients: usize, requests: usize) -> anyhow::Result<()> {
+    let data = bench_data_dir(file)?;
+    let state = remora_analyzer::api::AnalyzerState::open(
+        data.path(),
+        "bench-token".into(),
+        std::sync::Arc::new(remora_analyzer::rows::NoWorkloads),
+        1,
+    )?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let server =
+        tokio::spawn(
+            async move { axum::serve(listener, remora_analyzer::api::router(state)).await },
+        );
+    let urls: Vec<String> = FILTERS
+        .iter()
+        .map(|(kfl, _)| {
+            format!(
+                "http://{addr}/mcp/calls?db=bench%2Fd1&limit=100&kfl={}",
+                remora_analyzer::client::encode(kfl)
+            )
+        })
+        .collect();
+    let started = Instant::now();
+    let workers: Vec<_> = (0..clients)
+        .map(|c| {
+            let urls = urls.clone();
+            tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<f64>> {
+                let agent: ureq::Agent = ureq::Agent::config_builder().build().into();
+                let mut times = Vec::new();
+                for i in 0..requests {
+                    let url = &urls[(c + i) % urls.len()];
+                    let t = Instant::now();
+                    let mut r = agent
+                        .get(url)
+                        .header("Authorization", "Bearer bench-token")
+                        .call()?;
+                    let body = r.body_mut().read_to_string()?;
+                    anyhow::ensure!(body.contains("\"total\""), "bad answer: {body}");
+                    times.push(t.elapsed().as_secs_f64());
+                }
+                Ok(times)
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for w in workers {
+        all.extend(w.await??);
+    }
+    let wall = started.elapsed().as_secs_f64();
+    server.abort();
+    all.sort_by(f64::total_cmp);
+    let q = |p: f64| all[((all.len() as f64 - 1.0) * p).round() as usize];
+    println!(
+        "\n/mcp/calls over HTTP, {clients} clients x {requests} requests (seed filters, limit 100, with total): p50 {:.3} s, p99 {:.3} s, {:.1} requests/s",
+        q(0.5),
+        q(0.99),
+        all.len() as f64 / wall
+    );
+    Ok(())
+}
+
+/// Time to snapshot `gib` GiB of slices (64 MiB slice files, hard-linked): O(files).
+async fn snapshot_time(file: &Path, gib: u64) -> anyhow::Result<()> {
+    let data = tempfile::tempdir_in(file.parent().unwrap_or(Path::new(".")))?;
+    let dir = data.path().join("capture/node-1/packets");
+    std::fs::create_dir_all(&dir)?;
+    let slice_bytes = std::fs::metadata(file)?.len().max(1);
+    let n = (gib * (1 << 30)).div_ceil(slice_bytes);
+    let base = 1_795_514_400_000_000_000i64;
+    for i in 0..n as i64 {
+        let start = base + i * 10_000_000_000;
+        std::fs::hard_link(
+            file,
+            dir.join(format!("{start}-{}.parquet", start + 9_999_999_999)),
+        )?;
+    }
+    let store = remora_analyzer::store::SnapshotStore::open(data.path())?;
+    let req = remora_analyzer::store::CreateRequest {
+        name: "bench".into(),
+        start: Some(base / 1_000_000),
+        end: Some(base / 1_000_000 + n as i64 * 10_000),
+        ..Default::default()
+    };
+    let t = Instant::now();
+    store.reserve("bench")?;
+    let m = store.build(
+        &req,
+        base / 1_000_000,
+        base / 1_000_000 + n as i64 * 10_000,
+        0,
+    )?;
+    println!(
+        "snapshot of {:.2} GiB in {} slice files: {:.3} s",
+        m.bytes as f64 / (1u64 << 30) as f64,
+        m.files.len(),
+        t.elapsed().as_secs_f64()
+    );
     Ok(())
 }
