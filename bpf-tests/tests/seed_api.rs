@@ -408,6 +408,19 @@ fn seed_flow_over_http_counts_exactly_what_was_sent() {
     assert_eq!(status, 401);
     let (status, _) = agent.api("/api/mcp/snapshots/frontend-analysis");
     assert_eq!(status, 200);
+    let openapi = agent.api_json("/openapi.json");
+    assert_eq!(openapi["openapi"], "3.1.0");
+    assert!(
+        openapi["paths"]["/mcp/calls"]["get"]["parameters"]
+            .as_array()
+            .is_some_and(|p| p.len() >= 9)
+    );
+    let endpoints = agent.api_json("/mcp/endpoints");
+    assert!(
+        endpoints["endpoints"]
+            .as_array()
+            .is_some_and(|e| e.len() >= 15)
+    );
     let explained = agent.api_json(&format!(
         "/mcp/calls?db={}&kfl={}&explain=true&limit=1",
         encode(db),

@@ -3,6 +3,7 @@
 //! every route, errors as `{"error": {kind, message, ...}}` with the right status.
 
 mod calls;
+mod endpoints;
 mod json;
 mod snapshots;
 mod stats;
@@ -187,7 +188,9 @@ pub fn router(state: Arc<AnalyzerState>) -> Router {
         .route("/mcp/calls", get(calls::list_calls))
         .route("/mcp/calls/{*id}", get(calls::get_call))
         .route("/mcp/fields", get(calls::fields))
-        .route("/mcp/stats", get(stats::stats));
+        .route("/mcp/stats", get(stats::stats))
+        .route("/mcp/endpoints", get(endpoints::endpoints))
+        .route("/openapi.json", get(endpoints::openapi));
     let both = Router::new().merge(routes.clone()).nest("/api", routes);
     both.layer(middleware::from_fn_with_state(state.clone(), require_token))
         .layer(middleware::from_fn(timeout))

@@ -1,0 +1,117 @@
+//! `/mcp/endpoints` (discovery) and `/openapi.json`, from one table of the API's routes.
+
+use axum::Json;
+use serde_json::{Map, Value, json};
+
+/// One route: method, path, query parameters (name, required, description), JSON body fields,
+/// and what it does.
+struct Endpoint {
+    method: &'static str,
+    path: &'static str,
+    params: &'static [(&'static str, bool, &'static str)],
+    body: &'static [(&'static str, bool, &'static str)],
+    summary: &'static str,
+}
+
+const DB: (&str, bool, &str) = (
+    "db",
+    true,
+    "`<snapshot>/<dissection>` of a completed dissection",
+);
+const KFL: (&str, bool, &str) = ("kfl", false, "KFL filter (docs/kfl.md); empty = every call");
+
+#[rustfmt::skip]
+static ENDPOINTS: &[Endpoint] = &[
+    Endpoint { method: "get", path: "/healthz", params: &[], body: &[], summary: "Liveness." },
+    Endpoint { method: "get", path: "/mcp/endpoints", params: &[], body: &[], summary: "This list." },
+    Endpoint { method: "get", path: "/mcp/data-boundaries", params: &[], body: &[], summary: "Recorded time window per node and overall (unix ms)." },
+    Endpoint { method: "get", path: "/mcp/snapshots", params: &[], body: &[], summary: "Every snapshot." },
+    Endpoint { method: "post", path: "/mcp/snapshots", params: &[], body: &[("name", true, "snapshot name"), ("duration", false, "how far back from now, e.g. 1h"), ("start", false, "unix ms"), ("end", false, "unix ms, default now"), ("nodes", false, "only these nodes")], summary: "Start a snapshot of a time window (202 in_progress)." },
+    Endpoint { method: "get", path: "/mcp/snapshots/{name}", params: &[], body: &[], summary: "A snapshot's status and contents." },
+    Endpoint { method: "delete", path: "/mcp/snapshots/{name}", params: &[], body: &[], summary: "Delete a snapshot and its dissections." },
+    Endpoint { method: "post", path: "/delayed_dissection.DelayedDissection/Start", params: &[], body: &[("snapshot_name", true, "snapshot"), ("dissection_name", true, "name of the result")], summary: "Start dissecting a snapshot (202)." },
+    Endpoint { method: "get", path: "/delayed_dissection.DelayedDissection/GetStatus", params: &[("snapshot_name", false, "snapshot"), ("dissection_name", false, "dissection (with snapshot_name)")], body: &[], summary: "One dissection's status, or every dissection." },
+    Endpoint { method: "get", path: "/mcp/dissections", params: &[("snapshot", false, "only this snapshot's")], body: &[], summary: "Every dissection." },
+    Endpoint { method: "post", path: "/mcp/dissections", params: &[], body: &[("snapshot", true, "snapshot"), ("name", true, "dissection name")], summary: "Start dissecting a snapshot (202)." },
+    Endpoint { method: "get", path: "/mcp/dissections/{snapshot}/{name}", params: &[], body: &[], summary: "A dissection's status and progress." },
+    Endpoint { method: "post", path: "/mcp/dissections/{snapshot}/{name}/stop", params: &[], body: &[], summary: "Cancel a running dissection." },
+    Endpoint { method: "get", path: "/mcp/calls", params: &[DB, KFL, ("limit", false, "rows per page, default 100, at most 1000"), ("cursor", false, "next_cursor of the previous page"), ("offset", false, "rows to skip"), ("start", false, "unix ms"), ("end", false, "unix ms"), ("format", false, "compact (default), full, raw"), ("explain", false, "true: include the SQL the filter became")], body: &[], summary: "API calls matching a KFL filter: {calls, total, truncated, next_cursor}." },
+    Endpoint { method: "get", path: "/mcp/calls/{id}", params: &[DB, ("max_payload_size", false, "body bytes, default 65536")], body: &[], summary: "One call with everything, bodies included." },
+    Endpoint { method: "get", path: "/mcp/stats", params: &[DB, KFL, ("group_by", false, "path, dst.service.name, src.pod.name, status_code, minute, or any string/int field"), ("limit", false, "groups, default 100")], body: &[], summary: "Count, error rate, status classes and latency P50/P90/P99, overall and per group." },
+    Endpoint { method: "get", path: "/mcp/fields", params: &[], body: &[], summary: "The KFL field catalog." },
+    Endpoint { method: "get", path: "/metrics", params: &[], body: &[], summary: "Prometheus metrics." },
+];
+
+/// `GET /mcp/endpoints`.
+pub async fn endpoints() -> Json<Value> {
+    let list: Vec<Value> = ENDPOINTS
+        .iter()
+        .map(|e| {
+            json!({
+                "method": e.method.to_uppercase(),
+                "path": e.path,
+                "summary": e.summary,
+                "params": e.params.iter().map(|(n, r, d)| json!({"name": n, "required": r, "description": d})).collect::<Vec<_>>(),
+                "body": e.body.iter().map(|(n, r, d)| json!({"name": n, "required": r, "description": d})).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Json(
+        json!({"endpoints": list, "prefixes": ["", "/api"], "auth": "Authorization: Bearer <token>"}),
+    )
+}
+
+/// `GET /openapi.json`: OpenAPI 3.1 for the same routes.
+pub async fn openapi() -> Json<Value> {
+    let mut paths = Map::new();
+    for e in ENDPOINTS {
+        let entry = paths.entry(e.path).or_insert_with(|| json!({}));
+        let mut params: Vec<Value> = e
+            .params
+            .iter()
+            .map(|(n, r, d)| json!({"name": n, "in": "query", "required": r, "description": d, "schema": {"type": "string"}}))
+            .collect();
+        for seg in e
+            .path
+            .split('/')
+            .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
+        {
+            params.push(
+                json!({"name": seg, "in": "path", "required": true, "schema": {"type": "string"}}),
+            );
+        }
+        let mut op = json!({
+            "summary": e.summary,
+            "parameters": params,
+            "responses": {
+                "200": {"description": "JSON result"},
+                "400": {"description": "bad input: {error: {kind, message}}"},
+                "401": {"description": "missing or wrong bearer token"},
+                "404": {"description": "unknown snapshot, db or call"},
+                "409": {"description": "exists or not ready"}
+            },
+            "security": [{"bearer": []}],
+        });
+        if !e.body.is_empty() {
+            let props: Map<String, Value> = e
+                .body
+                .iter()
+                .map(|(n, _, d)| ((*n).to_owned(), json!({"description": d})))
+                .collect();
+            let required: Vec<&str> = e
+                .body
+                .iter()
+                .filter(|(_, r, _)| *r)
+                .map(|(n, _, _)| *n)
+                .collect();
+            op["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {"type": "object", "properties": props, "required": required}}}});
+        }
+        entry[e.method] = op;
+    }
+    Json(json!({
+        "openapi": "3.1.0",
+        "info": {"title": "Remora analyzer API", "version": env!("CARGO_PKG_VERSION")},
+        "paths": paths,
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+    }))
+}
