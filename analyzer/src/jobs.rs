@@ -418,3 +418,33 @@ impl Jobs {
         self.db_dir(snapshot, name)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_restart_marks_unfinished_jobs_failed_and_hides_their_output() {
+        let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let partial = tmp.path().join("dissections/snap/.d1.partial");
+        fs::create_dir_all(&partial).unwrap_or_default();
+        fs::write(partial.join("calls.parquet"), b"half").unwrap_or_default();
+        let store = Arc::new(SnapshotStore::open(tmp.path()).unwrap_or_else(|e| panic!("{e}")));
+        let jobs = Jobs::open(tmp.path(), store, Arc::new(crate::rows::NoWorkloads), 1)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!partial.exists());
+        let status = jobs.status("snap", "d1").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(status.status, JobState::Failed);
+        assert!(status.error.unwrap_or_default().contains("start it again"));
+        assert!(matches!(jobs.db("snap/d1"), Err(JobError::NotReady(_))));
+        assert!(
+            !tmp.path()
+                .join("dissections/snap/d1/calls.parquet")
+                .exists()
+        );
+        assert!(matches!(
+            jobs.db("snap/../x"),
+            Err(JobError::Store(StoreError::InvalidName(_)))
+        ));
+    }
+}
