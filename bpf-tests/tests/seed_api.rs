@@ -79,6 +79,52 @@ fn example(title: &str, request: &str, response: &Value) {
     }
 }
 
+/// A Python HTTP server on 198.18.0.2:9090 whose paths sleep a known time.
+struct SlowServer(std::process::Child);
+
+impl SlowServer {
+    fn start(ns: &bpf_tests::net::NetNs) -> Self {
+        let script = r#"
+import http.server, time
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        delay, status = {"/api/v1/cart": (0.02, 200), "/api/v1/checkout": (0.06, 503)}.get(self.path, (0, 404))
+        time.sleep(delay)
+        body = b"ok\n"
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+http.server.ThreadingHTTPServer(("198.18.0.2", 9090), H).serve_forever()
+"#;
+        let child = ns
+            .command("python3")
+            .args(["-c", script])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3");
+        let up = (0..100).any(|_| {
+            std::thread::sleep(Duration::from_millis(50));
+            ns.command("nc")
+                .args(["-z", ADDR_B, "9090"])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+        assert!(up, "the slow server did not start");
+        Self(child)
+    }
+}
+
+impl Drop for SlowServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn wait_for(agent: &AgentProc, path: &str, done: impl Fn(&Value) -> bool) -> Value {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
@@ -143,6 +189,43 @@ fn seed_flow_over_http_counts_exactly_what_was_sent() {
             ],
         ));
     }
+    // HTTP/2 (prior knowledge) to the checkout service's nginx.
+    // One curl per request: curl 7.88 breaks reusing a prior-knowledge connection.
+    let h2_lines: Vec<String> = ["/", "/api/v1/checkout", "/api/v1/cart"]
+        .iter()
+        .map(|p| {
+            let out = pair
+                .a
+                .command("curl")
+                .args([
+                    "-sS",
+                    "--http2-prior-knowledge",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code} %{http_version}",
+                ])
+                .arg(format!("http://{ADDR_B}:8081{p}"))
+                .output()
+                .expect("curl h2");
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+        .collect();
+    assert_eq!(h2_lines, ["200 2", "503 2", "200 2"]);
+    // A slow service with known latencies: cart 20 ms, checkout 60 ms (and 503).
+    let _slow = SlowServer::start(&pair.b);
+    let mut slow = Vec::new();
+    for _ in 0..10 {
+        slow.extend(curl(
+            &pair.a,
+            &format!("http://{ADDR_B}:9090"),
+            &["/api/v1/cart", "/api/v1/cart", "/api/v1/checkout"],
+        ));
+    }
     let inbound = curl(
         &pair.b,
         &format!("http://{ADDR_A}:8080"),
@@ -151,6 +234,13 @@ fn seed_flow_over_http_counts_exactly_what_was_sent() {
     let count = |calls: &[(String, u16)], f: &dyn Fn(&str, u16) -> bool| {
         calls.iter().filter(|(p, s)| f(p, *s)).count() as u64
     };
+    // Everything the frontend sent: HTTP/1 to nginx and to the slow service, HTTP/2 to nginx.
+    outbound.extend(slow.iter().cloned());
+    outbound.extend([
+        ("/".to_owned(), 200),
+        ("/api/v1/checkout".to_owned(), 503),
+        ("/api/v1/cart".to_owned(), 200),
+    ]);
     let all: Vec<(String, u16)> = outbound.iter().chain(&inbound).cloned().collect();
     let failed_503 = count(&all, &|_, s| s == 503);
     let checkout_503 = count(&all, &|p, s| p == "/api/v1/checkout" && s == 503);
@@ -218,7 +308,12 @@ fn seed_flow_over_http_counts_exactly_what_was_sent() {
     );
     assert_eq!(done["progress"], 100.0);
     let http_calls = done["calls_by_protocol"]["HTTP"].as_u64().unwrap_or(0);
-    assert_eq!(http_calls, all.len() as u64, "{done}");
+    assert_eq!(http_calls, all.len() as u64 - 3, "{done}");
+    assert_eq!(
+        done["calls_by_protocol"]["HTTP/2"].as_u64(),
+        Some(3),
+        "{done}"
+    );
 
     // 6–9. The seed's filters, verbatim.
     let db = "frontend-analysis/analysis-1";
@@ -296,6 +391,32 @@ fn seed_flow_over_http_counts_exactly_what_was_sent() {
         "{stats}"
     );
     assert_eq!(checkout["error_rate"], 1.0, "{stats}");
+    // Known latencies come back within the measurement's resolution (a few ms on a veth).
+    let slow_stats = agent.api_json(&format!(
+        "/mcp/stats?db={}&kfl={}&group_by=path",
+        encode(db),
+        encode("dst.port == 9090")
+    ));
+    for (path, ms) in [("/api/v1/cart", 20), ("/api/v1/checkout", 60)] {
+        let g = slow_stats["groups"]
+            .as_array()
+            .and_then(|g| g.iter().find(|g| g["key"] == path))
+            .cloned()
+            .unwrap_or_default();
+        for p in ["p50", "p99"] {
+            let us = g["latency_us"][p].as_i64().unwrap_or(0);
+            assert!(
+                (ms * 1000..ms * 1000 + 15_000).contains(&us),
+                "{path} {p} = {us} µs, sleep {ms} ms: {slow_stats}"
+            );
+        }
+    }
+    let h2 = agent.api_json(&format!(
+        "/mcp/calls?db={}&kfl={}",
+        encode(db),
+        encode("http2 && response.status == 503")
+    ));
+    assert_eq!(h2["total"], 1, "{h2}");
     let minutes = agent.api_json(&format!("/mcp/stats?db={}&group_by=minute", encode(db)));
     let per_minute: u64 = minutes["groups"].as_array().map_or(0, |g| {
         g.iter().map(|m| m["count"].as_u64().unwrap_or(0)).sum()
