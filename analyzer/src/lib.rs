@@ -10,6 +10,7 @@ pub mod api;
 pub mod client;
 pub mod dissect_cmd;
 pub mod jobs;
+pub mod mcp;
 pub mod query;
 pub mod rows;
 pub mod slices_input;

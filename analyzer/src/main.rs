@@ -82,6 +82,10 @@ enum Command {
         /// service}); without Kubernetes this is how `src.pod`/`dst.svc` filters get names.
         #[arg(long)]
         workloads: Option<std::path::PathBuf>,
+        /// Let secrets (authorization, cookie, set-cookie, x-api-key, proxy-authorization
+        /// header values) reach MCP clients unmasked.
+        #[arg(long)]
+        no_redact: bool,
     },
 }
 
@@ -416,7 +420,11 @@ async fn main() -> anyhow::Result<()> {
                 out.join("conns.parquet").display()
             );
         }
-        Command::Up { record, workloads } => {
+        Command::Up {
+            record,
+            workloads,
+            no_redact,
+        } => {
             let listen_given =
                 std::env::args().any(|a| a == "--listen" || a.starts_with("--listen="));
             let config = record
@@ -438,7 +446,10 @@ async fn main() -> anyhow::Result<()> {
             let analyzer =
                 remora_analyzer::api::AnalyzerState::open(&config.data_dir, token, workloads, 1)
                     .context("opening the analyzer's store")?;
-            let routes = remora_analyzer::api::router(analyzer);
+            let api = remora_analyzer::api::router(analyzer.clone());
+            let mcp =
+                remora_analyzer::mcp::service(api.clone(), analyzer.token.clone(), !no_redact);
+            let routes = api.merge(remora_analyzer::api::with_auth(mcp, analyzer));
             let summary = remora_agent::run_with_routes(
                 config,
                 routes,

@@ -234,6 +234,22 @@ fn seed_flow_over_http_counts_exactly_what_was_sent() {
     let count = |calls: &[(String, u16)], f: &dyn Fn(&str, u16) -> bool| {
         calls.iter().filter(|(p, s)| f(p, *s)).count() as u64
     };
+    // One request carrying a secret, which MCP must never show.
+    let secret = pair
+        .a
+        .command("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-H",
+            "Authorization: Bearer s3cret",
+        ])
+        .arg(format!("http://{ADDR_B}:8080/api/v1/cart"))
+        .status()
+        .expect("curl");
+    assert!(secret.success());
+    outbound.push(("/api/v1/cart".to_owned(), 200));
     // Everything the frontend sent: HTTP/1 to nginx and to the slow service, HTTP/2 to nginx.
     outbound.extend(slow.iter().cloned());
     outbound.extend([
@@ -324,7 +340,7 @@ fn seed_flow_over_http_counts_exactly_what_was_sent() {
             encode(kfl)
         ))
     };
-    let cases: BTreeMap<&str, u64> = BTreeMap::from([
+    let cases: BTreeMap<&'static str, u64> = BTreeMap::from([
         (r#"src.pod contains "frontend""#, outbound.len() as u64),
         (r#"dst.svc=="frontend""#, inbound.len() as u64),
         ("response.status==503", failed_503),
@@ -556,4 +572,40 @@ fn seed_flow_over_http_counts_exactly_what_was_sent() {
         explained["explain"],
         "SELECT * FROM calls WHERE (status_code = 503)"
     );
+
+    // 10. The same flow through MCP, driven by the official Python SDK over Streamable HTTP.
+    let python = bpf_tests::workspace_root().join(".venv/bin/python");
+    assert!(
+        python.is_file(),
+        "{} missing: run cargo xtask setup",
+        python.display()
+    );
+    let script = bpf_tests::workspace_root().join("bpf-tests/tests/mcp_seed.py");
+    let expect = json!({
+        "filters": cases,
+        "calls": all.len(),
+        "errors": failed_503,
+    });
+    let token = std::fs::read_to_string(data_dir.join("token")).unwrap_or_default();
+    let out = pair
+        .a
+        .command(python.to_str().unwrap_or_default())
+        .arg(&script)
+        .args([
+            "http://127.0.0.1:8898/mcp",
+            token.trim(),
+            &expect.to_string(),
+        ])
+        .output()
+        .expect("python mcp client");
+    assert!(
+        out.status.success(),
+        "MCP seed flow failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("MCP seed flow: {}", String::from_utf8_lossy(&out.stdout));
+    // The MCP endpoint wants the token too.
+    let (status, _) = agent.request("POST", "/mcp", Some("{}"), None);
+    assert_eq!(status, 401);
 }

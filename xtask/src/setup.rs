@@ -40,6 +40,8 @@ const PACKAGES: &[(&str, &str)] = &[
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const DUCKDB_VERSION: &str = "2.0.0";
 const GRPCIO_VERSION: &str = "1.85.1";
+/// The MCP Python SDK, the real client the MCP tests drive Remora with.
+const MCP_VERSION: &str = "2.3.0";
 
 /// Runs every setup step.
 pub fn run() -> anyhow::Result<()> {
@@ -224,7 +226,7 @@ fn bpf_linker() -> anyhow::Result<()> {
 }
 
 fn python_venv() -> anyhow::Result<()> {
-    step("Python test tools (.venv: duckdb, grpcio)");
+    step("Python test tools (.venv: duckdb, grpcio, mcp)");
     let venv = root_dir().join(".venv");
     let python = venv.join("bin/python");
     let have = |module: &str| {
@@ -233,7 +235,7 @@ fn python_venv() -> anyhow::Result<()> {
             .output()
             .is_ok_and(|o| o.status.success())
     };
-    if python.exists() && have("duckdb") && have("grpc") {
+    if python.exists() && have("duckdb") && have("grpc") && have("mcp") {
         note("present");
         return Ok(());
     }
@@ -243,13 +245,14 @@ fn python_venv() -> anyhow::Result<()> {
             .context("python3 -m venv failed; install python3-venv")?;
     }
     note(&format!(
-        "installing duckdb=={DUCKDB_VERSION} grpcio=={GRPCIO_VERSION}"
+        "installing duckdb=={DUCKDB_VERSION} grpcio=={GRPCIO_VERSION} mcp=={MCP_VERSION}"
     ));
     run_cmd(Command::new(venv.join("bin/pip")).args([
         "install",
         "-q",
         &format!("duckdb=={DUCKDB_VERSION}"),
         &format!("grpcio=={GRPCIO_VERSION}"),
+        &format!("mcp=={MCP_VERSION}"),
     ]))
     .context("pip install failed; check that PyPI is reachable")
 }

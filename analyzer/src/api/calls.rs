@@ -56,6 +56,8 @@ pub struct CallsQuery {
     format: Option<String>,
     #[serde(default)]
     explain: bool,
+    /// `time` (default, oldest first) or `slowest` (highest elapsed_time first).
+    order: Option<String>,
 }
 
 async fn open_calls(s: &AnalyzerState, db: &str) -> Api<datafusion::prelude::SessionContext> {
@@ -113,11 +115,23 @@ pub async fn list_calls(
         df = df.filter(col("timestamp").lt_eq(ts(end))).map_err(df_err)?;
     }
     let total = df.clone().count().await.map_err(df_err)?;
-    let mut page = df
-        .sort(vec![
+    let order = match q.order.as_deref().unwrap_or("time") {
+        "time" => vec![
             col("timestamp").sort(true, false),
             col("id").sort(true, false),
-        ])
+        ],
+        "slowest" => vec![
+            col("elapsed_time").sort(false, false),
+            col("id").sort(true, false),
+        ],
+        other => {
+            return Err(ApiError::bad(format!(
+                "order `{other}`: use time or slowest"
+            )));
+        }
+    };
+    let mut page = df
+        .sort(order)
         .map_err(df_err)?
         .limit(offset, Some(limit))
         .map_err(df_err)?;

@@ -152,6 +152,11 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
+/// `routes` behind the analyzer's bearer token (for routes built elsewhere, like `/mcp`).
+pub fn with_auth(routes: Router, state: Arc<AnalyzerState>) -> Router {
+    routes.layer(middleware::from_fn_with_state(state, require_token))
+}
+
 /// The analyzer's routes (no fallback: they are merged with the node API's).
 pub fn router(state: Arc<AnalyzerState>) -> Router {
     let routes = Router::new()

@@ -1,0 +1,418 @@
+//! The tools: Kubeshark's names and argument names, each mapped onto an analyzer route.
+
+use std::sync::Arc;
+
+use rmcp::{
+    ErrorData as McpError,
+    model::{JsonObject, Tool, ToolAnnotations},
+};
+use serde_json::{Value, json};
+
+use super::RemoraMcp;
+use crate::client::encode;
+
+fn schema(properties: Value, required: &[&str]) -> Arc<JsonObject> {
+    let v = json!({"type": "object", "properties": properties, "required": required});
+    Arc::new(v.as_object().cloned().unwrap_or_default())
+}
+
+fn tool(
+    name: &'static str,
+    description: &'static str,
+    input: Arc<JsonObject>,
+    read_only: bool,
+) -> Tool {
+    let annotations = ToolAnnotations::new()
+        .read_only(read_only)
+        .destructive(false);
+    Tool::new(name, description, input).annotate(annotations)
+}
+
+const DB: &str =
+    "Dissection result to query: \"<snapshot>/<dissection>\" (from start_snapshot_dissection).";
+const KFL: &str = "KFL filter, e.g. `src.pod contains \"frontend\"`, `response.status==503`, `http && elapsed_time > 1000000` (µs). Empty = all calls. describe_fields lists the fields.";
+
+/// Every tool, with its input schema.
+pub fn definitions() -> Vec<Tool> {
+    vec![
+        tool(
+            "get_data_boundaries",
+            "The recorded time window per node and overall (unix ms). Start here.",
+            schema(json!({}), &[]),
+            true,
+        ),
+        tool(
+            "create_snapshot",
+            "Freeze a time window of recorded traffic for analysis. Returns status in_progress; poll get_snapshot until completed.",
+            schema(
+                json!({
+                    "name": {"type": "string", "description": "New snapshot name: letters, digits, . _ -"},
+                    "duration": {"type": "string", "description": "Window ending now, e.g. \"15m\", \"1h\""},
+                    "start": {"type": "integer", "description": "Window start, unix ms (instead of duration)"},
+                    "end": {"type": "integer", "description": "Window end, unix ms (default now)"}
+                }),
+                &["name"],
+            ),
+            false,
+        ),
+        tool(
+            "get_snapshot",
+            "A snapshot's status (in_progress, completed, failed), packets and bytes.",
+            schema(
+                json!({"id": {"type": "string", "description": "Snapshot name"}}),
+                &["id"],
+            ),
+            true,
+        ),
+        tool(
+            "list_snapshots",
+            "Every snapshot with its status.",
+            schema(json!({}), &[]),
+            true,
+        ),
+        tool(
+            "start_snapshot_dissection",
+            "Dissect a completed snapshot into API calls (HTTP, HTTP/2, gRPC, DNS, TLS). Poll get_snapshot_dissection_status; the result is the db \"<snapshot_id>/<name>\".",
+            schema(
+                json!({
+                    "snapshot_id": {"type": "string", "description": "Snapshot name"},
+                    "name": {"type": "string", "description": "Name for this dissection, e.g. analysis-1"}
+                }),
+                &["snapshot_id", "name"],
+            ),
+            false,
+        ),
+        tool(
+            "get_snapshot_dissection_status",
+            "A dissection's status, progress (0-100), packets processed and calls found.",
+            schema(
+                json!({
+                    "snapshot_id": {"type": "string", "description": "Snapshot name"},
+                    "name": {"type": "string", "description": "Dissection name"}
+                }),
+                &["snapshot_id", "name"],
+            ),
+            true,
+        ),
+        tool(
+            "list_snapshot_dissections",
+            "Dissections, of one snapshot or of all.",
+            schema(
+                json!({"snapshot_id": {"type": "string", "description": "Only this snapshot's (optional)"}}),
+                &[],
+            ),
+            true,
+        ),
+        tool(
+            "list_api_calls",
+            "API calls of a dissection matching a KFL filter: {calls, total, truncated, next_cursor}. Compact rows by default; pass cursor to page.",
+            schema(
+                json!({
+                    "db": {"type": "string", "description": DB},
+                    "kfl": {"type": "string", "description": KFL},
+                    "limit": {"type": "integer", "description": "Rows, default 20, at most 1000"},
+                    "cursor": {"type": "string", "description": "next_cursor of the previous page"},
+                    "format": {"type": "string", "enum": ["compact", "full", "raw"], "description": "compact (default), full (headers, no bodies), raw"},
+                    "start": {"type": "integer", "description": "Only calls from this unix ms"},
+                    "end": {"type": "integer", "description": "Only calls until this unix ms"}
+                }),
+                &["db"],
+            ),
+            true,
+        ),
+        tool(
+            "get_api_call",
+            "One call in full: headers, bodies (redacted secrets), timings.",
+            schema(
+                json!({
+                    "db": {"type": "string", "description": DB},
+                    "id": {"type": "string", "description": "Call id from list_api_calls, e.g. node-1/12/1"},
+                    "max_payload_size": {"type": "integer", "description": "Body bytes to return, default 65536"}
+                }),
+                &["db", "id"],
+            ),
+            true,
+        ),
+        tool(
+            "get_api_stats",
+            "Count, error rate, status classes and latency P50/P90/P99 (µs) of the calls a KFL filter selects, optionally per group.",
+            schema(
+                json!({
+                    "db": {"type": "string", "description": DB},
+                    "kfl": {"type": "string", "description": KFL},
+                    "group_by": {"type": "string", "description": "path, dst.service.name, src.pod.name, status_code, minute, or any string/int field"}
+                }),
+                &["db"],
+            ),
+            true,
+        ),
+        tool(
+            "analyze_calls",
+            "The whole analysis in one call: count, error rate, status distribution, latency P50/P90/P99 overall, per path and per peer, the slowest calls, and a per-minute timeline.",
+            schema(
+                json!({
+                    "db": {"type": "string", "description": DB},
+                    "kfl": {"type": "string", "description": KFL}
+                }),
+                &["db"],
+            ),
+            true,
+        ),
+        tool(
+            "describe_fields",
+            "The KFL fields (name, type, description) and aliases, for writing filters.",
+            schema(json!({}), &[]),
+            true,
+        ),
+    ]
+}
+
+fn arg<'a>(args: &'a JsonObject, key: &str) -> Option<&'a Value> {
+    args.get(key).filter(|v| !v.is_null())
+}
+
+fn text(args: &JsonObject, key: &str) -> Option<String> {
+    arg(args, key).map(|v| match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    })
+}
+
+fn required(args: &JsonObject, key: &str, tool: &str) -> Result<String, McpError> {
+    text(args, key).ok_or_else(|| {
+        McpError::invalid_params(
+            format!("{tool} needs `{key}`; tools/list shows its arguments"),
+            None,
+        )
+    })
+}
+
+fn query(args: &JsonObject, keys: &[&str]) -> String {
+    keys.iter()
+        .filter_map(|k| text(args, k).map(|v| format!("&{k}={}", encode(&v))))
+        .collect()
+}
+
+/// What to do next after an error, by kind.
+fn hint(kind: &str, tool: &str) -> &'static str {
+    match (kind, tool) {
+        ("not_found", _) => "call list_snapshots / list_snapshot_dissections to see what exists",
+        ("not_ready", _) => {
+            "wait: poll get_snapshot / get_snapshot_dissection_status until completed"
+        }
+        ("exists", _) => "choose another name, or use the existing one",
+        (
+            "unknown_field" | "type" | "parse" | "unknown_function" | "regex" | "value"
+            | "unsupported",
+            _,
+        ) => "fix the KFL filter at the caret; describe_fields lists every field",
+        _ => "check the arguments against tools/list",
+    }
+}
+
+async fn get(mcp: &RemoraMcp, path: &str, tool: &str) -> (Value, bool) {
+    into_result(mcp.request("GET", path, None).await, tool)
+}
+
+fn into_result((status, body): (u16, Value), tool: &str) -> (Value, bool) {
+    if status < 400 {
+        return (body, false);
+    }
+    let kind = body["error"]["kind"].as_str().unwrap_or("error").to_owned();
+    let mut err = body["error"].clone();
+    if err.is_object() {
+        err["next"] = json!(hint(&kind, tool));
+    }
+    (json!({"error": err}), true)
+}
+
+/// Checks argument types against the tool's schema (JSON-RPC invalid params otherwise).
+fn check_types(name: &str, args: &JsonObject) -> Result<(), McpError> {
+    let Some(def) = definitions().into_iter().find(|t| t.name == name) else {
+        return Err(McpError::invalid_params(
+            format!("unknown tool `{name}`; tools/list shows the tools"),
+            None,
+        ));
+    };
+    let props = def
+        .input_schema
+        .get("properties")
+        .and_then(Value::as_object);
+    for (key, value) in args {
+        let want = props
+            .and_then(|p| p.get(key))
+            .and_then(|s| s.get("type"))
+            .and_then(Value::as_str);
+        let ok = match want {
+            Some("string") => value.is_string() || value.is_null(),
+            Some("integer") => value.is_i64() || value.is_u64() || value.is_null(),
+            Some(_) => true,
+            None => {
+                return Err(McpError::invalid_params(
+                    format!("{name} has no argument `{key}`; tools/list shows its arguments"),
+                    None,
+                ));
+            }
+        };
+        if !ok {
+            return Err(McpError::invalid_params(
+                format!(
+                    "{name}: `{key}` must be {}, got {value}",
+                    want.unwrap_or("?")
+                ),
+                None,
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Runs a tool; `(result, is_error)`. Unknown tools, unknown arguments, wrong types and
+/// missing arguments are JSON-RPC errors (invalid params); everything else is a result.
+pub async fn call(
+    mcp: &RemoraMcp,
+    name: &str,
+    args: &JsonObject,
+) -> Result<(Value, bool), McpError> {
+    check_types(name, args)?;
+    Ok(match name {
+        "get_data_boundaries" => get(mcp, "/mcp/data-boundaries", name).await,
+        "create_snapshot" => {
+            let body = json!({
+                "name": required(args, "name", name)?,
+                "duration": text(args, "duration"),
+                "start": arg(args, "start"), "end": arg(args, "end"),
+            });
+            into_result(
+                mcp.request("POST", "/mcp/snapshots", Some(&body)).await,
+                name,
+            )
+        }
+        "get_snapshot" => {
+            let id = required(args, "id", name)?;
+            get(mcp, &format!("/mcp/snapshots/{}", encode(&id)), name).await
+        }
+        "list_snapshots" => get(mcp, "/mcp/snapshots", name).await,
+        "start_snapshot_dissection" => {
+            let body = json!({"snapshot": required(args, "snapshot_id", name)?, "name": required(args, "name", name)?});
+            into_result(
+                mcp.request("POST", "/mcp/dissections", Some(&body)).await,
+                name,
+            )
+        }
+        "get_snapshot_dissection_status" => {
+            let (s, n) = (
+                required(args, "snapshot_id", name)?,
+                required(args, "name", name)?,
+            );
+            get(
+                mcp,
+                &format!("/mcp/dissections/{}/{}", encode(&s), encode(&n)),
+                name,
+            )
+            .await
+        }
+        "list_snapshot_dissections" => {
+            let q = text(args, "snapshot_id")
+                .map(|s| format!("?snapshot={}", encode(&s)))
+                .unwrap_or_default();
+            get(mcp, &format!("/mcp/dissections{q}"), name).await
+        }
+        "list_api_calls" => {
+            let db = required(args, "db", name)?;
+            let limit = arg(args, "limit").and_then(Value::as_u64).unwrap_or(20);
+            let path = format!(
+                "/mcp/calls?db={}&limit={limit}{}",
+                encode(&db),
+                query(args, &["kfl", "cursor", "format", "start", "end"])
+            );
+            let (mut v, err) = get(mcp, &path, name).await;
+            if !err && v["truncated"] == true {
+                v["note"] = json!(format!(
+                    "{} more calls: call again with cursor = next_cursor, or narrow the kfl filter",
+                    v["total"].as_u64().unwrap_or(0).saturating_sub(
+                        v["next_cursor"]
+                            .as_str()
+                            .and_then(|c| c.parse().ok())
+                            .unwrap_or(0)
+                    )
+                ));
+            }
+            (v, err)
+        }
+        "get_api_call" => {
+            let (db, id) = (required(args, "db", name)?, required(args, "id", name)?);
+            let path = format!(
+                "/mcp/calls/{id}?db={}{}",
+                encode(&db),
+                query(args, &["max_payload_size"])
+            );
+            get(mcp, &path, name).await
+        }
+        "get_api_stats" => {
+            let db = required(args, "db", name)?;
+            get(
+                mcp,
+                &format!(
+                    "/mcp/stats?db={}{}",
+                    encode(&db),
+                    query(args, &["kfl", "group_by"])
+                ),
+                name,
+            )
+            .await
+        }
+        "analyze_calls" => {
+            let db = required(args, "db", name)?;
+            let base = format!("/mcp/stats?db={}{}", encode(&db), query(args, &["kfl"]));
+            let (overall, err) = get(mcp, &base, name).await;
+            if err {
+                return Ok((overall, true));
+            }
+            let mut out = overall;
+            for (key, group) in [
+                ("by_path", "path"),
+                ("by_peer", "dst.name"),
+                ("timeline", "minute"),
+            ] {
+                let (v, _) = get(
+                    mcp,
+                    &format!("{base}&group_by={}&limit=20", encode(group)),
+                    name,
+                )
+                .await;
+                out[key] = v["groups"].clone();
+            }
+            let slow = format!(
+                "/mcp/calls?db={}&limit=5&order=slowest{}",
+                encode(&db),
+                query(args, &["kfl"])
+            );
+            let (v, _) = get(mcp, &slow, name).await;
+            out["slowest"] = v["calls"].clone();
+            (out, false)
+        }
+        "describe_fields" => {
+            let (v, err) = get(mcp, "/mcp/fields", name).await;
+            // Compact: name, type, description; a model reads every byte.
+            let fields: Vec<Value> = v["calls"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|f| json!([f["name"], f["type"], f["description"]]))
+                        .collect()
+                })
+                .unwrap_or_default();
+            (
+                json!({"calls_fields [name, type, description]": fields, "aliases": v["aliases"]}),
+                err,
+            )
+        }
+        other => {
+            return Err(McpError::invalid_params(
+                format!("unknown tool `{other}`; tools/list shows the tools"),
+                None,
+            ));
+        }
+    })
+}
