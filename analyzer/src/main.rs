@@ -49,6 +49,25 @@ enum Command {
         #[command(flatten)]
         conn: Connection,
     },
+    /// MCP over stdio for AI assistants: tools calling a running analyzer (`--url`), or a
+    /// data directory opened here (`--data-dir`).
+    Mcp {
+        /// A running analyzer (default when --data-dir is not given).
+        #[arg(long, default_value = "http://127.0.0.1:8898")]
+        url: String,
+        /// File with the analyzer's bearer token.
+        #[arg(long, default_value = "./remora-data/token")]
+        token_file: std::path::PathBuf,
+        /// Open this data directory instead of calling a running analyzer.
+        #[arg(long)]
+        data_dir: Option<std::path::PathBuf>,
+        /// Print the JSON snippet MCP clients (Claude Desktop/Code, Cursor) expect, and exit.
+        #[arg(long)]
+        print_config: bool,
+        /// Do not mask credential headers in results.
+        #[arg(long)]
+        no_redact: bool,
+    },
     /// Count, error rate and latency percentiles of a dissection's calls, optionally per group.
     Stats {
         /// `<snapshot>/<dissection>`.
@@ -407,6 +426,58 @@ async fn main() -> anyhow::Result<()> {
         | Command::Stats { .. }) => {
             // Blocking HTTP client: off the async runtime's workers.
             tokio::task::spawn_blocking(move || client(c)).await??;
+        }
+        Command::Mcp {
+            url,
+            token_file,
+            data_dir,
+            print_config,
+            no_redact,
+        } => {
+            let token_path = std::path::absolute(&token_file).unwrap_or(token_file.clone());
+            if print_config {
+                let exe = std::env::current_exe()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|_| "remora".into());
+                let config = remora_analyzer::mcp::client_config(
+                    &exe,
+                    &url,
+                    &token_path.display().to_string(),
+                );
+                println!("{}", serde_json::to_string_pretty(&config)?);
+                return Ok(());
+            }
+            let server = match data_dir {
+                Some(dir) => {
+                    let token = remora_agent::auth::load_or_create_token(&dir.join("token"))
+                        .with_context(|| format!("reading {}", dir.join("token").display()))?;
+                    let state = remora_analyzer::api::AnalyzerState::open(
+                        &dir,
+                        token.clone(),
+                        std::sync::Arc::new(remora_analyzer::rows::NoWorkloads),
+                        1,
+                    )?;
+                    remora_analyzer::mcp::RemoraMcp::new(
+                        remora_analyzer::api::router(state),
+                        token,
+                        !no_redact,
+                    )
+                }
+                None => {
+                    let token = std::fs::read_to_string(&token_path).with_context(|| {
+                        format!(
+                            "reading the token from {} (pass --token-file)",
+                            token_path.display()
+                        )
+                    })?;
+                    remora_analyzer::mcp::RemoraMcp::remote(
+                        url,
+                        token.trim().to_owned(),
+                        !no_redact,
+                    )
+                }
+            };
+            remora_analyzer::mcp::serve_stdio(server).await?;
         }
         Command::Dissect { capture, out, node } => {
             let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());

@@ -1,6 +1,8 @@
 """Drives Remora's MCP server with the official MCP Python SDK through the seed's flow.
 
-argv: <mcp url> <token> <expected json>; expected = {"<kfl>": total, ..., "errors": n, "calls": n}.
+argv: <mcp url | stdio:<remora binary>> <token or token file> <expected json> <snapshot name>;
+expected = {"filters": {"<kfl>": total, ...}, "errors": n, "calls": n}. With `stdio:` the
+client starts `remora mcp --url http://127.0.0.1:8898 --token-file <token file>` itself.
 Prints one JSON object: the bytes each step returned and the wall time. Exits non-zero with a
 message on any mismatch.
 """
@@ -10,9 +12,10 @@ import sys
 import time
 
 from mcp import ClientSession
+from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import create_mcp_http_client, streamable_http_client
 
-URL, TOKEN, EXPECT = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+URL, TOKEN, EXPECT, SNAP = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4]
 TOOLS = {
     "get_data_boundaries", "create_snapshot", "get_snapshot", "list_snapshots",
     "start_snapshot_dissection", "get_snapshot_dissection_status", "list_snapshot_dissections",
@@ -47,8 +50,16 @@ async def poll(s, step, name, args, key="status", until=("completed", "failed", 
 
 async def main():
     started = time.monotonic()
-    http = create_mcp_http_client(headers={"Authorization": f"Bearer {TOKEN}"})
-    async with streamable_http_client(URL, http_client=http) as streams:
+    if URL.startswith("stdio:"):
+        params = StdioServerParameters(
+            command=URL[len("stdio:"):],
+            args=["mcp", "--url", "http://127.0.0.1:8898", "--token-file", TOKEN],
+        )
+        transport = stdio_client(params)
+    else:
+        http = create_mcp_http_client(headers={"Authorization": f"Bearer {TOKEN}"})
+        transport = streamable_http_client(URL, http_client=http)
+    async with transport as streams:
         async with ClientSession(streams[0], streams[1]) as s:
             await s.initialize()
             check("get_data_boundaries" in (s.instructions or ""), "instructions teach the flow")
@@ -67,15 +78,15 @@ async def main():
 
             err, text = await call(s, "1 boundaries", "get_data_boundaries", {})
             check(not err and json.loads(text)["nodes"][0]["name"] == "test", text)
-            err, text = await call(s, "2 snapshot", "create_snapshot", {"name": "mcp-snap", "duration": "2m"})
+            err, text = await call(s, "2 snapshot", "create_snapshot", {"name": SNAP, "duration": "2m"})
             check(not err and json.loads(text)["status"] == "in_progress", text)
-            snap = await poll(s, "3 snapshot status", "get_snapshot", {"id": "mcp-snap"})
+            snap = await poll(s, "3 snapshot status", "get_snapshot", {"id": SNAP})
             check(snap["status"] == "completed", snap)
-            err, text = await call(s, "4 dissection", "start_snapshot_dissection", {"snapshot_id": "mcp-snap", "name": "m1"})
+            err, text = await call(s, "4 dissection", "start_snapshot_dissection", {"snapshot_id": SNAP, "name": "m1"})
             check(not err, text)
-            done = await poll(s, "5 dissection status", "get_snapshot_dissection_status", {"snapshot_id": "mcp-snap", "name": "m1"})
+            done = await poll(s, "5 dissection status", "get_snapshot_dissection_status", {"snapshot_id": SNAP, "name": "m1"})
             check(done["status"] == "completed", done)
-            db = "mcp-snap/m1"
+            db = f"{SNAP}/m1"
             for i, (kfl, want) in enumerate(EXPECT["filters"].items()):
                 err, text = await call(s, f"{6 + i} calls", "list_api_calls", {"db": db, "kfl": kfl, "limit": 1000})
                 v = json.loads(text)

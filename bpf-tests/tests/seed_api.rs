@@ -595,6 +595,7 @@ fn seed_flow_over_http_counts_exactly_what_was_sent() {
             "http://127.0.0.1:8898/mcp",
             token.trim(),
             &expect.to_string(),
+            "mcp-http",
         ])
         .output()
         .expect("python mcp client");
@@ -604,7 +605,30 @@ fn seed_flow_over_http_counts_exactly_what_was_sent() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    println!("MCP seed flow: {}", String::from_utf8_lossy(&out.stdout));
+    println!(
+        "MCP seed flow (Streamable HTTP): {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // And over stdio: the SDK starts `remora mcp --url ... --token-file ...` itself.
+    let out = pair
+        .a
+        .command(python.to_str().unwrap_or_default())
+        .arg(&script)
+        .arg(format!("stdio:{}", remora.display()))
+        .arg(data_dir.join("token"))
+        .args([&expect.to_string(), "mcp-stdio"])
+        .output()
+        .expect("python mcp client");
+    assert!(
+        out.status.success(),
+        "MCP seed flow over stdio failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!(
+        "MCP seed flow (stdio): {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     // The MCP endpoint wants the token too.
     let (status, _) = agent.request("POST", "/mcp", Some("{}"), None);
     assert_eq!(status, 401);

@@ -39,10 +39,19 @@ KFL (describe_fields lists every field; e.g. src.pod contains \"frontend\", \
 response.status==503, http && elapsed_time > 1000000). Fetch single calls with get_api_call. \
 Results are compact JSON; page long lists with cursor. Secrets in headers are redacted.";
 
+/// Where tool requests go.
+#[derive(Clone)]
+enum Backend {
+    /// The analyzer's router in this process.
+    Local(Router),
+    /// A running analyzer over HTTP (`remora mcp --url`).
+    Remote(String),
+}
+
 /// The MCP service: tools over the analyzer's routes.
 #[derive(Clone)]
 pub struct RemoraMcp {
-    api: Router,
+    backend: Backend,
     token: String,
     redact: bool,
 }
@@ -51,11 +60,41 @@ impl RemoraMcp {
     /// A server answering through `api` (the analyzer's router, which checks `token`);
     /// `redact` masks secrets in every result.
     pub fn new(api: Router, token: String, redact: bool) -> Self {
-        Self { api, token, redact }
+        Self {
+            backend: Backend::Local(api),
+            token,
+            redact,
+        }
+    }
+
+    /// A server whose tools call the analyzer at `url` (stdio for a remote analyzer).
+    pub fn remote(url: String, token: String, redact: bool) -> Self {
+        Self {
+            backend: Backend::Remote(url.trim_end_matches('/').to_owned()),
+            token,
+            redact,
+        }
     }
 
     /// Sends one request to the analyzer routes; returns (status, JSON body).
     pub async fn request(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let api = match &self.backend {
+            Backend::Local(api) => api.clone(),
+            Backend::Remote(url) => {
+                let (url, token) = (format!("{url}{path}"), self.token.clone());
+                let (method, body) = (method.to_owned(), body.cloned());
+                return tokio::task::spawn_blocking(move || {
+                    remote(&method, &url, &token, body.as_ref())
+                })
+                .await
+                .unwrap_or_else(|e| {
+                    (
+                        500,
+                        json!({"error": {"kind": "internal", "message": e.to_string()}}),
+                    )
+                });
+            }
+        };
         let mut req = Request::builder()
             .method(method)
             .uri(path)
@@ -72,7 +111,7 @@ impl RemoraMcp {
                 );
             }
         };
-        let resp = match self.api.clone().oneshot(req).await {
+        let resp = match api.oneshot(req).await {
             Ok(r) => r,
             Err(e) => {
                 return (
@@ -105,6 +144,30 @@ impl RemoraMcp {
             result.structured_content = Some(value);
         }
         result
+    }
+}
+
+/// One request to a remote analyzer.
+fn remote(method: &str, url: &str, token: &str, body: Option<&Value>) -> (u16, Value) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let auth = format!("Bearer {token}");
+    let sent = match (method, body) {
+        ("POST", Some(b)) => agent.post(url).header("Authorization", &auth).send_json(b),
+        ("POST", None) => agent.post(url).header("Authorization", &auth).send_empty(),
+        _ => agent.get(url).header("Authorization", &auth).call(),
+    };
+    match sent {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            (status, r.into_body().read_json().unwrap_or(Value::Null))
+        }
+        Err(e) => (
+            502,
+            json!({"error": {"kind": "unreachable", "message": format!("cannot reach the analyzer at {url}: {e}; is `remora up` running?")}}),
+        ),
     }
 }
 
@@ -231,6 +294,28 @@ impl ServerHandler for RemoraMcp {
         };
         Ok(GetPromptResult::new(vec![PromptMessage::new_text(Role::User, text)]).into())
     }
+}
+
+/// Serves `server` on stdin/stdout until the client closes them (`remora mcp`).
+pub async fn serve_stdio(server: RemoraMcp) -> anyhow::Result<()> {
+    use rmcp::ServiceExt as _;
+    let running = server
+        .serve(rmcp::transport::stdio())
+        .await
+        .map_err(|e| anyhow::anyhow!("MCP over stdio: {e}"))?;
+    running
+        .waiting()
+        .await
+        .map_err(|e| anyhow::anyhow!("MCP over stdio: {e}"))?;
+    Ok(())
+}
+
+/// The JSON MCP clients (Claude Desktop/Code, Cursor) take to start `remora mcp`.
+pub fn client_config(exe: &str, url: &str, token_file: &str) -> Value {
+    json!({"mcpServers": {"remora": {
+        "command": exe,
+        "args": ["mcp", "--url", url, "--token-file", token_file]
+    }}})
 }
 
 /// The `/mcp` route: Streamable HTTP over `api` (which holds the analyzer state).
