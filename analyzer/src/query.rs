@@ -29,8 +29,10 @@ pub enum QueryError {
 pub fn session() -> SessionContext {
     let mut config = SessionConfig::new().with_information_schema(false);
     let options = config.options_mut();
-    options.execution.parquet.pushdown_filters = true;
-    options.execution.parquet.reorder_filters = true;
+    // Late materialisation; REMORA_PARQUET_PUSHDOWN=0 turns it off (for benchmarking).
+    let pushdown = std::env::var("REMORA_PARQUET_PUSHDOWN").map_or(true, |v| v != "0");
+    options.execution.parquet.pushdown_filters = pushdown;
+    options.execution.parquet.reorder_filters = pushdown;
     SessionContext::new_with_config(config)
 }
 
