@@ -64,9 +64,8 @@ enum Command {
         /// Print the JSON snippet MCP clients (Claude Desktop/Code, Cursor) expect, and exit.
         #[arg(long)]
         print_config: bool,
-        /// Do not mask credential headers in results.
-        #[arg(long)]
-        no_redact: bool,
+        #[command(flatten)]
+        redaction: Redaction,
     },
     /// Count, error rate and latency percentiles of a dissection's calls, optionally per group.
     Stats {
@@ -101,11 +100,35 @@ enum Command {
         /// service}); without Kubernetes this is how `src.pod`/`dst.svc` filters get names.
         #[arg(long)]
         workloads: Option<std::path::PathBuf>,
-        /// Let secrets (authorization, cookie, set-cookie, x-api-key, proxy-authorization
-        /// header values) reach MCP clients unmasked.
-        #[arg(long)]
-        no_redact: bool,
+        #[command(flatten)]
+        redaction: Redaction,
     },
+}
+
+/// What MCP results mask.
+#[derive(clap::Args, Debug, Clone)]
+struct Redaction {
+    /// Let secrets (authorization, cookie, set-cookie, x-api-key, proxy-authorization header
+    /// values and --redact-pattern matches) reach MCP clients unmasked.
+    #[arg(long)]
+    no_redact: bool,
+    /// Another header whose value MCP results mask (repeatable).
+    #[arg(long = "redact-header")]
+    headers: Vec<String>,
+    /// A regex (RE2 syntax) whose matches are masked in every text MCP returns (repeatable).
+    #[arg(long = "redact-pattern")]
+    patterns: Vec<String>,
+}
+
+impl Redaction {
+    fn redactor(&self) -> anyhow::Result<Option<remora_analyzer::mcp::Redactor>> {
+        if self.no_redact {
+            return Ok(None);
+        }
+        remora_analyzer::mcp::Redactor::new(&self.headers, &self.patterns)
+            .map(Some)
+            .map_err(anyhow::Error::msg)
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -432,8 +455,9 @@ async fn main() -> anyhow::Result<()> {
             token_file,
             data_dir,
             print_config,
-            no_redact,
+            redaction,
         } => {
+            let redactor = redaction.redactor()?;
             let token_path = std::path::absolute(&token_file).unwrap_or(token_file.clone());
             if print_config {
                 let exe = std::env::current_exe()
@@ -460,7 +484,7 @@ async fn main() -> anyhow::Result<()> {
                     remora_analyzer::mcp::RemoraMcp::new(
                         remora_analyzer::api::router(state),
                         token,
-                        !no_redact,
+                        redactor.clone(),
                     )
                 }
                 None => {
@@ -473,7 +497,7 @@ async fn main() -> anyhow::Result<()> {
                     remora_analyzer::mcp::RemoraMcp::remote(
                         url,
                         token.trim().to_owned(),
-                        !no_redact,
+                        redactor.clone(),
                     )
                 }
             };
@@ -494,8 +518,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Up {
             record,
             workloads,
-            no_redact,
+            redaction,
         } => {
+            let redactor = redaction.redactor()?;
             let listen_given =
                 std::env::args().any(|a| a == "--listen" || a.starts_with("--listen="));
             let config = record
@@ -518,8 +543,11 @@ async fn main() -> anyhow::Result<()> {
                 remora_analyzer::api::AnalyzerState::open(&config.data_dir, token, workloads, 1)
                     .context("opening the analyzer's store")?;
             let api = remora_analyzer::api::router(analyzer.clone());
-            let mcp =
-                remora_analyzer::mcp::service(api.clone(), analyzer.token.clone(), !no_redact);
+            let mcp = remora_analyzer::mcp::service(
+                api.clone(),
+                analyzer.token.clone(),
+                redactor.clone(),
+            );
             let routes = api.merge(remora_analyzer::api::with_auth(mcp, analyzer));
             let summary = remora_agent::run_with_routes(
                 config,

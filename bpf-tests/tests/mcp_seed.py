@@ -53,7 +53,8 @@ async def main():
     if URL.startswith("stdio:"):
         params = StdioServerParameters(
             command=URL[len("stdio:"):],
-            args=["mcp", "--url", "http://127.0.0.1:8898", "--token-file", TOKEN],
+            args=["mcp", "--url", "http://127.0.0.1:8898", "--token-file", TOKEN,
+                  "--redact-pattern", '"items": [0-9]+'],
         )
         transport = stdio_client(params)
     else:
@@ -108,6 +109,8 @@ async def main():
             check("s3cret" not in text, "secret leaked through list_api_calls")
             err, text = await call(s, "12 call", "get_api_call", {"db": db, "id": v["calls"][0]["id"]})
             check(not err and "s3cret" not in text and "[REDACTED]" in text, text[:500])
+            # A configured pattern masks body text too (remora started with --redact-pattern).
+            check(json.loads(text)["response_body"] == "{[REDACTED]}\n", text[:800])
 
             # Errors a model can act on.
             err, text = await call(s, "errors", "list_api_calls", {"db": db, "kfl": "dst.servce.name == \"x\""})

@@ -169,6 +169,8 @@ fn seed_flow_over_http_counts_exactly_what_was_sent() {
             "1s",
             "--workloads",
             workloads.to_str().unwrap_or_default(),
+            "--redact-pattern",
+            "\"items\": [0-9]+",
         ],
     );
     let _checkout = Nginx::start(&pair.b, ADDR_B, 8080);
@@ -629,7 +631,14 @@ fn seed_flow_over_http_counts_exactly_what_was_sent() {
         "MCP seed flow (stdio): {}",
         String::from_utf8_lossy(&out.stdout)
     );
-    // The MCP endpoint wants the token too.
+    // The MCP endpoint wants the token too, and refuses a malformed JSON-RPC message.
     let (status, _) = agent.request("POST", "/mcp", Some("{}"), None);
     assert_eq!(status, 401);
+    let token = std::fs::read_to_string(data_dir.join("token")).unwrap_or_default();
+    let (status, body) = agent.request("POST", "/mcp", Some("{not json"), Some(token.trim()));
+    assert!(
+        (400..500).contains(&status),
+        "malformed MCP request: {status} {}",
+        String::from_utf8_lossy(&body)
+    );
 }

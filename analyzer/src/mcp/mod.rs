@@ -26,7 +26,7 @@ use rmcp::{
 use serde_json::{Map, Value, json};
 use tower::ServiceExt as _;
 
-pub use redact::{REDACTED_HEADERS, redact};
+pub use redact::{REDACTED_HEADERS, Redactor, redact};
 
 /// How the model should work, sent at initialization.
 const INSTRUCTIONS: &str = "Remora records all network traffic of the cluster continuously. To answer \
@@ -53,13 +53,14 @@ enum Backend {
 pub struct RemoraMcp {
     backend: Backend,
     token: String,
-    redact: bool,
+    redact: Option<Arc<Redactor>>,
 }
 
 impl RemoraMcp {
     /// A server answering through `api` (the analyzer's router, which checks `token`);
-    /// `redact` masks secrets in every result.
-    pub fn new(api: Router, token: String, redact: bool) -> Self {
+    /// `redact` masks secrets in every result (`None`: nothing is masked).
+    pub fn new(api: Router, token: String, redact: Option<Redactor>) -> Self {
+        let redact = redact.map(Arc::new);
         Self {
             backend: Backend::Local(api),
             token,
@@ -68,7 +69,8 @@ impl RemoraMcp {
     }
 
     /// A server whose tools call the analyzer at `url` (stdio for a remote analyzer).
-    pub fn remote(url: String, token: String, redact: bool) -> Self {
+    pub fn remote(url: String, token: String, redact: Option<Redactor>) -> Self {
+        let redact = redact.map(Arc::new);
         Self {
             backend: Backend::Remote(url.trim_end_matches('/').to_owned()),
             token,
@@ -131,8 +133,8 @@ impl RemoraMcp {
     }
 
     fn finish(&self, mut value: Value, is_error: bool) -> CallToolResult {
-        if self.redact {
-            redact(&mut value);
+        if let Some(r) = &self.redact {
+            r.apply(&mut value);
         }
         let text = serde_json::to_string(&value).unwrap_or_default();
         let mut result = if is_error {
@@ -319,7 +321,7 @@ pub fn client_config(exe: &str, url: &str, token_file: &str) -> Value {
 }
 
 /// The `/mcp` route: Streamable HTTP over `api` (which holds the analyzer state).
-pub fn service(api: Router, token: String, redact: bool) -> Router {
+pub fn service(api: Router, token: String, redact: Option<Redactor>) -> Router {
     use rmcp::transport::streamable_http_server::{
         StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
     };
