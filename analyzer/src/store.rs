@@ -176,6 +176,20 @@ pub fn window(req: &CreateRequest, now_ms: i64) -> Result<(i64, i64), StoreError
     Ok((start, end))
 }
 
+/// The nodes with a recording under `<data>/capture`, sorted.
+pub fn recorded_nodes(data: &Path) -> Vec<String> {
+    let mut nodes: Vec<String> = fs::read_dir(data.join("capture"))
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.path().is_dir())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    nodes.sort();
+    nodes
+}
+
 /// The snapshots of one data directory.
 #[derive(Debug)]
 pub struct SnapshotStore {
@@ -304,15 +318,7 @@ impl SnapshotStore {
             end.saturating_mul(1_000_000).saturating_add(999_999),
         );
         let capture = self.data.join("capture");
-        let mut nodes: Vec<String> = fs::read_dir(&capture)
-            .map(|d| {
-                d.flatten()
-                    .filter(|e| e.path().is_dir())
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        nodes.sort();
+        let mut nodes = recorded_nodes(&self.data);
         if let Some(wanted) = &req.nodes {
             if let Some(missing) = wanted.iter().find(|n| !nodes.contains(n)) {
                 return Err(StoreError::InvalidWindow(format!(

@@ -174,6 +174,11 @@ fn run_bench(why_root: &str, package: &str, bin: &str, args: &[String]) -> anyho
         "bpf-tests",
         "--bins",
     ])?;
+    run_release_bin(bin, args)
+}
+
+/// Runs `target/release/<bin>` from the workspace root.
+fn run_release_bin(bin: &str, args: &[String]) -> anyhow::Result<()> {
     let path = root_dir().join("target/release").join(bin);
     let status = Command::new(&path)
         .args(args)
@@ -262,16 +267,7 @@ fn bench(which: &str, args: &[String]) -> anyhow::Result<()> {
                 "--bin",
                 "bench-query",
             ])?;
-            let path = root_dir().join("target/release/bench-query");
-            let status = Command::new(&path)
-                .args(args)
-                .current_dir(root_dir())
-                .status()
-                .with_context(|| format!("running {}", path.display()))?;
-            if !status.success() {
-                bail!("bench-query failed ({status})");
-            }
-            Ok(())
+            run_release_bin("bench-query", args)
         }
         other => bail!("unknown benchmark `{other}`; available: capture, dissect, query"),
     }

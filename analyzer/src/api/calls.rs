@@ -60,7 +60,11 @@ pub struct CallsQuery {
     order: Option<String>,
 }
 
-async fn open_calls(s: &AnalyzerState, db: &str) -> Api<datafusion::prelude::SessionContext> {
+/// A session over the `calls` table of a completed db.
+pub(super) async fn open_calls(
+    s: &AnalyzerState,
+    db: &str,
+) -> Api<datafusion::prelude::SessionContext> {
     let dir = s.jobs.db(db)?;
     let ctx = query::session();
     query::register(&ctx, Table::Calls, &dir.join("calls.parquet")).await?;

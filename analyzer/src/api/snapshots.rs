@@ -24,16 +24,7 @@ pub async fn boundaries(State(s): State<Arc<AnalyzerState>>) -> Api<Json<Value>>
     let capture = s.data.join("capture");
     let mut nodes = Vec::new();
     let (mut oldest, mut newest) = (i64::MAX, i64::MIN);
-    let mut names: Vec<String> = std::fs::read_dir(&capture)
-        .map(|d| {
-            d.flatten()
-                .filter(|e| e.path().is_dir())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    for name in names {
+    for name in crate::store::recorded_nodes(&s.data) {
         let slices = remora_agent::store::list_node(&capture.join(&name));
         let (Some(first), Some(last)) = (
             slices.iter().map(|f| f.start_ns).min(),

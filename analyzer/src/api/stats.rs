@@ -121,9 +121,7 @@ pub async fn stats(
         .acquire()
         .await
         .map_err(|_| ApiError::bad("shutting down"))?;
-    let dir = s.jobs.db(&q.db)?;
-    let ctx = query::session();
-    query::register(&ctx, Table::Calls, &dir.join("calls.parquet")).await?;
+    let ctx = super::calls::open_calls(&s, &q.db).await?;
     let (df, _) = query::filtered(&ctx, Table::Calls, &q.kfl, &CompileOptions::default()).await?;
     let df_err = |e: datafusion::error::DataFusionError| ApiError::from(query::QueryError::from(e));
 
