@@ -29,7 +29,9 @@ pub fn banner(started: &Started) -> String {
         let token = started.token_file.display();
         text.push_str(&format!(
             "remora up: API on http://{api} (bearer token in {token})\n\
-             try:  curl -s -H \"Authorization: Bearer $(cat {token})\" http://{api}/mcp/data-boundaries\n"
+             try:  curl -s -H \"Authorization: Bearer $(cat {token})\" http://{api}/mcp/data-boundaries\n\
+             remora up: MCP for AI assistants at http://{api}/mcp (same token); for stdio clients \
+             run `remora mcp --print-config`\n"
         ));
     }
     text.push_str("remora up: stop with Ctrl-C (the open slice is published first)");
