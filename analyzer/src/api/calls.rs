@@ -61,14 +61,24 @@ pub struct CallsQuery {
 }
 
 /// A session over the `calls` table of a completed db.
-pub(super) async fn open_calls(
-    s: &AnalyzerState,
+/// Holds one of the analyzer's query slots while it lives.
+pub(super) type QuerySlot<'a> = tokio::sync::SemaphorePermit<'a>;
+
+/// Takes a query slot (waiting while every slot is busy) and opens the `calls` table of a
+/// completed db.
+pub(super) async fn open_calls<'a>(
+    s: &'a AnalyzerState,
     db: &str,
-) -> Api<datafusion::prelude::SessionContext> {
+) -> Api<(QuerySlot<'a>, datafusion::prelude::SessionContext)> {
+    let slot = s
+        .queries
+        .acquire()
+        .await
+        .map_err(|_| ApiError::bad("shutting down"))?;
     let dir = s.jobs.db(db)?;
     let ctx = query::session();
     query::register(&ctx, Table::Calls, &dir.join("calls.parquet")).await?;
-    Ok(ctx)
+    Ok((slot, ctx))
 }
 
 fn ts(ms: i64) -> datafusion::logical_expr::Expr {
@@ -101,24 +111,16 @@ pub async fn list_calls(
     if !matches!(format, "compact" | "full" | "raw") {
         return Err(ApiError::bad("format is compact, full or raw"));
     }
-    let _permit = s
-        .queries
-        .acquire()
-        .await
-        .map_err(|_| ApiError::bad("shutting down"))?;
-    let ctx = open_calls(&s, &q.db).await?;
+    let (_slot, ctx) = open_calls(&s, &q.db).await?;
     let (mut df, expr) =
         query::filtered(&ctx, Table::Calls, &q.kfl, &CompileOptions::default()).await?;
-    let df_err = |e: datafusion::error::DataFusionError| ApiError::from(query::QueryError::from(e));
     if let Some(start) = q.start {
-        df = df
-            .filter(col("timestamp").gt_eq(ts(start)))
-            .map_err(df_err)?;
+        df = df.filter(col("timestamp").gt_eq(ts(start)))?;
     }
     if let Some(end) = q.end {
-        df = df.filter(col("timestamp").lt_eq(ts(end))).map_err(df_err)?;
+        df = df.filter(col("timestamp").lt_eq(ts(end)))?;
     }
-    let total = df.clone().count().await.map_err(df_err)?;
+    let total = df.clone().count().await?;
     let order = match q.order.as_deref().unwrap_or("time") {
         "time" => vec![
             col("timestamp").sort(true, false),
@@ -134,11 +136,7 @@ pub async fn list_calls(
             )));
         }
     };
-    let mut page = df
-        .sort(order)
-        .map_err(df_err)?
-        .limit(offset, Some(limit))
-        .map_err(df_err)?;
+    let mut page = df.sort(order)?.limit(offset, Some(limit))?;
     page = match format {
         "compact" => {
             let schema = page.schema().clone();
@@ -147,14 +145,12 @@ pub async fn list_calls(
                 .copied()
                 .filter(|c| schema.field_with_unqualified_name(c).is_ok())
                 .collect();
-            page.select_columns(&cols).map_err(df_err)?
+            page.select_columns(&cols)?
         }
-        "full" => page
-            .drop_columns(&["request_body", "response_body"])
-            .map_err(df_err)?,
+        "full" => page.drop_columns(&["request_body", "response_body"])?,
         _ => page,
     };
-    let batches = page.collect().await.map_err(df_err)?;
+    let batches = page.collect().await?;
     let calls = rows(&batches, format == "raw", 4096);
     let next = offset + calls.len();
     let truncated = next < total;
@@ -190,22 +186,13 @@ pub async fn get_call(
     q: Result<Query<CallQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Api<Json<Value>> {
     let Query(q) = q.map_err(|e| ApiError::bad(format!("{e}; `db` is required")))?;
-    let _permit = s
-        .queries
-        .acquire()
-        .await
-        .map_err(|_| ApiError::bad("shutting down"))?;
-    let ctx = open_calls(&s, &q.db).await?;
-    let df_err = |e: datafusion::error::DataFusionError| ApiError::from(query::QueryError::from(e));
+    let (_slot, ctx) = open_calls(&s, &q.db).await?;
     let batches = ctx
         .table("calls")
-        .await
-        .map_err(df_err)?
-        .filter(col("id").eq(lit(id.clone())))
-        .map_err(df_err)?
+        .await?
+        .filter(col("id").eq(lit(id.clone())))?
         .collect()
-        .await
-        .map_err(df_err)?;
+        .await?;
     let mut found = rows(&batches, true, q.max_payload_size.unwrap_or(65536));
     match found.pop() {
         Some(call) => Ok(Json(call)),

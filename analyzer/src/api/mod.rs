@@ -111,6 +111,12 @@ impl From<JobError> for ApiError {
     }
 }
 
+impl From<datafusion::error::DataFusionError> for ApiError {
+    fn from(e: datafusion::error::DataFusionError) -> Self {
+        crate::query::QueryError::from(e).into()
+    }
+}
+
 impl From<crate::query::QueryError> for ApiError {
     fn from(e: crate::query::QueryError) -> Self {
         match e {

@@ -116,22 +116,14 @@ pub async fn stats(
     q: Result<Query<StatsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::bad(format!("{e}; `db` is required")))?;
-    let _permit = s
-        .queries
-        .acquire()
-        .await
-        .map_err(|_| ApiError::bad("shutting down"))?;
-    let ctx = super::calls::open_calls(&s, &q.db).await?;
+    let (_slot, ctx) = super::calls::open_calls(&s, &q.db).await?;
     let (df, _) = query::filtered(&ctx, Table::Calls, &q.kfl, &CompileOptions::default()).await?;
-    let df_err = |e: datafusion::error::DataFusionError| ApiError::from(query::QueryError::from(e));
 
     let overall = df
         .clone()
-        .aggregate(vec![], aggregates())
-        .map_err(df_err)?
+        .aggregate(vec![], aggregates())?
         .collect()
-        .await
-        .map_err(df_err)?;
+        .await?;
     let mut out = match overall.first() {
         Some(b) if b.num_rows() > 0 => summary(b, 0),
         _ => json!({"count": 0}),
@@ -141,11 +133,9 @@ pub async fn stats(
         .aggregate(
             vec![status_class()?.alias("class")],
             vec![count(lit(1)).alias("count")],
-        )
-        .map_err(df_err)?
+        )?
         .collect()
-        .await
-        .map_err(df_err)?;
+        .await?;
     let mut status = serde_json::Map::new();
     for b in &classes {
         let names = cast(b.column(0), &DataType::Utf8).map_err(|e| ApiError::bad(e.to_string()))?;
@@ -172,18 +162,14 @@ pub async fn stats(
         };
         let limit = q.limit.unwrap_or(100).min(1000);
         let grouped = df
-            .aggregate(vec![key.alias("key")], aggregates())
-            .map_err(df_err)?
+            .aggregate(vec![key.alias("key")], aggregates())?
             .sort(vec![
                 col("count").sort(false, false),
                 col("key").sort(true, false),
-            ])
-            .map_err(df_err)?
-            .limit(0, Some(limit))
-            .map_err(df_err)?
+            ])?
+            .limit(0, Some(limit))?
             .collect()
-            .await
-            .map_err(df_err)?;
+            .await?;
         let mut groups = Vec::new();
         for b in &grouped {
             let rows = super::json::rows(
