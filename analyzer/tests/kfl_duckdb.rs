@@ -10,7 +10,7 @@ use std::{
 };
 
 use datafusion::arrow::{
-    array::{Array, AsArray},
+    array::{Array, AsArray, RecordBatch},
     compute::cast,
     datatypes::DataType,
 };
@@ -55,6 +55,20 @@ fn cases() -> Vec<Case> {
         }
     }
     out
+}
+
+/// The first column of every batch, as text.
+fn ids(batches: &[RecordBatch]) -> BTreeSet<String> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            let ids = cast(b.column(0), &DataType::Utf8).expect("ids as text");
+            let ids = ids.as_string::<i32>();
+            (0..ids.len())
+                .map(|i| ids.value(i).to_owned())
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 fn fixture(dir: &Path) -> PathBuf {
@@ -137,16 +151,7 @@ async fn kfl_agrees_with_duckdb_on_every_case() {
                 Ok((df, _)) => {
                     let batches = df.select_columns(&["id"]).expect("id").collect().await;
                     match batches {
-                        Ok(batches) => batches
-                            .iter()
-                            .flat_map(|b| {
-                                let ids = cast(b.column(0), &DataType::Utf8).expect("ids as text");
-                                let ids = ids.as_string::<i32>();
-                                (0..ids.len())
-                                    .map(|i| ids.value(i).to_owned())
-                                    .collect::<Vec<_>>()
-                            })
-                            .collect(),
+                        Ok(batches) => ids(&batches),
                         Err(e) => {
                             failures.push(format!(
                                 "line {}: `{}` failed at run time: {e}",
@@ -287,21 +292,12 @@ async fn kfl_on_conns_agrees_with_duckdb() {
         };
         let got: BTreeSet<String> =
             match query::filtered(&ctx, Table::Conns, &case.kfl, &options).await {
-                Ok((df, _)) => df
+                Ok((df, _)) => ids(&df
                     .select_columns(&["conn_id"])
                     .expect("conn_id")
                     .collect()
                     .await
-                    .expect("runs")
-                    .iter()
-                    .flat_map(|b| {
-                        let ids = cast(b.column(0), &DataType::Utf8).expect("text");
-                        let ids = ids.as_string::<i32>();
-                        (0..ids.len())
-                            .map(|i| ids.value(i).to_owned())
-                            .collect::<Vec<_>>()
-                    })
-                    .collect(),
+                    .expect("runs")),
                 Err(e) => {
                     failures.push(format!("`{}` refused: {e}", case.kfl));
                     continue;
