@@ -6,9 +6,10 @@ use arrow::array::ArrayBuilder as _;
 
 use arrow::{
     array::{
-        ArrayRef, BinaryBuilder, DictionaryArray, Int32Array, PrimitiveBuilder, RecordBatch,
-        StringArray, StringBuilder, TimestampNanosecondBuilder,
+        ArrayRef, AsArray as _, BinaryArray, DictionaryArray, Int32Array, PrimitiveBuilder,
+        RecordBatch, StringArray, StringBuilder, TimestampNanosecondBuilder,
     },
+    buffer::{Buffer, OffsetBuffer, ScalarBuffer},
     datatypes::{
         DataType, Field, Int32Type, Schema, SchemaRef, TimeUnit, UInt8Type, UInt16Type, UInt32Type,
         UInt64Type,
@@ -70,8 +71,11 @@ pub struct PacketBuilders {
     tcp_flags: PrimitiveBuilder<UInt8Type>,
     tcp_seq: PrimitiveBuilder<UInt32Type>,
     tcp_ack: PrimitiveBuilder<UInt32Type>,
-    payload: BinaryBuilder,
-    payload_bytes: usize,
+    /// Payload bytes and offsets, kept as plain vectors so that their (MiB-sized) allocations can
+    /// be taken back from a written batch and reused: allocating and freeing them for every
+    /// batch fragments the heap and was the largest part of the recorder's RSS at full payload.
+    payload_values: Vec<u8>,
+    payload_offsets: Vec<i32>,
 }
 
 impl PacketBuilders {
@@ -95,8 +99,8 @@ impl PacketBuilders {
             tcp_flags: PrimitiveBuilder::new(),
             tcp_seq: PrimitiveBuilder::new(),
             tcp_ack: PrimitiveBuilder::new(),
-            payload: BinaryBuilder::new(),
-            payload_bytes: 0,
+            payload_values: Vec::new(),
+            payload_offsets: vec![0],
         }
     }
 
@@ -129,8 +133,10 @@ impl PacketBuilders {
         self.tcp_flags.append_option(row.tcp_flags);
         self.tcp_seq.append_option(row.tcp_seq);
         self.tcp_ack.append_option(row.tcp_ack);
-        self.payload.append_value(payload);
-        self.payload_bytes += payload.len();
+        self.payload_values.extend_from_slice(payload);
+        // Batches end at a few MiB of payload (slice.rs), far below i32::MAX.
+        self.payload_offsets
+            .push(i32::try_from(self.payload_values.len()).unwrap_or(i32::MAX));
     }
 
     /// Rows appended since the last [`finish`](Self::finish).
@@ -145,16 +151,47 @@ impl PacketBuilders {
 
     /// Payload bytes pending (the bulk of the memory the builders hold).
     pub fn payload_bytes(&self) -> usize {
-        self.payload_bytes
+        self.payload_values.len()
+    }
+
+    /// Takes back the payload buffers of a batch made by [`finish`](Self::finish) once it has
+    /// been written, so the next batch reuses them. Does nothing if something else still holds
+    /// the batch's columns.
+    pub fn recycle(&mut self, batch: RecordBatch) {
+        let Some(column) = batch.column_by_name("payload") else {
+            return;
+        };
+        let Some(array) = column.as_binary_opt::<i32>() else {
+            return;
+        };
+        let values = array.values().clone();
+        let offsets = array.offsets().clone().into_inner().into_inner();
+        drop(batch);
+        if self.payload_values.capacity() == 0
+            && let Ok(mut values) = values.into_vec::<u8>()
+        {
+            values.clear();
+            self.payload_values = values;
+        }
+        if self.payload_offsets.capacity() <= 1
+            && let Ok(mut offsets) = offsets.into_vec::<i32>()
+        {
+            offsets.clear();
+            offsets.push(0);
+            self.payload_offsets = offsets;
+        }
     }
 
     /// Takes the pending rows as a record batch and empties the builders.
     pub fn finish(&mut self) -> Result<RecordBatch, ArrowError> {
-        // The next batch will be about as large: allocate its payload buffer once, not by doubling.
-        let next_payload = BinaryBuilder::with_capacity(self.len(), self.payload_bytes);
-        let payload = std::mem::replace(&mut self.payload, next_payload).finish();
-        self.payload_bytes = 0;
         let rows = self.len();
+        let offsets = std::mem::replace(&mut self.payload_offsets, vec![0]);
+        let values = std::mem::take(&mut self.payload_values);
+        let payload = BinaryArray::try_new(
+            OffsetBuffer::new(ScalarBuffer::from(offsets)),
+            Buffer::from_vec(values),
+            None,
+        )?;
         // Every row of a slice has the same node: one dictionary entry, all keys 0.
         let node: DictionaryArray<Int32Type> = DictionaryArray::try_new(
             Int32Array::from(vec![0; rows]),
@@ -179,5 +216,74 @@ impl PacketBuilders {
             Arc::new(payload),
         ];
         RecordBatch::try_new(self.schema.clone(), columns)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(ts_ns: i64, len: u32) -> PacketRow {
+        PacketRow {
+            ts_ns,
+            ifindex: 1,
+            direction: 0,
+            wire_len: len,
+            cgroup_id: None,
+            l3: 4,
+            ip_proto: 17,
+            src_ip: Some([198, 18, 0, 1].into()),
+            dst_ip: Some([198, 18, 0, 2].into()),
+            src_port: Some(1),
+            dst_port: Some(2),
+            tcp_flags: None,
+            tcp_seq: None,
+            tcp_ack: None,
+            payload: 0..len,
+        }
+    }
+
+    fn payloads(batch: &RecordBatch) -> Vec<Vec<u8>> {
+        let col = batch.column_by_name("payload").expect("payload column");
+        col.as_binary::<i32>()
+            .iter()
+            .map(|v| v.unwrap_or_default().to_vec())
+            .collect()
+    }
+
+    #[test]
+    fn recycled_payload_buffers_are_reused_and_the_next_batch_is_intact() {
+        let mut builders = PacketBuilders::new("n1");
+        builders.append(&row(1, 3), b"abc");
+        builders.append(&row(2, 2), b"de");
+        let first = builders.finish().expect("first batch");
+        assert_eq!(payloads(&first), vec![b"abc".to_vec(), b"de".to_vec()]);
+        let values_ptr = first
+            .column_by_name("payload")
+            .map(|c| c.as_binary::<i32>().values().as_ptr());
+        builders.recycle(first);
+        assert!(builders.is_empty());
+        assert_eq!(builders.payload_bytes(), 0);
+
+        builders.append(&row(3, 4), b"wxyz");
+        let second = builders.finish().expect("second batch");
+        assert_eq!(payloads(&second), vec![b"wxyz".to_vec()]);
+        let reused = second
+            .column_by_name("payload")
+            .map(|c| c.as_binary::<i32>().values().as_ptr());
+        assert_eq!(values_ptr, reused, "the payload allocation was not reused");
+    }
+
+    #[test]
+    fn a_batch_still_shared_elsewhere_is_not_taken_back() {
+        let mut builders = PacketBuilders::new("n1");
+        builders.append(&row(1, 3), b"abc");
+        let batch = builders.finish().expect("batch");
+        let kept = batch.clone();
+        builders.recycle(batch);
+        builders.append(&row(2, 2), b"zz");
+        let next = builders.finish().expect("next batch");
+        assert_eq!(payloads(&kept), vec![b"abc".to_vec()]);
+        assert_eq!(payloads(&next), vec![b"zz".to_vec()]);
     }
 }

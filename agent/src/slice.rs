@@ -33,8 +33,11 @@ const BATCH_ROWS: usize = 4096;
 /// Payload bytes that also end a record batch early (bounds builder memory); smaller slice
 /// limits lower it further so that a slice overshoots its limit by at most an eighth.
 const BATCH_PAYLOAD_BYTES: usize = 4 << 20;
-/// Encoded bytes after which the current row group is flushed (bounds writer memory).
-const ROW_GROUP_BYTES: usize = 16 << 20;
+/// Encoded bytes after which the current row group is flushed (bounds writer memory). 4 MiB
+/// rather than 16: at full payload the buffered pages were the largest live allocation after
+/// the payload builder (measured RSS 134 → ~85–115 MiB with the builder reuse in schema.rs), and
+/// smaller row groups also let readers skip more by time.
+const ROW_GROUP_BYTES: usize = 4 << 20;
 
 /// A slice that was published.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -229,6 +232,7 @@ impl SliceWriter {
         open.writer
             .write(&batch)
             .map_err(|e| write_error(&tmp, e.to_string()))?;
+        self.builders.recycle(batch);
         if open.writer.in_progress_size() >= ROW_GROUP_BYTES {
             open.writer
                 .flush()

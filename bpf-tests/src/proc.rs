@@ -42,6 +42,39 @@ fn wait_exit(child: &mut Child, timeout: Duration) -> Option<std::process::ExitS
     }
 }
 
+/// CPU time of a process that has exited, from `wait4`'s rusage. (Not its peak RSS:
+/// `ru_maxrss` also counts the parent's memory at the fork, so read `VmHWM` while it runs.)
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Usage {
+    /// User + system CPU seconds over the whole life of the process.
+    pub cpu_s: f64,
+}
+
+/// Like [`wait_exit`], but reaps the child with `wait4` to learn its CPU time,
+/// including what it spent flushing on its way out (which /proc can no longer show).
+fn wait_exit_usage(child: &mut Child, timeout: Duration) -> Option<(bool, Usage)> {
+    let deadline = Instant::now() + timeout;
+    let pid = child.id() as libc::pid_t;
+    loop {
+        let mut status = 0;
+        // SAFETY: rusage is plain data the kernel fills; WNOHANG never blocks; the pid is our child.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        let reaped = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+        if reaped == pid {
+            let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+            let usage = Usage {
+                cpu_s: secs(usage.ru_utime) + secs(usage.ru_stime),
+            };
+            let success = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+            return Some((success, usage));
+        }
+        if reaped < 0 || Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A running `remora-agent` inside a namespace.
 pub struct AgentProc {
     child: Option<Child>,
@@ -175,6 +208,23 @@ impl AgentProc {
             );
         }
         self.log_text()
+    }
+
+    /// Stops the agent like [`stop`](Self::stop) and also returns its CPU time over its whole
+    /// life, the final flush included.
+    pub fn stop_measured(mut self) -> (String, Usage) {
+        let mut usage = Usage::default();
+        if let Some(mut child) = self.child.take() {
+            signal(&child, libc::SIGINT);
+            let exit = wait_exit_usage(&mut child, Duration::from_secs(30));
+            assert!(
+                exit.is_some_and(|(ok, _)| ok),
+                "remora-agent did not stop cleanly:\n{}",
+                self.log_text()
+            );
+            usage = exit.map(|(_, u)| u).unwrap_or_default();
+        }
+        (self.log_text(), usage)
     }
 
     /// Kills the agent with SIGKILL, as an OOM killer or a node failure would.
@@ -334,10 +384,18 @@ impl Tcpdump {
     }
 
     /// Stops tcpdump and returns its own counts.
-    pub fn stop(mut self) -> TcpdumpStats {
+    pub fn stop(self) -> TcpdumpStats {
+        self.stop_measured().0
+    }
+
+    /// Stops tcpdump and returns its own counts and its CPU time.
+    pub fn stop_measured(mut self) -> (TcpdumpStats, Usage) {
+        let mut usage = Usage::default();
         if let Some(mut child) = self.child.take() {
             signal(&child, libc::SIGINT);
-            let _ = wait_exit(&mut child, Duration::from_secs(10));
+            if let Some((_, u)) = wait_exit_usage(&mut child, Duration::from_secs(10)) {
+                usage = u;
+            }
         }
         let log = self.log_text();
         let number_before = |needle: &str| {
@@ -347,10 +405,13 @@ impl Tcpdump {
                 .and_then(|n| n.parse().ok())
                 .unwrap_or(0)
         };
-        TcpdumpStats {
-            captured: number_before("packets captured"),
-            dropped: number_before("packets dropped by kernel"),
-        }
+        (
+            TcpdumpStats {
+                captured: number_before("packets captured"),
+                dropped: number_before("packets dropped by kernel"),
+            },
+            usage,
+        )
     }
 }
 

@@ -36,6 +36,17 @@ struct Args {
     /// Skip the iperf3 part
     #[arg(long)]
     no_tcp: bool,
+    /// Run only the recorders whose label contains this text (e.g. "remora", "64986")
+    #[arg(long)]
+    only: Option<String>,
+}
+
+impl Args {
+    fn selects(&self, rec: &Recorder) -> bool {
+        self.only
+            .as_deref()
+            .is_none_or(|only| rec.label().contains(only))
+    }
 }
 
 #[derive(Debug, Default, Clone)]
@@ -47,8 +58,13 @@ struct Row {
     captured: u64,
     drops: u64,
     gbps: Option<f64>,
+    /// CPU from ready to exit.
     cpu_s: f64,
+    /// CPU spent starting (loading programs, opening rings), a fixed cost.
+    startup_cpu_s: f64,
     rss: u64,
+    /// Rows the recorder wrote out of time order (it had to release before every CPU reported).
+    late_rows: u64,
     disk_bytes: u64,
 }
 
@@ -81,6 +97,8 @@ struct Running {
     agent: Option<AgentProc>,
     dump: Option<Tcpdump>,
     out: PathBuf,
+    /// CPU seconds the recorder had used when it became ready.
+    startup_cpu_s: f64,
 }
 
 fn start(pair: &VethPair, rec: &Recorder, out: &Path) -> Running {
@@ -91,6 +109,7 @@ fn start(pair: &VethPair, rec: &Recorder, out: &Path) -> Running {
             agent: None,
             dump: None,
             out: out.to_owned(),
+            startup_cpu_s: 0.0,
         },
         Recorder::Remora { snaplen } => {
             let snap = snaplen.to_string();
@@ -107,33 +126,43 @@ fn start(pair: &VethPair, rec: &Recorder, out: &Path) -> Running {
                     "256GiB",
                 ],
             );
+            let startup_cpu_s = agent.pid().map_or(0.0, |p| cpu_and_peak_rss(p).0);
             Running {
                 agent: Some(agent),
                 dump: None,
                 out: out.to_owned(),
+                startup_cpu_s,
             }
         }
         Recorder::Tcpdump { snaplen, extra } => {
             let dump = Tcpdump::start(&pair.a, IF_A, *snaplen, &out.join("out.pcap"), false, extra);
+            let startup_cpu_s = dump.pid().map_or(0.0, |p| cpu_and_peak_rss(p).0);
             Running {
                 agent: None,
                 dump: Some(dump),
                 out: out.to_owned(),
+                startup_cpu_s,
             }
         }
     }
 }
 
 /// Stops the recorder and fills captured, drops, CPU, RSS and disk figures.
+///
+/// CPU is counted from the moment the recorder is ready (its start-up, which is a fixed cost
+/// and not per packet, is reported apart) to its exit, so the final flush is included.
 fn finish(run: Running, row: &mut Row) {
     std::thread::sleep(Duration::from_millis(1500));
+    row.startup_cpu_s = run.startup_cpu_s;
     if let Some(agent) = run.agent {
         let metrics = String::from_utf8(agent.api("/metrics").1).unwrap_or_default();
         row.drops = metric_total(&metrics, "remora_dropped_packets_total");
-        if let Some(pid) = agent.pid() {
-            (row.cpu_s, row.rss) = cpu_and_peak_rss(pid);
-        }
-        let log = agent.stop();
+        row.late_rows = metric_total(&metrics, "remora_late_rows_total");
+        // Peak RSS from /proc while it runs: wait4's ru_maxrss also counts the forking parent's
+        // memory at the fork, which is the benchmark's own, not the recorder's.
+        row.rss = agent.pid().map_or(0, |p| cpu_and_peak_rss(p).1);
+        let (log, usage) = agent.stop_measured();
+        row.cpu_s = usage.cpu_s - run.startup_cpu_s;
         row.captured = log
             .lines()
             .find_map(|l| l.split("stopped; ").nth(1)?.split(' ').next()?.parse().ok())
@@ -141,11 +170,10 @@ fn finish(run: Running, row: &mut Row) {
         row.disk_bytes = dir_bytes(&run.out.join("data/capture"));
     }
     if let Some(dump) = run.dump {
-        if let Some(pid) = dump.pid() {
-            (row.cpu_s, row.rss) = cpu_and_peak_rss(pid);
-        }
         let pcap = dump.pcap.clone();
-        let stats = dump.stop();
+        row.rss = dump.pid().map_or(0, |p| cpu_and_peak_rss(p).1);
+        let (stats, usage) = dump.stop_measured();
+        row.cpu_s = usage.cpu_s - run.startup_cpu_s;
         row.drops = stats.dropped;
         row.captured = read_pcap(&pcap).len() as u64;
         row.disk_bytes = fs::metadata(&pcap).map(|m| m.len()).unwrap_or(0);
@@ -237,9 +265,9 @@ fn table(rows: &[Row]) -> String {
     let mut t = String::new();
     let _ = writeln!(
         t,
-        "| scenario | recorder | offered pps | sent | captured | drops | throughput | CPU s / M pkt | peak RSS | bytes on disk / pkt |"
+        "| scenario | recorder | offered pps | sent | captured | drops | throughput | CPU s / M pkt | start-up CPU s | peak RSS | bytes on disk / pkt |"
     );
-    let _ = writeln!(t, "|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(t, "|---|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         let per_m = if r.captured > 0 {
             r.cpu_s / r.captured as f64 * 1e6
@@ -253,7 +281,7 @@ fn table(rows: &[Row]) -> String {
         };
         let _ = writeln!(
             t,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.scenario,
             r.recorder,
             if r.offered_pps > 0.0 {
@@ -281,6 +309,11 @@ fn table(rows: &[Row]) -> String {
                 "-".into()
             } else {
                 format!("{per_m:.2}")
+            },
+            if r.recorder == "none" {
+                "-".into()
+            } else {
+                format!("{:.2}", r.startup_cpu_s)
             },
             if r.rss > 0 {
                 format!("{:.1} MiB", r.rss as f64 / 1048576.0)
@@ -318,7 +351,7 @@ fn main() -> anyhow::Result<()> {
         },
     ];
     for &rate in &args.rates {
-        for rec in &udp_recorders {
+        for rec in udp_recorders.iter().filter(|r| args.selects(r)) {
             eprintln!("bench: udp rate {rate} with {}", rec.label());
             let row = udp_run(&pair, rec, rate, args.seconds, &scratch)?;
             eprintln!("  {row:?}");
@@ -347,7 +380,7 @@ fn main() -> anyhow::Result<()> {
                 extra: &["-B", "65536"],
             },
         ];
-        for rec in &tcp_recorders {
+        for rec in tcp_recorders.iter().filter(|r| args.selects(r)) {
             eprintln!("bench: iperf3 with {}", rec.label());
             let row = tcp_run(&pair, rec, args.seconds, &scratch)?;
             eprintln!("  {row:?}");
