@@ -242,6 +242,7 @@ fn add_stats(into: &mut Stats, s: &Stats) {
     into.reassembled += s.reassembled;
     into.evicted_conns += s.evicted_conns;
     into.defrag_dropped += s.defrag_dropped;
+    into.h2c_upgrades += s.h2c_upgrades;
 }
 
 /// Where rows go as they complete: the two tables, written batch by batch, and the counts.

@@ -65,7 +65,8 @@ fn tshark_reading(pcap: &Path) -> String {
     );
     let program = format!(
         "import sys; sys.path.insert(0, {dir:?}); import tshark_oracle as t; \
-         t.PER_FILE[{name:?}] = ['-d', 'tcp.port==8081,http2', '-d', 'tcp.port==8443,tls']; \
+         t.PER_FILE[{name:?}] = ['-d', 'tcp.port==8081,http2', '-d', 'tcp.port==8082,http', \
+         '-d', 'tcp.port==8443,tls']; \
          sys.argv = ['tshark_oracle', {path:?}]; t.main()",
         dir = script_dir.display().to_string(),
         name = pcap.file_name().unwrap().to_string_lossy(),
@@ -87,7 +88,7 @@ fn tshark_reading(pcap: &Path) -> String {
 fn live_http1_http2_dns_tls_agree_with_tshark() {
     require_root();
     for tool in [
-        "curl", "nginx", "tcpdump", "tshark", "dig", "dnsmasq", "openssl", "nc",
+        "curl", "nginx", "tcpdump", "tshark", "dig", "dnsmasq", "openssl", "nc", "nghttp",
     ] {
         require_tool(tool);
     }
@@ -158,6 +159,29 @@ fn live_http1_http2_dns_tls_agree_with_tshark() {
     );
     std::thread::sleep(Duration::from_millis(300)); // dnsmasq binds after fork-free start
 
+    // hypercorn accepts `Upgrade: h2c` (nginx and nghttpd do not).
+    let hypercorn = workspace_root().join(".venv/bin/hypercorn");
+    assert!(
+        hypercorn.is_file(),
+        "{} missing: run `cargo xtask setup` (it installs the Python test tools)",
+        hypercorn.display()
+    );
+    let _h2c = Server(
+        pair.b
+            .command(hypercorn.to_str().unwrap())
+            .args(["--bind", "198.18.0.2:8082", "h2c_app:app"])
+            .current_dir(workspace_root().join("bpf-tests/tests"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawning hypercorn"),
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || listening(&pair.b, false, 8082)),
+        "hypercorn did not start on 198.18.0.2:8082"
+    );
+
     let pcap = tmp.path().join("live.pcap");
     let dump = Tcpdump::start(&pair.a, IF_A, 65535, &pcap, true, &[]);
     let h1 = format!("http://{ADDR_B}:8080");
@@ -207,6 +231,25 @@ fn live_http1_http2_dns_tls_agree_with_tshark() {
         args.push(&url);
         a.exec_ok("curl", &args);
     }
+    // h2c upgrades: curl offers `Upgrade: h2c` on a GET (accepted: the answer comes as
+    // HTTP/2 stream 1) and on a POST with a body (the server answers in HTTP/1.1); nghttp -u
+    // upgrades too and then sends a second request on stream 3 (its -a fetches nothing here).
+    let up = format!("http://{ADDR_B}:8082");
+    for (path, extra) in [
+        ("/up", &[][..]),
+        ("/missing", &[]),
+        ("/form", &["-d", "k=v"]),
+    ] {
+        let url = format!("{up}{path}");
+        let mut args = vec!["-sS", "--http2", "-o", "/dev/null"];
+        args.extend_from_slice(extra);
+        args.push(&url);
+        a.exec_ok("curl", &args);
+    }
+    a.exec_ok(
+        "nghttp",
+        &["-u", &format!("{up}/nghttp"), &format!("{up}/nghttp2")],
+    );
     for q in [
         &["app.test", "A"][..],
         &["v6.test", "AAAA"],
@@ -251,8 +294,8 @@ fn live_http1_http2_dns_tls_agree_with_tshark() {
     for (kind, at_least) in [
         ("http.request", 5),
         ("http.pair", 5),
-        ("http2.request", 3),
-        ("http2.response", 3),
+        ("http2.request", 8),
+        ("http2.response", 8),
         ("dns.query", 6),
         ("dns.response", 6),
         ("tls.client_hello", 2),

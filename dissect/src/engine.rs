@@ -12,7 +12,7 @@ use crate::{
     http1::{self, Message, Parser, Role},
     http2,
     net::{self, flags},
-    pairing::{DnsFlow, dns_message, h2_call, http_call, tls_call},
+    pairing::{DnsFlow, dns_message, h2_call, h2_half, http_call, tls_call},
     reassembly::{Chunk, HalfStream},
     tls::{self, Hello, TlsInfo},
 };
@@ -36,6 +36,8 @@ pub struct Stats {
     pub evicted_conns: u64,
     /// Fragmented datagrams given up (incomplete after 30 s, too large, or too many at once).
     pub defrag_dropped: u64,
+    /// HTTP/1.1 connections that switched to HTTP/2 with `Upgrade: h2c`.
+    pub h2c_upgrades: u64,
 }
 
 /// Everything a dissection produced.
@@ -475,6 +477,7 @@ impl Engine {
         let Some(conn) = self.tcp.get_mut(&k) else {
             return;
         };
+        let mut upgrade = None;
         match &mut conn.l7 {
             L7::Http1(h) => {
                 let req_dir = h.req_dir;
@@ -493,6 +496,13 @@ impl Engine {
                         continue; // interim (100 Continue): not a call of its own
                     }
                     let req = h.pending.pop_front();
+                    if resp.status == 101 && http1::is_h2c_upgrade(&resp) {
+                        // The request continues as HTTP/2 stream 1; its call is made when
+                        // that stream's response arrives, so the 101 is not a call.
+                        let after = h.parsers[resp_dir].take_switched().unwrap_or_default();
+                        upgrade = Some((req.unwrap_or_default(), resp.end_ns, after));
+                        break;
+                    }
                     conn.calls += 1;
                     self.out.calls.push(http_call(
                         conn.id,
@@ -547,6 +557,18 @@ impl Engine {
                 }
             }
             _ => {}
+        }
+        if let Some((request, switched_ns, after)) = upgrade
+            && let L7::Http1(h) = &conn.l7
+        {
+            let (req_dir, resp_dir) = (h.req_dir, 1 - h.req_dir);
+            let start_ns = request.start_ns;
+            let mut h2 = http2::Conn::upgraded(req_dir, h2_half(request), start_ns);
+            h2.data(resp_dir, switched_ns, &after);
+            conn.l7 = L7::Http2(Box::new(h2));
+            self.out.stats.h2c_upgrades += 1;
+            // Stream 1's response may have come in the same segment as the 101.
+            self.collect_messages(k);
         }
     }
 

@@ -74,7 +74,13 @@ enum State {
     Resync,
     /// Switched protocols (101) or CONNECT: the rest is not HTTP/1.
     Done,
+    /// Switched to h2c (`101` with `Upgrade: h2c`): the rest is HTTP/2, kept for the caller
+    /// to hand over with [`Parser::take_switched`].
+    Switched(Vec<u8>),
 }
+
+/// Bytes after an h2c switch held for the caller (it takes them after every segment).
+const MAX_SWITCHED: usize = 1 << 20;
 
 /// A parser for one direction.
 pub struct Parser {
@@ -142,7 +148,23 @@ impl Parser {
 
     /// Bytes this parser holds (an unfinished head and the body preview).
     pub fn buffered(&self) -> usize {
-        self.buf.len() + self.current.body_preview.len()
+        let switched = match &self.state {
+            State::Switched(held) => held.len(),
+            _ => 0,
+        };
+        self.buf.len() + self.current.body_preview.len() + switched
+    }
+
+    /// After a `101` to h2c: the bytes that followed it (HTTP/2 frames), once. The parser is
+    /// done with the stream afterwards.
+    pub fn take_switched(&mut self) -> Option<Vec<u8>> {
+        match std::mem::replace(&mut self.state, State::Done) {
+            State::Switched(held) => Some(held),
+            other => {
+                self.state = other;
+                None
+            }
+        }
     }
 
     /// Feeds stream bytes.
@@ -150,6 +172,11 @@ impl Parser {
         while !bytes.is_empty() {
             let used = match &mut self.state {
                 State::Done => return,
+                State::Switched(held) => {
+                    let room = MAX_SWITCHED.saturating_sub(held.len());
+                    held.extend_from_slice(&bytes[..bytes.len().min(room)]);
+                    return;
+                }
                 State::Resync => match find_start(self.role, bytes) {
                     Some(at) => {
                         self.state = State::Head;
@@ -184,7 +211,7 @@ impl Parser {
                 // we may have lost its start.
                 self.state = State::Resync;
             }
-            State::Done | State::Resync => {}
+            State::Done | State::Resync | State::Switched(_) => {}
             _ => {
                 self.current.truncated = true;
                 self.finish_message();
@@ -265,8 +292,13 @@ impl Parser {
             }
         };
         if self.role == Role::Response && m.status == 101 {
+            let h2c = is_h2c_upgrade(m);
             self.finish_message();
-            self.state = State::Done;
+            self.state = if h2c {
+                State::Switched(Vec::new())
+            } else {
+                State::Done
+            };
             return;
         }
         let chunked = m
@@ -392,6 +424,13 @@ impl Parser {
         self.messages.push(done);
         self.state = if switching { State::Done } else { State::Head };
     }
+}
+
+/// True when a message names h2c in its `Upgrade` header (a request offering it, or the `101`
+/// accepting it).
+pub fn is_h2c_upgrade(m: &Message) -> bool {
+    m.header("upgrade")
+        .is_some_and(|v| v.split(',').any(|p| p.trim().eq_ignore_ascii_case("h2c")))
 }
 
 fn find_start(role: Role, bytes: &[u8]) -> Option<usize> {

@@ -124,6 +124,24 @@ impl Conn {
         }
     }
 
+    /// A connection that an HTTP/1.1 request upgraded to h2c (RFC 9113 §3.1 of RFC 7540: the
+    /// `Upgrade: h2c` request becomes stream 1, half-closed by the client, whose response comes
+    /// as HTTP/2 frames after the `101`). The client preface is still to come.
+    pub fn upgraded(client_dir: usize, request: Half, start_ns: i64) -> Self {
+        let mut conn = Self::new(client_dir, true);
+        conn.streams.insert(
+            1,
+            Exchange {
+                stream_id: 1,
+                start_ns,
+                end_ns: start_ns,
+                request,
+                ..Exchange::default()
+            },
+        );
+        conn
+    }
+
     /// Bytes this connection holds (partial frames, open header blocks, stream previews).
     pub fn buffered(&self) -> usize {
         let previews: usize = self

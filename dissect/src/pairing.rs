@@ -109,6 +109,43 @@ pub(crate) fn http_call(
 }
 
 /// A call from one HTTP/2 stream (`gRPC` when its content type says so).
+/// The HTTP/2 request half of an HTTP/1.1 request that upgraded its connection to h2c: the
+/// request line and `Host` become pseudo-headers, names are lower-cased as HPACK sends them,
+/// and the hop-by-hop headers of the upgrade itself are left out.
+pub(crate) fn h2_half(req: Message) -> http2::Half {
+    const HOP_BY_HOP: [&str; 6] = [
+        "connection",
+        "upgrade",
+        "http2-settings",
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+    ];
+    let mut headers = vec![
+        (":method".to_owned(), req.method.clone()),
+        (":scheme".to_owned(), "http".to_owned()),
+        (":path".to_owned(), req.target.clone()),
+    ];
+    if let Some(host) = req.header("host") {
+        headers.push((":authority".to_owned(), host.to_owned()));
+    }
+    for (name, value) in req.headers {
+        let name = name.to_ascii_lowercase();
+        if name != "host" && !HOP_BY_HOP.contains(&name.as_str()) {
+            headers.push((name, value));
+        }
+    }
+    http2::Half {
+        headers,
+        trailers: Vec::new(),
+        body_size: req.body_size,
+        body_preview: req.body_preview,
+        head_size: req.head_size,
+        ended: true,
+        seen: true,
+    }
+}
+
 pub(crate) fn h2_call(
     conn_id: u64,
     index: u32,

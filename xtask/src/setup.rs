@@ -42,6 +42,8 @@ const DUCKDB_VERSION: &str = "2.0.0";
 const GRPCIO_VERSION: &str = "1.85.1";
 /// The MCP Python SDK, the real client the MCP tests drive Remora with.
 const MCP_VERSION: &str = "2.3.0";
+/// hypercorn serves HTTP/1.1 → h2c upgrades (nginx and nghttpd cannot) for the dissection oracle.
+const HYPERCORN_VERSION: &str = "0.18.0";
 
 /// Runs every setup step.
 pub fn run() -> anyhow::Result<()> {
@@ -226,7 +228,7 @@ fn bpf_linker() -> anyhow::Result<()> {
 }
 
 fn python_venv() -> anyhow::Result<()> {
-    step("Python test tools (.venv: duckdb, grpcio, mcp)");
+    step("Python test tools (.venv: duckdb, grpcio, mcp, hypercorn)");
     let venv = root_dir().join(".venv");
     let python = venv.join("bin/python");
     let have = |module: &str| {
@@ -235,7 +237,7 @@ fn python_venv() -> anyhow::Result<()> {
             .output()
             .is_ok_and(|o| o.status.success())
     };
-    if python.exists() && have("duckdb") && have("grpc") && have("mcp") {
+    if python.exists() && have("duckdb") && have("grpc") && have("mcp") && have("hypercorn") {
         note("present");
         return Ok(());
     }
@@ -245,7 +247,8 @@ fn python_venv() -> anyhow::Result<()> {
             .context("python3 -m venv failed; install python3-venv")?;
     }
     note(&format!(
-        "installing duckdb=={DUCKDB_VERSION} grpcio=={GRPCIO_VERSION} mcp=={MCP_VERSION}"
+        "installing duckdb=={DUCKDB_VERSION} grpcio=={GRPCIO_VERSION} mcp=={MCP_VERSION} \
+         hypercorn=={HYPERCORN_VERSION}"
     ));
     run_cmd(Command::new(venv.join("bin/pip")).args([
         "install",
@@ -253,6 +256,7 @@ fn python_venv() -> anyhow::Result<()> {
         &format!("duckdb=={DUCKDB_VERSION}"),
         &format!("grpcio=={GRPCIO_VERSION}"),
         &format!("mcp=={MCP_VERSION}"),
+        &format!("hypercorn=={HYPERCORN_VERSION}"),
     ]))
     .context("pip install failed; check that PyPI is reachable")
 }

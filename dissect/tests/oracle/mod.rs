@@ -85,9 +85,36 @@ pub fn oracle(name: &str, tsv: &str) -> BTreeMap<&'static str, Vec<String>> {
     // Pairs: each final response with the request tshark links it to (http.request_in). tshark
     // links an interim 1xx response to the request and leaves the final one unlinked; per
     // RFC 9110 the request's pair is the final response, so the link moves on to it.
+    // h2c upgrades: tshark reads the `Upgrade: h2c` request as HTTP/1 with the 101 as its
+    // response, and stream 1's answer as HTTP/2 HEADERS without a request. Remora makes the
+    // upgrade request the request of stream 1 (one HTTP/2 call, docs/dissection.md), so here
+    // that request counts as an HTTP/2 request and the 101 as no message.
+    let h2_streams: std::collections::BTreeSet<String> = rows
+        .iter()
+        .filter(|r| col(r, "kind").starts_with("http2."))
+        .map(|r| col(r, "stream"))
+        .collect();
+    let switches: Vec<(String, String)> = rows
+        .iter()
+        .filter(|r| {
+            col(r, "kind") == "http.response"
+                && col(r, "status") == "101"
+                && h2_streams.contains(&col(r, "stream"))
+        })
+        .map(|r| (col(r, "frame"), col(r, "req_frame")))
+        .collect();
+    let is_switch = |row: &[&str]| {
+        col(row, "kind") == "http.response"
+            && col(row, "status") == "101"
+            && switches.iter().any(|(f, _)| *f == col(row, "frame"))
+    };
+    let is_upgrade_request = |row: &[&str]| {
+        col(row, "kind") == "http.request"
+            && switches.iter().any(|(_, req)| *req == col(row, "frame"))
+    };
     let mut interim_link: BTreeMap<String, String> = BTreeMap::new();
     for row in &rows {
-        if col(row, "kind") != "http.response" {
+        if col(row, "kind") != "http.response" || is_switch(row) {
             continue;
         }
         let status: u16 = col(row, "status").parse().unwrap_or(0);
@@ -115,7 +142,19 @@ pub fn oracle(name: &str, tsv: &str) -> BTreeMap<&'static str, Vec<String>> {
     for row in rows {
         let row = row.as_slice();
         let kind = col(row, "kind");
+        if is_switch(row) {
+            continue;
+        }
         let (key, value) = match kind.as_str() {
+            "http.request" if is_upgrade_request(row) => (
+                "http2.request",
+                format!(
+                    "{} {} host={}",
+                    col(row, "method"),
+                    col(row, "uri"),
+                    col(row, "host")
+                ),
+            ),
             "http.request" => (
                 "http.request",
                 format!(
