@@ -5,6 +5,11 @@ use clap::{Parser, Subcommand};
 use remora_agent::cli::RecordArgs;
 use remora_analyzer::client::Connection;
 
+mod allocator;
+
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Remora: an eBPF network recorder an AI assistant can question.
 #[derive(Parser, Debug)]
 #[command(name = "remora", version)]
@@ -504,6 +509,7 @@ async fn main() -> anyhow::Result<()> {
             remora_analyzer::mcp::serve_stdio(server).await?;
         }
         Command::Dissect { capture, out, node } => {
+            allocator::keep_freed_memory();
             let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
             let summary =
                 remora_analyzer::dissect_cmd::dissect_file(&capture, &out, &node, progress)
