@@ -358,7 +358,13 @@ mod tests {
             .next()
             .unwrap()
             .unwrap();
-        let method = batch.column_by_name("method").unwrap().as_string::<i32>();
+        // `method` is dictionary-typed in the file (rows::is_dictionary_column).
+        let method = arrow::compute::cast(
+            batch.column_by_name("method").unwrap(),
+            &arrow::datatypes::DataType::Utf8,
+        )
+        .unwrap();
+        let method = method.as_string::<i32>();
         let status = batch
             .column_by_name("status_code")
             .unwrap()

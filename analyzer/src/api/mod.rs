@@ -5,6 +5,7 @@
 mod calls;
 mod endpoints;
 mod json;
+mod page;
 mod snapshots;
 mod stats;
 

@@ -28,6 +28,10 @@ use remora_analyzer::{
 };
 use remora_kfl::{CompileOptions, Table};
 
+// The allocator of the `remora` binary that serves these queries.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Query benchmark.
 #[derive(Parser, Debug)]
 #[command(name = "bench-query")]
@@ -50,6 +54,9 @@ struct Args {
     /// GiB of slices for the snapshot timing.
     #[arg(long, default_value_t = 1)]
     snapshot_gib: u64,
+    /// Only the query comparison and compile times (no HTTP latency, no snapshot timing).
+    #[arg(long)]
+    queries_only: bool,
 }
 
 /// The seed's filters, and the same questions for DuckDB.
@@ -314,8 +321,10 @@ async fn main() -> anyhow::Result<()> {
         println!("| `{kfl}` | {us:.1} |");
     }
     println!("\nslowest compile {slowest:.1} µs (target: under 1000 µs)");
-    api_latency(&file, args.clients, args.requests).await?;
-    snapshot_time(&file, args.snapshot_gib).await?;
+    if !args.queries_only {
+        api_latency(&file, args.clients, args.requests).await?;
+        snapshot_time(&file, args.snapshot_gib).await?;
+    }
     Ok(())
 }
 
