@@ -147,8 +147,9 @@ mod tests {
         let conn: Vec<u64> = (0..n).map(|i| i % 4).collect();
         let index: Vec<u32> = (0..n).map(|i| (i / 4) as u32).collect();
         let ts: Vec<i64> = (0..n).map(|i| 1_000 + (i as i64 % 7) * 10).collect();
-        let elapsed: Vec<Option<i64>> =
-            (0..n).map(|i| (i % 5 != 0).then_some((i as i64 * 37) % 11)).collect();
+        let elapsed: Vec<Option<i64>> = (0..n)
+            .map(|i| (i % 5 != 0).then_some((i as i64 * 37) % 11))
+            .collect();
         let ids: Vec<String> = (0..n as usize)
             .map(|i| format!("n1/{}/{}", conn[i], index[i]))
             .collect();
@@ -191,14 +192,22 @@ mod tests {
         let df = ctx.read_batch(table()).unwrap();
         let json = |b: &[RecordBatch]| super::super::json::rows(b, false, 64);
         for order in [Order::Time, Order::Slowest] {
-            let whole = df.clone().sort(order.keys()).unwrap().collect().await.unwrap();
+            let whole = df
+                .clone()
+                .sort(order.keys())
+                .unwrap()
+                .collect()
+                .await
+                .unwrap();
             let expected = ids(&json(&whole));
             assert_eq!(expected.len(), 40);
             for size in [1, 3, 7, 40] {
                 let mut walked = Vec::new();
                 let mut offset = 0;
                 loop {
-                    let rows = page(df.clone(), order, offset, size, Ok, json).await.unwrap();
+                    let rows = page(df.clone(), order, offset, size, Ok, json)
+                        .await
+                        .unwrap();
                     if rows.is_empty() {
                         break;
                     }
