@@ -49,7 +49,7 @@ enum Task {
     Docs,
     /// Benchmarks against the tools a user would otherwise use (release build).
     Bench {
-        /// Which benchmark: `capture`, `dissect` or `query`.
+        /// Which benchmark: `capture`, `dissect`, `query` or `jobs`.
         which: String,
         /// Arguments for the benchmark binary.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -269,6 +269,24 @@ fn bench(which: &str, args: &[String]) -> anyhow::Result<()> {
             ])?;
             run_release_bin("bench-query", args)
         }
-        other => bail!("unknown benchmark `{other}`; available: capture, dissect, query"),
+        "jobs" => {
+            if !root_dir().join("bench-out/dissect.pcap").is_file() {
+                bail!(
+                    "bench-out/dissect.pcap is missing: run `cargo xtask bench dissect` first \
+                     (it records the capture this benchmark replays as slices)"
+                );
+            }
+            step("building release binaries (first time: several minutes)");
+            cargo(&[
+                "build",
+                "--release",
+                "-p",
+                "analyzer",
+                "--bin",
+                "bench-jobs",
+            ])?;
+            run_release_bin("bench-jobs", args)
+        }
+        other => bail!("unknown benchmark `{other}`; available: capture, dissect, query, jobs"),
     }
 }
