@@ -47,11 +47,12 @@ impl std::fmt::Display for Summary {
         )?;
         write!(
             f,
-            "skipped: {} undecodable packets, {} IP fragments, {} bad DNS messages, {} HTTP heads that did not parse",
+            "skipped: {} undecodable packets, {} IP fragments, {} bad DNS messages, {} HTTP heads that did not parse, {} copies of packets seen twice",
             self.stats.undecodable,
             self.stats.fragments,
             self.stats.dns_errors,
-            self.stats.http_errors
+            self.stats.http_errors,
+            self.stats.duplicates
         )
     }
 }
@@ -187,7 +188,7 @@ pub fn dissect_nodes(
             None => Sink::new(out, node, "ebpf", workloads)?,
         };
         let mut sink_now = s;
-        let mut engine = Engine::new();
+        let mut engine = Engine::new().count_copies_once();
         let mut failed = None;
         let mut stopped = false;
         let base = total;
@@ -243,6 +244,7 @@ fn add_stats(into: &mut Stats, s: &Stats) {
     into.evicted_conns += s.evicted_conns;
     into.defrag_dropped += s.defrag_dropped;
     into.h2c_upgrades += s.h2c_upgrades;
+    into.duplicates += s.duplicates;
 }
 
 /// Where rows go as they complete: the two tables, written batch by batch, and the counts.

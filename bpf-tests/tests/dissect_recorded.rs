@@ -12,7 +12,7 @@ use arrow::{
     datatypes::{Int64Type, UInt16Type},
 };
 use bpf_tests::{
-    net::{ADDR_B, IF_A, VethPair},
+    net::{ADDR_B, IF_A, NetNs, VethPair},
     proc::{AgentProc, Nginx, Tcpdump},
     require_root, require_tool, sibling_binary,
 };
@@ -191,5 +191,120 @@ fn recorded_http_traffic_dissects_to_exactly_the_requests_made() {
     assert_eq!(
         via_pcap, expected,
         "tcpdump's capture of the same traffic dissects differently"
+    );
+}
+
+/// Sum of both retransmission columns over every connection in a conns.parquet.
+fn retransmissions(path: &Path) -> u64 {
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut total = 0;
+    for batch in ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap()
+    {
+        let b = batch.unwrap();
+        for name in ["retransmissions_c2s", "retransmissions_s2c"] {
+            let column = b.column_by_name(name).unwrap();
+            total += column
+                .as_primitive::<arrow::datatypes::UInt64Type>()
+                .iter()
+                .flatten()
+                .sum::<u64>();
+        }
+    }
+    total
+}
+
+/// A router namespace between client and server, recorded on both of its interfaces: every
+/// forwarded packet is recorded twice (ingress on one side, egress on the other, one TTL
+/// less). Dissection of the slices must count each packet once: exactly the requests made, no
+/// phantom retransmissions, and the copies counted.
+#[test]
+fn packets_recorded_on_two_interfaces_count_once() {
+    require_root();
+    for tool in ["curl", "nginx", "ip"] {
+        require_tool(tool);
+    }
+    // client (198.18.1.1) — r0 [router] r1 — server (198.18.2.1)
+    let client = NetNs::new("cpc");
+    let router = NetNs::new("cpr");
+    let server = NetNs::new("cps");
+    for (ns, ours, theirs, peer, ours_addr, theirs_addr) in [
+        (
+            &client,
+            "c0",
+            "r0",
+            &router,
+            "198.18.1.1/24",
+            "198.18.1.254/24",
+        ),
+        (
+            &server,
+            "s0",
+            "r1",
+            &router,
+            "198.18.2.1/24",
+            "198.18.2.254/24",
+        ),
+    ] {
+        ns.exec_ok(
+            "ip",
+            &[
+                "link", "add", ours, "type", "veth", "peer", "name", theirs, "netns", &peer.name,
+            ],
+        );
+        ns.exec_ok("ip", &["addr", "add", ours_addr, "dev", ours]);
+        peer.exec_ok("ip", &["addr", "add", theirs_addr, "dev", theirs]);
+        ns.exec_ok("ip", &["link", "set", ours, "up"]);
+        peer.exec_ok("ip", &["link", "set", theirs, "up"]);
+    }
+    client.exec_ok("ip", &["route", "add", "default", "via", "198.18.1.254"]);
+    server.exec_ok("ip", &["route", "add", "default", "via", "198.18.2.254"]);
+    router.exec_ok("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
+
+    let _nginx = Nginx::start(&server, "198.18.2.1", 8080);
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let agent = AgentProc::start(&router, &data, 18822, &["--interfaces", "r0,r1"]);
+    let mut expected = Vec::new();
+    for i in 0..6 {
+        client.exec_ok(
+            "curl",
+            &[
+                "-sS",
+                "-o",
+                "/dev/null",
+                &format!("http://198.18.2.1:8080/?n={i}"),
+            ],
+        );
+        expected.push(("GET".to_owned(), "/".to_owned(), 200u16));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let log = agent.stop();
+
+    let out = tmp.path().join("out");
+    let summary = dissect(&data.join("capture/test/packets"), &out);
+    eprintln!("router: {summary}");
+    let got: Vec<(String, String, u16)> = calls(&out.join("calls.parquet"))
+        .into_iter()
+        .map(|(m, p, s, _)| (m, p, s))
+        .collect();
+    assert_eq!(got, expected, "calls through the router\n{summary}\n{log}");
+    assert_eq!(
+        retransmissions(&out.join("conns.parquet")),
+        0,
+        "copies counted as retransmissions\n{summary}"
+    );
+    let copies: u64 = summary
+        .lines()
+        .flat_map(|line| line.split(", "))
+        .find_map(|part| part.trim().strip_suffix(" copies of packets seen twice"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    // 6 connections x (3 handshake + ≥ 2 data + ≥ 3 close) packets, each recorded twice.
+    assert!(
+        copies >= 6 * 8,
+        "only {copies} copies recognised\n{summary}"
     );
 }

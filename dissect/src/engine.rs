@@ -8,6 +8,7 @@ use rustc_hash::FxHashMap as HashMap;
 
 use crate::{
     call::{Call, Conn, Endpoint},
+    dedup::Dedup,
     defrag::Defrag,
     http1::{self, Message, Parser, Role},
     http2,
@@ -38,6 +39,8 @@ pub struct Stats {
     pub defrag_dropped: u64,
     /// HTTP/1.1 connections that switched to HTTP/2 with `Upgrade: h2c`.
     pub h2c_upgrades: u64,
+    /// Copies of a packet already seen (another interface or node recorded it too).
+    pub duplicates: u64,
 }
 
 /// Everything a dissection produced.
@@ -142,6 +145,8 @@ pub struct Engine {
     /// Sum of the live connections' `held` bytes.
     held: usize,
     defrag: Defrag,
+    /// On for the recorder's slices (see [`Engine::count_copies_once`]).
+    dedup: Option<Dedup>,
     tcp: HashMap<FlowKey, TcpConn>,
     next_id: u64,
     dns_pending: HashMap<(FlowKey, u16), (Call, i64)>,
@@ -199,6 +204,15 @@ impl Engine {
                 self.close(conn);
             }
         }
+    }
+
+    /// Counts a packet recorded on several interfaces or nodes once (`crate::dedup`: same
+    /// bytes but TTL and checksum, within 50 ms). On for the recorder's slices, where a pod's
+    /// veth, a bridge and the uplink each record the packet; off by default, so that a capture
+    /// file is read as it is (as tshark does).
+    pub fn count_copies_once(mut self) -> Self {
+        self.dedup = Some(Dedup::default());
+        self
     }
 
     /// Feeds one packet: its time, its bytes from the IP header on (possibly cut), and its
@@ -261,6 +275,13 @@ impl Engine {
     }
 
     fn push_at_depth(&mut self, ts_ns: i64, l3: &[u8], wire_len: u32, depth: u8) {
+        // The same packet recorded on several interfaces (or nodes) counts once.
+        if let Some(dedup) = &mut self.dedup
+            && dedup.is_copy(ts_ns, l3, wire_len)
+        {
+            self.out.stats.duplicates += 1;
+            return;
+        }
         let Some(ip) = net::ip(l3, wire_len) else {
             self.out.stats.undecodable += 1;
             return;

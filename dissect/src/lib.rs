@@ -9,6 +9,7 @@
 
 pub mod call;
 pub mod capture;
+mod dedup;
 mod defrag;
 pub mod dns;
 pub mod engine;
