@@ -288,20 +288,22 @@ impl Jobs {
         let partial = parent.join(format!(".{name}.partial"));
         fs::create_dir_all(&partial)?;
         let nodes = self.store.packet_dirs(snapshot)?;
+        // Attribution as the snapshot froze it; older snapshots without records use what the
+        // analyzer knows now.
+        let frozen = self.store.snapshot_workloads(snapshot)?;
+        let workloads: &dyn crate::rows::Resolve = match &frozen {
+            Some(w) => w,
+            None => &*self.workloads,
+        };
         let result = if nodes.is_empty() {
             // An empty window: empty tables, still a valid db.
             crate::dissect_cmd::empty_tables(&partial)
         } else {
-            crate::dissect_cmd::dissect_nodes(
-                &nodes,
-                &partial,
-                &*self.workloads,
-                &|packets, calls| {
-                    job.packets.store(packets, Ordering::Relaxed);
-                    job.calls.store(calls, Ordering::Relaxed);
-                    !job.cancel.load(Ordering::Relaxed)
-                },
-            )
+            crate::dissect_cmd::dissect_nodes(&nodes, &partial, workloads, &|packets, calls| {
+                job.packets.store(packets, Ordering::Relaxed);
+                job.calls.store(calls, Ordering::Relaxed);
+                !job.cancel.load(Ordering::Relaxed)
+            })
             .map(Some)
         };
         let summary = match result {

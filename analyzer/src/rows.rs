@@ -62,6 +62,12 @@ impl Peer {
 pub trait Resolve {
     /// The peer at `endpoint` at `ts_ns`, when known.
     fn resolve(&self, endpoint: &Endpoint, ts_ns: i64) -> Option<&Peer>;
+
+    /// Every address this source knows now, for freezing into a snapshot
+    /// (`workloads.parquet`); a source that cannot list them returns none.
+    fn records(&self) -> Vec<(std::net::IpAddr, Peer)> {
+        Vec::new()
+    }
 }
 
 /// Knows no workloads: every attribution column stays empty.

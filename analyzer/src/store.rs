@@ -107,6 +107,9 @@ pub struct Manifest {
     pub drops: u64,
     /// When it was made, unix ms.
     pub created_at: i64,
+    /// Workload records frozen into `workloads.parquet` (0: none known when it was made).
+    #[serde(default)]
+    pub workloads: usize,
 }
 
 /// A request to make a snapshot: `duration` back from now (or from `end`), or `start`..`end`.
@@ -191,10 +194,11 @@ pub fn recorded_nodes(data: &Path) -> Vec<String> {
 }
 
 /// The snapshots of one data directory.
-#[derive(Debug)]
 pub struct SnapshotStore {
     data: PathBuf,
     creating: Mutex<HashSet<String>>,
+    /// Where the workload records frozen into each new snapshot come from.
+    workloads: Option<std::sync::Arc<dyn crate::rows::Resolve + Send + Sync>>,
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
@@ -216,6 +220,15 @@ fn parquet_rows(path: &Path) -> u64 {
         })
 }
 
+impl std::fmt::Debug for SnapshotStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotStore")
+            .field("data", &self.data)
+            .field("workloads", &self.workloads.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 impl SnapshotStore {
     /// The store under `<data>/snapshots`; leftovers of an interrupted creation are removed.
     pub fn open(data: &Path) -> Result<Self, StoreError> {
@@ -232,7 +245,32 @@ impl SnapshotStore {
         Ok(Self {
             data: data.to_owned(),
             creating: Mutex::new(HashSet::new()),
+            workloads: None,
         })
+    }
+
+    /// Freezes the records of `workloads` into every snapshot made from now on
+    /// (`workloads.parquet`, see [`crate::workloads::SNAPSHOT_FILE`]).
+    pub fn with_workloads(
+        mut self,
+        workloads: std::sync::Arc<dyn crate::rows::Resolve + Send + Sync>,
+    ) -> Self {
+        self.workloads = Some(workloads);
+        self
+    }
+
+    /// The workload records frozen into `snapshot`, when it has any.
+    pub fn snapshot_workloads(
+        &self,
+        snapshot: &str,
+    ) -> Result<Option<crate::workloads::StaticWorkloads>, StoreError> {
+        let path = self.path(snapshot)?.join(crate::workloads::SNAPSHOT_FILE);
+        if !path.is_file() {
+            return Ok(None);
+        }
+        crate::workloads::StaticWorkloads::read_parquet(&path)
+            .map(Some)
+            .map_err(|e| io(path.display(), e))
     }
 
     fn dir(&self) -> PathBuf {
@@ -380,8 +418,24 @@ impl SnapshotStore {
             files,
             drops: 0,
             created_at: now_ms,
+            workloads: 0,
         };
         fs::create_dir_all(tmp).map_err(|e| io(tmp.display(), e))?;
+        let records = self
+            .workloads
+            .as_ref()
+            .map(|w| w.records())
+            .unwrap_or_default();
+        let manifest = Manifest {
+            workloads: records.len(),
+            ..manifest
+        };
+        if !records.is_empty() {
+            let path = tmp.join(crate::workloads::SNAPSHOT_FILE);
+            crate::workloads::StaticWorkloads::from_records(records)
+                .write_parquet(&path)
+                .map_err(|e| io(path.display(), e))?;
+        }
         let json = serde_json::to_vec_pretty(&manifest).map_err(|e| io("manifest", e))?;
         write_atomic(&tmp.join("manifest.json"), &json)?;
         Ok(manifest)
@@ -404,6 +458,7 @@ impl SnapshotStore {
                 bytes: 0,
                 drops: 0,
                 created_at: 0,
+                workloads: 0,
             }),
             Err(_) => Err(StoreError::NotFound(name.to_owned())),
         }
@@ -530,5 +585,46 @@ mod tests {
         store.delete("s1").unwrap_or_else(|e| panic!("{e}"));
         assert!(matches!(store.get("s1"), Err(StoreError::NotFound(_))));
         assert!(matches!(store.get("../x"), Err(StoreError::InvalidName(_))));
+    }
+
+    /// A snapshot keeps the workload records of when it was made; a snapshot made without a
+    /// workloads source has none (and its jobs use the analyzer's current source).
+    #[test]
+    fn snapshot_freezes_the_workloads_it_was_made_with() {
+        use crate::{rows::Resolve as _, workloads::StaticWorkloads};
+        let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let data = tmp.path();
+        slice(data, "n1", 1_000_000_000, 1_999_999_999);
+        let live = StaticWorkloads::parse(
+            r#"[{"ip": "198.18.0.1", "pod": "frontend-1", "namespace": "shop"}]"#,
+        )
+        .unwrap_or_default();
+        let store = SnapshotStore::open(data)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .with_workloads(std::sync::Arc::new(live.clone()));
+        let req = |name: &str| CreateRequest {
+            name: name.into(),
+            start: Some(1000),
+            end: Some(2000),
+            ..CreateRequest::default()
+        };
+        store.reserve("with").unwrap_or_else(|e| panic!("{e}"));
+        let m = store
+            .build(&req("with"), 1000, 2000, 7)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(m.workloads, 1);
+        let frozen = store
+            .snapshot_workloads("with")
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_default();
+        assert_eq!(frozen.records(), live.records());
+
+        let bare = SnapshotStore::open(data).unwrap_or_else(|e| panic!("{e}"));
+        bare.reserve("without").unwrap_or_else(|e| panic!("{e}"));
+        let m = bare
+            .build(&req("without"), 1000, 2000, 8)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(m.workloads, 0);
+        assert!(bare.snapshot_workloads("without").ok().flatten().is_none());
     }
 }

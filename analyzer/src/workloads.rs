@@ -6,12 +6,19 @@
 //! `[{"ip": "198.18.0.1", "pod": "frontend-7d9f8", "namespace": "shop", "service": "frontend",
 //!   "process": "node", "pid": 4242}]` — every field but `ip` optional.
 
-use std::{collections::HashMap, net::IpAddr, path::Path};
+use std::{collections::HashMap, net::IpAddr, path::Path, sync::Arc};
+
+use arrow::{
+    array::{ArrayRef, AsArray as _, RecordBatch, StringArray, UInt32Array},
+    compute::cast,
+    datatypes::{DataType, UInt32Type},
+};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use remora_dissect::Endpoint;
 use serde::Deserialize;
 
-use crate::rows::{Peer, Resolve};
+use crate::rows::{Peer, Resolve, TableWriter};
 
 #[derive(Deserialize)]
 struct Entry {
@@ -97,6 +104,111 @@ impl Resolve for StaticWorkloads {
     fn resolve(&self, endpoint: &Endpoint, _ts_ns: i64) -> Option<&Peer> {
         self.peers.get(&endpoint.ip)
     }
+
+    fn records(&self) -> Vec<(IpAddr, Peer)> {
+        let mut all: Vec<_> = self.peers.iter().map(|(ip, p)| (*ip, p.clone())).collect();
+        all.sort_by_key(|(ip, _)| *ip);
+        all
+    }
+}
+
+/// The workload records a snapshot froze when it was made, in `<snapshot>/workloads.parquet`.
+/// A dissection of the snapshot attributes with these, not with what the analyzer knows when
+/// the job runs, so a snapshot means the same thing after its pods are gone.
+pub const SNAPSHOT_FILE: &str = "workloads.parquet";
+
+impl StaticWorkloads {
+    /// A resolver over `records`.
+    pub fn from_records(records: impl IntoIterator<Item = (IpAddr, Peer)>) -> Self {
+        Self {
+            peers: records.into_iter().collect(),
+        }
+    }
+
+    /// Writes the records as Parquet (temp, fsync, rename): one row per address.
+    pub fn write_parquet(&self, path: &Path) -> anyhow::Result<()> {
+        let records = self.records();
+        let text = |f: fn(&Peer) -> &str| -> ArrayRef {
+            Arc::new(StringArray::from_iter_values(
+                records.iter().map(|(_, p)| f(p)),
+            ))
+        };
+        let batch = RecordBatch::try_from_iter([
+            (
+                "ip",
+                Arc::new(StringArray::from_iter_values(
+                    records.iter().map(|(ip, _)| ip.to_string()),
+                )) as ArrayRef,
+            ),
+            ("pod_name", text(|p| &p.pod_name)),
+            ("pod_namespace", text(|p| &p.pod_namespace)),
+            ("service_name", text(|p| &p.service_name)),
+            ("service_namespace", text(|p| &p.service_namespace)),
+            ("process", text(|p| &p.process)),
+            (
+                "pid",
+                Arc::new(UInt32Array::from_iter_values(
+                    records.iter().map(|(_, p)| p.pid),
+                )),
+            ),
+        ])?;
+        let mut w = TableWriter::new(path);
+        w.write(&batch)?;
+        w.finish(&batch)?;
+        Ok(())
+    }
+
+    /// Reads what [`write_parquet`](Self::write_parquet) wrote.
+    pub fn read_parquet(path: &Path) -> anyhow::Result<Self> {
+        let file = std::fs::File::open(path)
+            .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+        let mut peers = HashMap::new();
+        for batch in ParquetRecordBatchReaderBuilder::try_new(file)?.build()? {
+            let batch = batch?;
+            let text = |name: &str| -> anyhow::Result<ArrayRef> {
+                let column = batch
+                    .column_by_name(name)
+                    .ok_or_else(|| anyhow::anyhow!("{}: no column {name}", path.display()))?;
+                Ok(cast(column, &DataType::Utf8)?)
+            };
+            let [ip, pod, pod_ns, svc, svc_ns, process] = [
+                "ip",
+                "pod_name",
+                "pod_namespace",
+                "service_name",
+                "service_namespace",
+                "process",
+            ]
+            .map(text);
+            let (ip, pod, pod_ns, svc, svc_ns, process) =
+                (ip?, pod?, pod_ns?, svc?, svc_ns?, process?);
+            let pid = cast(
+                batch
+                    .column_by_name("pid")
+                    .ok_or_else(|| anyhow::anyhow!("{}: no column pid", path.display()))?,
+                &DataType::UInt32,
+            )?;
+            let pid = pid.as_primitive::<UInt32Type>();
+            let s = |a: &ArrayRef, r: usize| a.as_string::<i32>().value(r).to_owned();
+            for r in 0..batch.num_rows() {
+                let addr: IpAddr = s(&ip, r)
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("{}: row {r}: {e}", path.display()))?;
+                peers.insert(
+                    addr,
+                    Peer {
+                        pod_name: s(&pod, r),
+                        pod_namespace: s(&pod_ns, r),
+                        service_name: s(&svc, r),
+                        service_namespace: s(&svc_ns, r),
+                        process: s(&process, r),
+                        pid: pid.value(r),
+                    },
+                );
+            }
+        }
+        Ok(Self { peers })
+    }
 }
 
 #[cfg(test)]
@@ -124,5 +236,21 @@ mod tests {
         );
         assert!(w.resolve(&ep("198.18.0.3"), 0).is_none());
         assert!(StaticWorkloads::parse("[{\"pod\": \"x\"}]").is_err());
+    }
+
+    #[test]
+    fn records_survive_a_parquet_round_trip() {
+        let w = StaticWorkloads::parse(
+            r#"[{"ip": "198.18.0.1", "pod": "frontend-1", "namespace": "shop", "service": "frontend", "process": "node", "pid": 42},
+                {"ip": "2001:db8::2", "service": "checkout", "namespace": "shop"}]"#,
+        )
+        .unwrap_or_default();
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join(SNAPSHOT_FILE);
+        w.write_parquet(&path).unwrap_or_else(|e| panic!("{e}"));
+        let back = StaticWorkloads::read_parquet(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back.records(), w.records());
+        assert_eq!(back.len(), 2);
+        assert!(StaticWorkloads::read_parquet(&dir.path().join("none.parquet")).is_err());
     }
 }

@@ -301,6 +301,8 @@ fn seed_flow_over_http_counts_exactly_what_was_sent() {
         v["status"] == "completed"
     });
     assert!(snap["packets"].as_u64().unwrap_or(0) > 0, "{snap}");
+    // The two workload records are frozen into the snapshot; the job attributes with them.
+    assert_eq!(snap["workloads"], 2, "{snap}");
     example(
         "Snapshot status",
         "GET /mcp/snapshots/frontend-analysis",

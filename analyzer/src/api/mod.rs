@@ -49,7 +49,7 @@ impl AnalyzerState {
         workloads: Arc<dyn crate::rows::Resolve + Send + Sync>,
         workers: usize,
     ) -> anyhow::Result<Arc<Self>> {
-        let store = Arc::new(SnapshotStore::open(data)?);
+        let store = Arc::new(SnapshotStore::open(data)?.with_workloads(workloads.clone()));
         let jobs = Arc::new(Jobs::open(data, store.clone(), workloads, workers)?);
         Ok(Arc::new(Self {
             data: data.to_owned(),

@@ -103,7 +103,7 @@ pub async fn get_snapshot(
     Ok(Json(json!({
         "name": m.name, "status": m.status, "reason": m.reason, "start": m.start, "end": m.end,
         "nodes": m.nodes, "files": m.files.len(), "packets": m.packets, "bytes": m.bytes,
-        "drops": m.drops, "created_at": m.created_at,
+        "drops": m.drops, "created_at": m.created_at, "workloads": m.workloads,
     })))
 }
 
