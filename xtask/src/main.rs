@@ -177,6 +177,13 @@ fn run_bench(why_root: &str, package: &str, bin: &str, args: &[String]) -> anyho
     run_release_bin(bin, args)
 }
 
+/// Builds one of the analyzer's release benchmark binaries and runs it (no privileges needed).
+fn run_analyzer_bench(bin: &str, args: &[String]) -> anyhow::Result<()> {
+    step("building release binaries (first time: several minutes)");
+    cargo(&["build", "--release", "-p", "analyzer", "--bin", bin])?;
+    run_release_bin(bin, args)
+}
+
 /// Runs `target/release/<bin>` from the workspace root.
 fn run_release_bin(bin: &str, args: &[String]) -> anyhow::Result<()> {
     let path = root_dir().join("target/release").join(bin);
@@ -257,18 +264,7 @@ fn bench(which: &str, args: &[String]) -> anyhow::Result<()> {
             "bench-dissect",
             args,
         ),
-        "query" => {
-            step("building release binaries (first time: several minutes)");
-            cargo(&[
-                "build",
-                "--release",
-                "-p",
-                "analyzer",
-                "--bin",
-                "bench-query",
-            ])?;
-            run_release_bin("bench-query", args)
-        }
+        "query" => run_analyzer_bench("bench-query", args),
         "jobs" => {
             if !root_dir().join("bench-out/dissect.pcap").is_file() {
                 bail!(
@@ -276,16 +272,7 @@ fn bench(which: &str, args: &[String]) -> anyhow::Result<()> {
                      (it records the capture this benchmark replays as slices)"
                 );
             }
-            step("building release binaries (first time: several minutes)");
-            cargo(&[
-                "build",
-                "--release",
-                "-p",
-                "analyzer",
-                "--bin",
-                "bench-jobs",
-            ])?;
-            run_release_bin("bench-jobs", args)
+            run_analyzer_bench("bench-jobs", args)
         }
         other => bail!("unknown benchmark `{other}`; available: capture, dissect, query, jobs"),
     }

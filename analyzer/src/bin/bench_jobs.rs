@@ -22,7 +22,7 @@ use remora_agent::{
     decode::{Decoder, PacketBatch},
     slice::SliceWriter,
 };
-use remora_analyzer::{api, dissect_cmd, rows::NoWorkloads};
+use remora_analyzer::{api, client::Connection, dissect_cmd, rows::NoWorkloads};
 use remora_dissect::capture::CaptureReader;
 use serde_json::{Value, json};
 
@@ -94,39 +94,14 @@ fn write_slices(pcap: &Path, packets_dir: &Path, snaplen: u32) -> anyhow::Result
     Ok((n, first / 1_000_000, last / 1_000_000 + 1))
 }
 
-/// An HTTP client for the in-process analyzer.
-struct Client {
-    base: String,
-    agent: ureq::Agent,
-}
-
-impl Client {
-    fn call(&self, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
-        let url = format!("{}{path}", self.base);
-        let auth = format!("Bearer {TOKEN}");
-        let mut response = match body {
-            Some(b) => self
-                .agent
-                .post(&url)
-                .header("Authorization", &auth)
-                .send_json(b)?,
-            None if method == "GET" => {
-                self.agent.get(&url).header("Authorization", &auth).call()?
-            }
-            None => bail!("unsupported {method}"),
-        };
-        Ok(response.body_mut().read_json()?)
-    }
-
-    /// Polls `path` until its `status` is none of `busy`; returns the last answer.
-    fn wait(&self, path: &str, busy: &[&str]) -> anyhow::Result<Value> {
-        loop {
-            let v = self.call("GET", path, None)?;
-            if !busy.iter().any(|b| v["status"] == *b) {
-                return Ok(v);
-            }
-            std::thread::sleep(Duration::from_millis(5));
+/// Polls `path` until its `status` is none of `busy`; returns the last answer.
+fn wait(client: &Connection, path: &str, busy: &[&str]) -> anyhow::Result<Value> {
+    loop {
+        let v = client.call("GET", path, None)?;
+        if !busy.iter().any(|b| v["status"] == *b) {
+            return Ok(v);
         }
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
@@ -152,6 +127,13 @@ async fn main() -> anyhow::Result<()> {
         args.snaplen
     );
 
+    let token_file = args.dir.join("token");
+    std::fs::write(&token_file, TOKEN)?;
+    let connection = move |addr: std::net::SocketAddr| Connection {
+        url: format!("http://{addr}"),
+        token_file: token_file.clone(),
+        json: true,
+    };
     let state = api::AnalyzerState::open(&data, TOKEN.into(), std::sync::Arc::new(NoWorkloads), 1)?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
@@ -170,20 +152,17 @@ async fn main() -> anyhow::Result<()> {
             println!("direct: {direct}");
         }
         // (2) The job path over HTTP.
+        let client = connection(addr);
         let (snap_s, this_job_s, job) =
             tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-                let client = Client {
-                    base: format!("http://{addr}"),
-                    agent: ureq::Agent::config_builder().build().into(),
-                };
                 let name = format!("b{round}");
                 let t = Instant::now();
                 client.call(
                     "POST",
                     "/mcp/snapshots",
-                    Some(json!({"name": name, "start": start_ms, "end": end_ms})),
+                    Some(&json!({"name": name, "start": start_ms, "end": end_ms})),
                 )?;
-                let snap = client.wait(&format!("/mcp/snapshots/{name}"), &["in_progress"])?;
+                let snap = wait(&client, &format!("/mcp/snapshots/{name}"), &["in_progress"])?;
                 let snapshot_s = t.elapsed().as_secs_f64();
                 if snap["status"] != "completed" {
                     bail!("snapshot ended {snap}");
@@ -192,9 +171,10 @@ async fn main() -> anyhow::Result<()> {
                 client.call(
                     "POST",
                     "/mcp/dissections",
-                    Some(json!({"snapshot": name, "name": "d"})),
+                    Some(&json!({"snapshot": name, "name": "d"})),
                 )?;
-                let job = client.wait(
+                let job = wait(
+                    &client,
                     &format!("/mcp/dissections/{name}/d"),
                     &["pending", "running"],
                 )?;
@@ -232,18 +212,15 @@ async fn main() -> anyhow::Result<()> {
     }
     let big_start_ms = window / 1_000_000;
 
+    let client = connection(addr);
     let big_s = tokio::task::spawn_blocking(move || -> anyhow::Result<f64> {
-        let client = Client {
-            base: format!("http://{addr}"),
-            agent: ureq::Agent::config_builder().build().into(),
-        };
         let t = Instant::now();
         client.call(
             "POST",
             "/mcp/snapshots",
-            Some(json!({"name": "big", "start": big_start_ms, "end": end_ms})),
+            Some(&json!({"name": "big", "start": big_start_ms, "end": end_ms})),
         )?;
-        let snap = client.wait("/mcp/snapshots/big", &["in_progress"])?;
+        let snap = wait(&client, "/mcp/snapshots/big", &["in_progress"])?;
         if snap["status"] != "completed" {
             bail!("snapshot ended {snap}");
         }

@@ -146,17 +146,12 @@ pub fn oracle(name: &str, tsv: &str) -> BTreeMap<&'static str, Vec<String>> {
             continue;
         }
         let (key, value) = match kind.as_str() {
-            "http.request" if is_upgrade_request(row) => (
-                "http2.request",
-                format!(
-                    "{} {} host={}",
-                    col(row, "method"),
-                    col(row, "uri"),
-                    col(row, "host")
-                ),
-            ),
             "http.request" => (
-                "http.request",
+                if is_upgrade_request(row) {
+                    "http2.request"
+                } else {
+                    "http.request"
+                },
                 format!(
                     "{} {} host={}",
                     col(row, "method"),
