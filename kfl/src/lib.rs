@@ -18,9 +18,10 @@
 //!     &CompileOptions::default(),
 //! )
 //! .expect("valid filter");
+//! // Cheap conditions run first (the integer test before the string one).
 //! assert_eq!(
 //!     explain(Table::Calls, expr.as_ref()).expect("unparses"),
-//!     r#"SELECT * FROM calls WHERE (("path" = '/api/v1/checkout') AND (status_code = 503))"#
+//!     r#"SELECT * FROM calls WHERE ((status_code = 503) AND ("path" = '/api/v1/checkout'))"#
 //! );
 //! ```
 
@@ -35,6 +36,7 @@ mod fields;
 mod functions;
 pub mod lexer;
 mod macros;
+mod order;
 pub mod parser;
 pub mod time;
 mod udf;
@@ -57,7 +59,9 @@ pub fn compile(
 ) -> Result<Option<DfExpr>> {
     match parser::parse(kfl)? {
         None => Ok(None),
-        Some(ast) => compile::compile(kfl, &ast, table, schema, options).map(Some),
+        Some(ast) => compile::compile(kfl, &ast, table, schema, options)
+            .map(order::cheap_first)
+            .map(Some),
     }
 }
 
