@@ -124,7 +124,15 @@ pub async fn page(
         .into_iter()
         .filter_map(|row| Some((row.get("id")?.as_str()?.to_owned(), row)))
         .collect();
-    Ok(ids.into_iter().filter_map(|id| by_id.remove(&id)).collect())
+    // Every key of the first pass is in the second (same filter, a wider one around it): a
+    // missing row would shift every later page, so it is an error, not a shorter page.
+    ids.into_iter()
+        .map(|id| {
+            by_id.remove(&id).ok_or_else(|| {
+                DataFusionError::Internal(format!("call {id} of the page was not found again"))
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
