@@ -7,12 +7,12 @@ use std::{fs::File, path::Path, sync::Arc};
 
 use arrow::{
     array::{
-        ArrayRef, BinaryBuilder, BooleanBuilder, Int64Builder, ListBuilder, MapBuilder,
-        RecordBatch, StringBuilder, TimestampNanosecondBuilder, UInt16Builder, UInt32Builder,
-        UInt64Builder,
+        Array as _, ArrayRef, AsArray as _, BinaryBuilder, BooleanBuilder, DictionaryArray,
+        Int32Array, Int64Builder, ListBuilder, MapBuilder, RecordBatch, StringBuilder,
+        TimestampNanosecondBuilder, UInt16Builder, UInt32Builder, UInt64Builder,
     },
     compute::cast,
-    datatypes::DataType,
+    datatypes::{DataType, Int32Type},
     error::ArrowError,
 };
 use parquet::{
@@ -402,13 +402,50 @@ pub fn calls_batch(
     let mut dst_cols = Vec::new();
     dst_peer.finish("dst", &mut dst_cols);
     columns.splice(at..at, dst_cols);
-    let dictionary = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
     for (name, array) in &mut columns {
         if is_dictionary_column(name) {
-            *array = cast(array, &dictionary)?;
+            *array = dictionary_of(array)?;
         }
     }
     RecordBatch::try_from_iter(columns)
+}
+
+/// `array` (text) as `Dictionary(Int32, Utf8)`. Rows come in runs of the same value (one
+/// node, one protocol, empty attribution): a value equal to the previous row's reuses its key
+/// without hashing (arrow's cast to a dictionary hashes every row).
+fn dictionary_of(array: &ArrayRef) -> Result<ArrayRef, ArrowError> {
+    let text = cast(array, &DataType::Utf8)?;
+    let text = text.as_string::<i32>();
+    let mut keys = Vec::with_capacity(text.len());
+    let mut values = StringBuilder::new();
+    let mut known: std::collections::HashMap<&str, i32> = std::collections::HashMap::new();
+    let mut last: Option<(&str, i32)> = None;
+    for i in 0..text.len() {
+        if text.is_null(i) {
+            keys.push(0);
+            continue;
+        }
+        let value = text.value(i);
+        let key = match last {
+            Some((previous, key)) if previous == value => key,
+            _ => {
+                let next = i32::try_from(known.len())
+                    .map_err(|_| ArrowError::ComputeError("too many distinct values".into()))?;
+                let key = *known.entry(value).or_insert_with(|| {
+                    values.append_value(value);
+                    next
+                });
+                last = Some((value, key));
+                key
+            }
+        };
+        keys.push(key);
+    }
+    let keys = Int32Array::new(keys.into(), text.nulls().cloned());
+    Ok(Arc::new(DictionaryArray::<Int32Type>::try_new(
+        keys,
+        Arc::new(values.finish()),
+    )?))
 }
 
 /// `calls` columns stored with an Arrow dictionary type (the Parquet pages are dictionary
@@ -652,6 +689,29 @@ mod tests {
             }
             FieldType::StringMap => matches!(dt, DataType::Map(..)),
         }
+    }
+
+    #[test]
+    fn dictionary_of_keeps_values_nulls_and_order() {
+        let input: ArrayRef = Arc::new(arrow::array::StringArray::from(vec![
+            Some("a"),
+            Some("a"),
+            None,
+            Some("b"),
+            Some("a"),
+            Some(""),
+            Some(""),
+            Some("b"),
+        ]));
+        let dict = dictionary_of(&input).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            dict.data_type(),
+            &DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
+        );
+        let dict_values = dict.as_dictionary::<Int32Type>().values().len();
+        assert_eq!(dict_values, 3, "a, b and the empty string once each");
+        let back = cast(&dict, &DataType::Utf8).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back.as_string::<i32>(), input.as_string::<i32>());
     }
 
     /// The KFL catalog and the files we write must agree on every stored column.
