@@ -198,6 +198,14 @@ fn push_list(b: &mut ListBuilder<StringBuilder>, items: &[String]) {
     b.append(true);
 }
 
+/// Writes a call's `id`, `<node>/<conn_id>/<index>`, into `out` (cleared first). The API's
+/// pages find calls again by this text (api/page.rs), so there is one place that makes it.
+pub fn write_call_id(out: &mut String, node: &str, conn_id: u64, index: u32) {
+    use std::fmt::Write as _;
+    out.clear();
+    let _ = write!(out, "{node}/{conn_id}/{index}");
+}
+
 /// An address's text, formatted once for a run of rows with the same address (calls of one
 /// client or server come in runs; formatting was ~3% of a dissection).
 #[derive(Default)]
@@ -282,9 +290,7 @@ pub fn calls_batch(
     let mut key_scratch = String::new();
     let mut line = String::new();
     for c in calls {
-        use std::fmt::Write as _;
-        line.clear();
-        let _ = write!(line, "{node}/{}/{}", c.conn_id, c.index);
+        write_call_id(&mut line, node, c.conn_id, c.index);
         id.append_value(&line);
         ts.append_value(c.timestamp_ns);
         elapsed.append_option(c.elapsed_us);
@@ -498,12 +504,13 @@ pub fn conns_batch(node: &str, conns: &[Conn]) -> Result<RecordBatch, ArrowError
     let mut counts: Vec<UInt64Builder> = (0..6).map(|_| UInt64Builder::new()).collect();
     let (mut fins, mut resets) = (UInt32Builder::new(), UInt32Builder::new());
     let (mut rst_by, mut l7) = (StringBuilder::new(), StringBuilder::new());
+    let mut ip_text = [IpText::default(), IpText::default()];
     for c in conns {
         conn_id.append_value(c.conn_id);
         node_b.append_value(node);
-        src_ip.append_value(c.src.ip.to_string());
+        src_ip.append_value(ip_text[0].of(c.src.ip));
         src_port.append_value(c.src.port);
-        dst_ip.append_value(c.dst.ip.to_string());
+        dst_ip.append_value(ip_text[1].of(c.dst.ip));
         dst_port.append_value(c.dst.port);
         first.append_value(c.first_ns);
         last.append_value(c.last_ns);

@@ -91,13 +91,9 @@ pub async fn page(
             ));
         };
         for r in 0..b.num_rows() {
-            // The same text as the `id` column (rows::calls_batch).
-            ids.push(format!(
-                "{}/{}/{}",
-                node.value(r),
-                conn.value(r),
-                index.value(r)
-            ));
+            let mut id = String::new();
+            crate::rows::write_call_id(&mut id, node.value(r), conn.value(r), index.value(r));
+            ids.push(id);
             conn_ids.push(conn.value(r));
             first = first.min(ts.value(r));
             last = last.max(ts.value(r));
