@@ -517,10 +517,11 @@ impl Engine {
                         continue; // interim (100 Continue): not a call of its own
                     }
                     let req = h.pending.pop_front();
-                    if resp.status == 101 && http1::is_h2c_upgrade(&resp) {
-                        // The request continues as HTTP/2 stream 1; its call is made when
-                        // that stream's response arrives, so the 101 is not a call.
-                        let after = h.parsers[resp_dir].take_switched().unwrap_or_default();
+                    // A 101 the parser switched on (to h2c): the request continues as HTTP/2
+                    // stream 1, whose response makes the call, so the 101 is not a call.
+                    if resp.status == 101
+                        && let Some(after) = h.parsers[resp_dir].take_switched()
+                    {
                         upgrade = Some((req.unwrap_or_default(), resp.end_ns, after));
                         break;
                     }
