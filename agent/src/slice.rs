@@ -39,6 +39,22 @@ const BATCH_PAYLOAD_BYTES: usize = 4 << 20;
 /// smaller row groups also let readers skip more by time.
 const ROW_GROUP_BYTES: usize = 4 << 20;
 
+/// Integer columns written with DELTA_BINARY_PACKED instead of a dictionary.
+const DELTA_COLUMNS: [&str; 12] = [
+    "ts",
+    "ifindex",
+    "direction",
+    "wire_len",
+    "cgroup_id",
+    "l3",
+    "ip_proto",
+    "src_port",
+    "dst_port",
+    "tcp_flags",
+    "tcp_seq",
+    "tcp_ack",
+];
+
 /// A slice that was published.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FinishedSlice {
@@ -86,14 +102,23 @@ impl SliceWriter {
                 descending: false,
                 nulls_first: false,
             }]))
-            // Payloads and sequence numbers are high-entropy: dictionaries and min/max only cost.
+            // Min/max per row group prune as well as per page for everything but time (the
+            // snapshot cut); page statistics cost a comparison per value and a page index.
+            .set_statistics_enabled(EnabledStatistics::Chunk)
+            .set_column_statistics_enabled(col("ts"), EnabledStatistics::Page)
+            // Payloads are high-entropy: dictionaries and min/max only cost.
             .set_column_dictionary_enabled(col("payload"), false)
-            .set_column_statistics_enabled(col("payload"), EnabledStatistics::None)
-            .set_column_dictionary_enabled(col("ts"), false)
-            .set_column_encoding(col("ts"), Encoding::DELTA_BINARY_PACKED)
-            .set_column_dictionary_enabled(col("tcp_seq"), false)
-            .set_column_dictionary_enabled(col("tcp_ack"), false)
-            .build();
+            .set_column_statistics_enabled(col("payload"), EnabledStatistics::None);
+        // Numbers are delta-encoded rather than dictionary-encoded: a dictionary hashes every
+        // value (the interner was the largest single cost of the writer), while runs and steady
+        // steps (time, sequence numbers, one flow's ports) pack into a few bits per value
+        // without hashing. Addresses keep their dictionary: text, and few distinct values.
+        let props = DELTA_COLUMNS.iter().fold(props, |props, name| {
+            props
+                .set_column_dictionary_enabled(col(name), false)
+                .set_column_encoding(col(name), Encoding::DELTA_BINARY_PACKED)
+        });
+        let props = props.build();
         Self {
             dir: dir.to_owned(),
             builders: PacketBuilders::new(node),
