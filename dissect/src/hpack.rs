@@ -1,13 +1,12 @@
 //! HPACK header block decoding (RFC 7541), one decoder per direction of a connection.
 //!
 //! Owned here rather than taken whole from a crate: the decoder must be bounded and panic-free
-//! on hostile input, and the crate we use for Huffman strings (`fluke-hpack`) rebuilds its
-//! Huffman decoder for every string, which cost ~30% of a dissection in a profile. Its
-//! `HuffmanDecoder` is reused here, one per direction.
+//! on hostile input, and the crates' Huffman decoders were the slowest part of HTTP/2 dissection
+//! (see huffman.rs).
 
 use std::collections::VecDeque;
 
-use fluke_hpack::huffman::HuffmanDecoder;
+use crate::huffman;
 
 /// RFC 7541 Appendix A.
 const STATIC_TABLE: [(&str, &str); 61] = [
@@ -97,7 +96,8 @@ pub struct Decoder {
     table: VecDeque<(String, String)>,
     size: usize,
     max: usize,
-    huffman: HuffmanDecoder,
+    /// Scratch space for Huffman-decoded bytes.
+    scratch: Vec<u8>,
 }
 
 impl Default for Decoder {
@@ -106,7 +106,7 @@ impl Default for Decoder {
             table: VecDeque::new(),
             size: 0,
             max: 4096,
-            huffman: HuffmanDecoder::new(),
+            scratch: Vec::new(),
         }
     }
 }
@@ -139,8 +139,9 @@ impl Decoder {
         let raw = buf.get(*at..*at + len).ok_or(HpackError::Truncated)?;
         *at += len;
         if huffman {
-            let decoded = self.huffman.decode(raw).map_err(|_| HpackError::Huffman)?;
-            Ok(String::from_utf8_lossy(&decoded).into_owned())
+            self.scratch.clear();
+            huffman::decode(raw, &mut self.scratch).map_err(|_| HpackError::Huffman)?;
+            Ok(String::from_utf8_lossy(&self.scratch).into_owned())
         } else {
             Ok(String::from_utf8_lossy(raw).into_owned())
         }

@@ -17,6 +17,7 @@ pub mod error;
 pub mod hpack;
 pub mod http1;
 pub mod http2;
+mod huffman;
 pub mod net;
 mod pairing;
 pub mod reassembly;

@@ -291,9 +291,9 @@ pub(crate) fn dns_message(
     call.status_code = u16::from(msg.rcode);
     call.dns_answers = msg
         .answers
-        .iter()
+        .into_iter()
         .filter(|a| !a.data.is_empty())
-        .map(|a| a.data.clone())
+        .map(|a| a.data)
         .collect();
     out.calls.push(call);
 }

@@ -31,6 +31,30 @@ struct Args {
     /// Reuse an existing capture instead of making one
     #[arg(long)]
     pcap: Option<std::path::PathBuf>,
+    /// Rounds, each running both tools (this VM's speed drifts by ±30% over minutes)
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+}
+
+/// One measured run: (wall s, CPU s, peak RSS bytes).
+fn measured(what: &str, mut cmd: Command) -> anyhow::Result<(f64, f64, u64)> {
+    let (wall, cpu, rss, status) = run_measured(&mut cmd)?;
+    anyhow::ensure!(status.success(), "{what} failed");
+    eprintln!("bench: {what}: {wall:.2} s wall, {cpu:.2} s CPU");
+    Ok((wall, cpu, rss))
+}
+
+/// The median of `values` (not empty).
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// `program` pinned to CPU 0, so that "one core each" holds whatever the tool does.
+fn on_one_core(program: &Path) -> Command {
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", "0"]).arg(program);
+    cmd
 }
 
 fn make_capture(pcap: &Path, seconds: u64) -> anyhow::Result<u64> {
@@ -116,7 +140,7 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     require_root();
     for tool in [
-        "tcpdump", "tshark", "wrk", "h2load", "dnsperf", "dnsmasq", "nginx",
+        "tcpdump", "tshark", "wrk", "h2load", "dnsperf", "dnsmasq", "nginx", "taskset",
     ] {
         require_tool(tool);
     }
@@ -136,16 +160,68 @@ fn main() -> anyhow::Result<()> {
     let remora = sibling_binary("remora");
     let out_dir = out_root.join("dissect-out");
     let _ = fs::remove_dir_all(&out_dir);
-    eprintln!("bench: remora dissect");
-    let (r_wall, r_cpu, r_rss, status) = run_measured(
-        Command::new(&remora)
-            .args(["dissect"])
+    // This VM's speed drifts by ±30% over minutes: the tools take turns, round by round, and
+    // the table shows each one's median round and the median of the per-round ratios.
+    let tshark_out = out_root.join("tshark-fields.txt");
+    let (mut remora_runs, mut tshark_runs) = (Vec::new(), Vec::new());
+    for round in 1..=args.rounds.max(1) {
+        eprintln!("bench: round {round} of {}", args.rounds.max(1));
+        let mut cmd = on_one_core(&remora);
+        cmd.args(["dissect"])
             .arg(&pcap)
             .arg("--out")
             .arg(&out_dir)
-            .stdout(fs::File::create(out_root.join("remora-summary.txt"))?),
-    )?;
-    anyhow::ensure!(status.success(), "remora dissect failed");
+            .stdout(fs::File::create(out_root.join("remora-summary.txt"))?);
+        remora_runs.push(measured("remora dissect", cmd)?);
+        let mut cmd = on_one_core(Path::new("tshark"));
+        cmd.args([
+            "-n",
+            "-o",
+            "tcp.reassemble_out_of_order:TRUE",
+            "-o",
+            "http.desegment_body:FALSE",
+        ])
+        .args(["-d", "tcp.port==8081,http2", "-r"])
+        .arg(&pcap)
+        .args([
+            "-Y",
+            "http.request || http.response || http2.type == 1 || dns",
+        ])
+        .args([
+            "-T",
+            "fields",
+            "-e",
+            "frame.number",
+            "-e",
+            "http.request.method",
+            "-e",
+            "http.response.code",
+        ])
+        .args([
+            "-e",
+            "http2.headers.method",
+            "-e",
+            "http2.headers.status",
+            "-e",
+            "dns.qry.name",
+        ])
+        .stdout(fs::File::create(&tshark_out)?)
+        .stderr(Stdio::null());
+        tshark_runs.push(measured("tshark", cmd)?);
+    }
+    let ratio = median(
+        remora_runs
+            .iter()
+            .zip(&tshark_runs)
+            .map(|(r, t)| t.0 / r.0)
+            .collect(),
+    );
+    let by_wall = |runs: &mut Vec<(f64, f64, u64)>| {
+        runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+        runs[runs.len() / 2]
+    };
+    let (r_wall, r_cpu, r_rss) = by_wall(&mut remora_runs);
+    let (t_wall, t_cpu, t_rss) = by_wall(&mut tshark_runs);
     let summary = fs::read_to_string(out_root.join("remora-summary.txt"))?;
     let frames: f64 = summary
         .split_whitespace()
@@ -159,47 +235,6 @@ fn main() -> anyhow::Result<()> {
         .and_then(|n| n.parse().ok())
         .unwrap_or(0.0);
 
-    eprintln!(
-        "bench: tshark (same transactions: HTTP/1 requests and responses, HTTP/2 headers, DNS)"
-    );
-    let tshark_out = out_root.join("tshark-fields.txt");
-    let (t_wall, t_cpu, t_rss, status) = run_measured(
-        Command::new("tshark")
-            .args([
-                "-n",
-                "-o",
-                "tcp.reassemble_out_of_order:TRUE",
-                "-o",
-                "http.desegment_body:FALSE",
-            ])
-            .args(["-d", "tcp.port==8081,http2", "-r"])
-            .arg(&pcap)
-            .args([
-                "-Y",
-                "http.request || http.response || http2.type == 1 || dns",
-            ])
-            .args([
-                "-T",
-                "fields",
-                "-e",
-                "frame.number",
-                "-e",
-                "http.request.method",
-                "-e",
-                "http.response.code",
-            ])
-            .args([
-                "-e",
-                "http2.headers.method",
-                "-e",
-                "http2.headers.status",
-                "-e",
-                "dns.qry.name",
-            ])
-            .stdout(fs::File::create(&tshark_out)?)
-            .stderr(Stdio::null()),
-    )?;
-    anyhow::ensure!(status.success(), "tshark failed");
     let t_rows = fs::read_to_string(&tshark_out)?.lines().count() as f64;
 
     let mut t = String::new();
@@ -229,8 +264,9 @@ fn main() -> anyhow::Result<()> {
     );
     let _ = writeln!(
         t,
-        "\nremora's throughput is {:.1}× tshark's (packets/s, same capture, one core each)",
-        t_wall / r_wall
+        "\nremora's throughput is {ratio:.1}× tshark's (packets/s, same capture, both pinned to \
+         one core; median of {} rounds, each running both tools)",
+        args.rounds.max(1)
     );
     let _ = writeln!(t, "\nremora summary: {}", summary.trim());
     println!("{t}");
