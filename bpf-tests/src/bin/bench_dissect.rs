@@ -44,9 +44,9 @@ fn measured(what: &str, mut cmd: Command) -> anyhow::Result<(f64, f64, u64)> {
     Ok((wall, cpu, rss))
 }
 
-/// The median of `values` (not empty).
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
+/// The median of `values` (not empty) by `key`.
+fn median_by<T: Copy>(values: &mut [T], key: impl Fn(&T) -> f64) -> T {
+    values.sort_by(|a, b| key(a).total_cmp(&key(b)));
     values[values.len() / 2]
 }
 
@@ -163,9 +163,10 @@ fn main() -> anyhow::Result<()> {
     // This VM's speed drifts by ±30% over minutes: the tools take turns, round by round, and
     // the table shows each one's median round and the median of the per-round ratios.
     let tshark_out = out_root.join("tshark-fields.txt");
+    let rounds = args.rounds.max(1);
     let (mut remora_runs, mut tshark_runs) = (Vec::new(), Vec::new());
-    for round in 1..=args.rounds.max(1) {
-        eprintln!("bench: round {round} of {}", args.rounds.max(1));
+    for round in 1..=rounds {
+        eprintln!("bench: round {round} of {rounds}");
         let mut cmd = on_one_core(&remora);
         cmd.args(["dissect"])
             .arg(&pcap)
@@ -209,19 +210,14 @@ fn main() -> anyhow::Result<()> {
         .stderr(Stdio::null());
         tshark_runs.push(measured("tshark", cmd)?);
     }
-    let ratio = median(
-        remora_runs
-            .iter()
-            .zip(&tshark_runs)
-            .map(|(r, t)| t.0 / r.0)
-            .collect(),
-    );
-    let by_wall = |runs: &mut Vec<(f64, f64, u64)>| {
-        runs.sort_by(|a, b| a.0.total_cmp(&b.0));
-        runs[runs.len() / 2]
-    };
-    let (r_wall, r_cpu, r_rss) = by_wall(&mut remora_runs);
-    let (t_wall, t_cpu, t_rss) = by_wall(&mut tshark_runs);
+    let mut ratios: Vec<f64> = remora_runs
+        .iter()
+        .zip(&tshark_runs)
+        .map(|(r, t)| t.0 / r.0)
+        .collect();
+    let ratio = median_by(&mut ratios, |r| *r);
+    let (r_wall, r_cpu, r_rss) = median_by(&mut remora_runs, |r| r.0);
+    let (t_wall, t_cpu, t_rss) = median_by(&mut tshark_runs, |r| r.0);
     let summary = fs::read_to_string(out_root.join("remora-summary.txt"))?;
     let frames: f64 = summary
         .split_whitespace()
@@ -266,7 +262,7 @@ fn main() -> anyhow::Result<()> {
         t,
         "\nremora's throughput is {ratio:.1}× tshark's (packets/s, same capture, both pinned to \
          one core; median of {} rounds, each running both tools)",
-        args.rounds.max(1)
+        rounds
     );
     let _ = writeln!(t, "\nremora summary: {}", summary.trim());
     println!("{t}");
