@@ -31,6 +31,10 @@ pub struct RecordArgs {
     /// ... or once its file reaches this size
     #[arg(long, default_value = "64MiB", value_parser = parse_size)]
     pub slice_max_bytes: u64,
+    /// Payload compression: `auto` (zstd where it is cheap and pays, see docs/capture.md),
+    /// `zstd`, `zstd:<level>` (-7 to 19) or `none`
+    #[arg(long, default_value = "auto")]
+    pub compression: crate::packets_parquet::Compression,
     /// Keep at most this many bytes of slices on this node (oldest deleted first)
     #[arg(long, default_value = "1GiB", value_parser = parse_size)]
     pub retention_bytes: u64,
@@ -64,6 +68,7 @@ impl RecordArgs {
         config.ring_bytes = usize::try_from(self.ring_bytes).map_err(|e| e.to_string())?;
         config.slice_duration = self.slice_duration;
         config.slice_max_bytes = self.slice_max_bytes;
+        config.compression = self.compression;
         config.retention_bytes = self.retention_bytes;
         config.retention_age = self.retention_age;
         config.listen = match self.listen.as_str() {

@@ -34,6 +34,8 @@ pub struct AgentConfig {
     pub slice_duration: Duration,
     /// ... or once its file reaches this many bytes.
     pub slice_max_bytes: u64,
+    /// How payloads are compressed.
+    pub compression: crate::packets_parquet::Compression,
     /// Oldest slices are deleted while the node's slices take more than this.
     pub retention_bytes: u64,
     /// Slices older than this are deleted (`None`: no age limit).
@@ -63,6 +65,7 @@ impl AgentConfig {
             ring_bytes: 8 << 20,
             slice_duration: Duration::from_secs(10),
             slice_max_bytes: 64 << 20,
+            compression: crate::slice::DEFAULT_COMPRESSION,
             retention_bytes: 1 << 30,
             retention_age: None,
             listen: Some(SocketAddr::from(([127, 0, 0, 1], DEFAULT_NODE_API_PORT))),

@@ -1,49 +1,114 @@
 //! Turning one raw perf sample (a [`PacketEventHeader`] plus frame bytes) into a packet row.
 //!
 //! The link-layer header is removed here so that `payload` always starts at the IP header, and
-//! the IP/TCP/UDP header fields are parsed once (with etherparse, tolerant of the snaplen cut)
+//! the IP/TCP/UDP header fields are read once ([`crate::parse`], tolerant of the snaplen cut)
 //! so that snapshot cuts and PCAP filters can prune on columns without touching payloads.
 
-use std::{collections::HashMap, net::IpAddr, ops::Range};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use agent_common::{PACKET_EVENT_HEADER_BYTES, PacketEventHeader};
-use etherparse::{LaxNetSlice, LaxSlicedPacket, TransportSlice};
 
-use crate::clock::TaiToUtc;
+use crate::{
+    clock::TaiToUtc,
+    parse::{Headers, Transport, parse},
+};
 
 /// One recorded packet, its payload held in the batch that owns it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// Plain data with no heap parts: the readers make one per packet and the writer reads each
+/// once, so it stays small and `Copy`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PacketRow {
     /// Wall-clock time in nanoseconds since the Unix epoch (UTC).
     pub ts_ns: i64,
+    /// cgroup v2 id of the local sending socket; 0 when there is none (usual on ingress).
+    pub cgroup_id: u64,
     /// Interface index.
     pub ifindex: u32,
-    /// 0 ingress, 1 egress.
-    pub direction: u8,
     /// Length of the packet from the IP header on, as it was on the wire (before the snaplen cut).
     pub wire_len: u32,
-    /// cgroup v2 id of the local sending socket, when there is one.
-    pub cgroup_id: Option<u64>,
-    /// 4, 6, or 0 for non-IP frames (ARP and the like).
-    pub l3: u8,
-    /// IP protocol number (6 TCP, 17 UDP, 1 ICMP, ...); 0 for non-IP.
-    pub ip_proto: u8,
+    /// Where the kept bytes (IP header onwards, cut at snaplen) start in the batch's payload.
+    pub payload_start: u32,
+    /// How many bytes were kept.
+    pub payload_len: u32,
+    /// 0 ingress, 1 egress.
+    pub direction: u8,
+    /// The IP and TCP/UDP header fields.
+    pub headers: Headers,
+}
+
+impl PacketRow {
+    /// A row with only its time, interface and length set (tests and synthetic input).
+    pub fn new(ts_ns: i64, ifindex: u32, wire_len: u32) -> Self {
+        Self {
+            ts_ns,
+            cgroup_id: 0,
+            ifindex,
+            wire_len,
+            payload_start: 0,
+            payload_len: 0,
+            direction: 0,
+            headers: Headers::default(),
+        }
+    }
+
+    /// The cgroup id, when there is one.
+    pub fn cgroup(&self) -> Option<u64> {
+        (self.cgroup_id != 0).then_some(self.cgroup_id)
+    }
+
     /// Source address; `None` for non-IP.
-    pub src_ip: Option<IpAddr>,
+    pub fn src_ip(&self) -> Option<IpAddr> {
+        ip_of(self.headers.l3, &self.headers.src_ip)
+    }
+
     /// Destination address; `None` for non-IP.
-    pub dst_ip: Option<IpAddr>,
-    /// TCP/UDP source port.
-    pub src_port: Option<u16>,
-    /// TCP/UDP destination port.
-    pub dst_port: Option<u16>,
-    /// TCP flags byte (FIN 0x01, SYN 0x02, RST 0x04, PSH 0x08, ACK 0x10, ...).
-    pub tcp_flags: Option<u8>,
-    /// TCP sequence number.
-    pub tcp_seq: Option<u32>,
-    /// TCP acknowledgment number.
-    pub tcp_ack: Option<u32>,
-    /// Where the kept bytes (IP header onwards, cut at snaplen) sit in the batch's payload buffer.
-    pub payload: Range<u32>,
+    pub fn dst_ip(&self) -> Option<IpAddr> {
+        ip_of(self.headers.l3, &self.headers.dst_ip)
+    }
+
+    /// TCP/UDP ports (source, destination).
+    pub fn ports(&self) -> Option<(u16, u16)> {
+        (self.headers.transport != Transport::None)
+            .then_some((self.headers.src_port, self.headers.dst_port))
+    }
+
+    /// TCP flags, sequence and acknowledgment numbers.
+    pub fn tcp(&self) -> Option<(u8, u32, u32)> {
+        (self.headers.transport == Transport::Tcp).then_some((
+            self.headers.tcp_flags,
+            self.headers.tcp_seq,
+            self.headers.tcp_ack,
+        ))
+    }
+}
+
+/// The address a header sink's `u128` stands for (its little-endian bytes).
+pub fn ip_of(l3: u8, addr: &u128) -> Option<IpAddr> {
+    let bytes = addr.to_le_bytes();
+    match l3 {
+        4 => Some(IpAddr::V4(Ipv4Addr::new(
+            bytes[0], bytes[1], bytes[2], bytes[3],
+        ))),
+        6 => Some(IpAddr::V6(Ipv6Addr::from(bytes))),
+        _ => None,
+    }
+}
+
+/// What the event header says about a packet (everything but the header fields of the
+/// packet itself).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PacketMeta {
+    /// Wall-clock time in nanoseconds since the Unix epoch (UTC).
+    pub ts_ns: i64,
+    /// cgroup v2 id of the local sending socket; 0 when there is none.
+    pub cgroup_id: u64,
+    /// Interface index.
+    pub ifindex: u32,
+    /// Length from the IP header on, before the snaplen cut.
+    pub wire_len: u32,
+    /// 0 ingress, 1 egress.
+    pub direction: u8,
 }
 
 /// Rows decoded from one CPU's ring in one drain, in ring order.
@@ -55,42 +120,19 @@ pub struct PacketBatch {
     pub payload: Vec<u8>,
 }
 
-/// Spent batches kept for reuse, so that the MiB-sized payload buffers are not allocated and
-/// freed hundreds of times a second (which fragments the heap and grows RSS).
-#[derive(Clone, Default)]
-pub struct BatchPool {
-    spare: std::sync::Arc<std::sync::Mutex<Vec<PacketBatch>>>,
-}
-
-/// Batches the pool keeps at most.
-const POOL_SIZE: usize = 8;
-
-impl BatchPool {
-    /// An empty batch, reusing a spent one's buffers when there is one.
-    pub fn take(&self) -> PacketBatch {
-        self.spare
-            .lock()
-            .ok()
-            .and_then(|mut spare| spare.pop())
-            .unwrap_or_default()
-    }
-
-    /// Returns a spent batch.
-    pub fn give(&self, mut batch: PacketBatch) {
-        batch.rows.clear();
-        batch.payload.clear();
-        if let Ok(mut spare) = self.spare.lock()
-            && spare.len() < POOL_SIZE
-        {
-            spare.push(batch);
-        }
-    }
-}
-
 impl PacketBatch {
     /// The kept bytes of one row.
     pub fn payload_of(&self, row: &PacketRow) -> &[u8] {
-        &self.payload[row.payload.start as usize..row.payload.end as usize]
+        let start = row.payload_start as usize;
+        &self.payload[start..start + row.payload_len as usize]
+    }
+
+    /// Appends a row and its kept bytes (tests and synthetic input).
+    pub fn push(&mut self, mut row: PacketRow, payload: &[u8]) {
+        row.payload_start = self.payload.len() as u32;
+        row.payload_len = payload.len() as u32;
+        self.payload.extend_from_slice(payload);
+        self.rows.push(row);
     }
 }
 
@@ -103,6 +145,51 @@ pub enum DecodeError {
     ShortFrame,
 }
 
+/// Link-header length of each interface, looked up once per packet.
+///
+/// A table indexed by ifindex rather than a hash map: the lookup is on the hot path, and
+/// interface indexes are small, dense numbers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LinkHeaders {
+    /// Link-header length + 1 per ifindex; 0 = unknown (assumed Ethernet).
+    by_ifindex: Vec<u8>,
+}
+
+/// Interface indexes above this are looked up as unknown (Ethernet) rather than grow the table.
+const MAX_TABLE_IFINDEX: u32 = 1 << 20;
+
+impl LinkHeaders {
+    /// Sets the link-header length of one interface.
+    pub fn set(&mut self, ifindex: u32, len: u8) {
+        if ifindex >= MAX_TABLE_IFINDEX {
+            return;
+        }
+        let at = ifindex as usize;
+        if self.by_ifindex.len() <= at {
+            self.by_ifindex.resize(at + 1, 0);
+        }
+        self.by_ifindex[at] = len.saturating_add(1);
+    }
+
+    /// The link-header length of `ifindex`; 14 (Ethernet) when unknown.
+    pub fn get(&self, ifindex: u32) -> usize {
+        match self.by_ifindex.get(ifindex as usize) {
+            Some(&n) if n > 0 => usize::from(n - 1),
+            _ => 14,
+        }
+    }
+}
+
+impl FromIterator<(u32, usize)> for LinkHeaders {
+    fn from_iter<I: IntoIterator<Item = (u32, usize)>>(iter: I) -> Self {
+        let mut table = Self::default();
+        for (ifindex, len) in iter {
+            table.set(ifindex, len.min(254) as u8);
+        }
+        table
+    }
+}
+
 /// Everything decoding needs besides the sample: the clock offset, the snaplen and each
 /// interface's link-header length.
 #[derive(Clone, Debug)]
@@ -112,12 +199,15 @@ pub struct Decoder {
     /// Bytes kept from the IP header on.
     pub snaplen: u32,
     /// Link-header length per interface index; unknown interfaces are assumed Ethernet.
-    pub l2_len: HashMap<u32, usize>,
+    pub l2_len: LinkHeaders,
 }
 
 impl Decoder {
-    /// Decodes one sample (as the ring delivered it, trailing padding allowed) into `batch`.
-    pub fn decode_into(&self, sample: &[u8], batch: &mut PacketBatch) -> Result<(), DecodeError> {
+    /// Splits one sample (as the ring delivered it, trailing padding allowed) into what its
+    /// event header says and the kept bytes (from the IP header on, cut at the snaplen),
+    /// which borrow the sample.
+    #[inline]
+    pub fn split<'a>(&self, sample: &'a [u8]) -> Result<(PacketMeta, &'a [u8]), DecodeError> {
         let header_bytes = sample
             .get(..PACKET_EVENT_HEADER_BYTES)
             .ok_or(DecodeError::ShortHeader)?;
@@ -126,7 +216,7 @@ impl Decoder {
             .get(PACKET_EVENT_HEADER_BYTES..PACKET_EVENT_HEADER_BYTES + header.cap_len as usize)
             .ok_or(DecodeError::ShortFrame)?;
 
-        let mut l2 = self.l2_len.get(&header.ifindex).copied().unwrap_or(14);
+        let mut l2 = self.l2_len.get(header.ifindex);
         if l2 == 14 {
             // 802.1Q / 802.1ad tags that were not offloaded sit between the MACs and the type.
             while matches!(frame.get(l2 - 2..l2), Some([0x81, 0x00] | [0x88, 0xa8])) {
@@ -135,35 +225,41 @@ impl Decoder {
         }
         let l3 = frame.get(l2..).unwrap_or(&[]);
         let l3 = &l3[..l3.len().min(self.snaplen as usize)];
-        let wire_len = header.frame_len.saturating_sub(l2 as u32);
-
-        let start = batch.payload.len() as u32;
-        batch.payload.extend_from_slice(l3);
-        let end = batch.payload.len() as u32;
-
-        let mut row = PacketRow {
+        let meta = PacketMeta {
             ts_ns: self.clock.utc_ns(header.ts_ns),
+            cgroup_id: header.cgroup_id,
             ifindex: header.ifindex,
+            wire_len: header.frame_len.saturating_sub(l2 as u32),
             direction: header.direction,
-            wire_len,
-            cgroup_id: (header.cgroup_id != 0).then_some(header.cgroup_id),
-            l3: 0,
-            ip_proto: 0,
-            src_ip: None,
-            dst_ip: None,
-            src_port: None,
-            dst_port: None,
-            tcp_flags: None,
-            tcp_seq: None,
-            tcp_ack: None,
-            payload: start..end,
         };
-        parse_headers(l3, &mut row);
-        batch.rows.push(row);
+        Ok((meta, l3))
+    }
+
+    /// Decodes one sample into a row and its kept bytes.
+    pub fn decode<'a>(&self, sample: &'a [u8]) -> Result<(PacketRow, &'a [u8]), DecodeError> {
+        let (meta, l3) = self.split(sample)?;
+        let row = PacketRow {
+            ts_ns: meta.ts_ns,
+            cgroup_id: meta.cgroup_id,
+            ifindex: meta.ifindex,
+            wire_len: meta.wire_len,
+            payload_start: 0,
+            payload_len: l3.len() as u32,
+            direction: meta.direction,
+            headers: parse(l3),
+        };
+        Ok((row, l3))
+    }
+
+    /// Decodes one sample into `batch`.
+    pub fn decode_into(&self, sample: &[u8], batch: &mut PacketBatch) -> Result<(), DecodeError> {
+        let (row, payload) = self.decode(sample)?;
+        batch.push(row, payload);
         Ok(())
     }
 }
 
+#[inline]
 fn read_header(bytes: &[u8]) -> PacketEventHeader {
     let u64_at = |o: usize| u64::from_ne_bytes(bytes[o..o + 8].try_into().unwrap_or([0; 8]));
     let u32_at = |o: usize| u32::from_ne_bytes(bytes[o..o + 4].try_into().unwrap_or([0; 4]));
@@ -176,44 +272,6 @@ fn read_header(bytes: &[u8]) -> PacketEventHeader {
         protocol: u16::from_ne_bytes([bytes[28], bytes[29]]),
         direction: bytes[30],
         reserved: bytes[31],
-    }
-}
-
-/// Fills the L3/L4 columns from the (possibly truncated) IP packet.
-fn parse_headers(l3: &[u8], row: &mut PacketRow) {
-    let Ok(packet) = LaxSlicedPacket::from_ip(l3) else {
-        return;
-    };
-    match &packet.net {
-        Some(LaxNetSlice::Ipv4(ip)) => {
-            let h = ip.header();
-            row.l3 = 4;
-            row.ip_proto = h.protocol().0;
-            row.src_ip = Some(IpAddr::V4(h.source_addr()));
-            row.dst_ip = Some(IpAddr::V4(h.destination_addr()));
-        }
-        Some(LaxNetSlice::Ipv6(ip)) => {
-            let h = ip.header();
-            row.l3 = 6;
-            row.ip_proto = ip.payload().ip_number.0;
-            row.src_ip = Some(IpAddr::V6(h.source_addr()));
-            row.dst_ip = Some(IpAddr::V6(h.destination_addr()));
-        }
-        _ => return,
-    }
-    match &packet.transport {
-        Some(TransportSlice::Tcp(tcp)) => {
-            row.src_port = Some(tcp.source_port());
-            row.dst_port = Some(tcp.destination_port());
-            row.tcp_seq = Some(tcp.sequence_number());
-            row.tcp_ack = Some(tcp.acknowledgment_number());
-            row.tcp_flags = tcp.slice().get(13).copied();
-        }
-        Some(TransportSlice::Udp(udp)) => {
-            row.src_port = Some(udp.source_port());
-            row.dst_port = Some(udp.destination_port());
-        }
-        _ => {}
     }
 }
 
@@ -241,7 +299,7 @@ mod tests {
         Decoder {
             clock: TaiToUtc::with_offset_ns(37_000_000_000),
             snaplen,
-            l2_len: HashMap::from([(1, 14), (5, 0)]),
+            l2_len: [(1, 14), (5, 0)].into_iter().collect(),
         }
     }
 
@@ -275,14 +333,12 @@ mod tests {
             .unwrap();
         let row = &batch.rows[0];
         assert_eq!(row.ts_ns, 3_000_000_123);
-        assert_eq!(row.l3, 4);
-        assert_eq!(row.ip_proto, 6);
-        assert_eq!(row.src_ip, Some("198.18.0.1".parse().unwrap()));
-        assert_eq!(row.dst_port, Some(80));
-        assert_eq!(row.tcp_seq, Some(1000));
-        assert_eq!(row.tcp_ack, Some(77));
-        assert_eq!(row.tcp_flags, Some(0x12));
-        assert_eq!(row.cgroup_id, None);
+        assert_eq!(row.headers.l3, 4);
+        assert_eq!(row.headers.ip_proto, 6);
+        assert_eq!(row.src_ip(), Some("198.18.0.1".parse().unwrap()));
+        assert_eq!(row.ports(), Some((40000, 80)));
+        assert_eq!(row.tcp(), Some((0x12, 1000, 77)));
+        assert_eq!(row.cgroup(), None);
         assert_eq!(row.wire_len as usize, frame.len() - 14);
         assert_eq!(batch.payload_of(row), &frame[14..]);
     }
@@ -307,8 +363,8 @@ mod tests {
         let row = &batch.rows[0];
         assert_eq!(batch.payload_of(row).len(), 100);
         assert_eq!(row.wire_len as usize, frame.len() - 14);
-        assert_eq!(row.src_port, Some(40000));
-        assert_eq!(row.cgroup_id, Some(42));
+        assert_eq!(row.ports(), Some((40000, 80)));
+        assert_eq!(row.cgroup(), Some(42));
     }
 
     #[test]
@@ -325,7 +381,7 @@ mod tests {
         let mut batch = PacketBatch::default();
         let d = decoder(4096);
         d.decode_into(&sample(header, ip_only), &mut batch).unwrap();
-        assert_eq!(batch.rows[0].l3, 4);
+        assert_eq!(batch.rows[0].headers.l3, 4);
         // Garbage after an Ethernet header: kept as a non-IP row.
         let header = PacketEventHeader {
             ifindex: 1,
@@ -335,7 +391,7 @@ mod tests {
         };
         d.decode_into(&sample(header, &[0xEE; 20]), &mut batch)
             .unwrap();
-        assert_eq!(batch.rows[1].l3, 0);
+        assert_eq!(batch.rows[1].headers.l3, 0);
         assert_eq!(batch.payload_of(&batch.rows[1]).len(), 6);
         // Lies about its length.
         let header = PacketEventHeader {

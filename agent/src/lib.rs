@@ -4,8 +4,8 @@
 //! The pipeline, one module per stage:
 //!
 //! ```text
-//! TC hooks (agent-ebpf) ─► per-CPU perf rings ─► reader (one task per CPU, decode)
-//!     ─► merge (watermark, time order) ─► slice (Parquet, atomic) ─► store (retention)
+//! TC hooks (agent-ebpf) ─► per-CPU perf rings ─► collector (merge by time, decode, parse,
+//!     pages) ─► writer (packets_parquet encoding, slice: atomic files) ─► store (retention)
 //!                                                      node API (api) ◄─┘
 //! ```
 //!
@@ -15,18 +15,20 @@ pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod clock;
+pub mod collector;
 pub mod config;
 pub mod decode;
 pub mod ebpf;
 pub mod error;
 pub mod interfaces;
-pub mod merge;
 pub mod metrics;
+pub mod packets_parquet;
+pub mod parse;
 pub mod perf_ring;
-pub mod reader;
 pub mod run;
 pub mod schema;
 pub mod slice;
+pub mod slice_file;
 pub mod store;
 pub mod writer;
 

@@ -1,10 +1,13 @@
-//! Per-CPU perf rings opened with a byte watermark.
+//! Per-CPU perf rings opened with a byte watermark, and reading their records in place.
 //!
 //! aya 0.14 opens perf rings with `wakeup_events = 1`: the kernel then raises a wakeup (an
 //! irq_work, a self-IPI, expensive under virtualisation) on the sending CPU for every sample,
 //! which halved the packet rate a sender could reach while recording. These rings use
 //! `watermark = 1` with `wakeup_watermark` at half the ring, so the kernel signals once per half
-//! ring; the readers drain on a timer and never wait on the fds.
+//! ring; the collector drains on a timer and never waits on the fds.
+//!
+//! Records are read where the kernel wrote them ([`Ring`], [`record_at`]): the collector
+//! merges the rings by timestamp and copies each packet once, into the page it belongs to.
 //!
 //! Layouts follow `include/uapi/linux/perf_event.h`: `perf_event_attr` (the 64-byte
 //! `PERF_ATTR_SIZE_VER0` prefix is all that is needed), `perf_event_mmap_page` (`data_head` at
@@ -12,7 +15,6 @@
 
 use std::{
     io,
-    ops::ControlFlow,
     os::fd::{AsFd, AsRawFd as _, FromRawFd as _, OwnedFd},
     ptr::{self, NonNull},
     sync::atomic::{Ordering, fence},
@@ -55,12 +57,131 @@ struct MapUpdateAttr {
     flags: u64,
 }
 
-/// One item drained from a ring.
+/// The data area of a perf ring and its two positions: the kernel writes records at `head`,
+/// the reader gives space back by moving `tail`. Positions grow forever; a record at position
+/// `p` starts at byte `p % size` of the data area.
+pub trait Ring {
+    /// Size of the data area in bytes (a power of two).
+    fn size(&self) -> usize;
+    /// Where position `pos` falls in the data area.
+    #[inline]
+    fn offset(&self, pos: u64) -> usize {
+        // The size is a power of two: a mask, not a division, on the per-record path.
+        (pos as usize) & (self.size() - 1)
+    }
+    /// Where the kernel has written up to (read with acquire ordering: the records before it
+    /// are complete).
+    fn head(&self) -> u64;
+    /// Where the reader has given space back up to.
+    fn tail(&self) -> u64;
+    /// Gives the space before `tail` back to the kernel.
+    fn set_tail(&mut self, tail: u64);
+    /// `len` bytes at `at` in the data area (`at + len <= size`), which must lie between tail
+    /// and head.
+    fn bytes(&self, at: usize, len: usize) -> &[u8];
+    /// Hints that the bytes at position `pos` will be read soon (the ring is written by the
+    /// kernel on other CPUs: without the hint each record's first read waits for its line).
+    #[inline]
+    fn prefetch(&self, _pos: u64) {}
+}
+
+/// One record of a ring.
+#[derive(Debug, PartialEq, Eq)]
 pub enum Record<'a> {
-    /// A sample's raw bytes, in up to two pieces when it wraps around the end of the ring.
-    Sample(&'a [u8], &'a [u8]),
+    /// A sample's raw bytes (an event header and packet bytes).
+    Sample(&'a [u8]),
     /// The kernel could not write this many samples.
     Lost(u64),
+    /// A sample whose length does not fit its record; skipped and counted.
+    Corrupt,
+    /// Something else (not produced by this recorder's programs); skipped.
+    Other,
+}
+
+/// Offset of the raw bytes in a sample record: the 8-byte `perf_event_header`, then a u32 size.
+const SAMPLE_DATA: usize = 12;
+
+#[inline]
+fn read_u32(ring: &impl Ring, at: usize) -> u32 {
+    let b = ring.bytes(at, 4);
+    u32::from_ne_bytes([b[0], b[1], b[2], b[3]])
+}
+
+/// Reads `len` bytes at ring offset `at`, wrapping around the end into `scratch` when needed.
+#[inline]
+fn wrapped<'a>(ring: &'a impl Ring, at: usize, len: usize, scratch: &'a mut Vec<u8>) -> &'a [u8] {
+    let size = ring.size();
+    if at + len <= size {
+        return ring.bytes(at, len);
+    }
+    let first = size - at;
+    scratch.clear();
+    scratch.extend_from_slice(ring.bytes(at, first));
+    scratch.extend_from_slice(ring.bytes(0, len - first));
+    scratch
+}
+
+/// The size (in ring bytes) of the record at position `pos`, or `None` for a zero size, which a
+/// sane kernel never writes (the reader then stops rather than spin).
+#[inline]
+pub fn record_size(ring: &impl Ring, pos: u64) -> Option<u64> {
+    // Records are 8-byte aligned and the ring's size is a multiple of 8, so a header never
+    // straddles the end of the ring.
+    let at = ring.offset(pos);
+    let size = u64::from(read_u32(ring, at + 4) >> 16);
+    (size > 0).then_some(size)
+}
+
+/// The first 8 bytes of the sample at `pos` (the event's timestamp), `Some(0)` for a lost
+/// record (it is taken at once), `None` for records that carry none.
+#[inline]
+pub fn record_ts(ring: &impl Ring, pos: u64) -> Option<u64> {
+    let size = ring.size();
+    let at = ring.offset(pos);
+    match read_u32(ring, at) {
+        PERF_RECORD_SAMPLE if sample_len(ring, pos).is_some_and(|len| len >= 8) => {
+            let start = ring.offset(pos + SAMPLE_DATA as u64);
+            let mut ts = [0u8; 8];
+            if start + 8 <= size {
+                ts.copy_from_slice(ring.bytes(start, 8));
+            } else {
+                let first = size - start;
+                ts[..first].copy_from_slice(ring.bytes(start, first));
+                ts[first..].copy_from_slice(ring.bytes(0, 8 - first));
+            }
+            Some(u64::from_ne_bytes(ts))
+        }
+        PERF_RECORD_LOST => Some(0),
+        _ => None,
+    }
+}
+
+/// The length of the raw bytes of the sample at `pos`, when it fits in its record (a length
+/// that does not is corrupt, and the sample is skipped rather than read past its end).
+#[inline]
+fn sample_len(ring: &impl Ring, pos: u64) -> Option<usize> {
+    let record = record_size(ring, pos)? as usize;
+    let len = read_u32(ring, ring.offset(pos + 8)) as usize;
+    (SAMPLE_DATA + len <= record && record <= ring.size()).then_some(len)
+}
+
+/// The record at position `pos` (which must be before head).
+#[inline]
+pub fn record_at<'a>(ring: &'a impl Ring, pos: u64, scratch: &'a mut Vec<u8>) -> Record<'a> {
+    match read_u32(ring, ring.offset(pos)) {
+        PERF_RECORD_SAMPLE => {
+            let Some(len) = sample_len(ring, pos) else {
+                return Record::Corrupt;
+            };
+            let start = ring.offset(pos + SAMPLE_DATA as u64);
+            Record::Sample(wrapped(ring, start, len, scratch))
+        }
+        PERF_RECORD_LOST if record_size(ring, pos).is_some_and(|r| r >= 24) => {
+            let b = wrapped(ring, ring.offset(pos + 16), 8, scratch);
+            Record::Lost(u64::from_ne_bytes(b.try_into().unwrap_or([0; 8])))
+        }
+        _ => Record::Other,
+    }
 }
 
 /// One CPU's perf ring, mapped into this process.
@@ -174,65 +295,76 @@ impl PerfRing {
         // SAFETY: the data area starts one page into the mapping.
         unsafe { self.base.as_ptr().add(self.page) }
     }
+}
 
-    fn read_u32(&self, at: usize) -> u32 {
-        // SAFETY: perf records are 8-byte aligned and their fixed fields never straddle the
-        // end of the ring; `at` is reduced modulo the ring size by the caller.
-        unsafe { ptr::read_unaligned(self.data().add(at).cast::<u32>()) }
+/// Opens every online CPU's ring with `pages` data pages and installs it in the
+/// `BPF_MAP_TYPE_PERF_EVENT_ARRAY` `map`, in CPU order.
+pub fn open_per_cpu(map: impl AsFd + Copy, pages: usize) -> crate::error::Result<Vec<PerfRing>> {
+    use crate::error::AgentError;
+    let cpus = aya::util::online_cpus()
+        .map_err(|(what, e)| AgentError::io(format!("reading {what}"), e))?;
+    cpus.into_iter()
+        .map(|cpu| {
+            PerfRing::open(cpu, pages)
+                .and_then(|ring| ring.install(map, cpu).map(|()| ring))
+                .map_err(|e| {
+                    AgentError::Load(format!(
+                        "opening the perf ring of CPU {cpu} ({pages} pages): {e}; lower \
+                         --ring-bytes or raise the locked-memory limit"
+                    ))
+                })
+        })
+        .collect()
+}
+
+impl Ring for PerfRing {
+    #[inline]
+    fn size(&self) -> usize {
+        self.size
     }
 
-    /// Hands every available record to `f` in order, until `f` breaks; the space of the
-    /// records handed over is then returned to the kernel.
-    pub fn drain(&mut self, mut f: impl FnMut(Record<'_>) -> ControlFlow<()>) -> ControlFlow<()> {
+    fn head(&self) -> u64 {
         // SAFETY: data_head is written by the kernel; read it once, then fence so that the
-        // record bytes below are read after it.
+        // record bytes read afterwards are read after it.
         let head = unsafe { ptr::read_volatile(self.meta_u64(DATA_HEAD_OFFSET)) };
         fence(Ordering::Acquire);
+        head
+    }
+
+    fn tail(&self) -> u64 {
         // SAFETY: only this process writes data_tail.
-        let mut tail = unsafe { ptr::read_volatile(self.meta_u64(DATA_TAIL_OFFSET)) };
-        let mut flow = ControlFlow::Continue(());
-        while tail < head {
-            let at = (tail % self.size as u64) as usize;
-            let kind = self.read_u32(at);
-            let rec_size = (self.read_u32(at + 4) >> 16) as u64;
-            if rec_size == 0 {
-                break; // never written by a sane kernel; stop rather than spin
-            }
-            let record = match kind {
-                PERF_RECORD_SAMPLE => {
-                    let len = self.read_u32((at + 8) % self.size) as usize;
-                    let start = (at + 12) % self.size;
-                    let first = len.min(self.size - start);
-                    // SAFETY: both ranges lie inside the data area, and the kernel does not
-                    // overwrite them until data_tail moves past them.
-                    let (a, b) = unsafe {
-                        (
-                            std::slice::from_raw_parts(self.data().add(start), first),
-                            std::slice::from_raw_parts(self.data(), len - first),
-                        )
-                    };
-                    Some(Record::Sample(a, b))
-                }
-                PERF_RECORD_LOST => {
-                    let at = (at + 16) % self.size;
-                    // SAFETY: as in read_u32, for the 8-byte lost count.
-                    let lost = unsafe { ptr::read_unaligned(self.data().add(at).cast::<u64>()) };
-                    Some(Record::Lost(lost))
-                }
-                _ => None,
-            };
-            tail += rec_size;
-            if let Some(record) = record {
-                flow = f(record);
-                if flow.is_break() {
-                    break;
-                }
-            }
-        }
+        unsafe { ptr::read_volatile(self.meta_u64(DATA_TAIL_OFFSET)) }
+    }
+
+    fn set_tail(&mut self, tail: u64) {
+        // The reads of the records before `tail` must be done before the kernel may reuse them.
         fence(Ordering::SeqCst);
         // SAFETY: publishing the consumer position, as the perf ABI defines.
         unsafe { ptr::write_volatile(self.meta_u64(DATA_TAIL_OFFSET), tail) };
-        flow
+    }
+
+    #[inline]
+    fn prefetch(&self, pos: u64) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let at = self.offset(pos);
+            // SAFETY: a prefetch never faults, and `at` lies inside the mapped data area.
+            unsafe {
+                core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(
+                    self.data().add(at).cast::<i8>(),
+                );
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = pos;
+    }
+
+    #[inline]
+    fn bytes(&self, at: usize, len: usize) -> &[u8] {
+        assert!(at + len <= self.size, "ring read out of bounds");
+        // SAFETY: the range lies inside the data area, and (as the trait requires) between
+        // tail and head, which the kernel does not write until data_tail moves past it.
+        unsafe { std::slice::from_raw_parts(self.data().add(at), len) }
     }
 }
 

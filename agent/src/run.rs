@@ -1,7 +1,6 @@
 //! Starting, running and stopping the recorder: the order of operations of one agent process.
 
 use std::{
-    collections::HashMap,
     future::Future,
     path::Path,
     sync::{
@@ -11,21 +10,22 @@ use std::{
     time::Instant,
 };
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::{
     api::{self, ApiState},
     auth::load_or_create_token,
     clock::TaiToUtc,
+    collector::{Collector, SharedDecoder, WriterLink},
     config::AgentConfig,
-    decode::{BatchPool, Decoder},
+    decode::{Decoder, LinkHeaders},
     ebpf::Recorder,
     error::{AgentError, Result},
     interfaces::{self, Interface},
     metrics::{Metrics, add},
-    reader::{SharedDecoder, spawn_readers},
+    perf_ring::open_per_cpu,
     schema::PACKETS_KIND,
-    slice::SliceWriter,
+    slice::{SliceEncoder, SliceFiles},
     store::{self, prepare_dir},
     writer::{WriterSettings, run_writer},
 };
@@ -135,28 +135,35 @@ pub async fn run_with_routes(
     })));
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let stop_readers = Arc::new(AtomicBool::new(false));
-    // A few batches per CPU in flight at most: a slow disk turns into full rings and counted
-    // drops, not into memory.
-    let cpus = aya::util::online_cpus().map(|c| c.len()).unwrap_or(1);
-    let (tx, rx) = mpsc::channel(4 * cpus);
-    let pool = BatchPool::default();
-    let readers = spawn_readers(
-        &rings,
-        config.ring_pages(),
-        pool.clone(),
-        decoder.clone(),
-        tx,
-        metrics.clone(),
-        stop_readers.clone(),
-    )?;
-    let streams = readers.len();
-    let slices = SliceWriter::new(
-        &packets_dir,
-        &config.node,
+    let stop_collector = Arc::new(AtomicBool::new(false));
+    let perf_rings = open_per_cpu(rings.fd(), config.ring_pages())?;
+    // A few row groups in flight at most: a slow disk turns into full rings and counted drops,
+    // not into memory.
+    let (to_writer, from_collector) = std::sync::mpsc::sync_channel(ROW_GROUPS_IN_FLIGHT);
+    let (written_tx, written_rx) = std::sync::mpsc::channel();
+    let encoder = SliceEncoder::new(
+        config.compression,
         config.slice_duration,
         config.slice_max_bytes,
+    )
+    .map_err(|e| AgentError::io("creating the payload compressor", e))?;
+    let collector = Collector::new(
+        perf_rings,
+        decoder.clone(),
+        encoder,
+        WriterLink {
+            to_writer,
+            written: written_rx,
+        },
+        SliceEncoder::page_payload_limit(config.slice_max_bytes),
+        metrics.clone(),
     );
+    let stop = stop_collector.clone();
+    let collector = std::thread::Builder::new()
+        .name("remora-collect".into())
+        .spawn(move || collector.run(&stop))
+        .map_err(|e| AgentError::io("starting the collector thread", e))?;
+    let files = SliceFiles::new(&packets_dir, &config.node, config.slice_max_bytes);
     let settings = WriterSettings {
         node_dir: node_dir.clone(),
         retention_bytes: config.retention_bytes,
@@ -165,7 +172,7 @@ pub async fn run_with_routes(
     let writer_metrics = metrics.clone();
     let writer = std::thread::Builder::new()
         .name("remora-writer".into())
-        .spawn(move || run_writer(rx, pool, streams, slices, settings, writer_metrics))
+        .spawn(move || run_writer(from_collector, written_tx, files, settings, writer_metrics))
         .map_err(|e| AgentError::io("starting the writer thread", e))?;
 
     for iface in &chosen {
@@ -218,12 +225,10 @@ pub async fn run_with_routes(
         }
     }
     let _ = shutdown_tx.send(true);
-    stop_readers.store(true, Ordering::Release);
+    stop_collector.store(true, Ordering::Release);
     let _ = watcher.await;
     let _ = tokio::task::spawn_blocking(move || {
-        for reader in readers {
-            let _ = reader.join();
-        }
+        let _ = collector.join();
         writer.join()
     })
     .await;
@@ -241,7 +246,10 @@ pub async fn run_with_routes(
     })
 }
 
-/// The reader threads and the writer thread pass MiB-sized buffers between them; with glibc's
+/// Row groups queued between the collector and the writer (about 4 MiB each at most).
+const ROW_GROUPS_IN_FLIGHT: usize = 3;
+
+/// The collector thread and the writer thread pass MiB-sized buffers between them; with glibc's
 /// default of one heap arena per thread, each arena keeps its own free pieces and RSS grows by
 /// tens of MiB under load (measured: 138 MiB peak at full payload, 111 MiB with one arena, at
 /// the same CPU cost). Two arenas keep most of that gain without contention.
@@ -252,7 +260,7 @@ fn limit_malloc_arenas() {
     }
 }
 
-fn l2_map(all: &[Interface]) -> HashMap<u32, usize> {
+fn l2_map(all: &[Interface]) -> LinkHeaders {
     all.iter().map(|i| (i.ifindex, i.l2_header_len())).collect()
 }
 

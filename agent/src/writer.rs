@@ -1,25 +1,26 @@
-//! The writer thread: merges the CPU streams, writes slices, enforces retention.
+//! The writer thread: lays the collector's row groups out in slice files, publishes them,
+//! enforces retention.
 //!
-//! Parquet encoding and file I/O are blocking work, so they run on their own thread and never
-//! stall the ring readers; a slow disk shows up as full rings and counted drops, not as memory.
+//! File I/O blocks (a full page cache, a slow disk, the fsync of each slice), so it runs on its
+//! own thread and never stalls the collector; a slow disk shows up as a collector waiting for
+//! room in the queue, then as full rings and counted drops, not as memory.
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
-
-use tokio::sync::mpsc;
+use std::{
+    path::PathBuf,
+    sync::{
+        Arc,
+        mpsc::{Receiver, Sender},
+    },
+    time::Duration,
+};
 
 use crate::{
     clock::realtime_now_ns,
-    decode::BatchPool,
-    error::AgentError,
-    merge::Merger,
     metrics::{Metrics, add},
-    reader::ReaderMsg,
-    slice::{FinishedSlice, SliceWriter},
+    packets_parquet::EncodedRowGroup,
+    slice::{SliceEvent, SliceFiles, SliceMsg},
     store::enforce_retention,
 };
-
-/// Payload bytes the merge may hold back for ordering before it releases everything.
-const MAX_PENDING_BYTES: usize = 16 << 20;
 
 /// Settings of the writer thread.
 pub struct WriterSettings {
@@ -31,19 +32,33 @@ pub struct WriterSettings {
     pub retention_age: Option<Duration>,
 }
 
-/// Runs until every reader has hung up, then publishes what is left.
+/// Handles messages from `msgs` until the collector hangs up, then publishes what is left.
+/// Written row groups go back on `written`.
 pub fn run_writer(
-    mut rx: mpsc::Receiver<ReaderMsg>,
-    pool: BatchPool,
-    streams: usize,
-    mut slices: SliceWriter,
+    msgs: Receiver<SliceMsg>,
+    written: Sender<Box<EncodedRowGroup>>,
+    mut files: SliceFiles,
     settings: WriterSettings,
     metrics: Arc<Metrics>,
 ) {
-    let mut merger = Merger::new(streams);
-    let on_done = |result: Result<Option<FinishedSlice>, AgentError>, rows_at_risk: u64| {
-        match result {
-            Ok(Some(done)) => {
+    for msg in msgs {
+        if let Some(group) = files.handle(msg) {
+            add(&metrics.rows_written, group.rows());
+            let _ = written.send(group);
+        }
+        if files.has_events() {
+            handle_events(&mut files, &settings, &metrics);
+        }
+    }
+    files.finish();
+    handle_events(&mut files, &settings, &metrics);
+}
+
+/// Counts published and lost slices, and enforces retention after each publication.
+fn handle_events(files: &mut SliceFiles, settings: &WriterSettings, metrics: &Metrics) {
+    for event in files.take_events() {
+        match event {
+            SliceEvent::Published(done) => {
                 add(&metrics.slices_written, 1);
                 add(&metrics.slice_bytes_written, done.bytes);
                 tracing::debug!(path = %done.path.display(), rows = done.rows, bytes = done.bytes, "slice published");
@@ -59,81 +74,14 @@ pub fn run_writer(
                     tracing::debug!(file = %slice.file, "retention deleted slice");
                 }
             }
-            Ok(None) => {}
-            Err(e) => {
+            SliceEvent::Lost { error, rows } => {
                 add(&metrics.slice_write_errors, 1);
-                add(&metrics.rows_lost, rows_at_risk);
-                tracing::error!(error = %e, "slice lost; recording continues with the next slice");
+                add(&metrics.rows_lost, rows);
+                tracing::error!(%error, "slice lost; recording continues with the next slice");
                 if let Ok(mut last) = metrics.last_write_error.lock() {
-                    *last = Some(e.to_string());
+                    *last = Some(error.to_string());
                 }
             }
         }
-    };
-    let mut rows_in_slice = 0u64;
-    let mut last_report = std::time::Instant::now();
-    let emit = |slices: &mut SliceWriter, merger: &mut Merger, all: bool| {
-        let mut written = 0u64;
-        let mut results = Vec::new();
-        let mut step = |row: &_, payload: &[u8]| -> Result<(), ()> {
-            let r = slices.append(row, payload);
-            written += 1;
-            if !matches!(r, Ok(None)) {
-                results.push(r);
-            }
-            Ok(())
-        };
-        let _ = if all {
-            merger.release_all(&mut step)
-        } else {
-            merger.release(&mut step)
-        };
-        (written, results)
-    };
-
-    while let Some(first) = rx.blocking_recv() {
-        merger.push(first.stream, first.batch, first.watermark_ns);
-        while let Ok(msg) = rx.try_recv() {
-            merger.push(msg.stream, msg.batch, msg.watermark_ns);
-        }
-        // Ordering holds rows until every CPU has reported; a stalled reader must not make that
-        // memory grow without bound.
-        let overfull = merger.pending_bytes() > MAX_PENDING_BYTES;
-        let (written, results) = emit(&mut slices, &mut merger, overfull);
-        for batch in merger.take_spent() {
-            pool.give(batch);
-        }
-        add(&metrics.rows_written, written);
-        rows_in_slice += written;
-        for r in results {
-            on_done(r, rows_in_slice);
-            rows_in_slice = 0;
-        }
-        let tick = slices.tick(merger.watermark_ns());
-        if !matches!(tick, Ok(None)) {
-            on_done(tick, rows_in_slice);
-            rows_in_slice = 0;
-        }
-        metrics
-            .late_rows
-            .store(merger.late_rows(), std::sync::atomic::Ordering::Relaxed);
-        if last_report.elapsed() >= Duration::from_secs(1) {
-            tracing::debug!(
-                held_bytes = merger.pending_bytes(),
-                held_rows = merger.pending_rows(),
-                queued_batches = rx.len(),
-                parquet_in_progress = slices.in_progress_bytes(),
-                "writer state"
-            );
-            last_report = std::time::Instant::now();
-        }
     }
-    let (written, results) = emit(&mut slices, &mut merger, true);
-    add(&metrics.rows_written, written);
-    rows_in_slice += written;
-    for r in results {
-        on_done(r, rows_in_slice);
-        rows_in_slice = 0;
-    }
-    on_done(slices.finish(), rows_in_slice);
 }

@@ -178,19 +178,47 @@ fn records_exactly_what_tcpdump_records_on_a_veth() {
         "header fields differ from tshark's reading: ours only {only_mine:?}, tshark only {only_theirs:?}"
     );
 
-    // DuckDB reads the slices as standard Parquet and agrees on counts and sums.
+    // DuckDB reads the slices (written by Remora's own Parquet writer) as standard Parquet
+    // and agrees with the parquet crate's reading on every column: times, integers, nulls,
+    // dictionary-encoded addresses, payloads.
     let sql = format!(
-        "select count(*), sum(wire_len), sum(octet_length(payload)) from read_parquet('{}/*.parquet')",
+        "select count(*), sum(wire_len), sum(octet_length(payload)), min(epoch_ns(ts)), \
+         max(epoch_ns(ts)), sum(ifindex), sum(direction), sum(ip_proto), count(src_port), \
+         sum(src_port), sum(dst_port), count(distinct src_ip), min(dst_ip), \
+         hex(min(payload)), hex(max(payload)) from read_parquet('{}/*.parquet')",
         dir.display()
     );
     let duck = common::duckdb(&sql);
+    let sum = |f: &dyn Fn(&bpf_tests::slices::Packet) -> u64| ours.iter().map(f).sum::<u64>();
+    let mut sources: Vec<&str> = ours.iter().map(|p| p.src_ip.as_str()).collect();
+    sources.sort();
+    sources.dedup();
     let expected = format!(
-        "{},{},{}",
+        "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
         ours.len(),
-        ours.iter().map(|p| u64::from(p.wire_len)).sum::<u64>(),
-        ours.iter().map(|p| p.payload.len()).sum::<usize>()
+        sum(&|p| u64::from(p.wire_len)),
+        sum(&|p| p.payload.len() as u64),
+        ours.iter().map(|p| p.ts_ns).min().unwrap_or(0),
+        ours.iter().map(|p| p.ts_ns).max().unwrap_or(0),
+        sum(&|p| u64::from(p.ifindex)),
+        sum(&|p| u64::from(p.direction)),
+        sum(&|p| u64::from(p.ip_proto)),
+        ours.iter().filter(|p| p.src_port.is_some()).count(),
+        sum(&|p| u64::from(p.src_port.unwrap_or(0))),
+        sum(&|p| u64::from(p.dst_port.unwrap_or(0))),
+        sources.len(),
+        ours.iter().map(|p| p.dst_ip.as_str()).min().unwrap_or(""),
+        hex(ours.iter().map(|p| &p.payload).min()),
+        hex(ours.iter().map(|p| &p.payload).max()),
     );
     assert_eq!(duck.trim(), expected, "DuckDB disagrees");
+}
+
+/// Upper-case hex, as DuckDB's `hex()` prints a blob.
+fn hex(bytes: Option<&Vec<u8>>) -> String {
+    bytes
+        .map(|b| b.iter().map(|x| format!("{x:02X}")).collect())
+        .unwrap_or_default()
 }
 
 fn agent_port() -> u16 {

@@ -62,18 +62,24 @@ fn kill_9_mid_slice_loses_no_finished_data_and_leaves_no_filter() {
         let tmp = tempfile::tempdir().unwrap();
         let data = tmp.path().join("data");
         let dir = packets_dir(&data);
+        // Slices of at most 1 MiB have row groups of at most 128 KiB, which reach the open
+        // slice's temp file as they fill: at ~1.3 MB/s of traffic there is one mid-period
+        // for most of each two-second period.
         let flags = [
             "--interfaces",
             IF_A,
             "--attach-mode",
             mode,
             "--slice-duration",
-            "1s",
+            "2s",
+            "--slice-max-bytes",
+            "1MiB",
         ];
         let agent = AgentProc::start(&pair.a, &data, 18811, &flags);
-        // Traffic keeps flowing while the agent dies: one-second slices, killed after a few of
-        // them are published and while the next one is being written.
-        let mut traffic = blast_background(&pair.a, &format!("{ADDR_B}:9999"), 3_000, 100, 600);
+        // Traffic keeps flowing while the agent dies: killed after a few slices are published
+        // and while the next one is being written.
+        let mut traffic =
+            blast_background(&pair.a, &format!("{ADDR_B}:9999"), 100_000, 100, 10_000);
         assert!(
             wait_until(Duration::from_secs(10), || slice_files(&dir).len() >= 2
                 && temp_files(&dir) == 1),

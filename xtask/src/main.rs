@@ -199,7 +199,9 @@ fn run_release_bin(bin: &str, args: &[String]) -> anyhow::Result<()> {
 }
 
 /// The fuzz targets in fuzz/fuzz_targets.
-const FUZZ_TARGETS: [&str; 6] = ["engine", "http1", "http2", "dns_tls", "capture", "kfl"];
+const FUZZ_TARGETS: [&str; 7] = [
+    "engine", "http1", "http2", "dns_tls", "capture", "kfl", "recorder",
+];
 
 fn fuzz(seconds: u64, targets: &[String]) -> anyhow::Result<()> {
     setup::run()?;

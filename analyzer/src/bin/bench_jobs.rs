@@ -20,7 +20,7 @@ use clap::Parser;
 use remora_agent::{
     clock::TaiToUtc,
     decode::{Decoder, PacketBatch},
-    slice::SliceWriter,
+    slice::{SliceEvent, SliceWriter},
 };
 use remora_analyzer::{api, client::Connection, dissect_cmd, rows::NoWorkloads};
 use remora_dissect::capture::CaptureReader;
@@ -84,13 +84,18 @@ fn write_slices(pcap: &Path, packets_dir: &Path, snaplen: u32) -> anyhow::Result
             continue;
         }
         for row in &batch.rows {
-            slices.append(row, batch.payload_of(row))?;
+            slices.append(row, batch.payload_of(row));
             first = first.min(row.ts_ns);
             last = last.max(row.ts_ns);
             n += 1;
         }
     }
-    slices.finish()?;
+    slices.finish();
+    for event in slices.take_events() {
+        if let SliceEvent::Lost { error, .. } = event {
+            return Err(error.into());
+        }
+    }
     Ok((n, first / 1_000_000, last / 1_000_000 + 1))
 }
 

@@ -3,8 +3,8 @@
 //!
 //! (a) 64-byte UDP at increasing rates: offered vs captured packets, drops, recorder CPU per
 //!     million packets, peak RSS, bytes on disk per packet.
-//! (b) bulk TCP with iperf3: throughput with no recorder, with Remora at its default snaplen and
-//!     at full payload, and with tcpdump at -s 128 and at full payload.
+//! (b) bulk TCP with iperf3: throughput with no recorder, then Remora and tcpdump keeping the
+//!     same bytes of each packet: 128 (headers), 4110 (Remora's default) and everything.
 
 use std::{
     fmt::Write as _,
@@ -367,14 +367,21 @@ fn main() -> anyhow::Result<()> {
             .stderr(std::process::Stdio::null())
             .spawn()?;
         std::thread::sleep(Duration::from_millis(500));
+        // Pairs that keep the same bytes: Remora's snaplen counts from the IP header,
+        // tcpdump's from the Ethernet header (14 bytes more).
         let tcp_recorders = [
             Recorder::None,
-            Recorder::Remora { snaplen: 4096 },
-            Recorder::Remora { snaplen: 64_986 },
+            Recorder::Remora { snaplen: 114 },
             Recorder::Tcpdump {
                 snaplen: 128,
                 extra: &[],
             },
+            Recorder::Remora { snaplen: 4096 },
+            Recorder::Tcpdump {
+                snaplen: 4110,
+                extra: &[],
+            },
+            Recorder::Remora { snaplen: 64_986 },
             Recorder::Tcpdump {
                 snaplen: 262_144,
                 extra: &["-B", "65536"],
