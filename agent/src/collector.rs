@@ -41,9 +41,10 @@ pub type SharedDecoder = Arc<RwLock<Arc<Decoder>>>;
 /// Events younger than this (TAI ns) wait for the next round, in case another CPU stamped an
 /// older one it has not committed yet.
 pub const ORDER_MARGIN_NS: u64 = 5_000_000;
-/// How often quiet rings are drained.
-pub const POLL: Duration = Duration::from_millis(10);
-/// How often busy rings are drained: data waiting in the rings is rate × interval.
+/// How long the collector waits for quiet rings (a ring a quarter full wakes it sooner): also
+/// how late a quiet period's slice may be published.
+pub const IDLE_WAIT: Duration = Duration::from_millis(100);
+/// How soon busy rings are drained again: data waiting in the rings is rate × interval.
 pub const BUSY_POLL: Duration = Duration::from_millis(2);
 /// A ring with at least this much waiting is busy.
 const BUSY_BYTES: u64 = 256 << 10;
@@ -139,9 +140,9 @@ impl Output {
         }
         let mut gone = false;
         let to_writer = &self.link.to_writer;
-        let result = self
-            .encoder
-            .encode(&self.page, &mut |msg| gone |= to_writer.send(msg).is_err());
+        let result = self.encoder.encode(&mut self.page, &mut |msg| {
+            gone |= to_writer.send(msg).is_err()
+        });
         if let Err(failure) = result {
             add(&self.metrics.rows_lost, failure.rows);
             add(&self.metrics.slice_write_errors, 1);
@@ -316,7 +317,21 @@ impl<R: Ring> Collector<R> {
     }
 
     /// Rounds until `stop` is set, then a last round that takes everything, and the last page.
+    ///
+    /// Between rounds: a short sleep when the rings were busy, else a wait on the rings' file
+    /// descriptors that the kernel ends when one is a quarter full, with a timeout. A quiet
+    /// recorder so wakes ten times a second, and a busy one takes large batches.
     pub fn run(mut self, stop: &std::sync::atomic::AtomicBool) {
+        let mut fds: Vec<libc::pollfd> = self
+            .rings
+            .iter()
+            .filter_map(Ring::wait_fd)
+            .map(|fd| libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
         loop {
             // Read the flag before the round: after a stop, one last round takes what is left.
             let stopping = stop.load(Ordering::Acquire);
@@ -328,9 +343,33 @@ impl<R: Ring> Collector<R> {
                 let _ = self.flush();
                 return;
             }
-            std::thread::sleep(if stats.busy() { BUSY_POLL } else { POLL });
+            if stats.busy() {
+                std::thread::sleep(BUSY_POLL);
+            } else {
+                wait(&mut fds, IDLE_WAIT);
+            }
         }
     }
+}
+
+/// Waits until a ring is past its wakeup watermark, or `timeout`.
+fn wait(fds: &mut [libc::pollfd], timeout: Duration) {
+    if fds.is_empty() {
+        std::thread::sleep(timeout);
+        return;
+    }
+    for fd in fds.iter_mut() {
+        fd.revents = 0;
+    }
+    // SAFETY: `fds` is a valid, writable array of pollfd of the length passed; the descriptors
+    // belong to the rings, which outlive this call.
+    unsafe {
+        libc::poll(
+            fds.as_mut_ptr(),
+            fds.len() as libc::nfds_t,
+            timeout.as_millis() as i32,
+        )
+    };
 }
 
 fn peek(ring: &impl Ring, cursor: &Cursor) -> Option<u64> {

@@ -3,8 +3,9 @@
 //! aya 0.14 opens perf rings with `wakeup_events = 1`: the kernel then raises a wakeup (an
 //! irq_work, a self-IPI, expensive under virtualisation) on the sending CPU for every sample,
 //! which halved the packet rate a sender could reach while recording. These rings use
-//! `watermark = 1` with `wakeup_watermark` at half the ring, so the kernel signals once per half
-//! ring; the collector drains on a timer and never waits on the fds.
+//! `watermark = 1` with `wakeup_watermark` at a quarter of the ring, so the kernel signals once
+//! per quarter ring: a busy ring wakes the collector long before it fills, a quiet one not at
+//! all (the collector then wakes on a timeout).
 //!
 //! Records are read where the kernel wrote them ([`Ring`], [`record_at`]): the collector
 //! merges the rings by timestamp and copies each packet once, into the page it belongs to.
@@ -79,6 +80,11 @@ pub trait Ring {
     /// `len` bytes at `at` in the data area (`at + len <= size`), which must lie between tail
     /// and head.
     fn bytes(&self, at: usize, len: usize) -> &[u8];
+    /// A descriptor that becomes readable when the ring fills past its wakeup watermark, if
+    /// the ring has one.
+    fn wait_fd(&self) -> Option<std::os::fd::RawFd> {
+        None
+    }
     /// Hints that the bytes at position `pos` will be read soon (the ring is written by the
     /// kernel on other CPUs: without the hint each record's first read waits for its line).
     #[inline]
@@ -215,7 +221,7 @@ impl PerfRing {
             sample_period: 1,
             sample_type: PERF_SAMPLE_RAW,
             flags: ATTR_FLAG_WATERMARK,
-            wakeup_watermark: (size / 2) as u32,
+            wakeup_watermark: (size / 4) as u32,
             ..PerfEventAttr::default()
         };
         // SAFETY: perf_event_open with a valid, fully initialised attr; pid -1 with a cpu means
@@ -318,6 +324,10 @@ pub fn open_per_cpu(map: impl AsFd + Copy, pages: usize) -> crate::error::Result
 }
 
 impl Ring for PerfRing {
+    fn wait_fd(&self) -> Option<std::os::fd::RawFd> {
+        Some(self.fd.as_raw_fd())
+    }
+
     #[inline]
     fn size(&self) -> usize {
         self.size

@@ -147,7 +147,7 @@ impl SliceEncoder {
     /// finished goes to `send`.
     pub fn encode(
         &mut self,
-        page: &PageRows,
+        page: &mut PageRows,
         send: &mut impl FnMut(SliceMsg),
     ) -> std::result::Result<(), EncodeFailure> {
         let Some((_, max_ts)) = page.ts_range() else {
@@ -365,8 +365,8 @@ impl SliceWriter {
         }
     }
 
-    /// Writes a page of rows of one period.
-    pub fn write_page(&mut self, page: &PageRows) {
+    /// Writes a page of rows of one period (its payload buffer may be swapped for another).
+    pub fn write_page(&mut self, page: &mut PageRows) {
         let mut out = Vec::new();
         if let Err(failure) = self.encoder.encode(page, &mut |m| out.push(m)) {
             self.lost.push(failure);
@@ -401,8 +401,8 @@ impl SliceWriter {
     }
 
     fn flush_staging(&mut self) {
-        let staging = std::mem::take(&mut self.staging);
-        self.write_page(&staging);
+        let mut staging = std::mem::take(&mut self.staging);
+        self.write_page(&mut staging);
         self.staging = staging;
         self.staging.clear();
     }

@@ -101,6 +101,9 @@ pub struct Chunk {
     pub column: usize,
     /// Page headers and bodies, back to back (data pages only; a dictionary goes in front).
     pub bytes: Vec<u8>,
+    /// Pages handed over whole, after `bytes`: a header, then the page's own body buffer
+    /// (payload pages, whose bodies are moved here rather than copied).
+    pub parts: Vec<Vec<u8>>,
     /// Codec of every page of this chunk.
     pub codec: Codec,
     /// Data page locations relative to `bytes` (made absolute when the chunk is written).
@@ -127,6 +130,7 @@ impl Chunk {
         Self {
             column,
             bytes: Vec::new(),
+            parts: Vec::new(),
             codec: Codec::Uncompressed,
             pages: Vec::new(),
             page_stats: keep_page_stats.then(Vec::new),
@@ -139,8 +143,19 @@ impl Chunk {
         }
     }
 
-    /// Empties the chunk for the next row group.
-    pub fn reset(&mut self, codec: Codec) {
+    /// Encoded bytes of the chunk.
+    pub fn len(&self) -> usize {
+        self.bytes.len() + self.parts.iter().map(Vec::len).sum::<usize>()
+    }
+
+    /// True when no page was added.
+    pub fn is_empty(&self) -> bool {
+        self.pages.is_empty()
+    }
+
+    /// Empties the chunk for the next row group; the buffers of pages handed over whole are
+    /// returned for reuse.
+    pub fn reset(&mut self, codec: Codec) -> std::vec::Drain<'_, Vec<u8>> {
         self.bytes.clear();
         self.codec = codec;
         self.pages.clear();
@@ -153,6 +168,7 @@ impl Chunk {
         self.max = None;
         self.nulls = 0;
         self.encodings.clear();
+        self.parts.drain(..)
     }
 
     /// Folds a page's min and max into the chunk's.
@@ -163,6 +179,63 @@ impl Chunk {
         }
         if self.max.as_ref().is_none_or(|(k, _)| kmax > *k) {
             self.max = Some((kmax, max.plain()));
+        }
+    }
+
+    /// Appends one data page whose stored body is handed over whole (no copy): `stored`,
+    /// which is `uncompressed` bytes before compression. Pages of a chunk either all go
+    /// through [`push_page`](Self::push_page) or all through this.
+    pub fn push_page_owned(
+        &mut self,
+        first_row: u64,
+        num_values: usize,
+        value_encoding: i32,
+        uncompressed: usize,
+        stored: Vec<u8>,
+    ) {
+        let at = self.len();
+        let mut header = Vec::with_capacity(32);
+        PageHeader {
+            uncompressed,
+            compressed: stored.len(),
+            num_values,
+            encoding: value_encoding,
+            dictionary: false,
+        }
+        .write(&mut header);
+        self.record_page(
+            at,
+            header.len(),
+            stored.len(),
+            uncompressed,
+            first_row,
+            num_values,
+            value_encoding,
+        );
+        self.parts.push(header);
+        self.parts.push(stored);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record_page(
+        &mut self,
+        at: usize,
+        header_len: usize,
+        stored: usize,
+        uncompressed: usize,
+        first_row: u64,
+        num_values: usize,
+        value_encoding: i32,
+    ) {
+        self.pages.push(PageLocation {
+            offset: at as u64,
+            size: (header_len + stored) as u32,
+            first_row,
+        });
+        self.num_values += num_values as u64;
+        self.uncompressed += (header_len + uncompressed) as u64;
+        if !self.encodings.contains(&value_encoding) {
+            self.encodings.push(value_encoding);
         }
     }
 
@@ -188,16 +261,15 @@ impl Chunk {
         .write(&mut self.bytes);
         let header_len = self.bytes.len() - at;
         self.bytes.extend_from_slice(stored);
-        self.pages.push(PageLocation {
-            offset: at as u64,
-            size: (header_len + stored.len()) as u32,
+        self.record_page(
+            at,
+            header_len,
+            stored.len(),
+            body.len(),
             first_row,
-        });
-        self.num_values += num_values as u64;
-        self.uncompressed += (header_len + body.len()) as u64;
-        if !self.encodings.contains(&value_encoding) {
-            self.encodings.push(value_encoding);
-        }
+            num_values,
+            value_encoding,
+        );
     }
 
     /// The chunk's metadata once written at `offset` (after a dictionary page of
@@ -225,7 +297,7 @@ impl Chunk {
             encodings,
             num_values: self.num_values,
             uncompressed: self.uncompressed + dictionary.map_or(0, |(_, raw)| raw) as u64,
-            compressed: self.bytes.len() as u64 + dict_len,
+            compressed: self.len() as u64 + dict_len,
             dictionary_offset: dictionary.map(|_| offset),
             data_offset,
             stats,

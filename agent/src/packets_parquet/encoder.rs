@@ -16,6 +16,9 @@ use super::{
     thrift,
 };
 
+/// Payload page buffers kept for reuse (each up to a page of payload: about 1 MiB).
+const SPARE_BODIES: usize = 8;
+
 /// One row group, encoded: every column's data pages, and the address dictionaries.
 pub struct EncodedRowGroup {
     pub(super) chunks: Vec<Chunk>,
@@ -62,7 +65,7 @@ impl EncodedRowGroup {
 
     /// Encoded bytes (what it adds to a file, give or take its metadata).
     pub fn bytes(&self) -> usize {
-        self.chunks.iter().map(|c| c.bytes.len()).sum::<usize>()
+        self.chunks.iter().map(Chunk::len).sum::<usize>()
             + self.dictionaries.iter().map(Vec::len).sum::<usize>()
     }
 }
@@ -79,8 +82,9 @@ pub struct RowGroupEncoder {
     bytes: usize,
     /// Row groups given back by [`recycle`](Self::recycle), whose buffers are reused.
     spare: Vec<EncodedRowGroup>,
+    /// Payload page buffers given back, for pages and compressed pages to reuse.
+    spare_bodies: Vec<Vec<u8>>,
     body: Vec<u8>,
-    compressed: Vec<u8>,
     indexes: Vec<u32>,
     /// Per-row definition levels of the ports, TCP and cgroup columns (by presence bit).
     levels: [Vec<u32>; 3],
@@ -98,8 +102,8 @@ impl RowGroupEncoder {
             limit_bytes: limit_bytes.max(64 << 10),
             bytes: 0,
             spare: Vec::new(),
+            spare_bodies: Vec::new(),
             body: Vec::new(),
-            compressed: Vec::new(),
             indexes: Vec::new(),
             levels: Default::default(),
         }
@@ -118,7 +122,9 @@ impl RowGroupEncoder {
     /// Encodes one page into the row group; returns true when the row group is finished and
     /// should be [`take`](Self::take)n (large enough, a dictionary too big, or the payload's
     /// compression decided otherwise for what follows).
-    pub fn encode_page(&mut self, p: &PageRows) -> io::Result<bool> {
+    ///
+    /// The page's payload buffer may be taken over (the page then holds an empty one).
+    pub fn encode_page(&mut self, p: &mut PageRows) -> io::Result<bool> {
         let rows = p.rows();
         let Some((min_ts, max_ts)) = p.ts_range() else {
             return Ok(false);
@@ -217,31 +223,46 @@ impl RowGroupEncoder {
             (col::DST_IP, p.dst_ip(), &mut self.dst_ip),
         ] {
             self.indexes.clear();
-            // Consecutive packets mostly share their addresses: a repeat costs a comparison.
-            let mut last: Option<(u8, u128, u32)> = None;
+            // Consecutive packets mostly belong to one conversation, whose two directions
+            // alternate: the last two addresses seen cost a comparison, not a lookup.
+            // (Kept in three small arrays: whole tuples moved per row cost store-forwarding
+            // stalls.)
+            let (mut seen_l3, mut seen, mut seen_index) = ([u8::MAX; 2], [0u128; 2], [0u32; 2]);
+            let mut replace = 0;
             self.indexes
-                .extend(p.l3().iter().zip(addrs).map(|(&l3, &addr)| match last {
-                    Some((l, a, i)) if l == l3 && a == addr => i,
-                    _ => {
-                        let i = dict.index(l3, addr);
-                        last = Some((l3, addr, i));
-                        i
+                .extend(p.l3().iter().zip(addrs).map(|(&l3, &addr)| {
+                    for k in 0..2 {
+                        if seen_l3[k] == l3 && seen[k] == addr {
+                            return seen_index[k];
+                        }
                     }
+                    let i = dict.index(l3, addr);
+                    (seen_l3[replace], seen[replace], seen_index[replace]) = (l3, addr, i);
+                    replace ^= 1;
+                    i
                 }));
             dict_page_body(body, &self.indexes, dict.len);
             chunks[c].push_page(first, rows, enc::RLE_DICTIONARY, body, None);
         }
+        // Payload pages are moved into the chunk, not copied: a stored page takes the page's
+        // buffer (the page gets a spare one), a compressed page a spare buffer.
         let payload = &mut chunks[col::PAYLOAD];
         let codec = payload.codec;
+        let raw = p.payload().len();
+        let spare = self
+            .spare_bodies
+            .pop()
+            .unwrap_or_else(|| p.payload_buffer());
         if codec == Codec::Zstd {
-            self.compressor
-                .compress(p.payload(), &mut self.compressed)?;
-            payload.push_page(first, rows, enc::PLAIN, p.payload(), Some(&self.compressed));
+            let mut out = spare;
+            self.compressor.compress(p.payload(), &mut out)?;
+            payload.push_page_owned(first, rows, enc::PLAIN, raw, out);
         } else {
-            if payload.pages.is_empty() {
+            if payload.is_empty() {
                 self.compressor.probe(p.payload())?;
             }
-            payload.push_page(first, rows, enc::PLAIN, p.payload(), None);
+            let body = p.swap_payload(spare);
+            payload.push_page_owned(first, rows, enc::PLAIN, raw, body);
         }
 
         let g = &mut self.group;
@@ -252,7 +273,7 @@ impl RowGroupEncoder {
             g.max_ts = g.max_ts.max(max_ts);
         }
         g.rows += rows as u64;
-        self.bytes = g.chunks.iter().map(|c| c.bytes.len()).sum();
+        self.bytes = g.chunks.iter().map(Chunk::len).sum();
         Ok(self.bytes >= self.limit_bytes
             || g.rows >= ROW_GROUP_ROWS
             || self.src_ip.len.max(self.dst_ip.len) >= DICTIONARY_ENTRIES
@@ -268,11 +289,17 @@ impl RowGroupEncoder {
         let mut next = match self.spare.pop() {
             Some(mut spare) => {
                 for chunk in &mut spare.chunks {
-                    chunk.reset(if chunk.column == col::PAYLOAD {
+                    let codec = if chunk.column == col::PAYLOAD {
                         codec
                     } else {
                         Codec::Uncompressed
-                    });
+                    };
+                    for part in chunk.reset(codec) {
+                        // Page headers are small; bodies are worth keeping (a few).
+                        if part.capacity() >= 64 << 10 && self.spare_bodies.len() < SPARE_BODIES {
+                            self.spare_bodies.push(part);
+                        }
+                    }
                 }
                 spare.rows = 0;
                 spare

@@ -44,6 +44,40 @@ pub fn bitpack(out: &mut Vec<u8>, values: &[u64], width: u8) {
     out.extend_from_slice(&acc.to_le_bytes()[..tail]);
 }
 
+/// Packs one miniblock of 32 values at a width known at compile time: the loop unrolls into
+/// fixed shifts, several times faster than [`bitpack`]'s per-value bookkeeping.
+#[inline(always)]
+fn pack32<const W: usize>(values: &[u64; MINIBLOCK], out: &mut Vec<u8>) {
+    let mut words = [0u64; MINIBLOCK];
+    for (i, &v) in values.iter().enumerate() {
+        let bit = i * W;
+        let (word, shift) = (bit / 64, bit % 64);
+        words[word] |= v << shift;
+        if shift + W > 64 {
+            words[word + 1] |= v >> (64 - shift);
+        }
+    }
+    let bytes = 4 * W; // 32 values of W bits
+    for (i, w) in words.iter().enumerate().take(bytes.div_ceil(8)) {
+        let le = w.to_le_bytes();
+        let take = (bytes - i * 8).min(8);
+        out.extend_from_slice(&le[..take]);
+    }
+}
+
+/// Packs a miniblock of 32 values at `width` bits.
+fn pack_miniblock(values: &[u64; MINIBLOCK], width: u8, out: &mut Vec<u8>) {
+    macro_rules! widths {
+        ($($w:literal)*) => {
+            match width {
+                $($w => pack32::<$w>(values, out),)*
+                _ => bitpack(out, values, width),
+            }
+        };
+    }
+    widths!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31 32)
+}
+
 /// Integer column values as the physical type sees them (INT32 or INT64).
 pub trait DeltaValue: Copy {
     /// `self - prev` in the physical type's wrapping arithmetic, widened to i64.
@@ -113,36 +147,40 @@ pub fn delta_binary_packed<T: DeltaValue>(out: &mut Vec<u8>, values: &[T]) {
     };
     put_varint(out, zigzag(first.signed()));
     let mut deltas = [0i64; BLOCK];
-    let mut packed = [0u64; MINIBLOCK];
+    let mut offsets = [[0u64; MINIBLOCK]; MINIBLOCKS];
     // Block k covers the deltas between values[k*BLOCK .. k*BLOCK + BLOCK + 1].
     let mut start = 0;
     while start + 1 < values.len() {
         let end = (start + 1 + BLOCK).min(values.len());
         let pairs = &values[start..end];
         let n = pairs.len() - 1;
+        // Pass 1: the deltas and their minimum.
+        let mut min = i64::MAX;
         for (d, w) in deltas.iter_mut().zip(pairs.windows(2)) {
-            *d = w[1].delta(w[0]);
+            let x = w[1].delta(w[0]);
+            *d = x;
+            min = min.min(x);
         }
-        let min = deltas[..n].iter().copied().min().unwrap_or(0);
         put_varint(out, zigzag(min));
+        // Pass 2: each miniblock's offsets from the minimum, and their spread.
         let used = n.div_ceil(MINIBLOCK);
         let mut widths = [0u8; MINIBLOCKS];
-        for (m, width) in widths.iter_mut().enumerate().take(used) {
+        for (m, (width, miniblock)) in widths.iter_mut().zip(&mut offsets).enumerate().take(used) {
             let block = &deltas[m * MINIBLOCK..n.min((m + 1) * MINIBLOCK)];
-            let spread = block.iter().fold(0u64, |acc, &d| acc | T::offset(d, min));
+            let mut spread = 0;
+            for (o, &d) in miniblock.iter_mut().zip(block) {
+                *o = T::offset(d, min);
+                spread |= *o;
+            }
+            miniblock[block.len()..].fill(0);
             *width = bits_for(spread);
         }
         out.extend_from_slice(&widths);
-        for (m, &width) in widths.iter().enumerate().take(used) {
-            if width == 0 {
-                continue;
+        // Pass 3: pack the miniblocks that need bits.
+        for (miniblock, &width) in offsets.iter().zip(&widths).take(used) {
+            if width > 0 {
+                pack_miniblock(miniblock, width, out);
             }
-            let block = &deltas[m * MINIBLOCK..n.min((m + 1) * MINIBLOCK)];
-            for (p, &d) in packed.iter_mut().zip(block) {
-                *p = T::offset(d, min);
-            }
-            packed[block.len()..].fill(0);
-            bitpack(out, &packed, width);
         }
         start = end - 1;
     }
@@ -227,6 +265,30 @@ mod tests {
         let mut out = Vec::new();
         bitpack(&mut out, &[0, 1, 2, 3, 4, 5, 6, 7], 3);
         assert_eq!(out, [0b1000_1000, 0b1100_0110, 0b1111_1010]);
+    }
+
+    #[test]
+    fn the_unrolled_packer_agrees_with_the_general_one() {
+        let mut state = 0x1234_5678u64;
+        for width in 1..=64u8 {
+            let mask = if width == 64 {
+                u64::MAX
+            } else {
+                (1 << width) - 1
+            };
+            let mut values = [0u64; MINIBLOCK];
+            for v in &mut values {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                *v = state & mask;
+            }
+            let (mut fast, mut general) = (Vec::new(), Vec::new());
+            pack_miniblock(&values, width, &mut fast);
+            bitpack(&mut general, &values, width);
+            assert_eq!(fast, general, "width {width}");
+            assert_eq!(fast.len(), 4 * usize::from(width));
+        }
     }
 
     #[test]

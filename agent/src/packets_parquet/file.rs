@@ -100,6 +100,9 @@ impl<W: Write> PacketsFile<W> {
                 _ => (None, Some(chunk.stats())),
             };
             self.write(&chunk.bytes)?;
+            for part in &chunk.parts {
+                self.write(part)?;
+            }
             metas.push(chunk.meta(start, dictionary, stats));
         }
         self.row_groups.push(RowGroupMeta {

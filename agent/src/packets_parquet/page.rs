@@ -224,6 +224,17 @@ impl PageRows {
         self.payload.len()
     }
 
+    /// Takes the page's payload buffer (PLAIN-encoded payloads), leaving `empty` in its place.
+    pub(super) fn swap_payload(&mut self, mut empty: Vec<u8>) -> Vec<u8> {
+        empty.clear();
+        std::mem::replace(&mut self.payload, empty)
+    }
+
+    /// A buffer fit to be a page's payload buffer.
+    pub(super) fn payload_buffer(&self) -> Vec<u8> {
+        Vec::with_capacity(self.payload_limit + 64 * 1024)
+    }
+
     /// Empties the page, keeping its memory (a page of large packets gives its payload
     /// buffer back down to the usual size, so that one burst does not pin memory).
     pub fn clear(&mut self) {

@@ -484,14 +484,14 @@ fn the_collector_path_writes_what_the_row_path_writes() {
         let (meta, payload) = decoder.split(s).unwrap();
         page.push_packet(&meta, payload);
         if page.is_full() {
-            if encoder.encode_page(&page).unwrap() {
+            if encoder.encode_page(&mut page).unwrap() {
                 let group = encoder.take().unwrap();
                 file.write_row_group(&group).unwrap();
             }
             page.clear();
         }
     }
-    encoder.encode_page(&page).unwrap();
+    encoder.encode_page(&mut page).unwrap();
     file.write_row_group(&encoder.take().unwrap()).unwrap();
     let (_, by_columns) = file.finish().unwrap();
     assert!(by_rows == by_columns, "the two paths wrote different files");
