@@ -154,7 +154,7 @@ impl Chunk {
     }
 
     /// Empties the chunk for the next row group; the buffers of pages handed over whole are
-    /// returned for reuse.
+    /// returned (for reuse, or to drop).
     pub fn reset(&mut self, codec: Codec) -> std::vec::Drain<'_, Vec<u8>> {
         self.bytes.clear();
         self.codec = codec;

@@ -16,8 +16,10 @@ use super::{
     thrift,
 };
 
-/// Payload page buffers kept for reuse (each up to a page of payload: about 1 MiB).
-const SPARE_BODIES: usize = 8;
+/// Payload page buffers kept for reuse (each a page of payload: about 1 MiB).
+const SPARE_BODIES: usize = 4;
+/// Written row groups kept for reuse (their chunk buffers; page buffers go to the pool).
+const SPARE_GROUPS: usize = 2;
 
 /// One row group, encoded: every column's data pages, and the address dictionaries.
 pub struct EncodedRowGroup {
@@ -85,6 +87,9 @@ pub struct RowGroupEncoder {
     /// Payload page buffers given back, for pages and compressed pages to reuse.
     spare_bodies: Vec<Vec<u8>>,
     body: Vec<u8>,
+    /// Compressor output; the (small) result is copied out, so that a compressed page does
+    /// not pin a page-sized buffer.
+    compressed: Vec<u8>,
     indexes: Vec<u32>,
     /// Per-row definition levels of the ports, TCP and cgroup columns (by presence bit).
     levels: [Vec<u32>; 3],
@@ -104,6 +109,7 @@ impl RowGroupEncoder {
             spare: Vec::new(),
             spare_bodies: Vec::new(),
             body: Vec::new(),
+            compressed: Vec::new(),
             indexes: Vec::new(),
             levels: Default::default(),
         }
@@ -244,23 +250,24 @@ impl RowGroupEncoder {
             dict_page_body(body, &self.indexes, dict.len);
             chunks[c].push_page(first, rows, enc::RLE_DICTIONARY, body, None);
         }
-        // Payload pages are moved into the chunk, not copied: a stored page takes the page's
-        // buffer (the page gets a spare one), a compressed page a spare buffer.
+        // Stored payload pages are moved into the chunk, not copied: the chunk takes the
+        // page's buffer and the page gets a spare one. Compressed pages are small: copied out.
         let payload = &mut chunks[col::PAYLOAD];
         let codec = payload.codec;
         let raw = p.payload().len();
-        let spare = self
-            .spare_bodies
-            .pop()
-            .unwrap_or_else(|| p.payload_buffer());
         if codec == Codec::Zstd {
-            let mut out = spare;
-            self.compressor.compress(p.payload(), &mut out)?;
-            payload.push_page_owned(first, rows, enc::PLAIN, raw, out);
+            self.compressor
+                .compress(p.payload(), &mut self.compressed)?;
+            let stored = self.compressed.clone();
+            payload.push_page_owned(first, rows, enc::PLAIN, raw, stored);
         } else {
             if payload.is_empty() {
                 self.compressor.probe(p.payload())?;
             }
+            let spare = self
+                .spare_bodies
+                .pop()
+                .unwrap_or_else(|| p.payload_buffer());
             let body = p.swap_payload(spare);
             payload.push_page_owned(first, rows, enc::PLAIN, raw, body);
         }
@@ -294,12 +301,7 @@ impl RowGroupEncoder {
                     } else {
                         Codec::Uncompressed
                     };
-                    for part in chunk.reset(codec) {
-                        // Page headers are small; bodies are worth keeping (a few).
-                        if part.capacity() >= 64 << 10 && self.spare_bodies.len() < SPARE_BODIES {
-                            self.spare_bodies.push(part);
-                        }
-                    }
+                    let _ = chunk.reset(codec);
                 }
                 spare.rows = 0;
                 spare
@@ -318,9 +320,18 @@ impl RowGroupEncoder {
         Some(std::mem::replace(&mut self.group, next))
     }
 
-    /// Gives back a row group that has been written, so that its buffers are reused.
+    /// Gives back a row group that has been written, so that its buffers are reused: its
+    /// page-sized payload buffers go to the pool at once (a few of them; the rest are freed),
+    /// the row group's own buffers are kept for the next ones.
     pub fn recycle(&mut self, mut group: EncodedRowGroup) {
-        if self.spare.len() < 4 {
+        for chunk in &mut group.chunks {
+            for part in chunk.parts.drain(..) {
+                if part.capacity() >= 64 << 10 && self.spare_bodies.len() < SPARE_BODIES {
+                    self.spare_bodies.push(part);
+                }
+            }
+        }
+        if self.spare.len() < SPARE_GROUPS {
             for plain in &mut group.dictionaries {
                 plain.clear();
             }
