@@ -48,8 +48,6 @@ pub const IDLE_WAIT: Duration = Duration::from_millis(100);
 pub const BUSY_POLL: Duration = Duration::from_millis(2);
 /// A ring with at least this much waiting is busy.
 const BUSY_BYTES: u64 = 256 << 10;
-/// How far ahead of the record being read the ring is prefetched (about eight small packets).
-const PREFETCH_AHEAD: u64 = 640;
 
 /// The writer thread went away (it failed or the agent is stopping).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -265,9 +263,6 @@ impl<R: Ring> Collector<R> {
             let (ring, cursor) = (&self.rings[i], &mut self.cursors[i]);
             // A run from one ring: everything up to the other rings' next record.
             while cursor.next_ts.is_some_and(|ts| ts <= limit) {
-                if cursor.pos + PREFETCH_AHEAD < cursor.head {
-                    ring.prefetch(cursor.pos + PREFETCH_AHEAD);
-                }
                 let Some(size) = record_size(ring, cursor.pos) else {
                     // A corrupt record: skip the rest of this ring's data this round.
                     bad += 1;

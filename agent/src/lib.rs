@@ -30,6 +30,8 @@ pub mod schema;
 pub mod slice;
 pub mod slice_file;
 pub mod store;
+#[cfg(test)]
+mod testing;
 pub mod writer;
 
 pub use config::AgentConfig;

@@ -85,10 +85,6 @@ pub trait Ring {
     fn wait_fd(&self) -> Option<std::os::fd::RawFd> {
         None
     }
-    /// Hints that the bytes at position `pos` will be read soon (the ring is written by the
-    /// kernel on other CPUs: without the hint each record's first read waits for its line).
-    #[inline]
-    fn prefetch(&self, _pos: u64) {}
 }
 
 /// One record of a ring.
@@ -351,22 +347,6 @@ impl Ring for PerfRing {
         fence(Ordering::SeqCst);
         // SAFETY: publishing the consumer position, as the perf ABI defines.
         unsafe { ptr::write_volatile(self.meta_u64(DATA_TAIL_OFFSET), tail) };
-    }
-
-    #[inline]
-    fn prefetch(&self, pos: u64) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let at = self.offset(pos);
-            // SAFETY: a prefetch never faults, and `at` lies inside the mapped data area.
-            unsafe {
-                core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(
-                    self.data().add(at).cast::<i8>(),
-                );
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = pos;
     }
 
     #[inline]

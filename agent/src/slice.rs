@@ -138,11 +138,6 @@ impl SliceEncoder {
         self.period
     }
 
-    /// Encoded bytes held for the unfinished row group.
-    pub fn in_progress_bytes(&self) -> usize {
-        self.encoder.in_progress_bytes()
-    }
-
     /// Encodes a page of rows of one period (rows that came late may be older); what is
     /// finished goes to `send`.
     pub fn encode(
@@ -272,11 +267,6 @@ impl SliceFiles {
         if open.file.bytes_written() >= self.max_bytes {
             self.finish();
         }
-    }
-
-    /// True while a slice is being written.
-    pub fn is_open(&self) -> bool {
-        self.open.is_some()
     }
 
     /// True when events are waiting to be taken.
@@ -514,10 +504,7 @@ fn write_error(path: &Path, message: String) -> AgentError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::array::{Array as _, AsArray as _};
-    use arrow::datatypes::TimestampNanosecondType;
-    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-    use std::fs::File;
+    use crate::testing::read_ts;
 
     fn row(ts_ns: i64) -> PacketRow {
         let mut row = PacketRow::new(ts_ns, 3, 60);
@@ -526,22 +513,6 @@ mod tests {
             8, 0, 0,
         ]);
         row
-    }
-
-    fn read_ts(path: &Path) -> Vec<i64> {
-        let file = File::open(path).unwrap();
-        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-            .unwrap()
-            .build()
-            .unwrap();
-        let mut out = Vec::new();
-        for batch in reader {
-            let batch = batch.unwrap();
-            let ts = batch.column(0).as_primitive::<TimestampNanosecondType>();
-            out.extend(ts.values().iter().copied());
-            assert_eq!(batch.column(8).len(), ts.len());
-        }
-        out
     }
 
     /// The slices published since the last call (a lost slice fails the test).

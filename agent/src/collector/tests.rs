@@ -13,6 +13,7 @@ use crate::{
     decode::Decoder,
     packets_parquet::{Compression, EncodedRowGroup, PAGE_ROWS},
     slice::{SliceFiles, SliceMsg},
+    testing::read_ts,
 };
 
 const PERF_RECORD_LOST: u32 = 2;
@@ -186,22 +187,6 @@ impl Harness {
             })
             .collect()
     }
-}
-
-fn read_ts(path: &std::path::Path) -> Vec<i64> {
-    use arrow::{array::AsArray as _, datatypes::TimestampNanosecondType};
-    let file = std::fs::File::open(path).unwrap();
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-        .unwrap()
-        .build()
-        .unwrap();
-    let mut out = Vec::new();
-    for batch in reader {
-        let batch = batch.unwrap();
-        let ts = batch.column(0).as_primitive::<TimestampNanosecondType>();
-        out.extend(ts.values().iter().copied());
-    }
-    out
 }
 
 const T0: u64 = 1_800_000_000_000_000_000;

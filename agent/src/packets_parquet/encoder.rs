@@ -64,12 +64,6 @@ impl EncodedRowGroup {
     pub fn ts_range(&self) -> (i64, i64) {
         (self.min_ts, self.max_ts)
     }
-
-    /// Encoded bytes (what it adds to a file, give or take its metadata).
-    pub fn bytes(&self) -> usize {
-        self.chunks.iter().map(Chunk::len).sum::<usize>()
-            + self.dictionaries.iter().map(Vec::len).sum::<usize>()
-    }
 }
 
 /// Encodes pages into row groups.
@@ -118,11 +112,6 @@ impl RowGroupEncoder {
     /// Rows of the unfinished row group.
     pub fn rows(&self) -> u64 {
         self.group.rows
-    }
-
-    /// Encoded bytes held for the unfinished row group.
-    pub fn in_progress_bytes(&self) -> usize {
-        self.bytes
     }
 
     /// Encodes one page into the row group; returns true when the row group is finished and

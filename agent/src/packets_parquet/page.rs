@@ -214,16 +214,6 @@ impl PageRows {
         (self.rows > 0).then_some((self.min_ts, self.max_ts))
     }
 
-    /// The rows' timestamps (UTC ns), in row order.
-    pub fn timestamps(&self) -> impl Iterator<Item = i64> + '_ {
-        self.ts().iter().map(|&t| t as i64)
-    }
-
-    /// Payload bytes held (as encoded, with their length prefixes).
-    pub fn payload_bytes(&self) -> usize {
-        self.payload.len()
-    }
-
     /// Takes the page's payload buffer (PLAIN-encoded payloads), leaving `empty` in its place.
     pub(super) fn swap_payload(&mut self, mut empty: Vec<u8>) -> Vec<u8> {
         empty.clear();
