@@ -15,8 +15,8 @@ use crate::{
 
 /// One recorded packet, its payload held in the batch that owns it.
 ///
-/// Plain data with no heap parts: the readers make one per packet and the writer reads each
-/// once, so it stays small and `Copy`.
+/// Plain data with no heap parts, for tools and tests that handle rows one by one (the
+/// recorder itself parses samples straight into its pages, see [`PacketMeta`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PacketRow {
     /// Wall-clock time in nanoseconds since the Unix epoch (UTC).

@@ -10,7 +10,7 @@ use std::{
 
 use agent_common::CpuCounters;
 
-/// Counters shared by the readers, the writer and the API.
+/// Counters shared by the collector, the writer and the API.
 #[derive(Debug, Default)]
 pub struct Metrics {
     /// Rows written into slices.

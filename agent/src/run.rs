@@ -217,7 +217,7 @@ pub async fn run_with_routes(
 
     shutdown.await;
     tracing::info!("stopping: detaching, draining the rings and publishing the open slice");
-    // Detach first so no new events arrive, then let the readers drain what is in the rings.
+    // Detach first so no new events arrive, then let the collector drain what is in the rings.
     {
         let mut rec = recorder.lock().unwrap_or_else(|p| p.into_inner());
         for (ifindex, _) in rec.attached() {
