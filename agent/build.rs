@@ -129,9 +129,12 @@ fn store(out_dir: &Path, cache: &Path) -> anyhow::Result<()> {
     for name in OBJECTS {
         std::fs::copy(out_dir.join(name), temp.join(name))?;
     }
-    if std::fs::rename(&temp, cache).is_err() {
-        // Another build stored the same entry first.
+    if let Err(error) = std::fs::rename(&temp, cache) {
         let _ = std::fs::remove_dir_all(&temp);
+        // A concurrent build may have stored the same entry first; anything else is an error.
+        if !cache.is_dir() {
+            return Err(error.into());
+        }
     }
     Ok(())
 }
