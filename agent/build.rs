@@ -1,4 +1,4 @@
-//! Builds the eBPF object (`agent-ebpf`, bin `remora-tc`) for `bpfel-unknown-none` with
+//! Builds the eBPF object (`remora-agent-ebpf`, bin `remora-tc`) for `bpfel-unknown-none` with
 //! aya-build and leaves it in `OUT_DIR` for `include_bytes_aligned!`.
 //!
 //! Needs the nightly toolchain with `rust-src` and `bpf-linker` on PATH: `cargo xtask setup`
@@ -48,7 +48,7 @@ fn main() -> anyhow::Result<()> {
 
     let root_dir = ebpf_dir.to_str().context("non-UTF-8 path to agent-ebpf")?;
     let package = aya_build::Package {
-        name: "agent-ebpf",
+        name: "remora-agent-ebpf",
         root_dir,
         no_default_features: false,
         features: &[],

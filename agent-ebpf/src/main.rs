@@ -16,10 +16,6 @@
 
 use core::{ffi::c_void, ptr};
 
-use agent_common::{
-    CpuCounters, DIRECTION_EGRESS, DIRECTION_INGRESS, EXCLUDED_PORT_WORDS, MAX_CAPTURE_BYTES,
-    PacketEventHeader,
-};
 use aya_ebpf::{
     EbpfContext as _, Global,
     bindings::{BPF_F_CURRENT_CPU, TC_ACT_UNSPEC, bpf_hdr_start_off::BPF_HDR_START_NET},
@@ -29,6 +25,10 @@ use aya_ebpf::{
     macros::{classifier, map},
     maps::{Array, PerCpuArray, PerfEventArray},
     programs::TcContext,
+};
+use remora_agent_common::{
+    CpuCounters, DIRECTION_EGRESS, DIRECTION_INGRESS, EXCLUDED_PORT_WORDS, MAX_CAPTURE_BYTES,
+    PacketEventHeader,
 };
 
 /// Frame bytes to append to each event (the agent sets snaplen + link header at load time).

@@ -1,8 +1,8 @@
-//! The recorder's settings, with the defaults DESIGN §2 names and their validation.
+//! The recorder's settings, their defaults (docs/capture.md) and their validation.
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use agent_common::MAX_CAPTURE_BYTES;
+use remora_agent_common::MAX_CAPTURE_BYTES;
 
 use crate::error::{AgentError, Result};
 

@@ -6,7 +6,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use agent_common::{PACKET_EVENT_HEADER_BYTES, PacketEventHeader};
+use remora_agent_common::{PACKET_EVENT_HEADER_BYTES, PacketEventHeader};
 
 use crate::{
     clock::TaiToUtc,

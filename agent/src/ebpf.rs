@@ -2,7 +2,6 @@
 
 use std::{collections::HashMap, io};
 
-use agent_common::{CpuCounters, EXCLUDED_PORT_WORDS, MAX_L2_HEADER_BYTES};
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
     maps::{Array, Map, MapData, PerCpuArray},
@@ -11,6 +10,7 @@ use aya::{
         tc::{self, NlOptions, SchedClassifierLinkId, TcAttachOptions},
     },
 };
+use remora_agent_common::{CpuCounters, EXCLUDED_PORT_WORDS, MAX_L2_HEADER_BYTES};
 
 use crate::{
     config::{AgentConfig, AttachMode},

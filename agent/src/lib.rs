@@ -4,24 +4,24 @@
 //! The pipeline, one module per stage:
 //!
 //! ```text
-//! TC hooks (agent-ebpf) ─► per-CPU perf rings ─► collector (merge by time, decode, parse,
+//! TC hooks (remora-agent-ebpf) ─► per-CPU perf rings ─► collector (merge by time, decode, parse,
 //!     pages) ─► writer (packets_parquet encoding, slice: atomic files) ─► store (retention)
-//!                                                      node API (api) ◄─┘
+//!                                                 node API (node_api) ◄─┘
 //! ```
 //!
 //! [`run::run`] wires them together; `remora-agent` is its command line.
 
-pub mod api;
 pub mod auth;
-pub mod cli;
 pub mod clock;
 pub mod collector;
 pub mod config;
 pub mod decode;
 pub mod ebpf;
 pub mod error;
+pub mod flags;
 pub mod interfaces;
 pub mod metrics;
+pub mod node_api;
 pub mod packets_parquet;
 pub mod parse;
 pub mod perf_ring;

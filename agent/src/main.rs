@@ -2,7 +2,7 @@
 
 use anyhow::Context as _;
 use clap::Parser;
-use remora_agent::cli::RecordArgs;
+use remora_agent::flags::RecordArgs;
 
 /// Remora's node agent.
 #[derive(Parser, Debug)]
@@ -19,10 +19,23 @@ struct Cli {
     log: String,
 }
 
+/// This binary's allocator is glibc's (`remora up` uses mimalloc, where this would do nothing).
+/// The collector thread and the writer thread pass MiB-sized row groups between them; with
+/// glibc's default of one heap arena per thread, each arena keeps its own free pieces. Two
+/// arenas: peak RSS at full payload 45–46 MiB against 48–52 MiB with the default, at the same
+/// CPU (with the earlier, allocation-heavy pipeline the difference was 138 against 111 MiB).
+fn limit_malloc_arenas() {
+    // SAFETY: mallopt only tunes the allocator.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    limit_malloc_arenas();
     let cli = Cli::parse();
-    remora_agent::cli::init_logging(&cli.log);
+    remora_agent::flags::init_logging(&cli.log);
     let config = cli
         .record
         .to_config()

@@ -8,7 +8,7 @@ use std::{
     },
 };
 
-use agent_common::CpuCounters;
+use remora_agent_common::CpuCounters;
 
 /// Counters shared by the collector, the writer and the API.
 #[derive(Debug, Default)]

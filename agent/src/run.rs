@@ -13,7 +13,6 @@ use std::{
 use tokio::sync::watch;
 
 use crate::{
-    api::{self, ApiState},
     auth::load_or_create_token,
     clock::TaiToUtc,
     collector::{Collector, SharedDecoder, WriterLink},
@@ -23,6 +22,7 @@ use crate::{
     error::{AgentError, Result},
     interfaces::{self, Interface},
     metrics::{Metrics, add},
+    node_api::{self as api, ApiState},
     perf_ring::open_per_cpu,
     schema::PACKETS_KIND,
     slice::{SliceEncoder, SliceFiles},
@@ -83,7 +83,6 @@ pub async fn run_with_routes(
     on_started: impl FnOnce(&Started),
 ) -> Result<RunSummary> {
     config.validate()?;
-    limit_malloc_arenas();
     prepare_dir(&config.data_dir)?;
     let packets_dir = config.kind_dir(PACKETS_KIND);
     prepare_dir(&packets_dir)?;
@@ -248,17 +247,6 @@ pub async fn run_with_routes(
 
 /// Row groups queued between the collector and the writer (about 4 MiB each at most).
 const ROW_GROUPS_IN_FLIGHT: usize = 3;
-
-/// The collector thread and the writer thread pass MiB-sized row groups between them; with
-/// glibc's default of one heap arena per thread, each arena keeps its own free pieces. Two
-/// arenas: peak RSS at full payload 45–46 MiB against 48–52 MiB with the default, at the same
-/// CPU (with the earlier, allocation-heavy pipeline the difference was 138 against 111 MiB).
-fn limit_malloc_arenas() {
-    // SAFETY: mallopt only tunes the allocator; called before the recorder's threads start.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
-    }
-}
 
 fn l2_map(all: &[Interface]) -> LinkHeaders {
     all.iter().map(|i| (i.ifindex, i.l2_header_len())).collect()

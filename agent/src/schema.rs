@@ -1,4 +1,4 @@
-//! The Arrow schema of the `packets` slices (DESIGN §2).
+//! The Arrow schema of the `packets` slices (docs/capture.md lists the columns).
 //!
 //! The slices are written by [`crate::packets_parquet`], which embeds this schema in each file
 //! so that Arrow readers see exactly these types (the node column as a dictionary, `ts` in

@@ -1,20 +1,17 @@
-//! Remora's analyzer: snapshots, delayed dissection, KFL, the query API and MCP.
+//! Remora's analyzer: snapshots, delayed dissection, KFL and SQL queries, the HTTP API and MCP,
+//! and the `remora` command line. Arranged by role:
 //!
-//! What works so far: the embedded default, [`up`] (the recorder of this machine with its API on
-//! `127.0.0.1:8898`), offline dissection of capture files, [`dissect_cmd`], writing the
-//! `calls` and `conns` tables ([`rows`]), and KFL queries over them ([`query`], with the
-//! `kfl` crate). Snapshots, the query API and MCP arrive module by module (`store`, `api`,
-//! `mcp`, `k8s`), see DESIGN.md.
+//! - [`cli`]: the command line, one small function per subcommand, and the one HTTP client of
+//!   a running analyzer;
+//! - [`pipeline`]: dissection, from slices or capture files through the engine
+//!   (`remora-dissect`) into the table writers (`remora-tables`);
+//! - [`services`]: the snapshot store, dissection jobs, queries and workload attribution;
+//! - [`api`] and [`mcp`]: the entry points, the HTTP routes and the MCP tools over them.
+//!
+//! docs/architecture.md draws the whole data path and says where each kind of change goes.
 
 pub mod api;
-pub mod client;
-pub mod dissect_cmd;
-pub mod jobs;
+pub mod cli;
 pub mod mcp;
-pub mod query;
-pub mod rows;
-pub mod slices_input;
-pub mod store;
-pub mod synth;
-pub mod up;
-pub mod workloads;
+pub mod pipeline;
+pub mod services;

@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{net::NetNs, sibling_binary};
+use crate::{netns::NetNs, sibling_binary};
 
 /// Polls `cond` every 20 ms until it holds or `timeout` passes; returns whether it held.
 pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
@@ -127,7 +127,7 @@ impl AgentProc {
         let bin = sibling_binary(program);
         assert!(
             bin.is_file(),
-            "{} is missing: build it first with `cargo build -p agent -p analyzer` (cargo xtask test does)",
+            "{} is missing: build it first with `cargo build -p remora-agent -p remora-analyzer` (cargo xtask test does)",
             bin.display()
         );
         let log = data_dir.with_extension("agent.log");

@@ -1,4 +1,6 @@
-//! Reading the agent's packet slices back with the parquet crate.
+//! Reading the agent's packet slices back with the parquet crate, row by row: independent of
+//! the analyzer's reader (`remora_analyzer::pipeline::slices`) on purpose, so the tests do not
+//! check the files with the code that consumes them.
 
 use std::{fs::File, path::Path};
 

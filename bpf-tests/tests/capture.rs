@@ -7,15 +7,15 @@ mod common;
 
 use std::time::Duration;
 
-use bpf_tests::{
+use common::{blast, compare_with_pcap, count_udp_to, tshark_fields};
+use remora_bpf_tests::{
     metric_total,
-    net::{ADDR_A, ADDR_B, IF_A, NetNs, VethPair},
+    netns::{ADDR_A, ADDR_B, IF_A, NetNs, VethPair},
     pcap::read_pcap,
     proc::{AgentProc, Nginx, Tcpdump, wait_until},
     require_root, require_tool,
     slices::{read_all, read_slice, slice_files},
 };
-use common::{blast, compare_with_pcap, count_udp_to, tshark_fields};
 
 fn preflight() {
     require_root();
@@ -189,7 +189,8 @@ fn records_exactly_what_tcpdump_records_on_a_veth() {
         dir.display()
     );
     let duck = common::duckdb(&sql);
-    let sum = |f: &dyn Fn(&bpf_tests::slices::Packet) -> u64| ours.iter().map(f).sum::<u64>();
+    let sum =
+        |f: &dyn Fn(&remora_bpf_tests::slices::Packet) -> u64| ours.iter().map(f).sum::<u64>();
     let mut sources: Vec<&str> = ours.iter().map(|p| p.src_ip.as_str()).collect();
     sources.sort();
     sources.dedup();

@@ -9,8 +9,8 @@ use std::{
     time::Duration,
 };
 
-use bpf_tests::{
-    net::{ADDR_B, IF_A, VethPair},
+use remora_bpf_tests::{
+    netns::{ADDR_B, IF_A, VethPair},
     proc::Tcpdump,
     require_root, require_tool, workspace_root,
 };

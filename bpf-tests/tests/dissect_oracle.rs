@@ -14,8 +14,8 @@ use std::{
     time::Duration,
 };
 
-use bpf_tests::{
-    net::{ADDR_B, IF_A, NetNs, VethPair, run},
+use remora_bpf_tests::{
+    netns::{ADDR_B, IF_A, NetNs, VethPair, run},
     proc::{Nginx, Tcpdump, wait_until},
     require_root, require_tool, workspace_root,
 };

@@ -11,12 +11,12 @@ use arrow::{
     array::{Array as _, AsArray as _},
     datatypes::{Int64Type, UInt16Type},
 };
-use bpf_tests::{
-    net::{ADDR_B, IF_A, NetNs, VethPair},
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use remora_bpf_tests::{
+    netns::{ADDR_B, IF_A, NetNs, VethPair},
     proc::{AgentProc, Nginx, Tcpdump},
     require_root, require_tool, sibling_binary,
 };
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 /// (method, path, status, elapsed µs) of every call in a calls.parquet, sorted.
 fn calls(path: &Path) -> Vec<(String, String, u16, i64)> {
@@ -73,7 +73,7 @@ fn dissect(input: &Path, out: &Path) -> String {
     let bin = sibling_binary("remora");
     assert!(
         bin.is_file(),
-        "{} missing: cargo build -p analyzer",
+        "{} missing: cargo build -p remora-analyzer",
         bin.display()
     );
     let o = Command::new(bin)

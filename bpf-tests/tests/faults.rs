@@ -5,14 +5,14 @@ mod common;
 
 use std::{path::Path, process::Command, time::Duration};
 
-use bpf_tests::{
+use common::{blast, blast_background, count_udp_to};
+use remora_bpf_tests::{
     metric_total,
-    net::{ADDR_B, IF_A, NetNs, VethPair, run},
+    netns::{ADDR_B, IF_A, NetNs, VethPair, run},
     proc::{AgentProc, wait_until},
     require_root, require_tool,
     slices::{read_all, read_slice, slice_files},
 };
-use common::{blast, blast_background, count_udp_to};
 
 fn preflight() {
     require_root();
@@ -376,7 +376,7 @@ fn bad_input_gets_one_clear_error() {
         "chmod",
         &["777", open.to_str().unwrap(), tmp.path().to_str().unwrap()],
     );
-    let bin = bpf_tests::sibling_binary("remora-agent");
+    let bin = remora_bpf_tests::sibling_binary("remora-agent");
     let out = Command::new("ip")
         .args([
             "netns",

@@ -6,8 +6,8 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use bpf_tests::{
-    net::{ADDR_A, ADDR_B, IF_A, VethPair},
+use remora_bpf_tests::{
+    netns::{ADDR_A, ADDR_B, IF_A, VethPair},
     proc::{AgentProc, Nginx},
     require_root, require_tool,
 };
@@ -25,7 +25,7 @@ fn encode(s: &str) -> String {
 }
 
 /// Runs curl in `ns` for each path (keep-alive, one process); returns status per request.
-fn curl(ns: &bpf_tests::net::NetNs, base: &str, paths: &[&str]) -> Vec<(String, u16)> {
+fn curl(ns: &remora_bpf_tests::netns::NetNs, base: &str, paths: &[&str]) -> Vec<(String, u16)> {
     let mut cmd = ns.command("curl");
     cmd.args([
         "-sS",
@@ -83,7 +83,7 @@ fn example(title: &str, request: &str, response: &Value) {
 struct SlowServer(std::process::Child);
 
 impl SlowServer {
-    fn start(ns: &bpf_tests::net::NetNs) -> Self {
+    fn start(ns: &remora_bpf_tests::netns::NetNs) -> Self {
         let script = r#"
 import http.server, time
 class H(http.server.BaseHTTPRequestHandler):
@@ -448,7 +448,7 @@ fn seed_flow_over_http_counts_exactly_what_was_sent() {
     );
 
     // The same from a shell: `remora calls` and `remora stats` against the running analyzer.
-    let remora = bpf_tests::sibling_binary("remora");
+    let remora = remora_bpf_tests::sibling_binary("remora");
     let token = data_dir.join("token");
     let shell = |args: &[&str]| -> String {
         let out = pair
@@ -578,13 +578,13 @@ fn seed_flow_over_http_counts_exactly_what_was_sent() {
     );
 
     // 10. The same flow through MCP, driven by the official Python SDK over Streamable HTTP.
-    let python = bpf_tests::workspace_root().join(".venv/bin/python");
+    let python = remora_bpf_tests::workspace_root().join(".venv/bin/python");
     assert!(
         python.is_file(),
         "{} missing: run cargo xtask setup",
         python.display()
     );
-    let script = bpf_tests::workspace_root().join("bpf-tests/tests/mcp_seed.py");
+    let script = remora_bpf_tests::workspace_root().join("bpf-tests/tests/mcp_seed.py");
     let expect = json!({
         "filters": cases,
         "calls": all.len(),

@@ -1,5 +1,5 @@
 //! The rows the engine produces: `calls` (one per request/response pair, or an unpaired half)
-//! and `conns` (one per TCP connection). Field names follow DESIGN §4 and the KFL catalog.
+//! and `conns` (one per TCP connection). How they are stored is `remora-tables`'s business.
 
 use std::net::IpAddr;
 

@@ -1,4 +1,8 @@
 //! The engine: packets in time order in, calls and connections out.
+//!
+//! It owns the per-connection state and drives the protocol parsers; turning parsed messages
+//! into rows is [`crate::pairing`]'s job, which depends only on the row and flow types, never on
+//! the engine.
 
 use std::collections::VecDeque;
 
@@ -6,55 +10,19 @@ use std::collections::VecDeque;
 // engine's time. Hash flooding is bounded by connection eviction and the map sizes.
 use rustc_hash::FxHashMap as HashMap;
 
+pub use crate::output::{Output, Stats};
 use crate::{
     call::{Call, Conn, Endpoint},
     dedup::Dedup,
     defrag::Defrag,
+    flow::{FlowKey, key},
     http1::{self, Message, Parser, Role},
     http2,
     net::{self, flags},
     pairing::{DnsFlow, dns_message, h2_call, h2_half, http_call, tls_call},
     reassembly::{Chunk, HalfStream},
-    tls::{self, Hello, TlsInfo},
+    tls::{self, Hello, TlsHandshake},
 };
-
-/// Counters of what the engine skipped, so nothing is lost silently.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Stats {
-    /// Packets pushed.
-    pub packets: u64,
-    /// Packets that were not IPv4/IPv6 or were malformed.
-    pub undecodable: u64,
-    /// IP fragments seen.
-    pub fragments: u64,
-    /// DNS messages that did not parse.
-    pub dns_errors: u64,
-    /// HTTP heads that did not parse (the stream resynchronised).
-    pub http_errors: u64,
-    /// Datagrams put back together from fragments.
-    pub reassembled: u64,
-    /// Connections finished early to stay within [`Limits`] (their unpaired halves become rows).
-    pub evicted_conns: u64,
-    /// Fragmented datagrams given up (incomplete after 30 s, too large, or too many at once).
-    pub defrag_dropped: u64,
-    /// HTTP/1.1 connections that switched to HTTP/2 with `Upgrade: h2c`.
-    pub h2c_upgrades: u64,
-    /// Copies of a packet already seen (another interface or node recorded it too).
-    pub duplicates: u64,
-}
-
-/// Everything a dissection produced.
-#[derive(Debug, Default)]
-pub struct Output {
-    /// API calls, in the order they completed.
-    pub calls: Vec<Call>,
-    /// TCP connections.
-    pub conns: Vec<Conn>,
-    /// Counters.
-    pub stats: Stats,
-}
-
-pub(crate) type FlowKey = (Endpoint, Endpoint);
 
 /// Tunnels inside tunnels followed at most this deep.
 const MAX_TUNNEL_DEPTH: u8 = 3;
@@ -86,10 +54,6 @@ impl Default for Limits {
     }
 }
 
-pub(crate) fn key(a: Endpoint, b: Endpoint) -> FlowKey {
-    if a <= b { (a, b) } else { (b, a) }
-}
-
 struct Http1 {
     /// Index of the direction carrying requests (0 = first packet's sender).
     req_dir: usize,
@@ -97,21 +61,12 @@ struct Http1 {
     pending: VecDeque<Message>,
 }
 
-pub(crate) struct Tls {
-    pub(crate) collectors: [tls::Collector; 2],
-    /// Direction and time of the ClientHello, and what it said.
-    pub(crate) client: Option<(usize, i64, TlsInfo)>,
-    /// Time and content of the ServerHello.
-    pub(crate) server: Option<(i64, Hello)>,
-    pub(crate) emitted: bool,
-}
-
 enum L7 {
     Unknown,
     Http1(Box<Http1>),
     Http2(Box<http2::Conn>),
     Dns([Vec<u8>; 2]),
-    Tls(Box<Tls>),
+    Tls(Box<TlsHandshake>),
     Other,
 }
 
@@ -718,7 +673,7 @@ fn on_chunk(l7: &mut L7, dir: usize, ports: (u16, u16), chunk: Chunk<'_>, stats:
     if let (L7::Unknown | L7::Other, Chunk::Data { bytes, .. }) = (&*l7, &chunk)
         && tls::is_handshake_record(bytes)
     {
-        *l7 = L7::Tls(Box::new(Tls {
+        *l7 = L7::Tls(Box::new(TlsHandshake {
             collectors: Default::default(),
             client: None,
             server: None,

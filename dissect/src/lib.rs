@@ -14,18 +14,21 @@ mod defrag;
 pub mod dns;
 pub mod engine;
 pub mod error;
+mod flow;
 pub mod hpack;
 pub mod http1;
 pub mod http2;
 mod huffman;
 pub mod net;
+pub mod output;
 mod pairing;
 pub mod reassembly;
 pub mod tls;
 
 pub use call::{Call, Conn, Endpoint};
-pub use engine::{Engine, Output, Stats};
+pub use engine::{Engine, Limits};
 pub use error::DissectError;
+pub use output::{Output, Stats};
 
 /// Dissects a whole pcap/pcapng file held in memory (frames in file order).
 pub fn dissect_capture(file: &[u8]) -> Result<Output, DissectError> {

@@ -6,10 +6,11 @@ use rustc_hash::FxHashMap as HashMap;
 use crate::{
     call::{Call, Endpoint, correlate},
     dns,
-    engine::{FlowKey, Output, Tls, key},
+    flow::{FlowKey, key},
     http1::{self, Message},
     http2,
-    tls::{Hello, TlsInfo},
+    output::Output,
+    tls::{Hello, TlsHandshake, TlsInfo},
 };
 
 /// One `TLS` call from the hellos seen so far; `None` until there is something to report
@@ -17,7 +18,7 @@ use crate::{
 pub(crate) fn tls_call(
     conn_id: u64,
     sides: [Endpoint; 2],
-    t: &mut Tls,
+    t: &mut TlsHandshake,
     at_end: bool,
 ) -> Option<Call> {
     if t.emitted || (!at_end && (t.client.is_none() || t.server.is_none())) {

@@ -241,6 +241,16 @@ fn server_hello(body: &[u8]) -> Option<Hello> {
     })
 }
 
+/// A connection that began with a TLS handshake: the hellos seen so far.
+pub(crate) struct TlsHandshake {
+    pub(crate) collectors: [Collector; 2],
+    /// Direction and time of the ClientHello, and what it said.
+    pub(crate) client: Option<(usize, i64, TlsInfo)>,
+    /// Time and content of the ServerHello.
+    pub(crate) server: Option<(i64, Hello)>,
+    pub(crate) emitted: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

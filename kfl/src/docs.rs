@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use crate::catalog::{ALIASES, Table};
+use crate::catalog::{self, ALIASES, Table};
 
 const INTRO: &str = include_str!("docs_intro.md");
 
@@ -20,7 +20,7 @@ pub fn markdown() -> String {
             "\n## Fields of `{}`\n\n| field | type | protocols | description | example |\n|---|---|---|---|---|\n",
             table.name()
         );
-        for f in table.fields() {
+        for f in catalog::fields(table) {
             let source = match f.column() {
                 Some(c) if c != f.name => format!(" (column `{c}`)"),
                 _ => String::new(),

@@ -25,17 +25,12 @@
 //! );
 //! ```
 
-mod arith;
 pub mod ast;
 pub mod catalog;
-mod compare;
 mod compile;
 pub mod docs;
 pub mod error;
-mod fields;
-mod functions;
 pub mod lexer;
-mod macros;
 mod order;
 pub mod parser;
 pub mod time;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 
-use crate::{CompileOptions, KflError, Table, catalog::CALL_FIELDS, compile, explain};
+use crate::{CompileOptions, KflError, Table, catalog, compile, explain};
 
 fn calls_schema() -> Schema {
     let map = DataType::Map(
@@ -22,7 +22,7 @@ fn calls_schema() -> Schema {
         )),
         false,
     );
-    let fields: Vec<Field> = CALL_FIELDS
+    let fields: Vec<Field> = catalog::fields(Table::Calls)
         .iter()
         .filter_map(|f| {
             let c = f.column()?;

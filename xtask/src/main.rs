@@ -71,7 +71,7 @@ fn main() -> anyhow::Result<()> {
                 "run",
                 "-q",
                 "-p",
-                "kfl",
+                "remora-kfl",
                 "--bin",
                 "kfl-docs",
                 "--",
@@ -85,7 +85,7 @@ fn up(args: &[String]) -> anyhow::Result<()> {
     setup::run()?;
     sh::require_root("cargo xtask up records with eBPF")?;
     step("building remora (dev profile)");
-    cargo(&["build", "-p", "analyzer", "--bin", "remora"])?;
+    cargo(&["build", "-p", "remora-analyzer", "--bin", "remora"])?;
     let bin = root_dir().join("target/debug/remora");
     step(&format!("starting {} up", bin.display()));
     let status = Command::new(&bin)
@@ -115,7 +115,7 @@ fn test(filter: Option<&str>) -> anyhow::Result<()> {
                 "+nightly",
                 "clippy",
                 "-p",
-                "agent-ebpf",
+                "remora-agent-ebpf",
                 "--target",
                 "bpfel-unknown-none",
             ])
@@ -126,15 +126,15 @@ fn test(filter: Option<&str>) -> anyhow::Result<()> {
     cargo(&[
         "build",
         "-p",
-        "agent",
+        "remora-agent",
         "-p",
-        "bpf-tests",
+        "remora-bpf-tests",
         "-p",
-        "analyzer",
+        "remora-analyzer",
         "--bins",
     ])?;
-    let mut unit = vec!["test", "--workspace", "--exclude", "bpf-tests"];
-    let mut bpf = vec!["test", "-p", "bpf-tests"];
+    let mut unit = vec!["test", "--workspace", "--exclude", "remora-bpf-tests"];
+    let mut bpf = vec!["test", "-p", "remora-bpf-tests"];
     bpf.extend(["--", "--test-threads=1"]);
     if let Some(f) = filter {
         unit.extend(["--", f]);
@@ -161,26 +161,16 @@ fn test(filter: Option<&str>) -> anyhow::Result<()> {
     result
 }
 
-/// Builds the release binaries a benchmark needs (`package` and the bench tools) and runs it.
-fn run_bench(why_root: &str, package: &str, bin: &str, args: &[String]) -> anyhow::Result<()> {
-    sh::require_root(why_root)?;
+/// Builds the release binaries of `packages` and the benchmarks (`remora-bench`), and runs the
+/// benchmark `bin`.
+fn run_bench(packages: &[&str], bin: &str, args: &[String]) -> anyhow::Result<()> {
     step("building release binaries (first time: several minutes)");
-    cargo(&[
-        "build",
-        "--release",
-        "-p",
-        package,
-        "-p",
-        "bpf-tests",
-        "--bins",
-    ])?;
-    run_release_bin(bin, args)
-}
-
-/// Builds one of the analyzer's release benchmark binaries and runs it (no privileges needed).
-fn run_analyzer_bench(bin: &str, args: &[String]) -> anyhow::Result<()> {
-    step("building release binaries (first time: several minutes)");
-    cargo(&["build", "--release", "-p", "analyzer", "--bin", bin])?;
+    let mut build = vec!["build", "--release", "-p", "remora-bench"];
+    for p in packages {
+        build.extend(["-p", p]);
+    }
+    build.push("--bins");
+    cargo(&build)?;
     run_release_bin(bin, args)
 }
 
@@ -235,7 +225,7 @@ fn fuzz(seconds: u64, targets: &[String]) -> anyhow::Result<()> {
 
 /// Starts the KFL fuzzer from the filters of the KFL test cases (the corpus is not checked in).
 fn seed_kfl_corpus() -> anyhow::Result<()> {
-    let cases = root_dir().join("analyzer/tests/kfl_cases.txt");
+    let cases = root_dir().join("bench/tests/kfl_cases.txt");
     let text =
         std::fs::read_to_string(&cases).with_context(|| format!("reading {}", cases.display()))?;
     let dir = root_dir().join("fuzz/corpus/kfl");
@@ -254,19 +244,16 @@ fn seed_kfl_corpus() -> anyhow::Result<()> {
 fn bench(which: &str, args: &[String]) -> anyhow::Result<()> {
     setup::run()?;
     match which {
-        "capture" => run_bench(
-            "the capture benchmark loads eBPF programs",
-            "agent",
-            "bench-capture",
-            args,
-        ),
-        "dissect" => run_bench(
-            "the dissection benchmark generates traffic in network namespaces",
-            "analyzer",
-            "bench-dissect",
-            args,
-        ),
-        "query" => run_analyzer_bench("bench-query", args),
+        "capture" => {
+            sh::require_root("the capture benchmark loads eBPF programs")?;
+            // The recorder itself, and udp-blast to send traffic.
+            run_bench(&["remora-agent", "remora-bpf-tests"], "bench-capture", args)
+        }
+        "dissect" => {
+            sh::require_root("the dissection benchmark generates traffic in network namespaces")?;
+            run_bench(&["remora-analyzer"], "bench-dissect", args)
+        }
+        "query" => run_bench(&[], "bench-query", args),
         "jobs" => {
             if !root_dir().join("bench-out/dissect.pcap").is_file() {
                 bail!(
@@ -274,7 +261,7 @@ fn bench(which: &str, args: &[String]) -> anyhow::Result<()> {
                      (it records the capture this benchmark replays as slices)"
                 );
             }
-            run_analyzer_bench("bench-jobs", args)
+            run_bench(&[], "bench-jobs", args)
         }
         other => bail!("unknown benchmark `{other}`; available: capture, dissect, query, jobs"),
     }

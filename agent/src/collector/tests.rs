@@ -5,7 +5,7 @@ use std::sync::{
     mpsc::{Receiver, Sender, channel, sync_channel},
 };
 
-use agent_common::PacketEventHeader;
+use remora_agent_common::PacketEventHeader;
 
 use super::*;
 use crate::{

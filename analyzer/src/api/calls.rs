@@ -21,7 +21,7 @@ use super::{
     json::rows,
     page::{self, Order},
 };
-use crate::query;
+use crate::services::query;
 
 type Api<T> = Result<T, ApiError>;
 
@@ -199,7 +199,7 @@ pub async fn get_call(
 /// `GET /mcp/fields`: the KFL catalog.
 pub async fn fields() -> Json<Value> {
     let table = |t: Table| -> Vec<Value> {
-        t.fields()
+        remora_kfl::catalog::fields(t)
             .iter()
             .map(|f| {
                 json!({"name": f.name, "type": f.ty.name(), "protocols": f.protocols,

@@ -11,11 +11,9 @@ use serde_json::{Map, Value, json};
 
 /// The KFL name of a `calls` column.
 pub fn kfl_name(column: &str) -> &str {
-    remora_kfl::Table::Calls
-        .fields()
-        .iter()
-        .find(|f| f.column() == Some(column))
-        .map_or(column, |f| f.name)
+    remora_tables::Table::Calls
+        .column(column)
+        .map_or(column, |c| c.kfl)
 }
 
 fn rfc3339(ns: i64) -> String {

@@ -22,8 +22,8 @@ use axum::{
 use serde_json::json;
 
 use crate::{
-    jobs::{JobError, Jobs},
-    store::{SnapshotStore, StoreError},
+    services::jobs::{JobError, Jobs},
+    services::snapshots::{SnapshotStore, StoreError},
 };
 
 /// What the handlers share.
@@ -46,7 +46,7 @@ impl AnalyzerState {
     pub fn open(
         data: &std::path::Path,
         token: String,
-        workloads: Arc<dyn crate::rows::Resolve + Send + Sync>,
+        workloads: Arc<dyn crate::services::workloads::Resolve + Send + Sync>,
         workers: usize,
     ) -> anyhow::Result<Arc<Self>> {
         let store = Arc::new(SnapshotStore::open(data)?.with_workloads(workloads.clone()));
@@ -114,14 +114,14 @@ impl From<JobError> for ApiError {
 
 impl From<datafusion::error::DataFusionError> for ApiError {
     fn from(e: datafusion::error::DataFusionError) -> Self {
-        crate::query::QueryError::from(e).into()
+        crate::services::query::QueryError::from(e).into()
     }
 }
 
-impl From<crate::query::QueryError> for ApiError {
-    fn from(e: crate::query::QueryError) -> Self {
+impl From<crate::services::query::QueryError> for ApiError {
+    fn from(e: crate::services::query::QueryError) -> Self {
         match e {
-            crate::query::QueryError::Kfl(k) if k.is_user_error() => Self {
+            crate::services::query::QueryError::Kfl(k) if k.is_user_error() => Self {
                 status: StatusCode::BAD_REQUEST,
                 body: serde_json::to_value(k.body()).unwrap_or_else(|_| json!({"kind": "kfl"})),
             },

@@ -92,7 +92,12 @@ pub async fn page(
         };
         for r in 0..b.num_rows() {
             let mut id = String::new();
-            crate::rows::write_call_id(&mut id, node.value(r), conn.value(r), index.value(r));
+            remora_tables::calls::write_call_id(
+                &mut id,
+                node.value(r),
+                conn.value(r),
+                index.value(r),
+            );
             ids.push(id);
             conn_ids.push(conn.value(r));
             first = first.min(ts.value(r));

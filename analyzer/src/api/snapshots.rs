@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{AnalyzerState, ApiError};
-use crate::store::{CreateRequest, SnapshotStatus};
+use crate::services::snapshots::{CreateRequest, SnapshotStatus};
 
 type Api<T> = Result<T, ApiError>;
 
@@ -24,7 +24,7 @@ pub async fn boundaries(State(s): State<Arc<AnalyzerState>>) -> Api<Json<Value>>
     let capture = s.data.join("capture");
     let mut nodes = Vec::new();
     let (mut oldest, mut newest) = (i64::MAX, i64::MIN);
-    for name in crate::store::recorded_nodes(&s.data) {
+    for name in crate::services::snapshots::recorded_nodes(&s.data) {
         let slices = remora_agent::store::list_node(&capture.join(&name));
         let (Some(first), Some(last)) = (
             slices.iter().map(|f| f.start_ns).min(),
@@ -62,7 +62,7 @@ pub async fn create_snapshot(
         ))
     })?;
     let now = now_ms();
-    let (start, end) = crate::store::window(&req, now)?;
+    let (start, end) = crate::services::snapshots::window(&req, now)?;
     s.store.reserve(&req.name)?;
     let store = s.store.clone();
     let name = req.name.clone();

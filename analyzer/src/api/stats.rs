@@ -23,7 +23,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{AnalyzerState, ApiError, json::kfl_name};
-use crate::query;
+use crate::services::query;
 
 /// `/mcp/stats` parameters.
 #[derive(Debug, Deserialize)]

@@ -28,6 +28,8 @@ use tower::ServiceExt as _;
 
 pub use redact::{REDACTED_HEADERS, Redactor, redact};
 
+use crate::cli::client::{Client, ClientError};
+
 /// How the model should work, sent at initialization.
 const INSTRUCTIONS: &str = "Remora records all network traffic of the cluster continuously. To answer \
 questions about services, follow this order: 1) get_data_boundaries to see the recorded window; \
@@ -42,17 +44,16 @@ Results are compact JSON; page long lists with cursor. Secrets in headers are re
 /// Where tool requests go.
 #[derive(Clone)]
 enum Backend {
-    /// The analyzer's router in this process.
-    Local(Router),
+    /// The analyzer's router in this process, with the token it checks.
+    Local { api: Router, token: String },
     /// A running analyzer over HTTP (`remora mcp --url`).
-    Remote(String),
+    Remote(Client),
 }
 
 /// The MCP service: tools over the analyzer's routes.
 #[derive(Clone)]
 pub struct RemoraMcp {
     backend: Backend,
-    token: String,
     redact: Option<Arc<Redactor>>,
 }
 
@@ -62,45 +63,48 @@ impl RemoraMcp {
     pub fn new(api: Router, token: String, redact: Option<Redactor>) -> Self {
         let redact = redact.map(Arc::new);
         Self {
-            backend: Backend::Local(api),
-            token,
+            backend: Backend::Local { api, token },
             redact,
         }
     }
 
-    /// A server whose tools call the analyzer at `url` (stdio for a remote analyzer).
-    pub fn remote(url: String, token: String, redact: Option<Redactor>) -> Self {
+    /// A server whose tools call the analyzer `client` reaches (stdio for a remote analyzer).
+    pub fn remote(client: Client, redact: Option<Redactor>) -> Self {
         let redact = redact.map(Arc::new);
         Self {
-            backend: Backend::Remote(url.trim_end_matches('/').to_owned()),
-            token,
+            backend: Backend::Remote(client),
             redact,
         }
     }
 
     /// Sends one request to the analyzer routes; returns (status, JSON body).
     pub async fn request(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
-        let api = match &self.backend {
-            Backend::Local(api) => api.clone(),
-            Backend::Remote(url) => {
-                let (url, token) = (format!("{url}{path}"), self.token.clone());
+        let (api, token) = match &self.backend {
+            Backend::Local { api, token } => (api.clone(), token),
+            Backend::Remote(client) => {
+                let (client, path) = (client.clone(), path.to_owned());
                 let (method, body) = (method.to_owned(), body.cloned());
-                return tokio::task::spawn_blocking(move || {
-                    remote(&method, &url, &token, body.as_ref())
-                })
-                .await
-                .unwrap_or_else(|e| {
-                    (
+                let sent =
+                    tokio::task::spawn_blocking(move || client.send(&method, &path, body.as_ref()))
+                        .await;
+                return match sent {
+                    Ok(Ok(answer)) => answer,
+                    Ok(Err(ClientError::NotJson { status, .. })) => (status, Value::Null),
+                    Ok(Err(e)) => (
+                        502,
+                        json!({"error": {"kind": "unreachable", "message": e.to_string()}}),
+                    ),
+                    Err(e) => (
                         500,
                         json!({"error": {"kind": "internal", "message": e.to_string()}}),
-                    )
-                });
+                    ),
+                };
             }
         };
         let mut req = Request::builder()
             .method(method)
             .uri(path)
-            .header("authorization", format!("Bearer {}", self.token));
+            .header("authorization", format!("Bearer {token}"));
         if body.is_some() {
             req = req.header("content-type", "application/json");
         }
@@ -146,30 +150,6 @@ impl RemoraMcp {
             result.structured_content = Some(value);
         }
         result
-    }
-}
-
-/// One request to a remote analyzer.
-fn remote(method: &str, url: &str, token: &str, body: Option<&Value>) -> (u16, Value) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let auth = format!("Bearer {token}");
-    let sent = match (method, body) {
-        ("POST", Some(b)) => agent.post(url).header("Authorization", &auth).send_json(b),
-        ("POST", None) => agent.post(url).header("Authorization", &auth).send_empty(),
-        _ => agent.get(url).header("Authorization", &auth).call(),
-    };
-    match sent {
-        Ok(r) => {
-            let status = r.status().as_u16();
-            (status, r.into_body().read_json().unwrap_or(Value::Null))
-        }
-        Err(e) => (
-            502,
-            json!({"error": {"kind": "unreachable", "message": format!("cannot reach the analyzer at {url}: {e}; is `remora up` running?")}}),
-        ),
     }
 }
 

@@ -9,7 +9,7 @@ use rmcp::{
 use serde_json::{Value, json};
 
 use super::RemoraMcp;
-use crate::client::encode;
+use crate::cli::client::encode;
 
 fn schema(properties: Value, required: &[&str]) -> Arc<JsonObject> {
     let v = json!({"type": "object", "properties": properties, "required": required});

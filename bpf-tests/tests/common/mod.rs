@@ -4,14 +4,16 @@
 
 use std::{collections::HashMap, process::Command};
 
-use bpf_tests::{net::NetNs, pcap::PcapRecord, sibling_binary, slices::Packet, workspace_root};
+use remora_bpf_tests::{
+    netns::NetNs, pcap::PcapRecord, sibling_binary, slices::Packet, workspace_root,
+};
 
 /// Sends `count` UDP datagrams of `size` bytes to `dst` from inside `ns` at `rate` per second.
 pub fn blast(ns: &NetNs, dst: &str, count: u64, size: usize, rate: u64) -> serde_json::Value {
     let bin = sibling_binary("udp-blast");
     assert!(
         bin.is_file(),
-        "{} missing: cargo build -p bpf-tests",
+        "{} missing: cargo build -p remora-bpf-tests",
         bin.display()
     );
     let out = ns.exec_ok(

@@ -1,0 +1,256 @@
+//! The node API: what this node has recorded, and the slice files themselves.
+//!
+//! | endpoint | answer |
+//! |---|---|
+//! | `GET /v1/health` | node, attached interfaces, uptime, last write error |
+//! | `GET /v1/boundaries` | oldest/newest recorded time per kind (unix ms) and drop totals |
+//! | `GET /v1/slices?start&end&kind` | finished slices overlapping `[start, end]` (unix ms) |
+//! | `GET /v1/slices/{kind}/{file}` | one slice file (Parquet) |
+//! | `GET /metrics` | Prometheus text |
+//!
+//! Every request needs `Authorization: Bearer <token>`.
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Instant,
+};
+
+use axum::{
+    Json, Router,
+    body::Body,
+    extract::{Path, Query, Request, State},
+    http::{StatusCode, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::{
+    auth::authorized,
+    ebpf::Recorder,
+    metrics::{self, Metrics},
+    store::{self, KINDS, SliceFile},
+};
+
+/// What the API handlers share.
+pub struct ApiState {
+    /// Node name.
+    pub node: String,
+    /// `<data>/capture/<node>`.
+    pub node_dir: std::path::PathBuf,
+    /// Bearer token.
+    pub token: String,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// The loaded recorder (kernel counters, attached interfaces).
+    pub recorder: Arc<Mutex<Recorder>>,
+    /// When the agent started.
+    pub started: Instant,
+}
+
+/// The API router.
+pub fn router(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/boundaries", get(boundaries))
+        .route("/v1/slices", get(list_slices))
+        .route("/v1/slices/{kind}/{file}", get(get_slice))
+        .route("/metrics", get(prometheus))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .with_state(state)
+}
+
+/// Serves the API, and the `extra` routes of whoever embeds the agent (the analyzer in
+/// `remora up`), on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<ApiState>,
+    extra: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router(state)
+            .merge(extra)
+            .into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+fn error(status: StatusCode, kind: &str, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(json!({"error": {"kind": kind, "message": message.into()}})),
+    )
+        .into_response()
+}
+
+async fn require_token(State(state): State<Arc<ApiState>>, req: Request, next: Next) -> Response {
+    let header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if authorized(header, &state.token) {
+        next.run(req).await
+    } else {
+        error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "send `Authorization: Bearer <token>`; the token is in the agent's token file \
+             (<data-dir>/token by default)",
+        )
+    }
+}
+
+async fn not_found() -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such endpoint; see /v1/health, /v1/boundaries, /v1/slices, /metrics",
+    )
+}
+
+fn kernel_counters(
+    state: &ApiState,
+) -> (Vec<remora_agent_common::CpuCounters>, Vec<(u32, String)>) {
+    match state.recorder.lock() {
+        Ok(r) => (r.cpu_counters(), r.attached()),
+        Err(_) => (Vec::new(), Vec::new()),
+    }
+}
+
+async fn health(State(state): State<Arc<ApiState>>) -> Json<Value> {
+    let (_, attached) = kernel_counters(&state);
+    let last_error = state
+        .metrics
+        .last_write_error
+        .lock()
+        .ok()
+        .and_then(|e| e.clone());
+    Json(json!({
+        "status": "ok",
+        "node": state.node,
+        "uptime_s": state.started.elapsed().as_secs(),
+        "interfaces": attached.iter().map(|(i, n)| json!({"ifindex": i, "name": n})).collect::<Vec<_>>(),
+        "last_write_error": last_error,
+    }))
+}
+
+fn ms(ns: i64) -> i64 {
+    ns.div_euclid(1_000_000)
+}
+
+async fn boundaries(State(state): State<Arc<ApiState>>) -> Json<Value> {
+    let all = store::list_node(&state.node_dir);
+    let mut kinds = serde_json::Map::new();
+    for kind in KINDS {
+        let of_kind: Vec<&SliceFile> = all.iter().filter(|s| s.kind == kind).collect();
+        if of_kind.is_empty() {
+            continue;
+        }
+        kinds.insert(
+            kind.to_owned(),
+            json!({
+                "oldest_ts": of_kind.iter().map(|s| ms(s.start_ns)).min(),
+                "newest_ts": of_kind.iter().map(|s| ms(s.end_ns)).max(),
+                "files": of_kind.len(),
+                "bytes": of_kind.iter().map(|s| s.bytes).sum::<u64>(),
+            }),
+        );
+    }
+    let (cpus, _) = kernel_counters(&state);
+    let totals = metrics::total(&cpus);
+    Json(json!({
+        "node": state.node,
+        "oldest_ts": all.iter().map(|s| ms(s.start_ns)).min(),
+        "newest_ts": all.iter().map(|s| ms(s.end_ns)).max(),
+        "kinds": kinds,
+        "drops": {
+            "packets": totals.dropped_packets,
+            "bytes": totals.dropped_bytes,
+            "per_cpu": cpus.iter().map(|c| c.dropped_packets).collect::<Vec<_>>(),
+        },
+    }))
+}
+
+#[derive(Deserialize)]
+struct SliceQuery {
+    start: Option<i64>,
+    end: Option<i64>,
+    kind: Option<String>,
+}
+
+async fn list_slices(State(state): State<Arc<ApiState>>, Query(q): Query<SliceQuery>) -> Response {
+    if let Some(kind) = &q.kind
+        && !KINDS.contains(&kind.as_str())
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("unknown kind `{kind}`; use one of {}", KINDS.join(", ")),
+        );
+    }
+    let start_ns = q.start.map_or(i64::MIN, |ms| ms.saturating_mul(1_000_000));
+    let end_ns = q.end.map_or(i64::MAX, |ms| {
+        ms.saturating_mul(1_000_000).saturating_add(999_999)
+    });
+    let slices: Vec<SliceFile> = store::list_node(&state.node_dir)
+        .into_iter()
+        .filter(|s| q.kind.as_deref().is_none_or(|k| s.kind == k))
+        .filter(|s| s.end_ns >= start_ns && s.start_ns <= end_ns)
+        .collect();
+    Json(json!({"node": state.node, "slices": slices})).into_response()
+}
+
+async fn get_slice(
+    State(state): State<Arc<ApiState>>,
+    Path((kind, file)): Path<(String, String)>,
+) -> Response {
+    // Both parts are checked against fixed shapes before any path is built from them.
+    if !KINDS.contains(&kind.as_str()) || store::parse_slice_name(&file).is_none() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "expected /v1/slices/<packets|tls|sockets>/<start>-<end>.parquet",
+        );
+    }
+    let path = state.node_dir.join(&kind).join(&file);
+    match tokio::fs::File::open(&path).await {
+        Ok(f) => {
+            let len = f.metadata().await.map(|m| m.len()).unwrap_or(0);
+            let body = Body::from_stream(tokio_util::io::ReaderStream::new(f));
+            (
+                [
+                    (
+                        header::CONTENT_TYPE,
+                        "application/vnd.apache.parquet".to_owned(),
+                    ),
+                    (header::CONTENT_LENGTH, len.to_string()),
+                ],
+                body,
+            )
+                .into_response()
+        }
+        Err(_) => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!(
+                "no slice {kind}/{file}; list them with /v1/slices (retention may have deleted it)"
+            ),
+        ),
+    }
+}
+
+async fn prometheus(State(state): State<Arc<ApiState>>) -> Response {
+    let (cpus, attached) = kernel_counters(&state);
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        metrics::render(&state.node, &state.metrics, &cpus, attached.len()),
+    )
+        .into_response()
+}

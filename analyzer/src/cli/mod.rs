@@ -1,0 +1,113 @@
+//! `remora`'s command line: the clap tree and one small function per subcommand.
+//!
+//! - `remora up` ([`up`]): record this machine and serve the API and MCP,
+//! - `remora dissect` ([`dissect`]): a capture file or slices directory into tables, offline,
+//! - `remora snapshot|dissection|calls|stats` ([`snapshot`], [`dissection`], [`calls`]): the
+//!   API from a shell, through the one HTTP [`client`],
+//! - `remora mcp` ([`mcp`]): MCP over stdio.
+
+mod allocator;
+pub mod calls;
+pub mod client;
+pub mod dissect;
+pub mod dissection;
+pub mod mcp;
+pub mod snapshot;
+pub mod up;
+
+use clap::{Parser, Subcommand};
+
+use client::Connection;
+
+/// Remora: an eBPF network recorder an AI assistant can question.
+#[derive(Parser, Debug)]
+#[command(name = "remora", version)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log filter, e.g. info or remora_agent=debug
+    #[arg(long, global = true, default_value = "info", env = "REMORA_LOG")]
+    pub log: String,
+}
+
+/// `remora`'s subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Snapshots on a running analyzer: create, list, get, delete.
+    Snapshot {
+        /// What to do with snapshots.
+        #[command(subcommand)]
+        action: snapshot::SnapshotCmd,
+        /// The analyzer.
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Delayed dissections of snapshots: start, status, stop.
+    Dissection {
+        /// What to do with dissections.
+        #[command(subcommand)]
+        action: dissection::DissectionCmd,
+        /// The analyzer.
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// API calls of a dissection, filtered with KFL (table output).
+    Calls(calls::CallsArgs),
+    /// Count, error rate and latency percentiles of a dissection's calls, optionally per group.
+    Stats(calls::StatsArgs),
+    /// MCP over stdio for AI assistants: tools calling a running analyzer (`--url`), or a
+    /// data directory opened here (`--data-dir`).
+    Mcp(mcp::McpArgs),
+    /// Dissect a pcap or pcapng file into calls.parquet and conns.parquet.
+    Dissect(dissect::DissectArgs),
+    /// Record this machine and serve the API on 127.0.0.1:8898 (data in ./remora-data).
+    Up(up::UpArgs),
+}
+
+/// What MCP results mask.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Redaction {
+    /// Let secrets (authorization, cookie, set-cookie, x-api-key, proxy-authorization header
+    /// values and --redact-pattern matches) reach MCP clients unmasked.
+    #[arg(long)]
+    no_redact: bool,
+    /// Another header whose value MCP results mask (repeatable).
+    #[arg(long = "redact-header")]
+    headers: Vec<String>,
+    /// A regex (RE2 syntax) whose matches are masked in every text MCP returns (repeatable).
+    #[arg(long = "redact-pattern")]
+    patterns: Vec<String>,
+}
+
+impl Redaction {
+    /// The redactor these flags ask for; `None` with `--no-redact`.
+    pub fn redactor(&self) -> anyhow::Result<Option<crate::mcp::Redactor>> {
+        if self.no_redact {
+            return Ok(None);
+        }
+        crate::mcp::Redactor::new(&self.headers, &self.patterns)
+            .map(Some)
+            .map_err(anyhow::Error::msg)
+    }
+}
+
+/// Runs one subcommand.
+pub async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        // The shell subcommands use a blocking HTTP client: off the async runtime's workers.
+        Command::Snapshot { action, conn } => blocking(move || snapshot::run(action, &conn)).await,
+        Command::Dissection { action, conn } => {
+            blocking(move || dissection::run(action, &conn)).await
+        }
+        Command::Calls(args) => blocking(move || calls::calls(&args)).await,
+        Command::Stats(args) => blocking(move || calls::stats(&args)).await,
+        Command::Mcp(args) => mcp::run(args).await,
+        Command::Dissect(args) => dissect::run(&args),
+        Command::Up(args) => up::run(args).await,
+    }
+}
+
+async fn blocking(f: impl FnOnce() -> anyhow::Result<()> + Send + 'static) -> anyhow::Result<()> {
+    tokio::task::spawn_blocking(f).await?
+}

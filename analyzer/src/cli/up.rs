@@ -1,0 +1,97 @@
+//! `remora up`: everything on one machine: the recorder of every interface and the analyzer
+//! (snapshots, dissections, KFL queries, MCP), both served on the embedded default address.
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc};
+
+use anyhow::Context as _;
+use remora_agent::{AgentConfig, Started, flags::RecordArgs};
+
+use super::Redaction;
+use crate::{
+    api, mcp,
+    services::workloads::{NoWorkloads, Resolve, StaticWorkloads},
+};
+
+/// `remora up`.
+#[derive(clap::Args, Debug)]
+pub struct UpArgs {
+    /// The recorder's flags.
+    #[command(flatten)]
+    record: RecordArgs,
+    /// Which pod/service/namespace each address is (JSON array of {ip, pod, namespace,
+    /// service}); without Kubernetes this is how `src.pod`/`dst.svc` filters get names.
+    #[arg(long)]
+    workloads: Option<PathBuf>,
+    /// What MCP results mask.
+    #[command(flatten)]
+    redaction: Redaction,
+}
+
+/// Records and serves until Ctrl-C.
+pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+    let redactor = args.redaction.redactor()?;
+    let listen_given = std::env::args().any(|a| a == "--listen" || a.starts_with("--listen="));
+    let config = args
+        .record
+        .to_config()
+        .map_err(anyhow::Error::msg)
+        .context("invalid flags")?;
+    let config = embedded(config, listen_given);
+    remora_agent::store::prepare_dir(&config.data_dir)
+        .with_context(|| format!("preparing {}", config.data_dir.display()))?;
+    let token = remora_agent::auth::load_or_create_token(&config.token_file)
+        .with_context(|| format!("reading {}", config.token_file.display()))?;
+    let workloads: Arc<dyn Resolve + Send + Sync> = match &args.workloads {
+        Some(path) => Arc::new(StaticWorkloads::load(path)?),
+        None => Arc::new(NoWorkloads),
+    };
+    let analyzer = api::AnalyzerState::open(&config.data_dir, token, workloads, 1)
+        .context("opening the analyzer's store")?;
+    let api_routes = api::router(analyzer.clone());
+    let mcp_routes = mcp::service(api_routes.clone(), analyzer.token.clone(), redactor);
+    let routes = api_routes.merge(api::with_auth(mcp_routes, analyzer));
+    let summary =
+        remora_agent::run_with_routes(config, routes, remora_agent::shutdown_signal(), |started| {
+            eprintln!("{}", banner(started))
+        })
+        .await
+        .context("remora up failed")?;
+    eprintln!(
+        "remora up: stopped; {} rows in {} slices, {} packets dropped",
+        summary.rows_written, summary.slices_written, summary.dropped_packets
+    );
+    Ok(())
+}
+
+/// The embedded default API address.
+pub const DEFAULT_ADDR: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8898);
+
+/// Applies the embedded defaults to a recorder configuration: API on [`DEFAULT_ADDR`] unless the
+/// caller chose another address.
+pub fn embedded(mut config: AgentConfig, listen_given: bool) -> AgentConfig {
+    if !listen_given {
+        config.listen = Some(DEFAULT_ADDR);
+    }
+    config
+}
+
+/// What `remora up` prints once it records: where the data goes and a first request to try.
+pub fn banner(started: &Started) -> String {
+    let mut text = format!(
+        "remora up: recording {} into {}\n",
+        started.interfaces.join(", "),
+        started.packets_dir.display()
+    );
+    if let Some(api) = started.api {
+        let token = started.token_file.display();
+        text.push_str(&format!(
+            "remora up: API on http://{api} (bearer token in {token})\n\
+             try:  curl -s -H \"Authorization: Bearer $(cat {token})\" http://{api}/mcp/data-boundaries\n\
+             remora up: MCP for AI assistants at http://{api}/mcp (same token); for stdio clients \
+             run `remora mcp --print-config`\n"
+        ));
+    }
+    text.push_str("remora up: stop with Ctrl-C (the open slice is published first)");
+    text
+}

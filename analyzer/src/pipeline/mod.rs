@@ -1,0 +1,355 @@
+//! The dissection pipeline: input (the recorder's packet slices, or a pcap/pcapng file) →
+//! the dissection engine → the `calls` and `conns` table writers.
+//!
+//! - [`capture`] reads capture files (`remora dissect FILE`),
+//! - [`slices`] merges packet slices by time (snapshots, `remora dissect DIR`),
+//! - `sink` attributes rows to workloads and writes both tables batch by batch.
+//!
+//! Everything here is synchronous and runs on a blocking thread; a caller stops a dissection
+//! through its progress callback, which makes it end with [`PipelineError::Cancelled`] and
+//! publish nothing.
+
+pub mod capture;
+mod sink;
+pub mod slices;
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    time::Instant,
+};
+
+use remora_dissect::{Engine, Stats};
+
+pub use capture::dissect_capture;
+pub use sink::calls_batch;
+
+use crate::services::workloads::{NoWorkloads, Resolve};
+use sink::Sink;
+
+/// Why a dissection did not produce its tables.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// The caller stopped it.
+    #[error("dissection cancelled")]
+    Cancelled,
+    /// There was nothing to read.
+    #[error(
+        "no packet slices (*.parquet) to dissect; point at <data>/capture/<node>/packets or a snapshot"
+    )]
+    NoInput,
+    /// An input file could not be read.
+    #[error("{path}: {message}")]
+    Input {
+        /// The file or directory.
+        path: PathBuf,
+        /// What went wrong, and what to do.
+        message: String,
+    },
+    /// The output directory could not be made.
+    #[error("creating {path}: {source}")]
+    Output {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Writing a table failed.
+    #[error(transparent)]
+    Write(#[from] remora_tables::WriteError),
+}
+
+impl PipelineError {
+    /// An input error about `path`.
+    pub(crate) fn input(path: &Path, message: impl std::fmt::Display) -> Self {
+        Self::Input {
+            path: path.to_owned(),
+            message: message.to_string(),
+        }
+    }
+}
+
+impl From<arrow::error::ArrowError> for PipelineError {
+    fn from(e: arrow::error::ArrowError) -> Self {
+        Self::Write(e.into())
+    }
+}
+
+/// What a dissection produced.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// Frames in the capture.
+    pub frames: u64,
+    /// Calls per protocol.
+    pub calls: BTreeMap<&'static str, u64>,
+    /// Calls with an error type.
+    pub unpaired: u64,
+    /// TCP connections.
+    pub conns: u64,
+    /// What the engine skipped.
+    pub stats: Stats,
+    /// Wall time.
+    pub seconds: f64,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let calls: u64 = self.calls.values().sum();
+        let per: Vec<String> = self.calls.iter().map(|(p, n)| format!("{p} {n}")).collect();
+        writeln!(
+            f,
+            "{} frames in {:.2} s ({:.0} frames/s): {} calls ({}), {} without a pair, {} TCP connections",
+            self.frames,
+            self.seconds,
+            self.frames as f64 / self.seconds.max(1e-9),
+            calls,
+            if per.is_empty() {
+                "none".into()
+            } else {
+                per.join(", ")
+            },
+            self.unpaired,
+            self.conns
+        )?;
+        write!(
+            f,
+            "skipped: {} undecodable packets, {} IP fragments, {} bad DNS messages, {} HTTP heads that did not parse, {} copies of packets seen twice",
+            self.stats.undecodable,
+            self.stats.fragments,
+            self.stats.dns_errors,
+            self.stats.http_errors,
+            self.stats.duplicates
+        )
+    }
+}
+
+/// Dissects `input` into `<out>/calls.parquet` and `<out>/conns.parquet`: a pcap/pcapng file,
+/// or a directory of the recorder's packet slices.
+pub fn dissect_file(
+    input: &Path,
+    out: &Path,
+    node: &str,
+    progress: bool,
+) -> Result<Summary, PipelineError> {
+    if input.is_dir() {
+        let bar = if progress {
+            indicatif::ProgressBar::new_spinner()
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        let nodes = [(node.to_owned(), input.to_owned())];
+        let summary = dissect_nodes(&nodes, out, &NoWorkloads, &|packets, _| {
+            bar.set_position(packets);
+            true
+        })?;
+        bar.finish_and_clear();
+        return Ok(summary);
+    }
+    dissect_capture(input, out, node, progress)
+}
+
+/// Dissects the packet slices of several nodes (`(node, packets dir)`) into one pair of tables,
+/// node after node. `progress(packets, calls)` is called every 65,536 packets and at the end;
+/// when it returns false the dissection stops with [`PipelineError::Cancelled`] and writes
+/// nothing.
+pub fn dissect_nodes(
+    nodes: &[(String, PathBuf)],
+    out: &Path,
+    workloads: &dyn Resolve,
+    progress: &dyn Fn(u64, u64) -> bool,
+) -> Result<Summary, PipelineError> {
+    let started = Instant::now();
+    let mut all_files = Vec::new();
+    for (node, dir) in nodes {
+        all_files.push((node, slices::slice_files(dir)?));
+    }
+    if !all_files.iter().any(|(_, f)| !f.is_empty()) {
+        return Err(PipelineError::NoInput);
+    }
+    let mut sink = Sink::new(out, "ebpf", workloads)?;
+    let mut total = 0u64;
+    let mut summary_stats = Stats::default();
+    for (node, files) in all_files {
+        sink.node = node.clone();
+        let mut engine = Engine::new().count_copies_once();
+        let mut failed = None;
+        let mut stopped = false;
+        let base = total;
+        let packets = slices::for_each_packet(&files, |ts, payload, wire_len| {
+            if stopped {
+                return;
+            }
+            engine.push(ts, payload, wire_len);
+            total += 1;
+            if total.is_multiple_of(65536) {
+                if failed.is_none()
+                    && let Err(e) = sink.drain(&mut engine)
+                {
+                    failed = Some(e);
+                }
+                stopped = !progress(total, sink.calls_total());
+            }
+        })?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        if stopped {
+            return Err(PipelineError::Cancelled);
+        }
+        total = base + packets;
+        let output = engine.finish();
+        sink.write(&output.calls, &output.conns)?;
+        add_stats(&mut summary_stats, &output.stats);
+    }
+    if !progress(total, sink.calls_total()) {
+        return Err(PipelineError::Cancelled);
+    }
+    sink.close(total, summary_stats, started)
+}
+
+/// Writes empty `calls` and `conns` tables: the dissection of an empty window.
+pub fn empty_tables(out: &Path) -> Result<Summary, PipelineError> {
+    Sink::new(out, "ebpf", &NoWorkloads)?.close(0, Stats::default(), Instant::now())
+}
+
+fn add_stats(into: &mut Stats, s: &Stats) {
+    into.packets += s.packets;
+    into.undecodable += s.undecodable;
+    into.fragments += s.fragments;
+    into.dns_errors += s.dns_errors;
+    into.http_errors += s.http_errors;
+    into.reassembled += s.reassembled;
+    into.evicted_conns += s.evicted_conns;
+    into.defrag_dropped += s.defrag_dropped;
+    into.h2c_upgrades += s.h2c_upgrades;
+    into.duplicates += s.duplicates;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::{
+        array::{Array as _, AsArray as _},
+        datatypes::UInt16Type,
+    };
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    #[test]
+    fn dissects_a_fixture_into_readable_parquet() {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/fixtures/pcap/http-simple-get.pcap");
+        assert!(
+            fixture.is_file(),
+            "shared fixtures missing at {}",
+            fixture.display()
+        );
+        let out = tempfile::tempdir().unwrap();
+        let summary = dissect_file(&fixture, out.path(), "test", false).unwrap();
+        assert_eq!(summary.calls.get("HTTP"), Some(&1));
+        let file = File::open(out.path().join("calls.parquet")).unwrap();
+        let batch = ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap();
+        // `method` is dictionary-typed in the file (remora_tables::Encoding::Dictionary).
+        let method = arrow::compute::cast(
+            batch.column_by_name("method").unwrap(),
+            &arrow::datatypes::DataType::Utf8,
+        )
+        .unwrap();
+        let method = method.as_string::<i32>();
+        let status = batch
+            .column_by_name("status_code")
+            .unwrap()
+            .as_primitive::<UInt16Type>();
+        assert_eq!((method.value(0), status.value(0)), ("GET", 403));
+        assert_eq!(
+            batch.column_by_name("elapsed_time").unwrap().null_count(),
+            0
+        );
+        let conns = File::open(out.path().join("conns.parquet")).unwrap();
+        let rows: usize = ParquetRecordBatchReaderBuilder::try_new(conns)
+            .unwrap()
+            .build()
+            .unwrap()
+            .map(|b| b.unwrap().num_rows())
+            .sum();
+        assert_eq!(rows, 1);
+        assert!(dissect_file(Path::new("/nonexistent.pcap"), out.path(), "t", false).is_err());
+    }
+
+    use std::fs::File;
+
+    /// A packets slice with `n` packets of junk bytes (the engine counts them undecodable).
+    fn junk_slice(dir: &Path, n: usize) {
+        use arrow::array::{BinaryArray, RecordBatch, TimestampNanosecondArray, UInt32Array};
+        use std::sync::Arc;
+        std::fs::create_dir_all(dir).unwrap();
+        let batch = RecordBatch::try_from_iter([
+            (
+                "ts",
+                Arc::new(
+                    TimestampNanosecondArray::from_iter_values((0..n as i64).map(|i| i * 1000))
+                        .with_timezone("UTC"),
+                ) as arrow::array::ArrayRef,
+            ),
+            ("wire_len", Arc::new(UInt32Array::from(vec![4u32; n]))),
+            (
+                "payload",
+                Arc::new(BinaryArray::from_iter_values(
+                    (0..n).map(|_| [0u8, 1, 2, 3]),
+                )),
+            ),
+        ])
+        .unwrap();
+        let file = File::create(dir.join("0-1.parquet")).unwrap();
+        let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+    }
+
+    #[test]
+    fn a_stopped_dissection_is_cancelled_and_publishes_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let packets = tmp.path().join("capture/n1/packets");
+        junk_slice(&packets, 10);
+        let nodes = [("n1".to_owned(), packets.clone())];
+        let out = tmp.path().join("out");
+        let stopped = dissect_nodes(&nodes, &out, &NoWorkloads, &|_, _| false);
+        assert!(
+            matches!(stopped, Err(PipelineError::Cancelled)),
+            "{stopped:?}"
+        );
+        assert!(!out.join("calls.parquet").exists() && !out.join("conns.parquet").exists());
+
+        let done = dissect_nodes(&nodes, &out, &NoWorkloads, &|_, _| true).unwrap();
+        assert_eq!((done.frames, done.stats.undecodable), (10, 10));
+        assert!(out.join("calls.parquet").is_file() && out.join("conns.parquet").is_file());
+    }
+
+    #[test]
+    fn bad_input_names_the_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let packets = tmp.path().join("packets");
+        std::fs::create_dir_all(&packets).unwrap();
+        std::fs::write(packets.join("0-1.parquet"), b"not parquet").unwrap();
+        let nodes = [("n1".to_owned(), packets.clone())];
+        let out = tmp.path().join("out");
+        match dissect_nodes(&nodes, &out, &NoWorkloads, &|_, _| true) {
+            Err(PipelineError::Input { path, .. }) => {
+                assert_eq!(path, packets.join("0-1.parquet"))
+            }
+            other => panic!("expected an input error, got {other:?}"),
+        }
+        let empty = tmp.path().join("empty");
+        std::fs::create_dir_all(&empty).unwrap();
+        let nodes = [("n1".to_owned(), empty)];
+        assert!(matches!(
+            dissect_nodes(&nodes, &out, &NoWorkloads, &|_, _| true),
+            Err(PipelineError::NoInput)
+        ));
+    }
+}

@@ -1,0 +1,119 @@
+//! Where a dissection's rows go as they complete: attributed to workloads, then written into the
+//! `calls` and `conns` tables batch by batch, with counts for the summary.
+
+use std::{collections::BTreeMap, path::Path, time::Instant};
+
+use arrow::{array::RecordBatch, error::ArrowError};
+use remora_dissect::{Call, Conn, Engine, Stats};
+use remora_tables::{Table, TableWriter, calls, conns};
+
+use super::{PipelineError, Summary};
+use crate::services::workloads::Resolve;
+
+/// The `calls` rows of `calls` as a record batch, each side attributed by `workloads` at the
+/// call's time.
+pub fn calls_batch(
+    node: &str,
+    capture_source: &str,
+    calls: &[Call],
+    workloads: &dyn Resolve,
+) -> Result<RecordBatch, ArrowError> {
+    let mut rows = calls::Rows::new(node, capture_source);
+    for c in calls {
+        rows.push(
+            c,
+            workloads.resolve(&c.src, c.timestamp_ns),
+            workloads.resolve(&c.dst, c.timestamp_ns),
+        );
+    }
+    rows.finish()
+}
+
+/// The two tables of one dissection, being written, and what went into them.
+pub(super) struct Sink<'w> {
+    workloads: &'w dyn Resolve,
+    /// The node the rows now written come from.
+    pub(super) node: String,
+    source: &'static str,
+    calls_out: TableWriter,
+    conns_out: TableWriter,
+    calls: BTreeMap<&'static str, u64>,
+    unpaired: u64,
+    conns: u64,
+}
+
+impl<'w> Sink<'w> {
+    /// Writers for `<out>/calls.parquet` and `<out>/conns.parquet`; nothing is published before
+    /// [`close`](Self::close).
+    pub(super) fn new(
+        out: &Path,
+        source: &'static str,
+        workloads: &'w dyn Resolve,
+    ) -> Result<Self, PipelineError> {
+        std::fs::create_dir_all(out).map_err(|source| PipelineError::Output {
+            path: out.to_owned(),
+            source,
+        })?;
+        Ok(Self {
+            workloads,
+            node: String::new(),
+            source,
+            calls_out: TableWriter::new(Table::Calls, &out.join("calls.parquet")),
+            conns_out: TableWriter::new(Table::Conns, &out.join("conns.parquet")),
+            calls: BTreeMap::new(),
+            unpaired: 0,
+            conns: 0,
+        })
+    }
+
+    /// Calls written so far.
+    pub(super) fn calls_total(&self) -> u64 {
+        self.calls.values().sum()
+    }
+
+    /// Writes finished rows.
+    pub(super) fn write(&mut self, calls: &[Call], conns: &[Conn]) -> Result<(), PipelineError> {
+        for c in calls {
+            *self.calls.entry(c.protocol).or_default() += 1;
+            self.unpaired += u64::from(c.error_type.is_some());
+        }
+        self.conns += conns.len() as u64;
+        if !calls.is_empty() {
+            self.calls_out.write(&calls_batch(
+                &self.node,
+                self.source,
+                calls,
+                self.workloads,
+            )?)?;
+        }
+        if !conns.is_empty() {
+            self.conns_out.write(&conns::batch(&self.node, conns)?)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the rows the engine finished so far.
+    pub(super) fn drain(&mut self, engine: &mut Engine) -> Result<(), PipelineError> {
+        let (calls, conns) = engine.take_rows();
+        self.write(&calls, &conns)
+    }
+
+    /// Publishes both tables and sums up.
+    pub(super) fn close(
+        self,
+        frames: u64,
+        stats: Stats,
+        started: Instant,
+    ) -> Result<Summary, PipelineError> {
+        self.calls_out.finish()?;
+        self.conns_out.finish()?;
+        Ok(Summary {
+            frames,
+            calls: self.calls,
+            unpaired: self.unpaired,
+            conns: self.conns,
+            stats,
+            seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+}

@@ -1,0 +1,12 @@
+//! The analyzer's services, shared by the HTTP API, MCP and the shell: what they do, apart from
+//! how they are reached.
+//!
+//! - [`snapshots`]: the snapshot store (immutable copies of a time window's slices),
+//! - [`jobs`]: delayed dissection jobs over snapshots, on a bounded worker pool,
+//! - [`query`]: KFL over a dissection's tables with DataFusion,
+//! - [`workloads`]: who an address was (attribution), from a static file or frozen records.
+
+pub mod jobs;
+pub mod query;
+pub mod snapshots;
+pub mod workloads;

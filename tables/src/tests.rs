@@ -1,0 +1,256 @@
+//! The definitions are consistent, and rows written through them read back as written.
+
+use std::{collections::HashSet, net::IpAddr};
+
+use arrow::{
+    array::{Array, AsArray, RecordBatch},
+    compute::cast,
+    datatypes::{DataType, UInt16Type, UInt32Type},
+};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use remora_dissect::{Call, Conn, Endpoint, tls::TlsInfo};
+
+use crate::{Peer, Table, TableWriter, calls, conns, workloads};
+
+fn ep(ip: &str, port: u16) -> Endpoint {
+    Endpoint {
+        ip: ip.parse().unwrap_or(IpAddr::from([0, 0, 0, 0])),
+        port,
+    }
+}
+
+#[test]
+fn every_column_is_named_once_and_after_its_kfl_name() {
+    for table in Table::ALL {
+        let mut names = HashSet::new();
+        let mut kfl = HashSet::new();
+        for c in table.columns() {
+            assert!(names.insert(c.name), "{}.{} twice", table.name(), c.name);
+            assert!(
+                kfl.insert(c.kfl),
+                "KFL name {} twice in {}",
+                c.kfl,
+                table.name()
+            );
+            assert_eq!(
+                c.kfl.replace('.', "_"),
+                c.name,
+                "{}.{}: a column is named after its KFL field with dots flattened",
+                table.name(),
+                c.name
+            );
+            assert!(
+                !c.doc.description.is_empty() && !c.doc.example.is_empty(),
+                "{}.{} has no docs",
+                table.name(),
+                c.name
+            );
+        }
+        assert_eq!(table.schema().fields().len(), table.columns().len());
+    }
+}
+
+#[test]
+fn dictionary_encoding_is_for_text_only() {
+    for table in Table::ALL {
+        for c in table.columns() {
+            if c.encoding == crate::Encoding::Dictionary {
+                assert_eq!(c.kind, crate::Kind::Utf8, "{}.{}", table.name(), c.name);
+            }
+        }
+    }
+}
+
+fn sample_calls() -> Vec<Call> {
+    let mut a = Call::new("HTTP", ep("198.18.0.1", 40000), ep("198.18.0.2", 80));
+    a.timestamp_ns = 1_795_514_400_000_000_000;
+    a.elapsed_us = Some(1500);
+    a.conn_id = 7;
+    a.index = 1;
+    a.method = "GET".into();
+    a.url = "/api/v1/items?page=2&q=a%20b#frag".into();
+    a.path = "/api/v1/items".into();
+    a.status_code = 503;
+    a.request_headers = vec![("X-Request-ID".into(), "r-1".into())];
+    a.response_headers = vec![("content-type".into(), "text/plain".into())];
+    a.request_body = b"hello".to_vec();
+    a.has_request = true;
+    a.has_response = true;
+    let mut b = Call::new("TLS", ep("2001:db8::1", 50000), ep("198.18.0.2", 443));
+    b.timestamp_ns = a.timestamp_ns + 1;
+    b.error_type = Some("pair_not_found");
+    b.tls = Some(TlsInfo {
+        sni: "shop.example".into(),
+        alpn: vec!["h2".into(), "http/1.1".into()],
+        ..TlsInfo::default()
+    });
+    let mut c = Call::new("DNS", ep("198.18.0.1", 5353), ep("198.18.0.53", 53));
+    c.transport = "udp";
+    c.dns_questions = vec!["app.test".into()];
+    c.dns_answers = vec!["198.18.0.50".into()];
+    vec![a, b, c]
+}
+
+fn text(batch: &RecordBatch, name: &str) -> Vec<Option<String>> {
+    let column = batch
+        .column_by_name(name)
+        .unwrap_or_else(|| panic!("no column {name}"));
+    let column = cast(column, &DataType::Utf8).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let column = column.as_string::<i32>();
+    (0..column.len())
+        .map(|i| column.is_valid(i).then(|| column.value(i).to_owned()))
+        .collect()
+}
+
+fn read_back(path: &std::path::Path) -> RecordBatch {
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{e}"));
+    let batches: Vec<RecordBatch> = ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .map(|b| b.unwrap_or_else(|e| panic!("{e}")))
+        .collect();
+    let schema = batches
+        .first()
+        .map(RecordBatch::schema)
+        .unwrap_or_else(|| panic!("no batch"));
+    arrow::compute::concat_batches(&schema, &batches).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn calls_round_trip_through_parquet() {
+    let calls = sample_calls();
+    let frontend = Peer {
+        pod_name: "frontend-1".into(),
+        pod_namespace: "shop".into(),
+        service_name: "frontend".into(),
+        ..Peer::default()
+    };
+    let mut rows = calls::Rows::new("node-1", "ebpf");
+    rows.push(&calls[0], Some(&frontend), None);
+    rows.push(&calls[1], None, None);
+    rows.push(&calls[2], Some(&frontend), None);
+    let batch = rows.finish().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("calls.parquet");
+    let mut w = TableWriter::new(Table::Calls, &path);
+    w.write(&batch).unwrap_or_else(|e| panic!("{e}"));
+    w.finish().unwrap_or_else(|e| panic!("{e}"));
+    let back = read_back(&path);
+    assert_eq!(
+        back.schema(),
+        Table::Calls.schema(),
+        "the file's schema is the table's"
+    );
+    assert_eq!(back.num_rows(), 3);
+    let some = |v: &[&str]| v.iter().map(|s| Some((*s).to_owned())).collect::<Vec<_>>();
+    assert_eq!(
+        text(&back, "id"),
+        some(&["node-1/7/1", "node-1/0/0", "node-1/0/0"])
+    );
+    assert_eq!(
+        text(&back, "src_ip"),
+        some(&["198.18.0.1", "2001:db8::1", "198.18.0.1"])
+    );
+    assert_eq!(
+        text(&back, "src_name"),
+        some(&["frontend-1", "", "frontend-1"])
+    );
+    assert_eq!(text(&back, "src_namespace"), some(&["shop", "", "shop"]));
+    assert_eq!(text(&back, "tlsx_alpn"), some(&["", "h2,http/1.1", ""]));
+    assert_eq!(text(&back, "tlsx_sni"), some(&["", "shop.example", ""]));
+    assert_eq!(
+        text(&back, "error_type"),
+        vec![None, Some("pair_not_found".to_owned()), None]
+    );
+    let status = back
+        .column_by_name("status_code")
+        .map(|c| c.as_primitive::<UInt16Type>().values().to_vec());
+    assert_eq!(status, Some(vec![503, 0, 0]));
+    let elapsed = back.column_by_name("elapsed_time").map(|c| c.null_count());
+    assert_eq!(elapsed, Some(2), "unpaired calls have no latency");
+    // Maps: header names lower-cased, query parameters decoded, the fragment left out.
+    let headers = back
+        .column_by_name("request_headers")
+        .map(|c| c.as_map().value(0))
+        .unwrap_or_else(|| panic!("request_headers"));
+    assert_eq!(
+        headers.column(0).as_string::<i32>().value(0),
+        "x-request-id"
+    );
+    let query = back
+        .column_by_name("query_string")
+        .map(|c| c.as_map().value(0))
+        .unwrap_or_else(|| panic!("query_string"));
+    let values: Vec<&str> = (0..query.len())
+        .map(|i| query.column(1).as_string::<i32>().value(i))
+        .collect();
+    assert_eq!(values, ["2", "a b"]);
+    let questions = back.column_by_name("dns_questions").map(|c| {
+        c.as_list::<i32>()
+            .value(2)
+            .as_string::<i32>()
+            .value(0)
+            .to_owned()
+    });
+    assert_eq!(questions.as_deref(), Some("app.test"));
+}
+
+#[test]
+fn conns_and_workloads_round_trip() {
+    let conn = Conn {
+        conn_id: 3,
+        src: ep("198.18.0.1", 40000),
+        dst: ep("198.18.0.2", 80),
+        first_ns: 10,
+        last_ns: 20,
+        handshake_us: None,
+        packets: [3, 2],
+        bytes: [100, 200],
+        retransmissions: [1, 0],
+        fins: 2,
+        resets: 0,
+        rst_by: None,
+        l7: "HTTP",
+    };
+    let batch = conns::batch("node-1", &[conn]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(batch.schema(), Table::Conns.schema());
+    assert_eq!(text(&batch, "dst_ip"), vec![Some("198.18.0.2".to_owned())]);
+    assert_eq!(text(&batch, "rst_by"), vec![None]);
+
+    let records = vec![(
+        "198.18.0.9".parse().unwrap_or(IpAddr::from([0, 0, 0, 0])),
+        Peer {
+            process: "nginx".into(),
+            pid: 42,
+            ..Peer::default()
+        },
+    )];
+    let batch = workloads::batch(&records).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(text(&batch, "ip"), vec![Some("198.18.0.9".to_owned())]);
+    let pid = batch
+        .column_by_name("pid")
+        .map(|c| c.as_primitive::<UInt32Type>().value(0));
+    assert_eq!(pid, Some(42));
+}
+
+#[test]
+fn an_unfinished_writer_leaves_nothing_and_an_empty_table_is_readable() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("conns.parquet");
+    {
+        let mut w = TableWriter::new(Table::Conns, &path);
+        let batch = conns::batch("n", &[]).unwrap_or_else(|e| panic!("{e}"));
+        w.write(&batch).unwrap_or_else(|e| panic!("{e}"));
+    }
+    assert_eq!(
+        std::fs::read_dir(dir.path()).map(|d| d.count()).ok(),
+        Some(0)
+    );
+    TableWriter::new(Table::Conns, &path)
+        .finish()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{e}"));
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(reader.schema(), &Table::Conns.schema());
+}
