@@ -3,6 +3,7 @@
 //! every route, errors as `{"error": {kind, message, ...}}` with the right status.
 
 mod calls;
+pub use calls::MAX_LIMIT;
 mod endpoints;
 mod json;
 mod page;

@@ -6,6 +6,7 @@
 //! come back as `isError` results whose text says what to do next. Everything leaving through
 //! MCP is redacted first ([`redact`]).
 
+mod bound;
 mod redact;
 mod tools;
 
@@ -315,3 +316,6 @@ pub fn service(api: Router, token: String, redact: Option<Redactor>) -> Router {
         .route_service("/mcp", mcp.clone())
         .route_service("/api/mcp", mcp)
 }
+
+#[cfg(test)]
+mod tests;

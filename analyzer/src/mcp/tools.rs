@@ -8,10 +8,17 @@ use rmcp::{
 };
 use serde_json::{Value, json};
 
-use super::RemoraMcp;
+use super::{RemoraMcp, bound};
 use crate::cli::client::encode;
 
-fn schema(properties: Value, required: &[&str]) -> Arc<JsonObject> {
+/// A tool's input schema: `properties`, and `max_result_bytes`, which every tool takes.
+fn schema(mut properties: Value, required: &[&str]) -> Arc<JsonObject> {
+    if let Some(p) = properties.as_object_mut() {
+        p.insert(
+            "max_result_bytes".into(),
+            json!({"type": "integer", "description": "Largest result in bytes of JSON, default 20000, at most 1000000; longer results are cut (pages at a call, with next_cursor) and say so in result_cut"}),
+        );
+    }
     let v = json!({"type": "object", "properties": properties, "required": required});
     Arc::new(v.as_object().cloned().unwrap_or_default())
 }
@@ -110,7 +117,7 @@ pub fn definitions() -> Vec<Tool> {
                 json!({
                     "db": {"type": "string", "description": DB},
                     "kfl": {"type": "string", "description": KFL},
-                    "limit": {"type": "integer", "description": "Rows, default 20, at most 1000"},
+                    "limit": {"type": "integer", "description": "Rows, default 20, at most 1000; a page that would pass max_result_bytes is cut, with next_cursor"},
                     "cursor": {"type": "string", "description": "next_cursor of the previous page"},
                     "format": {"type": "string", "enum": ["compact", "full", "raw"], "description": "compact (default), full (headers, no bodies), raw"},
                     "start": {"type": "integer", "description": "Only calls from this unix ms"},
@@ -127,7 +134,7 @@ pub fn definitions() -> Vec<Tool> {
                 json!({
                     "db": {"type": "string", "description": DB},
                     "id": {"type": "string", "description": "Call id from list_api_calls, e.g. node-1/12/1"},
-                    "max_payload_size": {"type": "integer", "description": "Body bytes to return, default 65536"}
+                    "max_payload_size": {"type": "integer", "description": "Body bytes to return, default 8192"}
                 }),
                 &["db", "id"],
             ),
@@ -275,7 +282,8 @@ pub async fn call(
     args: &JsonObject,
 ) -> Result<(Value, bool), McpError> {
     check_types(name, args)?;
-    Ok(match name {
+    let budget = bound::budget(arg(args, "max_result_bytes").and_then(Value::as_u64));
+    let (mut value, is_error) = match name {
         "get_data_boundaries" => get(mcp, "/mcp/data-boundaries", name).await,
         "create_snapshot" => {
             let body = json!({
@@ -320,13 +328,23 @@ pub async fn call(
         }
         "list_api_calls" => {
             let db = required(args, "db", name)?;
-            let limit = arg(args, "limit").and_then(Value::as_u64).unwrap_or(20);
+            // A large limit gives a bounded page with a cursor, never an error.
+            let limit = arg(args, "limit")
+                .and_then(Value::as_u64)
+                .unwrap_or(20)
+                .min(crate::api::MAX_LIMIT as u64);
+            let offset = text(args, "cursor")
+                .and_then(|c| c.parse::<usize>().ok())
+                .unwrap_or(0);
             let path = format!(
                 "/mcp/calls?db={}&limit={limit}{}",
                 encode(&db),
                 query(args, &["kfl", "cursor", "format", "start", "end"])
             );
             let (mut v, err) = get(mcp, &path, name).await;
+            if !err {
+                bound::page(&mut v, offset, budget);
+            }
             if !err && v["truncated"] == true {
                 v["note"] = json!(format!(
                     "{} more calls: call again with cursor = next_cursor, or narrow the kfl filter",
@@ -342,10 +360,12 @@ pub async fn call(
         }
         "get_api_call" => {
             let (db, id) = (required(args, "db", name)?, required(args, "id", name)?);
+            let payload = arg(args, "max_payload_size")
+                .and_then(Value::as_u64)
+                .unwrap_or(8192);
             let path = format!(
-                "/mcp/calls/{id}?db={}{}",
-                encode(&db),
-                query(args, &["max_payload_size"])
+                "/mcp/calls/{id}?db={}&max_payload_size={payload}",
+                encode(&db)
             );
             get(mcp, &path, name).await
         }
@@ -414,5 +434,9 @@ pub async fn call(
                 None,
             ));
         }
-    })
+    };
+    if !is_error {
+        bound::bound(&mut value, budget);
+    }
+    Ok((value, is_error))
 }
