@@ -105,7 +105,8 @@ pub struct Engine {
     tcp: HashMap<FlowKey, TcpConn>,
     next_id: u64,
     dns_pending: HashMap<(FlowKey, u16), (Call, i64)>,
-    udp_ids: HashMap<FlowKey, (u64, i64)>,
+    /// UDP flows: id, last packet, calls so far.
+    udp_ids: HashMap<FlowKey, (u64, i64, u32)>,
     out: Output,
     last_sweep_ns: i64,
 }
@@ -224,7 +225,7 @@ impl Engine {
             }
         }
         self.udp_ids
-            .retain(|_, (_, last)| now_ns - *last <= IDLE_NS);
+            .retain(|_, (_, last, _)| now_ns - *last <= IDLE_NS);
         self.out.stats.defrag_dropped += self.defrag.expire(now_ns);
         self.enforce_limits();
     }
@@ -508,6 +509,7 @@ impl Engine {
                             src,
                             dst,
                             transport: "tcp",
+                            calls: &mut conn.calls,
                         };
                         dns_message(&mut self.out, &mut self.dns_pending, flow, &msg);
                     }
@@ -637,16 +639,16 @@ impl Engine {
         let next_id = &mut self.next_id;
         let entry = self.udp_ids.entry(k).or_insert_with(|| {
             *next_id += 1;
-            (*next_id, ts_ns)
+            (*next_id, ts_ns, 0)
         });
         entry.1 = ts_ns;
-        let id = entry.0;
         let flow = DnsFlow {
-            conn_id: id,
+            conn_id: entry.0,
             ts_ns,
             src,
             dst,
             transport: "udp",
+            calls: &mut entry.2,
         };
         dns_message(&mut self.out, &mut self.dns_pending, flow, data);
     }

@@ -239,19 +239,22 @@ fn dns_call(
     call
 }
 
-/// Where a DNS message travelled: its flow, direction, time and transport.
-pub(crate) struct DnsFlow {
+/// Where a DNS message travelled: its flow, direction, time and transport, and the flow's
+/// count of calls, which numbers a new call (`index`, so that `<node>/<conn_id>/<index>` is
+/// unique: a UDP flow carries many queries).
+pub(crate) struct DnsFlow<'c> {
     pub(crate) conn_id: u64,
     pub(crate) ts_ns: i64,
     pub(crate) src: Endpoint,
     pub(crate) dst: Endpoint,
     pub(crate) transport: &'static str,
+    pub(crate) calls: &'c mut u32,
 }
 
 pub(crate) fn dns_message(
     out: &mut Output,
     pending: &mut HashMap<(FlowKey, u16), (Call, i64)>,
-    flow: DnsFlow,
+    flow: DnsFlow<'_>,
     data: &[u8],
 ) {
     let DnsFlow {
@@ -260,6 +263,7 @@ pub(crate) fn dns_message(
         src,
         dst,
         transport,
+        calls,
     } = flow;
     let Some(msg) = dns::parse(data) else {
         out.stats.dns_errors += 1;
@@ -268,6 +272,8 @@ pub(crate) fn dns_message(
     let k = (key(src, dst), msg.id);
     if !msg.response {
         let mut call = dns_call(&msg, conn_id, ts_ns, src, dst, transport);
+        *calls += 1;
+        call.index = *calls;
         call.has_request = true;
         // A repeated query id before its answer: the earlier query stays unanswered.
         if let Some((mut old, _)) = pending.insert(k, (call, ts_ns)) {
@@ -284,6 +290,8 @@ pub(crate) fn dns_message(
         None => {
             // An answer whose query was not seen: the client is its destination.
             let mut call = dns_call(&msg, conn_id, ts_ns, dst, src, transport);
+            *calls += 1;
+            call.index = *calls;
             call.error_type = Some("pair_not_found");
             call
         }

@@ -123,3 +123,40 @@ fn gzip_and_chunked_bodies_are_decoded_for_the_preview() {
         );
     }
 }
+
+/// A call's `(conn_id, index)` names it (`<node>/<conn_id>/<index>` is its id in the API): no
+/// two calls of a capture share one, whether they are HTTP requests on one connection or DNS
+/// queries on one UDP flow.
+#[test]
+fn every_call_of_every_fixture_has_its_own_id() {
+    let dir = fixtures_dir();
+    let mut captures = 0;
+    for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("pcap") {
+            continue;
+        }
+        let Ok(out) = dissect_capture(&std::fs::read(&path).unwrap()) else {
+            continue;
+        };
+        let mut seen = std::collections::HashMap::new();
+        for c in &out.calls {
+            if let Some(other) = seen.insert((c.conn_id, c.index), c) {
+                panic!(
+                    "{}: two calls are {}/{}: {} {} {} and {} {} {}",
+                    path.display(),
+                    c.conn_id,
+                    c.index,
+                    other.protocol,
+                    other.method,
+                    other.path,
+                    c.protocol,
+                    c.method,
+                    c.path
+                );
+            }
+        }
+        captures += 1;
+    }
+    assert!(captures > 10, "only {captures} captures read");
+}

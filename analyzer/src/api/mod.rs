@@ -27,6 +27,53 @@ use crate::{
     services::snapshots::{SnapshotStore, StoreError},
 };
 
+/// Sends one request to the analyzer's `routes` in this process (no socket), with `token`;
+/// returns the status and the JSON body (null when the body is not JSON). MCP tools and
+/// `remora calls|stats --db DIR` reach the API this way.
+pub async fn call_in_process(
+    routes: &Router,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    use tower::ServiceExt as _;
+    let mut req = axum::http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("authorization", format!("Bearer {token}"));
+    if body.is_some() {
+        req = req.header("content-type", "application/json");
+    }
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let req = match req.body(axum::body::Body::from(body)) {
+        Ok(r) => r,
+        Err(e) => {
+            return (
+                400,
+                json!({"error": {"kind": "bad_request", "message": e.to_string()}}),
+            );
+        }
+    };
+    let resp = match routes.clone().oneshot(req).await {
+        Ok(r) => r,
+        Err(e) => {
+            return (
+                500,
+                json!({"error": {"kind": "internal", "message": e.to_string()}}),
+            );
+        }
+    };
+    let status = resp.status().as_u16();
+    let bytes = axum::body::to_bytes(resp.into_body(), 64 << 20)
+        .await
+        .unwrap_or_default();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    )
+}
+
 /// What the handlers share.
 pub struct AnalyzerState {
     /// The data directory (`capture/`, `snapshots/`, `dissections/`).

@@ -3,12 +3,16 @@
 
 use serde_json::json;
 
-use super::client::{Connection, encode, list, print, table};
+use super::{
+    client::{Connection, encode, list, print, table},
+    offline::Target,
+};
 
 /// `remora calls`.
 #[derive(clap::Args, Debug)]
 pub struct CallsArgs {
-    /// `<snapshot>/<dissection>`.
+    /// `<snapshot>/<dissection>` on the analyzer, or a directory `remora dissect --out` wrote
+    /// (queried here, no server needed).
     #[arg(long)]
     db: String,
     /// KFL filter (empty: every call).
@@ -28,7 +32,7 @@ pub struct CallsArgs {
 /// `remora stats`.
 #[derive(clap::Args, Debug)]
 pub struct StatsArgs {
-    /// `<snapshot>/<dissection>`.
+    /// `<snapshot>/<dissection>` on the analyzer, or a directory `remora dissect --out` wrote.
     #[arg(long)]
     db: String,
     /// KFL filter.
@@ -59,14 +63,15 @@ const CALL_COLUMNS: [&str; 11] = [
 
 /// Prints one page of calls.
 pub fn calls(args: &CallsArgs) -> anyhow::Result<()> {
+    let (target, db) = Target::for_db(&args.conn, &args.db)?;
     let path = format!(
         "/mcp/calls?db={}&kfl={}&limit={}&explain={}",
-        encode(&args.db),
+        encode(&db),
         encode(&args.kfl),
         args.limit,
         args.explain
     );
-    let v = args.conn.call("GET", &path, None)?;
+    let v = target.call("GET", &path, None)?;
     print(&args.conn, &v, |v| {
         let calls = list(v, "calls");
         let mut out = table(&calls, &CALL_COLUMNS);
@@ -81,15 +86,12 @@ pub fn calls(args: &CallsArgs) -> anyhow::Result<()> {
 
 /// Prints the statistics of the matching calls, overall and per group.
 pub fn stats(args: &StatsArgs) -> anyhow::Result<()> {
-    let mut path = format!(
-        "/mcp/stats?db={}&kfl={}",
-        encode(&args.db),
-        encode(&args.kfl)
-    );
+    let (target, db) = Target::for_db(&args.conn, &args.db)?;
+    let mut path = format!("/mcp/stats?db={}&kfl={}", encode(&db), encode(&args.kfl));
     if let Some(g) = &args.group_by {
         path.push_str(&format!("&group_by={}", encode(g)));
     }
-    let v = args.conn.call("GET", &path, None)?;
+    let v = target.call("GET", &path, None)?;
     print(&args.conn, &v, |v| {
         let mut out = format!(
             "{} calls, {} errors ({:.2} %), latency µs p50 {} p90 {} p99 {}, status {}",

@@ -145,20 +145,25 @@ impl Client {
     pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
         let (status, value) = self.send(method, path, body)?;
         if status >= 400 {
-            let e = &value["error"];
-            let mut msg = format!(
-                "{} ({status}): {}",
-                e["kind"].as_str().unwrap_or("error"),
-                e["message"].as_str().unwrap_or("")
-            );
-            if let Some(x) = e["excerpt"].as_str() {
-                msg.push('\n');
-                msg.push_str(x);
-            }
-            anyhow::bail!(msg);
+            return Err(api_error(status, &value));
         }
         Ok(value)
     }
+}
+
+/// An API error answer as an error carrying its kind, message and KFL excerpt.
+pub fn api_error(status: u16, value: &Value) -> anyhow::Error {
+    let e = &value["error"];
+    let mut msg = format!(
+        "{} ({status}): {}",
+        e["kind"].as_str().unwrap_or("error"),
+        e["message"].as_str().unwrap_or("")
+    );
+    if let Some(x) = e["excerpt"].as_str() {
+        msg.push('\n');
+        msg.push_str(x);
+    }
+    anyhow::Error::msg(msg)
 }
 
 /// Percent-encodes a query parameter value.

@@ -5,6 +5,9 @@
 //! - `remora snapshot|dissection|calls|stats` ([`snapshot`], [`dissection`], [`calls`]): the
 //!   API from a shell, through the one HTTP [`client`],
 //! - `remora mcp` ([`mcp`]): MCP over stdio.
+//!
+//! `remora calls|stats --db DIR` on a directory `remora dissect` wrote needs no server
+//! ([`offline`]).
 
 mod allocator;
 pub mod calls;
@@ -12,6 +15,7 @@ pub mod client;
 pub mod dissect;
 pub mod dissection;
 pub mod mcp;
+pub mod offline;
 pub mod snapshot;
 pub mod up;
 

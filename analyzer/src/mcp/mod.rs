@@ -12,7 +12,7 @@ mod tools;
 
 use std::sync::Arc;
 
-use axum::{Router, body::Body, http::Request};
+use axum::Router;
 use rmcp::{
     ErrorData as McpError,
     handler::server::ServerHandler,
@@ -25,7 +25,6 @@ use rmcp::{
     service::{RequestContext, RoleServer},
 };
 use serde_json::{Map, Value, json};
-use tower::ServiceExt as _;
 
 pub use redact::{REDACTED_HEADERS, Redactor, redact};
 
@@ -81,7 +80,7 @@ impl RemoraMcp {
     /// Sends one request to the analyzer routes; returns (status, JSON body).
     pub async fn request(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
         let (api, token) = match &self.backend {
-            Backend::Local { api, token } => (api.clone(), token),
+            Backend::Local { api, token } => (api, token),
             Backend::Remote(client) => {
                 let (client, path) = (client.clone(), path.to_owned());
                 let (method, body) = (method.to_owned(), body.cloned());
@@ -102,39 +101,7 @@ impl RemoraMcp {
                 };
             }
         };
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("authorization", format!("Bearer {token}"));
-        if body.is_some() {
-            req = req.header("content-type", "application/json");
-        }
-        let req = match req.body(Body::from(body.map(Value::to_string).unwrap_or_default())) {
-            Ok(r) => r,
-            Err(e) => {
-                return (
-                    400,
-                    json!({"error": {"kind": "bad_request", "message": e.to_string()}}),
-                );
-            }
-        };
-        let resp = match api.oneshot(req).await {
-            Ok(r) => r,
-            Err(e) => {
-                return (
-                    500,
-                    json!({"error": {"kind": "internal", "message": e.to_string()}}),
-                );
-            }
-        };
-        let status = resp.status().as_u16();
-        let bytes = axum::body::to_bytes(resp.into_body(), 64 << 20)
-            .await
-            .unwrap_or_default();
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
+        crate::api::call_in_process(api, token, method, path, body).await
     }
 
     fn finish(&self, mut value: Value, is_error: bool) -> CallToolResult {
