@@ -33,6 +33,9 @@ pub struct CaptureReader<R> {
     format: Format,
     block: Vec<u8>,
     frames: u64,
+    /// The first block's type (the pcapng magic), read by [`CaptureReader::new`] to tell the
+    /// formats apart, and not yet handed to the block reader.
+    carry: Option<[u8; 4]>,
 }
 
 fn read_full(r: &mut impl std::io::Read, buf: &mut [u8]) -> Result<bool, DissectError> {
@@ -99,9 +102,10 @@ impl<R: std::io::Read> CaptureReader<R> {
             format,
             block: Vec::new(),
             frames: 0,
+            carry: None,
         };
         if matches!(reader.format, Format::Pcapng { .. }) {
-            reader.block.extend_from_slice(&head);
+            reader.carry = Some(head);
         }
         Ok(reader)
     }
@@ -161,10 +165,15 @@ impl<R: std::io::Read> CaptureReader<R> {
 
     fn next_pcapng(&mut self) -> Result<Option<(FrameInfo, &[u8])>, DissectError> {
         loop {
-            // Block type and length (the SHB's 4 type bytes may already be in `block`).
-            let have = self.block.len().min(4);
+            // Block type and length (the first SHB's type bytes were read by `new`).
             let mut head = [0u8; 12];
-            head[..have].copy_from_slice(&self.block[..have]);
+            let have = match self.carry.take() {
+                Some(magic) => {
+                    head[..4].copy_from_slice(&magic);
+                    4
+                }
+                None => 0,
+            };
             self.block.clear();
             if !read_full(&mut self.r, &mut head[have..8])? {
                 return Ok(None);
@@ -350,5 +359,52 @@ mod tests {
         assert_eq!(got[0].0.ts_ns, 10_000_005_000);
         assert_eq!(l3_of(1, &got[0].1), Some(&[0x45, 0][..]));
         assert!(frames(b"nope").is_err());
+    }
+
+    fn block(kind: u32, body: &[u8]) -> Vec<u8> {
+        let len = (12 + body.len()) as u32;
+        let mut b = kind.to_le_bytes().to_vec();
+        b.extend_from_slice(&len.to_le_bytes());
+        b.extend_from_slice(body);
+        b.extend_from_slice(&len.to_le_bytes());
+        b
+    }
+
+    /// A pcapng stream read block by block: the section header, an interface, two packets.
+    #[test]
+    fn reads_pcapng_block_by_block() {
+        let mut shb = 0x1A2B_3C4Du32.to_le_bytes().to_vec();
+        shb.extend_from_slice(&[1, 0, 0, 0]);
+        shb.extend_from_slice(&u64::MAX.to_le_bytes());
+        let mut file = block(0x0A0D_0D0A, &shb);
+        let mut idb = 1u16.to_le_bytes().to_vec(); // Ethernet
+        idb.extend_from_slice(&[0, 0]);
+        idb.extend_from_slice(&65535u32.to_le_bytes());
+        file.extend(block(1, &idb));
+        for (i, payload) in [[0x45u8, 0, 0, 0], [0x60, 0, 0, 0]].iter().enumerate() {
+            let mut frame = vec![0u8; 12];
+            frame.extend_from_slice(&[0x08, 0x00]);
+            frame.extend_from_slice(payload);
+            let micros = 1_700_000_000_000_000u64 + i as u64;
+            let mut epb = 0u32.to_le_bytes().to_vec();
+            epb.extend_from_slice(&((micros >> 32) as u32).to_le_bytes());
+            epb.extend_from_slice(&(micros as u32).to_le_bytes());
+            epb.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+            epb.extend_from_slice(&(frame.len() as u32 + 100).to_le_bytes());
+            epb.extend_from_slice(&frame);
+            epb.extend_from_slice(&[0, 0]); // pad to 32 bits
+            file.extend(block(6, &epb));
+        }
+        let mut reader = CaptureReader::new(&file[..]).unwrap();
+        let mut got = Vec::new();
+        while let Some((info, data)) = reader.next_frame().unwrap() {
+            got.push((info.ts_ns, info.orig_len, data.to_vec()));
+        }
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].0, 1_700_000_000_000_000_000);
+        assert_eq!(got[1].0, 1_700_000_000_000_001_000);
+        assert_eq!(got[0].1, 118);
+        assert_eq!(l3_of(1, &got[1].2), Some(&[0x60, 0, 0, 0][..]));
+        assert_eq!(reader.frames(), 2);
     }
 }

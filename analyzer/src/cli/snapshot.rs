@@ -1,4 +1,4 @@
-//! `remora snapshot create|list|get|delete`.
+//! `remora snapshot create|list|get|delete|import`.
 
 use serde_json::json;
 
@@ -33,10 +33,33 @@ pub enum SnapshotCmd {
         /// Name.
         name: String,
     },
+    /// Make a snapshot from a pcap or pcapng file, written straight into the data directory
+    /// (a running analyzer on it sees the snapshot at once); then dissect it like any other.
+    Import {
+        /// The capture file.
+        file: std::path::PathBuf,
+        /// Snapshot name: letters, digits, `.`, `_`, `-`.
+        name: String,
+        /// Node name the packets are recorded under.
+        #[arg(long, default_value = "pcap")]
+        node: String,
+        /// The analyzer's data directory.
+        #[arg(long, default_value = "./remora-data")]
+        data_dir: std::path::PathBuf,
+    },
 }
 
 /// Runs a snapshot subcommand against the analyzer at `conn`.
 pub fn run(action: SnapshotCmd, conn: &Connection) -> anyhow::Result<()> {
+    if let SnapshotCmd::Import {
+        file,
+        name,
+        node,
+        data_dir,
+    } = &action
+    {
+        return import(conn, file, name, node, data_dir);
+    }
     let client = conn.client()?;
     match action {
         SnapshotCmd::Create {
@@ -81,10 +104,37 @@ pub fn run(action: SnapshotCmd, conn: &Connection) -> anyhow::Result<()> {
                 serde_json::to_string_pretty(v).unwrap_or_default()
             });
         }
+        SnapshotCmd::Import { .. } => {}
         SnapshotCmd::Delete { name } => {
             let v = client.call("DELETE", &format!("/mcp/snapshots/{}", encode(&name)), None)?;
             print(conn, &v, |_| format!("deleted {name}"));
         }
     }
+    Ok(())
+}
+
+/// `remora snapshot import`: the capture becomes a completed snapshot in the data directory.
+fn import(
+    conn: &Connection,
+    file: &std::path::Path,
+    name: &str,
+    node: &str,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let store = crate::services::snapshots::SnapshotStore::open(data_dir)
+        .with_context(|| format!("opening the snapshots of {}", data_dir.display()))?;
+    let manifest = store
+        .import(name, file, node)
+        .with_context(|| format!("importing {}", file.display()))?;
+    let v = serde_json::to_value(&manifest)?;
+    print(conn, &v, |v| {
+        format!(
+            "snapshot {name} completed: {} packets, {} bytes, {} slice files; next: remora dissection start {name} <name>",
+            v["packets"],
+            v["bytes"],
+            v["files"].as_array().map_or(0, Vec::len)
+        )
+    });
     Ok(())
 }

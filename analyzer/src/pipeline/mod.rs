@@ -148,14 +148,35 @@ pub fn dissect_file(
     dissect_capture(input, out, node, progress)
 }
 
+/// How a packet that appears more than once in the input is counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Copies {
+    /// Once: the recorder keeps a packet once per interface it crossed (veth, bridge, uplink).
+    Once,
+    /// Every time: a capture file made elsewhere holds what it holds, as `remora dissect FILE`
+    /// reads it.
+    Each,
+}
+
 /// Dissects the packet slices of several nodes (`(node, packets dir)`) into one pair of tables,
-/// node after node. `progress(packets, calls)` is called every 65,536 packets and at the end;
-/// when it returns false the dissection stops with [`PipelineError::Cancelled`] and writes
-/// nothing.
+/// node after node, counting copies of a packet once. `progress(packets, calls)` is called
+/// every 65,536 packets and at the end; when it returns false the dissection stops with
+/// [`PipelineError::Cancelled`] and writes nothing.
 pub fn dissect_nodes(
     nodes: &[(String, PathBuf)],
     out: &Path,
     workloads: &dyn Resolve,
+    progress: &dyn Fn(u64, u64) -> bool,
+) -> Result<Summary, PipelineError> {
+    dissect_nodes_with(nodes, out, workloads, Copies::Once, progress)
+}
+
+/// [`dissect_nodes`], with copies counted as `copies` says.
+pub fn dissect_nodes_with(
+    nodes: &[(String, PathBuf)],
+    out: &Path,
+    workloads: &dyn Resolve,
+    copies: Copies,
     progress: &dyn Fn(u64, u64) -> bool,
 ) -> Result<Summary, PipelineError> {
     let started = Instant::now();
@@ -171,7 +192,10 @@ pub fn dissect_nodes(
     let mut summary_stats = Stats::default();
     for (node, files) in all_files {
         sink.node = node.clone();
-        let mut engine = Engine::new().count_copies_once();
+        let mut engine = match copies {
+            Copies::Once => Engine::new().count_copies_once(),
+            Copies::Each => Engine::new(),
+        };
         let mut failed = None;
         let mut stopped = false;
         let base = total;

@@ -316,11 +316,16 @@ impl Jobs {
             Some(w) => w,
             None => &*self.workloads,
         };
+        // An imported capture file is read as it is; recordings count a packet's copies once.
+        let copies = match self.store.get(snapshot)?.imported_from {
+            Some(_) => pipeline::Copies::Each,
+            None => pipeline::Copies::Once,
+        };
         let result = if nodes.is_empty() {
             // An empty window: empty tables, still a valid db.
             pipeline::empty_tables(&partial).map(|_| None)
         } else {
-            pipeline::dissect_nodes(&nodes, &partial, workloads, &|packets, calls| {
+            pipeline::dissect_nodes_with(&nodes, &partial, workloads, copies, &|packets, calls| {
                 job.packets.store(packets, Ordering::Relaxed);
                 job.calls.store(calls, Ordering::Relaxed);
                 !job.cancel.load(Ordering::Relaxed)

@@ -3,7 +3,7 @@
 //!
 //! The benchmark capture of `cargo xtask bench dissect` (1.7M packets of HTTP/1, HTTP/2 and
 //! DNS) is turned into the recorder's packet slices with the agent's own decoder and slice
-//! writer. Then: (1) `dissect_file` on the slice directory, as `remora dissect` runs it;
+//! writer (what `remora snapshot import` does). Then: (1) `dissect_file` on the slice directory, as `remora dissect` runs it;
 //! (2) over HTTP against an in-process analyzer: POST a snapshot of the whole window and time
 //! it to `completed`, POST a dissection job and time it to `completed`. Two alternating
 //! rounds, the best of each. The job must find the
@@ -16,14 +16,12 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
-use remora_agent::{
-    clock::TaiToUtc,
-    decode::{Decoder, PacketBatch},
-    slice::{SliceEvent, SliceWriter},
+use remora_analyzer::{
+    api,
+    cli::client::Client,
+    pipeline,
+    services::{snapshots::capture_to_slices, workloads::NoWorkloads},
 };
-use remora_agent_common::{DIRECTION_EGRESS, PACKET_EVENT_HEADER_BYTES};
-use remora_analyzer::{api, cli::client::Client, pipeline, services::workloads::NoWorkloads};
-use remora_dissect::capture::CaptureReader;
 use serde_json::{Value, json};
 
 // The allocator of the `remora` binary, whose paths are compared here.
@@ -48,7 +46,8 @@ struct Args {
 const NODE: &str = "bench";
 const TOKEN: &str = "bench-token";
 
-/// Writes the capture's frames as the recorder would have: returns (packets, first ms, last ms).
+/// Writes the capture's frames as the recorder would have (the same path as `remora snapshot
+/// import`): returns (packets, first ms, last ms).
 fn write_slices(pcap: &Path, packets_dir: &Path, snaplen: u32) -> anyhow::Result<(u64, i64, i64)> {
     let file = std::fs::File::open(pcap).with_context(|| {
         format!(
@@ -56,47 +55,13 @@ fn write_slices(pcap: &Path, packets_dir: &Path, snaplen: u32) -> anyhow::Result
             pcap.display()
         )
     })?;
-    let mut reader = CaptureReader::new(std::io::BufReader::with_capacity(1 << 20, file))?;
-    let decoder = Decoder {
-        clock: TaiToUtc::with_offset_ns(0),
-        snaplen,
-        l2_len: Default::default(),
-    };
-    let mut slices = SliceWriter::new(packets_dir, NODE, Duration::from_secs(10), 64 << 20);
-    let mut batch = PacketBatch::default();
-    let mut sample = Vec::new();
-    let (mut n, mut first, mut last) = (0u64, i64::MAX, i64::MIN);
-    while let Some((info, frame)) = reader.next_frame()? {
-        let cap = frame.len().min(snaplen as usize + 14);
-        sample.clear();
-        sample.extend_from_slice(&(info.ts_ns as u64).to_ne_bytes());
-        sample.extend_from_slice(&0u64.to_ne_bytes()); // cgroup
-        sample.extend_from_slice(&1u32.to_ne_bytes()); // ifindex
-        sample.extend_from_slice(&info.orig_len.to_ne_bytes());
-        sample.extend_from_slice(&(cap as u32).to_ne_bytes());
-        sample.extend_from_slice(&0x0008u16.to_ne_bytes()); // ETH_P_IP, network order
-        sample.extend_from_slice(&[DIRECTION_EGRESS, 0]);
-        debug_assert_eq!(sample.len(), PACKET_EVENT_HEADER_BYTES);
-        sample.extend_from_slice(&frame[..cap]);
-        batch.rows.clear();
-        batch.payload.clear();
-        if decoder.decode_into(&sample, &mut batch).is_err() {
-            continue;
-        }
-        for row in &batch.rows {
-            slices.append(row, batch.payload_of(row));
-            first = first.min(row.ts_ns);
-            last = last.max(row.ts_ns);
-            n += 1;
-        }
-    }
-    slices.finish();
-    for event in slices.take_events() {
-        if let SliceEvent::Lost { error, .. } = event {
-            return Err(error.into());
-        }
-    }
-    Ok((n, first / 1_000_000, last / 1_000_000 + 1))
+    let input = std::io::BufReader::with_capacity(1 << 20, file);
+    let imported = capture_to_slices(input, packets_dir, NODE, snaplen)?;
+    Ok((
+        imported.packets,
+        imported.first_ns / 1_000_000,
+        imported.last_ns / 1_000_000 + 1,
+    ))
 }
 
 /// Polls `path` until its `status` is none of `busy`; returns the last answer.

@@ -15,6 +15,9 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
+mod import;
+pub use import::{Imported, capture_to_slices};
+
 /// Why a snapshot operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -110,6 +113,10 @@ pub struct Manifest {
     /// Workload records frozen into `workloads.parquet` (0: none known when it was made).
     #[serde(default)]
     pub workloads: usize,
+    /// The capture file a `remora snapshot import` made it from (none: recorded). Its
+    /// dissections count every packet of the file, also one that appears twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imported_from: Option<String>,
 }
 
 /// A request to make a snapshot: `duration` back from now (or from `end`), or `start`..`end`.
@@ -421,6 +428,7 @@ impl SnapshotStore {
             drops: 0,
             created_at: now_ms,
             workloads: 0,
+            imported_from: None,
         };
         fs::create_dir_all(tmp).map_err(|e| io(tmp.display(), e))?;
         let records = self
@@ -461,6 +469,7 @@ impl SnapshotStore {
                 drops: 0,
                 created_at: 0,
                 workloads: 0,
+                imported_from: None,
             }),
             Err(_) => Err(StoreError::NotFound(name.to_owned())),
         }
