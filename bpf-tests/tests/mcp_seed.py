@@ -20,6 +20,7 @@ TOOLS = {
     "get_data_boundaries", "create_snapshot", "get_snapshot", "list_snapshots",
     "start_snapshot_dissection", "get_snapshot_dissection_status", "list_snapshot_dissections",
     "list_api_calls", "get_api_call", "get_api_stats", "analyze_calls", "describe_fields",
+    "export_snapshot_pcap",
 }
 sizes = {}
 
@@ -83,6 +84,18 @@ async def main():
             check(not err and json.loads(text)["status"] == "in_progress", text)
             snap = await poll(s, "3 snapshot status", "get_snapshot", {"id": SNAP})
             check(snap["status"] == "completed", snap)
+            err, text = await call(s, "3 pcap", "export_snapshot_pcap", {"snapshot_id": SNAP})
+            v = json.loads(text)
+            check(not err and v["path"].startswith(f"/mcp/snapshots/{SNAP}/pcap"), text)
+            if not URL.startswith("stdio:"):
+                # The path the tool gives streams a pcapng with the snapshot's packets.
+                import urllib.request
+                base = URL.rsplit("/mcp", 1)[0]
+                req = urllib.request.Request(base + v["path"], headers={"Authorization": f"Bearer {TOKEN}"})
+                r = await asyncio.to_thread(urllib.request.urlopen, req)
+                body = r.read()
+                check(r.status == 200 and body[:4] == b"\x0a\x0d\x0d\x0a" and len(body) > 1000,
+                      f"pcap download: {r.status}, {len(body)} bytes")
             err, text = await call(s, "4 dissection", "start_snapshot_dissection", {"snapshot_id": SNAP, "name": "m1"})
             check(not err, text)
             done = await poll(s, "5 dissection status", "get_snapshot_dissection_status", {"snapshot_id": SNAP, "name": "m1"})

@@ -7,6 +7,7 @@ pub use calls::MAX_LIMIT;
 mod endpoints;
 mod json;
 mod page;
+mod pcap;
 mod snapshots;
 mod stats;
 
@@ -225,6 +226,7 @@ pub fn router(state: Arc<AnalyzerState>) -> Router {
             "/mcp/snapshots/{name}",
             get(snapshots::get_snapshot).delete(snapshots::delete_snapshot),
         )
+        .route("/mcp/snapshots/{name}/pcap", get(pcap::export))
         .route(
             "/delayed_dissection.DelayedDissection/Start",
             post(snapshots::start_dissection_grpc),

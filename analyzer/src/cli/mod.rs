@@ -4,6 +4,7 @@
 //! - `remora dissect` ([`dissect`]): a capture file or slices directory into tables, offline,
 //! - `remora snapshot|dissection|calls|stats` ([`snapshot`], [`dissection`], [`calls`]): the
 //!   API from a shell, through the one HTTP [`client`],
+//! - `remora pcap` ([`pcap`]): a snapshot's packets as a pcapng file,
 //! - `remora mcp` ([`mcp`]): MCP over stdio.
 //!
 //! `remora calls|stats --db DIR` on a directory `remora dissect` wrote needs no server
@@ -16,6 +17,7 @@ pub mod dissect;
 pub mod dissection;
 pub mod mcp;
 pub mod offline;
+pub mod pcap;
 pub mod snapshot;
 pub mod up;
 
@@ -65,6 +67,8 @@ pub enum Command {
     Mcp(mcp::McpArgs),
     /// Dissect a pcap or pcapng file into calls.parquet and conns.parquet.
     Dissect(dissect::DissectArgs),
+    /// Export a snapshot's packets as a pcapng file (from a running analyzer).
+    Pcap(pcap::PcapArgs),
     /// Record this machine and serve the API on 127.0.0.1:8898 (data in ./remora-data).
     Up(up::UpArgs),
 }
@@ -108,6 +112,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Stats(args) => blocking(move || calls::stats(&args)).await,
         Command::Mcp(args) => mcp::run(args).await,
         Command::Dissect(args) => dissect::run(&args),
+        Command::Pcap(args) => blocking(move || pcap::run(&args)).await,
         Command::Up(args) => up::run(args).await,
     }
 }

@@ -175,7 +175,8 @@ async fn every_tool_stays_under_its_budget_and_pages_reach_every_call() {
                     "create_snapshot",
                     "get_snapshot",
                     "start_snapshot_dissection",
-                    "get_snapshot_dissection_status"
+                    "get_snapshot_dissection_status",
+                    "export_snapshot_pcap"
                 ]
                 .contains(&def.name.as_ref()),
             "{} not covered",

@@ -166,6 +166,20 @@ pub fn definitions() -> Vec<Tool> {
             true,
         ),
         tool(
+            "export_snapshot_pcap",
+            "Where to get a snapshot's packets as a pcapng file for Wireshark: the analyzer streams it at the returned path (GET with the bearer token); the answer has the curl and remora commands and the packet count, not the file.",
+            schema(
+                json!({
+                    "snapshot_id": {"type": "string", "description": "Snapshot (completed)"},
+                    "nodes": {"type": "string", "description": "Only these nodes, comma-separated (optional)"},
+                    "start": {"type": "integer", "description": "From this unix ms (optional)"},
+                    "end": {"type": "integer", "description": "Until this unix ms, inclusive (optional)"}
+                }),
+                &["snapshot_id"],
+            ),
+            true,
+        ),
+        tool(
             "describe_fields",
             "The KFL fields (name, type, description) and aliases, for writing filters.",
             schema(json!({}), &[]),
@@ -411,6 +425,43 @@ pub async fn call(
             let (v, _) = get(mcp, &slow, name).await;
             out["slowest"] = v["calls"].clone();
             (out, false)
+        }
+        "export_snapshot_pcap" => {
+            let id = required(args, "snapshot_id", name)?;
+            let (snap, err) = get(mcp, &format!("/mcp/snapshots/{}", encode(&id)), name).await;
+            if err {
+                return Ok((snap, true));
+            }
+            if snap["status"] != "completed" {
+                return Ok((
+                    json!({"error": {"kind": "not_ready", "message": format!("snapshot `{id}` is {}; poll get_snapshot until it is completed", snap["status"]), "next": "get_snapshot"}}),
+                    true,
+                ));
+            }
+            let path = format!(
+                "/mcp/snapshots/{}/pcap?{}",
+                encode(&id),
+                query(args, &["nodes", "start", "end"]).trim_start_matches('&')
+            );
+            let file = format!("{id}.pcapng");
+            let mut cli = format!("remora pcap {id} --out {file}");
+            for key in ["nodes", "start", "end"] {
+                if let Some(v) = arg(args, key).filter(|v| !v.is_null()) {
+                    let v = v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+                    cli.push_str(&format!(" --{key} {v}"));
+                }
+            }
+            (
+                json!({
+                    "snapshot": id,
+                    "path": path,
+                    "packets_in_snapshot": snap["packets"],
+                    "download": format!("curl -sf -H \"Authorization: Bearer $(cat remora-data/token)\" \"http://127.0.0.1:8898{path}\" -o {file}"),
+                    "cli": cli,
+                    "format": "pcapng, one interface per node, raw IP (link type 101), nanosecond timestamps, packets cut at the recorder's snaplen",
+                }),
+                false,
+            )
         }
         "describe_fields" => {
             let (v, err) = get(mcp, "/mcp/fields", name).await;

@@ -123,10 +123,22 @@ pub fn for_each_packet(
     files: &[PathBuf],
     mut f: impl FnMut(i64, &[u8], u32),
 ) -> Result<u64, PipelineError> {
+    let tagged: Vec<(usize, PathBuf)> = files.iter().map(|p| (0, p.clone())).collect();
+    for_each_tagged_packet(&tagged, |_, ts, payload, wire_len| f(ts, payload, wire_len))
+}
+
+/// Calls `f(tag, ts_ns, payload, wire_len)` for every packet of `files` in time order, `tag`
+/// being the one given with the packet's file (a node's number, for a merge across nodes).
+pub fn for_each_tagged_packet(
+    files: &[(usize, PathBuf)],
+    mut f: impl FnMut(usize, i64, &[u8], u32),
+) -> Result<u64, PipelineError> {
     let mut cursors: Vec<Cursor> = Vec::new();
-    for path in files {
+    let mut tags: Vec<usize> = Vec::new();
+    for (tag, path) in files {
         if let Some(c) = open(path)? {
             cursors.push(c);
+            tags.push(*tag);
         }
     }
     let mut heap: BinaryHeap<Reverse<(i64, usize)>> = cursors
@@ -146,7 +158,7 @@ pub fn for_each_packet(
         let wire = column("wire_len")?.as_primitive::<UInt32Type>();
         let payload = column("payload")?.as_binary::<i32>();
         if payload.is_valid(c.row) {
-            f(ts, payload.value(c.row), wire.value(c.row));
+            f(tags[i], ts, payload.value(c.row), wire.value(c.row));
             count += 1;
         }
         if c.advance()? {

@@ -3,10 +3,12 @@
 //!
 //! - [`snapshots`]: the snapshot store (immutable copies of a time window's slices),
 //! - [`jobs`]: delayed dissection jobs over snapshots, on a bounded worker pool,
+//! - [`pcap`]: a snapshot's packets as a pcapng stream,
 //! - [`query`]: KFL over a dissection's tables with DataFusion,
 //! - [`workloads`]: who an address was (attribution), from a static file or frozen records.
 
 pub mod jobs;
+pub mod pcap;
 pub mod query;
 pub mod snapshots;
 pub mod workloads;
