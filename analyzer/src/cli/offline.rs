@@ -18,10 +18,7 @@ use serde_json::Value;
 use super::client::{Client, Connection, api_error};
 use crate::{
     api,
-    services::{
-        jobs::{JobState, JobStatus},
-        workloads::NoWorkloads,
-    },
+    services::{jobs::write_completed_status, workloads::NoWorkloads},
 };
 
 /// The db name a directory gets in the temporary analyzer.
@@ -58,22 +55,7 @@ impl Offline {
             }
         }
         let (snapshot, name) = DB.split_once('/').unwrap_or(("local", "db"));
-        let status = JobStatus {
-            snapshot_name: snapshot.into(),
-            dissection_name: name.into(),
-            db: DB.into(),
-            status: JobState::Completed,
-            progress: 100.0,
-            packets_processed: 0,
-            packets_total: 0,
-            calls_found: 0,
-            calls_by_protocol: Default::default(),
-            conns: 0,
-            error: None,
-            started_at: 0,
-            finished_at: 0,
-        };
-        std::fs::write(db.join("status.json"), serde_json::to_vec(&status)?)
+        write_completed_status(&db, snapshot, name)
             .with_context(|| format!("writing {}", db.display()))?;
         let state = api::AnalyzerState::open(&data, TOKEN.into(), Arc::new(NoWorkloads), 1)?;
         offline.routes = api::router(state);

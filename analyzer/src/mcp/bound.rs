@@ -41,27 +41,26 @@ pub fn page(v: &mut Value, offset: usize, budget: usize) -> usize {
         bound(v, budget);
         return 0;
     };
-    let all = std::mem::take(calls);
+    let mut calls = std::mem::take(calls);
+    // The longest prefix that fits, at least one call.
     let mut used = size(v) + NOTE_ROOM;
-    let mut kept = Vec::new();
-    for call in all.iter() {
-        let n = size(call) + 1;
-        if used + n > budget && !kept.is_empty() {
-            break;
-        }
-        used += n;
-        kept.push(call.clone());
-    }
-    let left_out = all.len() - kept.len();
-    v["calls"] = Value::Array(kept);
+    let fit = calls
+        .iter()
+        .take_while(|call| {
+            used += size(call) + 1;
+            used <= budget
+        })
+        .count()
+        .max(1);
+    let left_out = calls.len().saturating_sub(fit);
+    calls.truncate(fit);
+    v["calls"] = Value::Array(calls);
     if left_out > 0 {
-        let next = offset + all.len() - left_out;
         v["truncated"] = json!(true);
-        v["next_cursor"] = json!(next.to_string());
+        v["next_cursor"] = json!((offset + fit).to_string());
         v["result_cut"] = json!(format!(
-            "page cut to {} calls to stay under {budget} bytes; call again with cursor = \
-             next_cursor, ask for fewer columns (format=compact), or raise max_result_bytes",
-            all.len() - left_out
+            "page cut to {fit} calls to stay under {budget} bytes; call again with cursor = \
+             next_cursor, ask for fewer columns (format=compact), or raise max_result_bytes"
         ));
     }
     // A single call larger than the budget: shorten its fields.

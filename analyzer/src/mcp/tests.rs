@@ -10,10 +10,7 @@ use serde_json::{Value, json};
 use super::{RemoraMcp, bound, tools};
 use crate::{
     api,
-    services::{
-        jobs::{JobState, JobStatus},
-        workloads::NoWorkloads,
-    },
+    services::{jobs::write_completed_status, workloads::NoWorkloads},
 };
 
 const CALLS: usize = 1_500;
@@ -53,26 +50,7 @@ fn big_db(data: &std::path::Path) {
     let mut w = TableWriter::new(Table::Conns, &dir.join("conns.parquet"));
     w.write(&conns::batch("node-1", &[]).unwrap()).unwrap();
     w.finish().unwrap();
-    let status = JobStatus {
-        snapshot_name: "snap".into(),
-        dissection_name: "big".into(),
-        db: "snap/big".into(),
-        status: JobState::Completed,
-        progress: 100.0,
-        packets_processed: 0,
-        packets_total: 0,
-        calls_found: CALLS as u64,
-        calls_by_protocol: Default::default(),
-        conns: 0,
-        error: None,
-        started_at: 0,
-        finished_at: 0,
-    };
-    std::fs::write(
-        dir.join("status.json"),
-        serde_json::to_vec(&status).unwrap(),
-    )
-    .unwrap();
+    write_completed_status(&dir, "snap", "big").unwrap();
 }
 
 fn args(v: Value) -> rmcp::model::JsonObject {

@@ -170,6 +170,27 @@ fn write_status(dir: &Path, status: &JobStatus) -> std::io::Result<()> {
     fs::rename(tmp, dir.join("status.json"))
 }
 
+/// Marks `dir`, which holds a dissection's tables made elsewhere (`remora dissect`, a test), as
+/// the completed dissection `<snapshot>/<name>`: its `status.json`, written atomically.
+pub fn write_completed_status(dir: &Path, snapshot: &str, name: &str) -> std::io::Result<()> {
+    let status = JobStatus {
+        snapshot_name: snapshot.to_owned(),
+        dissection_name: name.to_owned(),
+        db: format!("{snapshot}/{name}"),
+        status: JobState::Completed,
+        progress: 100.0,
+        packets_processed: 0,
+        packets_total: 0,
+        calls_found: 0,
+        calls_by_protocol: BTreeMap::new(),
+        conns: 0,
+        error: None,
+        started_at: 0,
+        finished_at: 0,
+    };
+    write_status(dir, &status)
+}
+
 impl Jobs {
     /// Jobs under `<data>/dissections`, at most `workers` running at once. Partial output of
     /// jobs a previous run did not finish is removed and recorded as failed.

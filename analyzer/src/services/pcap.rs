@@ -37,13 +37,17 @@ fn pad4(n: usize) -> usize {
     (4 - n % 4) % 4
 }
 
-/// One pcapng block of type `kind` with `body` (padded to 32 bits).
-fn block(out: &mut Vec<u8>, kind: u32, body: &[u8]) {
-    let len = (12 + body.len() + pad4(body.len())) as u32;
+/// One pcapng block of type `kind` whose body is `parts` one after the other (padded to 32
+/// bits); parts, so that a packet's bytes go straight into `out` without an extra copy.
+fn block(out: &mut Vec<u8>, kind: u32, parts: &[&[u8]]) {
+    let body: usize = parts.iter().map(|p| p.len()).sum();
+    let len = (12 + body + pad4(body)) as u32;
     out.extend_from_slice(&kind.to_le_bytes());
     out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(body);
-    out.extend(std::iter::repeat_n(0, pad4(body.len())));
+    for part in parts {
+        out.extend_from_slice(part);
+    }
+    out.extend(std::iter::repeat_n(0, pad4(body)));
     out.extend_from_slice(&len.to_le_bytes());
 }
 
@@ -65,7 +69,7 @@ fn header(nodes: &[String]) -> Vec<u8> {
     shb.extend_from_slice(&u64::MAX.to_le_bytes()); // section length not known
     option(&mut shb, 4, b"Remora"); // shb_userappl
     option(&mut shb, 0, b"");
-    block(&mut out, 0x0A0D_0D0A, &shb);
+    block(&mut out, 0x0A0D_0D0A, &[&shb]);
     for node in nodes {
         let mut idb = Vec::new();
         idb.extend_from_slice(&LINKTYPE_RAW.to_le_bytes());
@@ -74,7 +78,7 @@ fn header(nodes: &[String]) -> Vec<u8> {
         option(&mut idb, 2, node.as_bytes()); // if_name
         option(&mut idb, 9, &[9]); // if_tsresol: nanoseconds
         option(&mut idb, 0, b"");
-        block(&mut out, 1, &idb);
+        block(&mut out, 1, &[&idb]);
     }
     out
 }
@@ -106,15 +110,22 @@ pub fn export(
         if failed.is_some() || ts < start_ns || ts > end_ns {
             return;
         }
-        let mut epb = Vec::with_capacity(20 + payload.len());
-        epb.extend_from_slice(&(node as u32).to_le_bytes());
+        // Enhanced packet block: interface, timestamp (high, low), captured and original length.
         let ts = ts as u64;
-        epb.extend_from_slice(&((ts >> 32) as u32).to_le_bytes());
-        epb.extend_from_slice(&(ts as u32).to_le_bytes());
-        epb.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        epb.extend_from_slice(&wire_len.max(payload.len() as u32).to_le_bytes());
-        epb.extend_from_slice(payload);
-        block(&mut buf, 6, &epb);
+        let mut head = [0u8; 20];
+        for (i, field) in [
+            node as u32,
+            (ts >> 32) as u32,
+            ts as u32,
+            payload.len() as u32,
+            wire_len.max(payload.len() as u32),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            head[i * 4..i * 4 + 4].copy_from_slice(&field.to_le_bytes());
+        }
+        block(&mut buf, 6, &[&head, payload]);
         written.packets += 1;
         if buf.len() >= 1 << 16 {
             written.bytes += buf.len() as u64;

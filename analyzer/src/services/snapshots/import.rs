@@ -8,11 +8,11 @@
 use std::{io::Read, path::Path, time::Duration};
 
 use remora_agent::{
-    clock::TaiToUtc,
-    decode::{Decoder, LinkHeaders, PacketBatch},
+    decode::PacketRow,
+    parse::parse,
     slice::{SliceEvent, SliceWriter},
 };
-use remora_agent_common::{DIRECTION_INGRESS, MAX_CAPTURE_BYTES, PACKET_EVENT_HEADER_BYTES};
+use remora_agent_common::{DIRECTION_INGRESS, MAX_CAPTURE_BYTES};
 use remora_dissect::capture::{CaptureReader, l3_of};
 
 use super::{
@@ -33,7 +33,7 @@ pub struct Imported {
     pub last_ns: i64,
 }
 
-/// The interface index imported frames carry; its link header is 0 bytes (they start at IP).
+/// The interface index imported packets carry.
 const IMPORT_IFINDEX: u32 = 1;
 
 /// Writes the frames of a pcap or pcapng stream as packet slices of `node` into `packets_dir`
@@ -49,16 +49,7 @@ pub fn capture_to_slices(
             "not a capture Remora can read (pcap or pcapng): {e}"
         ))
     })?;
-    let mut l2_len = LinkHeaders::default();
-    l2_len.set(IMPORT_IFINDEX, 0);
-    let decoder = Decoder {
-        clock: TaiToUtc::with_offset_ns(0),
-        snaplen,
-        l2_len,
-    };
     let mut slices = SliceWriter::new(packets_dir, node, Duration::from_secs(10), 64 << 20);
-    let mut batch = PacketBatch::default();
-    let mut sample = Vec::new();
     let mut out = Imported {
         first_ns: i64::MAX,
         last_ns: i64::MIN,
@@ -73,31 +64,22 @@ pub fn capture_to_slices(
             continue;
         };
         let l2 = frame.len() - l3.len();
-        let wire_len = info.orig_len.saturating_sub(l2 as u32);
-        let kept = l3.len().min(snaplen as usize);
-        // The recorder's sample layout (`PacketEventHeader`, then the frame from IP on).
-        sample.clear();
-        sample.extend_from_slice(&(info.ts_ns as u64).to_ne_bytes());
-        sample.extend_from_slice(&0u64.to_ne_bytes());
-        sample.extend_from_slice(&IMPORT_IFINDEX.to_ne_bytes());
-        sample.extend_from_slice(&wire_len.to_ne_bytes());
-        sample.extend_from_slice(&(kept as u32).to_ne_bytes());
-        sample.extend_from_slice(&0u16.to_ne_bytes());
-        sample.extend_from_slice(&[DIRECTION_INGRESS, 0]);
-        debug_assert_eq!(sample.len(), PACKET_EVENT_HEADER_BYTES);
-        sample.extend_from_slice(&l3[..kept]);
-        batch.rows.clear();
-        batch.payload.clear();
-        if decoder.decode_into(&sample, &mut batch).is_err() {
-            out.skipped += 1;
-            continue;
-        }
-        for row in &batch.rows {
-            slices.append(row, batch.payload_of(row));
-            out.first_ns = out.first_ns.min(row.ts_ns);
-            out.last_ns = out.last_ns.max(row.ts_ns);
-            out.packets += 1;
-        }
+        let kept = &l3[..l3.len().min(snaplen as usize)];
+        // The row the recorder's decoder makes of a packet (`remora_agent::decode`).
+        let row = PacketRow {
+            ts_ns: info.ts_ns,
+            cgroup_id: 0,
+            ifindex: IMPORT_IFINDEX,
+            wire_len: info.orig_len.saturating_sub(l2 as u32),
+            payload_start: 0,
+            payload_len: kept.len() as u32,
+            direction: DIRECTION_INGRESS,
+            headers: parse(kept),
+        };
+        slices.append(&row, kept);
+        out.first_ns = out.first_ns.min(row.ts_ns);
+        out.last_ns = out.last_ns.max(row.ts_ns);
+        out.packets += 1;
     }
     slices.finish();
     for event in slices.take_events() {
