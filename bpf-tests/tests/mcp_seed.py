@@ -20,7 +20,7 @@ TOOLS = {
     "get_data_boundaries", "create_snapshot", "get_snapshot", "list_snapshots",
     "start_snapshot_dissection", "get_snapshot_dissection_status", "list_snapshot_dissections",
     "list_api_calls", "get_api_call", "get_api_stats", "analyze_calls", "describe_fields",
-    "export_snapshot_pcap",
+    "export_snapshot_pcap", "run_sql",
 }
 sizes = {}
 
@@ -113,6 +113,12 @@ async def main():
             check(all(c.get("elapsed_time", 0) <= slowest for c in v["slowest"]), "slowest first")
             err, text = await call(s, "11 stats", "get_api_stats", {"db": db, "kfl": "http", "group_by": "path"})
             check(not err and json.loads(text)["count"] == EXPECT["calls"], text[:300])
+
+            # SQL composes with KFL and agrees with the stats tool.
+            err, text = await call(s, "11 sql", "run_sql", {"db": db, "query": "SELECT count(*) AS n, count(DISTINCT path) AS paths FROM kfl('http')"})
+            check(not err and json.loads(text)["rows"][0]["n"] == EXPECT["calls"], text[:300])
+            err, text = await call(s, "11 sql", "run_sql", {"db": db, "query": "DELETE FROM calls"})
+            check(err and "not_read_only" in text, text[:300])
 
             # Redaction: the call that carried a secret shows it masked, and it appears nowhere.
             err, text = await call(s, "12 call", "list_api_calls", {"db": db, "kfl": "\"authorization\" in request.headers", "format": "full"})

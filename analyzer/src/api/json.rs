@@ -117,8 +117,19 @@ fn is_zero(v: &Value) -> bool {
     }
 }
 
-/// Each row as an object; `keep_zero` keeps zero values, bodies are cut at `body_limit` bytes.
+/// Each row as an object keyed by KFL names; `keep_zero` keeps zero values, bodies are cut at
+/// `body_limit` bytes.
 pub fn rows(batches: &[RecordBatch], keep_zero: bool, body_limit: usize) -> Vec<Value> {
+    rows_named(batches, keep_zero, body_limit, kfl_name)
+}
+
+/// [`rows`] with the keys `name` gives each column.
+pub fn rows_named(
+    batches: &[RecordBatch],
+    keep_zero: bool,
+    body_limit: usize,
+    name: impl Fn(&str) -> &str,
+) -> Vec<Value> {
     let mut out = Vec::new();
     for b in batches {
         let schema = b.schema();
@@ -129,7 +140,7 @@ pub fn rows(batches: &[RecordBatch], keep_zero: bool, body_limit: usize) -> Vec<
                 // Ids and positions stay even when zero: they name the row.
                 let always = matches!(field.name().as_str(), "id" | "index" | "conn_id");
                 if keep_zero || always || !is_zero(&v) {
-                    obj.insert(kfl_name(field.name()).to_owned(), v);
+                    obj.insert(name(field.name()).to_owned(), v);
                 }
             }
             out.push(Value::Object(obj));

@@ -9,6 +9,7 @@ mod json;
 mod page;
 mod pcap;
 mod snapshots;
+mod sql;
 mod stats;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
@@ -38,7 +39,26 @@ pub async fn call_in_process(
     path: &str,
     body: Option<&serde_json::Value>,
 ) -> (u16, serde_json::Value) {
+    let (status, bytes) = call_in_process_raw(routes, token, method, path, body).await;
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// [`call_in_process`], with the body as bytes (CSV and Arrow answers of `/sql`).
+pub async fn call_in_process_raw(
+    routes: &Router,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> (u16, bytes::Bytes) {
     use tower::ServiceExt as _;
+    let error = |status: u16, kind: &str, message: String| {
+        let v = json!({"error": {"kind": kind, "message": message}});
+        (status, bytes::Bytes::from(v.to_string()))
+    };
     let mut req = axum::http::Request::builder()
         .method(method)
         .uri(path)
@@ -49,30 +69,17 @@ pub async fn call_in_process(
     let body = body.map(|b| b.to_string()).unwrap_or_default();
     let req = match req.body(axum::body::Body::from(body)) {
         Ok(r) => r,
-        Err(e) => {
-            return (
-                400,
-                json!({"error": {"kind": "bad_request", "message": e.to_string()}}),
-            );
-        }
+        Err(e) => return error(400, "bad_request", e.to_string()),
     };
     let resp = match routes.clone().oneshot(req).await {
         Ok(r) => r,
-        Err(e) => {
-            return (
-                500,
-                json!({"error": {"kind": "internal", "message": e.to_string()}}),
-            );
-        }
+        Err(e) => return error(500, "internal", e.to_string()),
     };
     let status = resp.status().as_u16();
-    let bytes = axum::body::to_bytes(resp.into_body(), 64 << 20)
-        .await
-        .unwrap_or_default();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
-    )
+    match axum::body::to_bytes(resp.into_body(), 1 << 30).await {
+        Ok(bytes) => (status, bytes),
+        Err(e) => error(500, "internal", format!("reading the answer: {e}")),
+    }
 }
 
 /// What the handlers share.
@@ -251,6 +258,7 @@ pub fn router(state: Arc<AnalyzerState>) -> Router {
         .route("/mcp/calls/{*id}", get(calls::get_call))
         .route("/mcp/fields", get(calls::fields))
         .route("/mcp/stats", get(stats::stats))
+        .route("/sql", post(sql::run))
         .route("/mcp/endpoints", get(endpoints::endpoints))
         .route("/openapi.json", get(endpoints::openapi));
     let both = Router::new().merge(routes.clone()).nest("/api", routes);

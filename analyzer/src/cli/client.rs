@@ -177,6 +177,37 @@ impl Client {
     }
 }
 
+impl Client {
+    /// POSTs `body` to `path` and copies the answer into `out` (CSV or Arrow from `/sql`);
+    /// returns the bytes copied. An error status becomes an error with the API's message.
+    pub fn post_download(
+        &self,
+        path: &str,
+        body: &Value,
+        out: &mut impl std::io::Write,
+    ) -> anyhow::Result<u64> {
+        let url = format!("{}{path}", self.url);
+        let response = self
+            .agent
+            .post(&url)
+            .header("Authorization", self.authorization.as_str())
+            .send_json(body)
+            .map_err(|e| ClientError::Unreachable {
+                url: self.url.clone(),
+                message: e.to_string(),
+            })?;
+        let status = response.status().as_u16();
+        let mut body = response.into_body();
+        if status >= 400 {
+            let value = body.read_json().unwrap_or(Value::Null);
+            return Err(api_error(status, &value));
+        }
+        let copied = std::io::copy(&mut body.as_reader(), out)
+            .with_context(|| format!("reading the answer of {url}"))?;
+        Ok(copied)
+    }
+}
+
 /// An API error answer as an error carrying its kind, message and KFL excerpt.
 pub fn api_error(status: u16, value: &Value) -> anyhow::Error {
     let e = &value["error"];

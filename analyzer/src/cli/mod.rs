@@ -19,6 +19,7 @@ pub mod mcp;
 pub mod offline;
 pub mod pcap;
 pub mod snapshot;
+pub mod sql;
 pub mod up;
 
 use clap::{Parser, Subcommand};
@@ -69,6 +70,9 @@ pub enum Command {
     Dissect(dissect::DissectArgs),
     /// Export a snapshot's packets as a pcapng file (from a running analyzer).
     Pcap(pcap::PcapArgs),
+    /// Read-only SQL over a dissection and its snapshot (calls, conns, packets, workloads,
+    /// kfl('<filter>')), or over a directory `remora dissect` wrote.
+    Sql(sql::SqlArgs),
     /// Record this machine and serve the API on 127.0.0.1:8898 (data in ./remora-data).
     Up(up::UpArgs),
 }
@@ -113,6 +117,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Mcp(args) => mcp::run(args).await,
         Command::Dissect(args) => dissect::run(&args),
         Command::Pcap(args) => blocking(move || pcap::run(&args)).await,
+        Command::Sql(args) => blocking(move || sql::run(&args)).await,
         Command::Up(args) => up::run(args).await,
     }
 }

@@ -81,6 +81,33 @@ impl Offline {
     }
 }
 
+impl Offline {
+    /// [`call`](Self::call), with the answer's bytes copied into `out`.
+    pub fn download(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        out: &mut impl std::io::Write,
+    ) -> anyhow::Result<u64> {
+        let runtime = tokio::runtime::Handle::try_current()
+            .context("offline queries need the tokio runtime")?;
+        let (status, bytes) = runtime.block_on(api::call_in_process_raw(
+            &self.routes,
+            TOKEN,
+            method,
+            path,
+            body,
+        ));
+        if status >= 400 {
+            let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            return Err(api_error(status, &value));
+        }
+        out.write_all(&bytes).context("writing the answer")?;
+        Ok(bytes.len() as u64)
+    }
+}
+
 impl Drop for Offline {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.data);
@@ -111,6 +138,18 @@ impl Target {
         match self {
             Self::Remote(c) => c.call(method, path, body),
             Self::Local(o) => o.call(method, path, body),
+        }
+    }
+    /// POSTs `body` to `path` and copies the (binary) answer into `out`.
+    pub fn post_download(
+        &self,
+        path: &str,
+        body: &Value,
+        out: &mut impl std::io::Write,
+    ) -> anyhow::Result<u64> {
+        match self {
+            Self::Remote(c) => c.post_download(path, body, out),
+            Self::Local(o) => o.download("POST", path, Some(body), out),
         }
     }
 }

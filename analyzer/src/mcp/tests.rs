@@ -138,6 +138,10 @@ async fn every_tool_stays_under_its_budget_and_pages_reach_every_call() {
         ("get_api_stats", json!({"db": db, "group_by": "url"})),
         ("analyze_calls", json!({"db": db})),
         ("describe_fields", json!({})),
+        (
+            "run_sql",
+            json!({"db": db, "query": "SELECT * FROM calls", "max_rows": 100000}),
+        ),
     ];
     for (tool, a) in calls.iter().cloned() {
         let (v, err) = tools::call(&mcp, tool, &args(a.clone())).await.unwrap();

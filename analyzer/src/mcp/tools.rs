@@ -180,6 +180,21 @@ pub fn definitions() -> Vec<Tool> {
             true,
         ),
         tool(
+            "run_sql",
+            "Read-only SQL (DataFusion dialect) over a dissection and its snapshot. Tables: calls (one row per API call), conns (one per TCP connection: handshake, retransmissions, resets, close), packets (every recorded packet), workloads (who each address was); kfl('<filter>') and kfl('conns', '<filter>') are tables of the rows a KFL filter selects. Only SELECT/WITH/EXPLAIN/DESCRIBE. Aggregate in SQL: rows are capped (max_rows, default 200). Example: SELECT dst_name, count(*), approx_percentile_cont(elapsed_time, 0.99) FROM kfl('http') GROUP BY 1 ORDER BY 2 DESC",
+            schema(
+                json!({
+                    "db": {"type": "string", "description": DB},
+                    "snapshot": {"type": "string", "description": "A snapshot alone, without a dissection (tables packets, workloads)"},
+                    "query": {"type": "string", "description": "One SELECT, WITH, EXPLAIN or DESCRIBE statement; SHOW TABLES and information_schema.columns list what exists"},
+                    "max_rows": {"type": "integer", "description": "Rows returned, default 200"},
+                    "timeout_ms": {"type": "integer", "description": "Time limit, default 30000"}
+                }),
+                &["query"],
+            ),
+            true,
+        ),
+        tool(
             "describe_fields",
             "The KFL fields (name, type, description) and aliases, for writing filters.",
             schema(json!({}), &[]),
@@ -227,6 +242,13 @@ fn hint(kind: &str, tool: &str) -> &'static str {
             | "unsupported",
             _,
         ) => "fix the KFL filter at the caret; describe_fields lists every field",
+        ("invalid_sql", _) => {
+            "fix the SQL; SHOW TABLES and SELECT * FROM information_schema.columns list the tables and columns"
+        }
+        ("not_read_only", _) => "only SELECT, WITH, EXPLAIN and DESCRIBE run",
+        ("timeout" | "memory_limit", _) => {
+            "aggregate or filter earlier (WHERE on timestamp, kfl(...)), or add a LIMIT"
+        }
         _ => "check the arguments against tools/list",
     }
 }
@@ -462,6 +484,16 @@ pub async fn call(
                 }),
                 false,
             )
+        }
+        "run_sql" => {
+            let body = json!({
+                "query": required(args, "query", name)?,
+                "db": text(args, "db"),
+                "snapshot": text(args, "snapshot"),
+                "max_rows": arg(args, "max_rows").and_then(Value::as_u64).unwrap_or(200),
+                "timeout_ms": arg(args, "timeout_ms"),
+            });
+            into_result(mcp.request("POST", "/sql", Some(&body)).await, name)
         }
         "describe_fields" => {
             let (v, err) = get(mcp, "/mcp/fields", name).await;

@@ -33,12 +33,17 @@ pub enum QueryError {
 /// statistics either way. `REMORA_PARQUET_PUSHDOWN=1` turns late materialisation on (for
 /// benchmarking).
 pub fn session() -> SessionContext {
+    SessionContext::new_with_config(session_config())
+}
+
+/// The configuration of [`session`]: Parquet read options, no information schema.
+pub fn session_config() -> SessionConfig {
     let mut config = SessionConfig::new().with_information_schema(false);
     let options = config.options_mut();
     let pushdown = std::env::var("REMORA_PARQUET_PUSHDOWN").is_ok_and(|v| v == "1");
     options.execution.parquet.pushdown_filters = pushdown;
     options.execution.parquet.reorder_filters = pushdown;
-    SessionContext::new_with_config(config)
+    config
 }
 
 /// Registers `path` (a Parquet file or a directory of them) as `table` in `ctx`.
