@@ -2,49 +2,14 @@
 //! `kfl(...)` selects what `/mcp/calls` selects, and nothing that writes, reads files or runs
 //! unbounded gets through.
 
-use std::{path::Path, process::Command, sync::Arc, time::Duration};
+mod common;
 
+use std::path::Path;
+
+use common::{duckdb, fixture, imported, remora};
 use datafusion::arrow::ipc::reader::StreamReader;
-use remora_analyzer::{api, services::workloads::NoWorkloads};
+use remora_analyzer::api;
 use serde_json::{Value, json};
-
-const REMORA: &str = env!("CARGO_BIN_EXE_remora");
-
-fn remora(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(REMORA)
-        .args(args)
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .unwrap_or_else(|e| panic!("running remora: {e}"));
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// DuckDB's rows for `sql` (with `{calls}`, `{conns}`, `{packets}` replaced by file globs).
-fn duckdb(sql: &str) -> Vec<Vec<Value>> {
-    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
-    assert!(
-        python.is_file(),
-        "{} is missing: run `cargo xtask setup` (it creates the venv with duckdb)",
-        python.display()
-    );
-    let script = "import duckdb, json, sys\n\
-                  rows = duckdb.sql(sys.argv[1]).fetchall()\n\
-                  print(json.dumps([[v if isinstance(v, (int, float, str)) or v is None else str(v) for v in r] for r in rows]))";
-    let out = Command::new(python)
-        .args(["-c", script, sql])
-        .output()
-        .expect("running duckdb");
-    assert!(
-        out.status.success(),
-        "duckdb failed on {sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("duckdb json")
-}
 
 async fn post(routes: &axum::Router, body: Value) -> (u16, Value) {
     api::call_in_process(routes, "t", "POST", "/sql", Some(&body)).await
@@ -68,35 +33,10 @@ fn values(v: &Value) -> Vec<Vec<Value>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sql_answers_like_duckdb_and_only_reads() {
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/pcap");
-    let pcap = fixtures.join("arkime_synthetic.pcap");
-    assert!(pcap.is_file(), "shared fixture missing: {}", pcap.display());
+    let pcap = fixture("arkime_synthetic.pcap");
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let (ok, _, err) = remora(&[
-        "snapshot",
-        "import",
-        pcap.to_str().unwrap(),
-        "ark",
-        "--data-dir",
-        data.to_str().unwrap(),
-    ]);
-    assert!(ok, "{err}");
-    let state = api::AnalyzerState::open(&data, "t".into(), Arc::new(NoWorkloads), 1).unwrap();
-    let routes = api::router(state);
-    let body = json!({"snapshot": "ark", "name": "d"});
-    let (status, v) =
-        api::call_in_process(&routes, "t", "POST", "/mcp/dissections", Some(&body)).await;
-    assert!(status < 400, "{v}");
-    for _ in 0..600 {
-        let (_, v) =
-            api::call_in_process(&routes, "t", "GET", "/mcp/dissections/ark/d", None).await;
-        if v["status"] == "completed" {
-            break;
-        }
-        assert!(v["status"] != "failed", "{v}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let routes = imported(&data, &pcap, "ark").await;
     let db = data.join("dissections/ark/d");
     let calls = db.join("calls.parquet").display().to_string();
     let conns = db.join("conns.parquet").display().to_string();

@@ -348,6 +348,8 @@ fn tls(rng: &mut Rng, src: Endpoint) -> Call {
 }
 
 const L7S: [&str; 5] = ["HTTP", "HTTP/2", "TLS", "DNS", ""];
+/// How synthetic connections end (`rst` only with a reset, `fin` most often).
+const CLOSES: [&str; 6] = ["rst", "fin", "fin", "half_closed", "open", "timeout"];
 
 /// `n` TCP connections from `start_ns`: handshakes, byte counts, retransmissions, resets.
 pub fn conns(rng: &mut Rng, n: usize, start_ns: i64) -> Vec<remora_dissect::Conn> {
@@ -371,9 +373,19 @@ pub fn conns(rng: &mut Rng, n: usize, start_ns: i64) -> Vec<remora_dissect::Conn
                 packets: [1 + rng.below(500), rng.below(800)],
                 bytes: [rng.below(2_000_000), rng.below(20_000_000)],
                 retransmissions: [rng.below(3), rng.below(5)],
+                out_of_order: [rng.below(2), rng.below(2)],
+                lost_segments: [rng.below(2), rng.below(2)],
+                zero_windows: [0, rng.below(2)],
+                dup_acks: [rng.below(4), rng.below(4)],
+                data_rtt_us: rng.chance(70).then(|| 20 + rng.below(100_000) as i64),
                 fins: *rng.pick(&[0u32, 1, 2, 2]),
                 resets,
                 rst_by: (resets > 0).then(|| *rng.pick(&["client", "server"])),
+                close: CLOSES[if resets > 0 {
+                    0
+                } else {
+                    1 + rng.below(CLOSES.len() as u64 - 1) as usize
+                }],
                 l7: L7S[rng.below(L7S.len() as u64) as usize],
             }
         })

@@ -20,7 +20,7 @@ TOOLS = {
     "get_data_boundaries", "create_snapshot", "get_snapshot", "list_snapshots",
     "start_snapshot_dissection", "get_snapshot_dissection_status", "list_snapshot_dissections",
     "list_api_calls", "get_api_call", "get_api_stats", "analyze_calls", "describe_fields",
-    "export_snapshot_pcap", "run_sql",
+    "export_snapshot_pcap", "run_sql", "list_l4_flows", "get_l4_flow_summary",
 }
 sizes = {}
 
@@ -113,6 +113,13 @@ async def main():
             check(all(c.get("elapsed_time", 0) <= slowest for c in v["slowest"]), "slowest first")
             err, text = await call(s, "11 stats", "get_api_stats", {"db": db, "kfl": "http", "group_by": "path"})
             check(not err and json.loads(text)["count"] == EXPECT["calls"], text[:300])
+
+            # TCP flows: every connection of the snapshot, summed per edge.
+            err, text = await call(s, "11 flows", "get_l4_flow_summary", {"db": db})
+            v = json.loads(text)
+            check(not err and v["connections"] >= 1 and v["groups"], text[:300])
+            err, text = await call(s, "11 flows", "list_l4_flows", {"db": db, "limit": 5})
+            check(not err and json.loads(text)["total"] == v["connections"], text[:300])
 
             # SQL composes with KFL and agrees with the stats tool.
             err, text = await call(s, "11 sql", "run_sql", {"db": db, "query": "SELECT count(*) AS n, count(DISTINCT path) AS paths FROM kfl('http')"})

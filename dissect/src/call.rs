@@ -146,14 +146,29 @@ pub struct Conn {
     pub packets: [u64; 2],
     /// Payload bytes on the wire each way.
     pub bytes: [u64; 2],
-    /// Retransmitted segments each way.
+    /// Retransmitted segments each way, fast and spurious ones included (as tshark's
+    /// `tcp.analysis.retransmission`, `fast_retransmission`, `spurious_retransmission`).
     pub retransmissions: [u64; 2],
+    /// Out-of-order segments each way (`tcp.analysis.out_of_order`).
+    pub out_of_order: [u64; 2],
+    /// Segments after a hole never filled each way (`tcp.analysis.lost_segment`).
+    pub lost_segments: [u64; 2],
+    /// Zero-window advertisements each way (`tcp.analysis.zero_window`).
+    pub zero_windows: [u64; 2],
+    /// Duplicate ACKs each way (`tcp.analysis.duplicate_ack`).
+    pub dup_acks: [u64; 2],
+    /// Mean time from a data segment to the ACK covering it, µs (`tcp.analysis.ack_rtt`).
+    pub data_rtt_us: Option<i64>,
     /// FIN segments seen.
     pub fins: u32,
     /// RST segments seen.
     pub resets: u32,
     /// `client` or `server` for the first RST.
     pub rst_by: Option<&'static str>,
+    /// How it ended: `fin` (both sides), `half_closed` (one FIN), `rst`, `timeout` (silent
+    /// past the idle timeout), `open` (still going at the end of the input), `evicted`
+    /// (finished early by the engine's memory limits).
+    pub close: &'static str,
     /// Application protocol detected (`HTTP`, `DNS`, or empty).
     pub l7: &'static str,
 }

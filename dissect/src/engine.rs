@@ -21,6 +21,7 @@ use crate::{
     net::{self, flags},
     pairing::{DnsFlow, dns_message, h2_call, h2_half, http_call, tls_call},
     reassembly::{Chunk, HalfStream},
+    tcp_analysis::{Segment, TcpAnalysis},
     tls::{self, Hello, TlsHandshake},
 };
 
@@ -79,18 +80,36 @@ struct TcpConn {
     first_ns: i64,
     last_ns: i64,
     syn_ns: Option<i64>,
+    /// The last SYN (a retransmitted one).
+    last_syn_ns: Option<i64>,
+    /// Sequence number of the client's first SYN.
+    syn_seq: Option<u32>,
     synack_ns: Option<i64>,
     handshake_us: Option<i64>,
     halves: [HalfStream; 2],
     packets: [u64; 2],
     bytes: [u64; 2],
     fins: u32,
+    /// Which sides sent a FIN.
+    fin_by: [bool; 2],
     resets: u32,
     rst_by: Option<usize>,
+    analysis: TcpAnalysis,
     l7: L7,
     calls: u32,
     /// What [`TcpConn::buffered`] said after the last segment (for the engine's running total).
     held: usize,
+}
+
+/// Why a connection without FIN or RST ends.
+#[derive(Clone, Copy)]
+enum Unclosed {
+    /// Still going when the input ended (or its tuple was reused by a new SYN).
+    Open,
+    /// Silent for longer than the idle timeout.
+    Idle,
+    /// Finished early by the engine's memory limits.
+    Evicted,
 }
 
 /// The dissection engine. Feed packets with [`Engine::push`], then call [`Engine::finish`].
@@ -141,7 +160,7 @@ impl Engine {
             {
                 if let Some(conn) = self.tcp.remove(&k) {
                     self.out.stats.evicted_conns += 1;
-                    self.close(conn);
+                    self.close(conn, Unclosed::Evicted);
                 }
             }
         }
@@ -157,7 +176,7 @@ impl Engine {
             }
             if let Some(conn) = self.tcp.remove(&k) {
                 self.out.stats.evicted_conns += 1;
-                self.close(conn);
+                self.close(conn, Unclosed::Evicted);
             }
         }
     }
@@ -209,7 +228,7 @@ impl Engine {
             .collect();
         for k in done {
             if let Some(conn) = self.tcp.remove(&k) {
-                self.close(conn);
+                self.close(conn, Unclosed::Idle);
             }
         }
         let expired: Vec<(FlowKey, u16)> = self
@@ -345,15 +364,17 @@ impl Engine {
         let k = key(src, dst);
         let syn = seg.flags & flags::SYN != 0;
         let ack = seg.flags & flags::ACK != 0;
-        // A new SYN on a finished (or reset) connection's tuple starts a new connection.
+        // A SYN with a new initial sequence number on a known tuple starts a new connection
+        // (port reuse), as does any SYN on a finished or reset one; a SYN that repeats the
+        // first one's number is a retransmission of it.
         let reuse = syn
             && !ack
-            && self
-                .tcp
-                .get(&k)
-                .is_some_and(|c| c.fins >= 2 || c.resets > 0);
+            && self.tcp.get(&k).is_some_and(|c| match c.syn_seq {
+                Some(first) => first != seg.seq,
+                None => c.fins >= 2 || c.resets > 0,
+            });
         if reuse && let Some(old) = self.tcp.remove(&k) {
-            self.close(old);
+            self.close(old, Unclosed::Open);
         }
         if !self.tcp.contains_key(&k) && self.tcp.len() >= self.limits.max_conns {
             self.enforce_limits();
@@ -377,14 +398,18 @@ impl Engine {
                 first_ns: ts_ns,
                 last_ns: ts_ns,
                 syn_ns: None,
+                last_syn_ns: None,
+                syn_seq: None,
                 synack_ns: None,
                 handshake_us: None,
                 halves: [HalfStream::default(), HalfStream::default()],
                 packets: [0; 2],
                 bytes: [0; 2],
                 fins: 0,
+                fin_by: [false; 2],
                 resets: 0,
                 rst_by: None,
+                analysis: TcpAnalysis::default(),
                 l7: L7::Unknown,
                 calls: 0,
                 held: 0,
@@ -396,15 +421,23 @@ impl Engine {
         conn.bytes[dir] += u64::from(seg.payload_wire_len);
         if syn && !ack {
             conn.syn_ns.get_or_insert(ts_ns);
+            conn.last_syn_ns = Some(ts_ns);
+            conn.syn_seq.get_or_insert(seg.seq);
             conn.client = dir;
         } else if syn && ack {
             conn.synack_ns.get_or_insert(ts_ns);
+            // The SYN-ACK names the client's number when the SYN itself was not captured.
+            conn.syn_seq.get_or_insert(seg.ack.wrapping_sub(1));
         } else if ack
             && conn.handshake_us.is_none()
             && dir == conn.client
             && let (Some(s), Some(_)) = (conn.syn_ns, conn.synack_ns)
         {
             conn.handshake_us = Some((ts_ns - s) / 1000);
+            // Wireshark's initial RTT (the out-of-order threshold) starts at the last SYN, so
+            // a retransmitted SYN does not stretch it.
+            conn.analysis
+                .set_initial_rtt(ts_ns - conn.last_syn_ns.unwrap_or(s));
         }
         if seg.flags & flags::RST != 0 {
             conn.resets += 1;
@@ -412,7 +445,19 @@ impl Engine {
         }
         if seg.flags & flags::FIN != 0 {
             conn.fins += 1;
+            conn.fin_by[dir] = true;
         }
+        conn.analysis.packet(
+            dir,
+            &Segment {
+                ts_ns,
+                seq: seg.seq,
+                ack: seg.ack,
+                flags: seg.flags,
+                window: seg.window,
+                len: seg.payload_wire_len,
+            },
+        );
         let TcpConn {
             halves, l7, sides, ..
         } = conn;
@@ -551,7 +596,8 @@ impl Engine {
         }
     }
 
-    fn close(&mut self, mut conn: TcpConn) {
+    /// Turns a connection into its rows; `unclosed` says why it ends if it saw no FIN or RST.
+    fn close(&mut self, mut conn: TcpConn, unclosed: Unclosed) {
         let mark = self.out.calls.len();
         self.held = self.held.saturating_sub(conn.held);
         conn.held = 0;
@@ -612,6 +658,22 @@ impl Engine {
             }
         }
         let c = conn.client;
+        let counters = conn.analysis.counters();
+        let both =
+            |f: fn(&crate::tcp_analysis::Counters) -> u64| [f(&counters[c]), f(&counters[1 - c])];
+        let close = if conn.resets > 0 {
+            "rst"
+        } else if conn.fin_by == [true, true] {
+            "fin"
+        } else if conn.fin_by.contains(&true) {
+            "half_closed"
+        } else {
+            match unclosed {
+                Unclosed::Open => "open",
+                Unclosed::Idle => "timeout",
+                Unclosed::Evicted => "evicted",
+            }
+        };
         self.out.conns.push(Conn {
             conn_id: conn.id,
             src: conn.sides[c],
@@ -621,15 +683,18 @@ impl Engine {
             handshake_us: conn.handshake_us,
             packets: [conn.packets[c], conn.packets[1 - c]],
             bytes: [conn.bytes[c], conn.bytes[1 - c]],
-            retransmissions: [
-                conn.halves[c].retransmissions,
-                conn.halves[1 - c].retransmissions,
-            ],
+            retransmissions: both(|x| x.retransmissions),
+            out_of_order: both(|x| x.out_of_order),
+            lost_segments: both(|x| x.lost_segments),
+            zero_windows: both(|x| x.zero_windows),
+            dup_acks: both(|x| x.dup_acks),
+            data_rtt_us: conn.analysis.data_rtt_us(),
             fins: conn.fins,
             resets: conn.resets,
             rst_by: conn
                 .rst_by
                 .map(|d| if d == c { "client" } else { "server" }),
+            close,
             l7,
         });
     }
@@ -658,7 +723,7 @@ impl Engine {
         let mut open: Vec<TcpConn> = self.tcp.drain().map(|(_, c)| c).collect();
         open.sort_by_key(|c| c.id);
         for conn in open {
-            self.close(conn);
+            self.close(conn, Unclosed::Open);
         }
         let mut left: Vec<(Call, i64)> = self.dns_pending.drain().map(|(_, v)| v).collect();
         left.sort_by_key(|(c, _)| c.timestamp_ns);

@@ -23,6 +23,7 @@ pub mod net;
 pub mod output;
 mod pairing;
 pub mod reassembly;
+pub mod tcp_analysis;
 pub mod tls;
 
 pub use call::{Call, Conn, Endpoint};

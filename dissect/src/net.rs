@@ -118,6 +118,8 @@ pub struct Tcp<'a> {
     pub ack: u32,
     /// Flags byte.
     pub flags: u8,
+    /// Receive window as sent (not scaled).
+    pub window: u16,
     /// Captured payload.
     pub payload: &'a [u8],
     /// Payload length on the wire.
@@ -149,6 +151,7 @@ pub fn tcp(seg: &[u8], wire_len: u32) -> Option<Tcp<'_>> {
         seq: u32_at(4),
         ack: u32_at(8),
         flags: seg[13],
+        window: u16::from_be_bytes([seg[14], seg[15]]),
         payload: seg.get(off..).unwrap_or(&[]),
         payload_wire_len: wire_len.saturating_sub(off as u32),
     })

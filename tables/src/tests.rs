@@ -208,9 +208,15 @@ fn conns_and_workloads_round_trip() {
         packets: [3, 2],
         bytes: [100, 200],
         retransmissions: [1, 0],
+        out_of_order: [0, 1],
+        lost_segments: [0, 0],
+        zero_windows: [0, 2],
+        dup_acks: [3, 0],
+        data_rtt_us: Some(250),
         fins: 2,
         resets: 0,
         rst_by: None,
+        close: "fin",
         l7: "HTTP",
     };
     let batch = conns::batch("node-1", &[conn]).unwrap_or_else(|e| panic!("{e}"));

@@ -35,6 +35,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("wrk", "/usr/bin/wrk"),
     ("nghttp2-client", "/usr/bin/h2load"),
     ("dnsperf", "/usr/bin/dnsperf"),
+    // Impairments for the TCP analysis tests (drops after the capture point).
+    ("nftables", "/usr/sbin/nft"),
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

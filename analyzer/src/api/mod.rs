@@ -4,7 +4,9 @@
 
 mod calls;
 pub use calls::MAX_LIMIT;
+pub use flows::MAX_FLOWS;
 mod endpoints;
+mod flows;
 mod json;
 mod page;
 mod pcap;
@@ -258,6 +260,8 @@ pub fn router(state: Arc<AnalyzerState>) -> Router {
         .route("/mcp/calls/{*id}", get(calls::get_call))
         .route("/mcp/fields", get(calls::fields))
         .route("/mcp/stats", get(stats::stats))
+        .route("/mcp/flows", get(flows::list_flows))
+        .route("/mcp/flows/summary", get(flows::summary))
         .route("/sql", post(sql::run))
         .route("/mcp/endpoints", get(endpoints::endpoints))
         .route("/openapi.json", get(endpoints::openapi));

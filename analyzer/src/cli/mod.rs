@@ -15,6 +15,7 @@ pub mod calls;
 pub mod client;
 pub mod dissect;
 pub mod dissection;
+pub mod flows;
 pub mod mcp;
 pub mod offline;
 pub mod pcap;
@@ -63,6 +64,10 @@ pub enum Command {
     Calls(calls::CallsArgs),
     /// Count, error rate and latency percentiles of a dissection's calls, optionally per group.
     Stats(calls::StatsArgs),
+    /// TCP connections of a dissection (any protocol) with retransmissions, out-of-order and
+    /// lost segments, zero windows, duplicate ACKs, round trips and how they closed; or their
+    /// sums per edge, pod, service, node or minute.
+    Flows(flows::FlowsArgs),
     /// MCP over stdio for AI assistants: tools calling a running analyzer (`--url`), or a
     /// data directory opened here (`--data-dir`).
     Mcp(mcp::McpArgs),
@@ -114,6 +119,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Calls(args) => blocking(move || calls::calls(&args)).await,
         Command::Stats(args) => blocking(move || calls::stats(&args)).await,
+        Command::Flows(args) => blocking(move || flows::run(&args)).await,
         Command::Mcp(args) => mcp::run(args).await,
         Command::Dissect(args) => dissect::run(&args),
         Command::Pcap(args) => blocking(move || pcap::run(&args)).await,

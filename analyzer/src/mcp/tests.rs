@@ -138,6 +138,11 @@ async fn every_tool_stays_under_its_budget_and_pages_reach_every_call() {
         ("get_api_stats", json!({"db": db, "group_by": "url"})),
         ("analyze_calls", json!({"db": db})),
         ("describe_fields", json!({})),
+        ("list_l4_flows", json!({"db": db, "limit": 1000})),
+        (
+            "get_l4_flow_summary",
+            json!({"db": db, "group_by": "edge,minute"}),
+        ),
         (
             "run_sql",
             json!({"db": db, "query": "SELECT * FROM calls", "max_rows": 100000}),

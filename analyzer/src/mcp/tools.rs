@@ -180,6 +180,35 @@ pub fn definitions() -> Vec<Tool> {
             true,
         ),
         tool(
+            "list_l4_flows",
+            "TCP connections of a dissection, any protocol (also ones Remora cannot dissect): endpoints and names, packets, bytes, handshake and data RTT (µs), retransmissions, out-of-order and lost segments, zero windows, duplicate ACKs per direction, resets and who sent them, how each closed (fin, rst, half_closed, timeout, open). {flows, total, truncated, next_cursor}.",
+            schema(
+                json!({
+                    "db": {"type": "string", "description": DB},
+                    "kfl": {"type": "string", "description": "KFL over connections, e.g. `retransmissions_s2c > 0`, `close == \"rst\" and rst_by == \"server\"`, `dst.port == 5432`, `data_rtt_us > 50000`"},
+                    "limit": {"type": "integer", "description": "Rows, default 20, at most 1000"},
+                    "cursor": {"type": "string", "description": "next_cursor of the previous page"},
+                    "order": {"type": "string", "enum": ["time", "retransmissions", "rtt", "handshake", "bytes", "duration"], "description": "time (default, oldest first) or the largest first"}
+                }),
+                &["db"],
+            ),
+            true,
+        ),
+        tool(
+            "get_l4_flow_summary",
+            "TCP health summed over connections: count, packets, bytes, retransmissions and their rate, out-of-order, lost segments, zero windows, duplicate ACKs, resets (by client/server), handshake and data RTT P50/P99 (µs), how connections closed; overall and per group. group_by=dst,minute gives new connections per minute per destination (connection churn).",
+            schema(
+                json!({
+                    "db": {"type": "string", "description": DB},
+                    "kfl": {"type": "string", "description": "KFL over connections (see list_l4_flows)"},
+                    "group_by": {"type": "string", "description": "edge (default: client → server:port), dst, src, pod, src.pod, namespace, service, node, minute, second, or a connection field; comma-separated for up to 3"},
+                    "limit": {"type": "integer", "description": "Groups, default 50"}
+                }),
+                &["db"],
+            ),
+            true,
+        ),
+        tool(
             "run_sql",
             "Read-only SQL (DataFusion dialect) over a dissection and its snapshot. Tables: calls (one row per API call), conns (one per TCP connection: handshake, retransmissions, resets, close), packets (every recorded packet), workloads (who each address was); kfl('<filter>') and kfl('conns', '<filter>') are tables of the rows a KFL filter selects. Only SELECT/WITH/EXPLAIN/DESCRIBE. Aggregate in SQL: rows are capped (max_rows, default 200). Example: SELECT dst_name, count(*), approx_percentile_cont(elapsed_time, 0.99) FROM kfl('http') GROUP BY 1 ORDER BY 2 DESC",
             schema(
@@ -484,6 +513,29 @@ pub async fn call(
                 }),
                 false,
             )
+        }
+        "list_l4_flows" => {
+            let db = required(args, "db", name)?;
+            let limit = arg(args, "limit")
+                .and_then(Value::as_u64)
+                .unwrap_or(20)
+                .min(crate::api::MAX_FLOWS as u64);
+            let path = format!(
+                "/mcp/flows?db={}&limit={limit}{}",
+                encode(&db),
+                query(args, &["kfl", "cursor", "order"])
+            );
+            get(mcp, &path, name).await
+        }
+        "get_l4_flow_summary" => {
+            let db = required(args, "db", name)?;
+            let limit = arg(args, "limit").and_then(Value::as_u64).unwrap_or(50);
+            let path = format!(
+                "/mcp/flows/summary?db={}&limit={limit}{}",
+                encode(&db),
+                query(args, &["kfl", "group_by"])
+            );
+            get(mcp, &path, name).await
         }
         "run_sql" => {
             let body = json!({

@@ -87,7 +87,9 @@ impl<'w> Sink<'w> {
             )?)?;
         }
         if !conns.is_empty() {
-            self.conns_out.write(&conns::batch(&self.node, conns)?)?;
+            let workloads = self.workloads;
+            let batch = conns::attributed(&self.node, conns, |ep, ts| workloads.resolve(ep, ts))?;
+            self.conns_out.write(&batch)?;
         }
         Ok(())
     }
