@@ -381,6 +381,7 @@ pub fn conns(rng: &mut Rng, n: usize, start_ns: i64) -> Vec<remora_dissect::Conn
                 fins: *rng.pick(&[0u32, 1, 2, 2]),
                 resets,
                 rst_by: (resets > 0).then(|| *rng.pick(&["client", "server"])),
+                rst_ns: (resets > 0).then_some(first + 1_000_000),
                 close: CLOSES[if resets > 0 {
                     0
                 } else {

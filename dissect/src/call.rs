@@ -165,6 +165,8 @@ pub struct Conn {
     pub resets: u32,
     /// `client` or `server` for the first RST.
     pub rst_by: Option<&'static str>,
+    /// When the first RST was seen, ns.
+    pub rst_ns: Option<i64>,
     /// How it ended: `fin` (both sides), `half_closed` (one FIN), `rst`, `timeout` (silent
     /// past the idle timeout), `open` (still going at the end of the input), `evicted`
     /// (finished early by the engine's memory limits).

@@ -94,6 +94,7 @@ struct TcpConn {
     fin_by: [bool; 2],
     resets: u32,
     rst_by: Option<usize>,
+    rst_ns: Option<i64>,
     analysis: TcpAnalysis,
     l7: L7,
     calls: u32,
@@ -409,6 +410,7 @@ impl Engine {
                 fin_by: [false; 2],
                 resets: 0,
                 rst_by: None,
+                rst_ns: None,
                 analysis: TcpAnalysis::default(),
                 l7: L7::Unknown,
                 calls: 0,
@@ -442,6 +444,7 @@ impl Engine {
         if seg.flags & flags::RST != 0 {
             conn.resets += 1;
             conn.rst_by.get_or_insert(dir);
+            conn.rst_ns.get_or_insert(ts_ns);
         }
         if seg.flags & flags::FIN != 0 {
             conn.fins += 1;
@@ -694,6 +697,7 @@ impl Engine {
             rst_by: conn
                 .rst_by
                 .map(|d| if d == c { "client" } else { "server" }),
+            rst_ns: conn.rst_ns,
             close,
             l7,
         });

@@ -58,6 +58,7 @@ enum Builder {
     UInt64(Vec<u64>),
     Int64(Int64Builder),
     Timestamp(Vec<i64>),
+    OptTimestamp(Vec<Option<i64>>),
     Text(Box<TextState<PlainText>>),
     Dictionary(Box<TextState<DictionaryText>>),
     Binary(BinaryBuilder),
@@ -74,6 +75,7 @@ impl Builder {
             Get::UInt64(_) => Self::UInt64(Vec::with_capacity(n)),
             Get::Int64(_) => Self::Int64(Int64Builder::with_capacity(n)),
             Get::Timestamp(_) => Self::Timestamp(Vec::with_capacity(n)),
+            Get::OptTimestamp(_) => Self::OptTimestamp(Vec::with_capacity(n)),
             Get::Str(_) | Get::OptStr(_) | Get::Text(_) | Get::Ip(_) => {
                 if encoding == Encoding::Dictionary {
                     Self::Dictionary(Box::new(TextState::new(DictionaryText::default())))
@@ -108,6 +110,7 @@ impl Builder {
                 }
             }
             (Get::Timestamp(f), Self::Timestamp(v)) => v.extend(rows.iter().map(f)),
+            (Get::OptTimestamp(f), Self::OptTimestamp(v)) => v.extend(rows.iter().map(f)),
             (get, Self::Text(t)) => t.fill(get, rows)?,
             (get, Self::Dictionary(t)) => t.fill(get, rows)?,
             (Get::Binary(f), Self::Binary(b)) => {
@@ -153,6 +156,9 @@ impl Builder {
             Self::UInt64(v) => Arc::new(UInt64Array::from(v)),
             Self::Int64(mut b) => Arc::new(b.finish()),
             Self::Timestamp(v) => Arc::new(TimestampNanosecondArray::from(v).with_timezone("UTC")),
+            Self::OptTimestamp(v) => {
+                Arc::new(TimestampNanosecondArray::from(v).with_timezone("UTC"))
+            }
             Self::Text(t) => t.out.finish()?,
             Self::Dictionary(t) => t.out.finish()?,
             Self::Binary(mut b) => Arc::new(b.finish()),

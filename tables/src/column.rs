@@ -22,6 +22,8 @@ pub enum Get<R> {
     Int64(fn(&R) -> Option<i64>),
     /// Nanoseconds since the epoch, `Timestamp(ns, UTC)`.
     Timestamp(fn(&R) -> i64),
+    /// Nanoseconds since the epoch or null, `Timestamp(ns, UTC)`.
+    OptTimestamp(fn(&R) -> Option<i64>),
     /// Text borrowed from the row.
     Str(fn(&R) -> &str),
     /// Text borrowed from the row, null when `None`.
@@ -47,7 +49,7 @@ impl<R> Get<R> {
             Self::UInt32(_) => Kind::UInt32,
             Self::UInt64(_) => Kind::UInt64,
             Self::Int64(_) => Kind::Int64,
-            Self::Timestamp(_) => Kind::Timestamp,
+            Self::Timestamp(_) | Self::OptTimestamp(_) => Kind::Timestamp,
             Self::Str(_) | Self::OptStr(_) | Self::Text(_) | Self::Ip(_) => Kind::Utf8,
             Self::Binary(_) => Kind::Binary,
             Self::List(_) => Kind::Utf8List,
@@ -57,7 +59,10 @@ impl<R> Get<R> {
 
     /// Whether rows can hold a null here.
     pub fn nullable(&self) -> bool {
-        matches!(self, Self::Int64(_) | Self::OptStr(_))
+        matches!(
+            self,
+            Self::Int64(_) | Self::OptStr(_) | Self::OptTimestamp(_)
+        )
     }
 }
 

@@ -22,7 +22,7 @@ pub struct ConnRow<'a> {
 }
 
 use Encoding::{Default as Plain, Dictionary as Dict, Unique};
-use Get::{Int64, Ip, OptStr, Str, Timestamp, UInt16, UInt32, UInt64};
+use Get::{Int64, Ip, OptStr, OptTimestamp, Str, Timestamp, UInt16, UInt32, UInt64};
 
 /// The columns of `conns`, in file order.
 #[rustfmt::skip]
@@ -63,6 +63,7 @@ pub fn columns<'a>() -> Vec<Column<ConnRow<'a>>> {
         Column::new("fins", "fins", UInt32(|r| r.conn.fins), Plain, "all", "FIN segments seen.", "fins == 0"),
         Column::new("resets", "resets", UInt32(|r| r.conn.resets), Plain, "all", "RST segments seen.", "resets > 0"),
         Column::new("rst_by", "rst_by", OptStr(|r| r.conn.rst_by), Plain, "all", "Who sent the first RST: `client` or `server`; empty when none.", r#"rst_by == "server""#),
+        Column::new("rst_ts", "rst_ts", OptTimestamp(|r| r.conn.rst_ns), Plain, "all", "When the first RST was seen, UTC; empty when none.", r#"rst_ts > timestamp("2026-11-24T10:00:00Z")"#),
         Column::new("close", "close", Str(|r| r.conn.close), Plain, "all", "How it ended: `fin` (both sides), `half_closed` (one FIN), `rst`, `timeout` (silent past the 120 s idle timeout), `open` (still going when the capture ended), `evicted` (finished early by the engine's memory limits).", r#"close == "rst""#),
         Column::new("l7", "l7", Str(|r| r.conn.l7), Plain, "all", "Application protocol detected: `HTTP`, `HTTP/2`, `DNS`, `TLS`, or empty.", r#"l7 == "TLS""#),
     ]

@@ -216,6 +216,7 @@ fn conns_and_workloads_round_trip() {
         fins: 2,
         resets: 0,
         rst_by: None,
+        rst_ns: None,
         close: "fin",
         l7: "HTTP",
     };

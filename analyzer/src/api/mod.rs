@@ -7,6 +7,7 @@ pub use calls::MAX_LIMIT;
 pub use flows::MAX_FLOWS;
 mod endpoints;
 mod flows;
+mod insights;
 mod json;
 mod page;
 mod pcap;
@@ -260,6 +261,7 @@ pub fn router(state: Arc<AnalyzerState>) -> Router {
         .route("/mcp/calls/{*id}", get(calls::get_call))
         .route("/mcp/fields", get(calls::fields))
         .route("/mcp/stats", get(stats::stats))
+        .route("/mcp/insights", get(insights::insights))
         .route("/mcp/flows", get(flows::list_flows))
         .route("/mcp/flows/summary", get(flows::summary))
         .route("/sql", post(sql::run))

@@ -14,7 +14,9 @@ use datafusion::{
         compute::cast,
         datatypes::{DataType, Float64Type, Int64Type},
     },
-    functions::expr_fn::{coalesce, date_trunc},
+    common::ScalarValue,
+    dataframe::DataFrame,
+    functions::expr_fn::{coalesce, concat, date_trunc, nullif},
     functions_aggregate::expr_fn::{count, percentile_cont, sum},
     logical_expr::{Expr, case, col, lit, when},
 };
@@ -33,6 +35,10 @@ pub struct StatsQuery {
     kfl: String,
     group_by: Option<String>,
     limit: Option<usize>,
+    /// From this time, unix ms.
+    start: Option<i64>,
+    /// Until this time, unix ms, inclusive.
+    end: Option<i64>,
 }
 
 /// A call failed: an error type, an HTTP 5xx, a gRPC status other than OK, a DNS rcode.
@@ -110,21 +116,14 @@ fn summary(b: &RecordBatch, row: usize) -> Value {
     })
 }
 
-/// `GET /mcp/stats?db=&kfl=&group_by=`.
-pub async fn stats(
-    State(s): State<Arc<AnalyzerState>>,
-    q: Result<Query<StatsQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
-    let Query(q) = q.map_err(|e| ApiError::bad(format!("{e}; `db` is required")))?;
-    let (_slot, ctx) = super::calls::open_calls(&s, &q.db).await?;
-    let (df, _) = query::filtered(&ctx, Table::Calls, &q.kfl, &CompileOptions::default()).await?;
-
-    let overall = df
+/// Count, errors, latency percentiles and status classes of `df`'s calls.
+pub(super) async fn overall(df: &DataFrame) -> Result<Value, ApiError> {
+    let totals = df
         .clone()
         .aggregate(vec![], aggregates())?
         .collect()
         .await?;
-    let mut out = match overall.first() {
+    let mut out = match totals.first() {
         Some(b) if b.num_rows() > 0 => summary(b, 0),
         _ => json!({"count": 0}),
     };
@@ -145,50 +144,133 @@ pub async fn stats(
         }
     }
     out["status"] = Value::Object(status);
+    Ok(out)
+}
 
-    if let Some(group) = q.group_by.as_deref().filter(|g| !g.is_empty()) {
-        let key = if group == "minute" {
-            date_trunc(lit("minute"), col("timestamp"))
-        } else {
+/// A peer's best name, else its address (with the port for a server).
+fn peer(side: &str) -> Expr {
+    let address = if side == "dst" {
+        concat(vec![
+            cast_expr(col("dst_ip"), DataType::Utf8),
+            lit(":"),
+            cast_expr(col("dst_port"), DataType::Utf8),
+        ])
+    } else {
+        cast_expr(col("src_ip"), DataType::Utf8)
+    };
+    coalesce(vec![
+        nullif(
+            cast_expr(col(format!("{side}_name")), DataType::Utf8),
+            lit(""),
+        ),
+        address,
+    ])
+}
+
+fn cast_expr(e: Expr, to: DataType) -> Expr {
+    Expr::Cast(datafusion::logical_expr::Cast::new(Box::new(e), to))
+}
+
+/// The grouping expression of a `group_by` name.
+pub(super) fn group_key(group: &str) -> Result<Expr, ApiError> {
+    Ok(match group {
+        "minute" => date_trunc(lit("minute"), col("timestamp")),
+        "second" => date_trunc(lit("second"), col("timestamp")),
+        "edge" => concat(vec![peer("src"), lit(" → "), peer("dst")]),
+        _ => {
             let field = remora_kfl::catalog::lookup(Table::Calls, group)
                 .filter(|f| matches!(f.ty, remora_kfl::FieldType::String | remora_kfl::FieldType::Int))
                 .and_then(|f| f.column())
                 .ok_or_else(|| {
                     ApiError::bad(format!(
-                        "group_by `{group}` is not a string or int field; try path, dst.service.name, src.pod.name, status_code, minute"
+                        "group_by `{group}` is not a string or int field; try path, dst.service.name, src.pod.name, status_code, edge, minute, second"
                     ))
                 })?;
             col(field)
-        };
-        let limit = q.limit.unwrap_or(100).min(1000);
-        let grouped = df
-            .aggregate(vec![key.alias("key")], aggregates())?
-            .sort(vec![
-                col("count").sort(false, false),
-                col("key").sort(true, false),
-            ])?
-            .limit(0, Some(limit))?
-            .collect()
-            .await?;
-        let mut groups = Vec::new();
-        for b in &grouped {
-            let rows = super::json::rows(
-                &[b.project(&[0]).map_err(|e| ApiError::bad(e.to_string()))?],
-                true,
-                256,
-            );
-            for (r, key) in rows.into_iter().enumerate() {
-                let mut g = summary(b, r);
-                g["key"] = key.get("key").cloned().unwrap_or(Value::Null);
-                groups.push(g);
-            }
         }
-        out["group_by"] = json!(if group == "minute" {
-            "minute"
+    })
+}
+
+/// Per group of `key`: the figures of [`overall`] but status classes, the largest groups
+/// first, or in key order (time lines).
+pub(super) async fn groups(
+    df: &DataFrame,
+    key: Expr,
+    limit: usize,
+    by_key: bool,
+) -> Result<Vec<Value>, ApiError> {
+    let order = if by_key {
+        vec![col("key").sort(true, false)]
+    } else {
+        vec![
+            col("count").sort(false, false),
+            col("key").sort(true, false),
+        ]
+    };
+    let grouped = df
+        .clone()
+        .aggregate(vec![key.alias("key")], aggregates())?
+        .sort(order)?
+        .limit(0, Some(limit))?
+        .collect()
+        .await?;
+    let mut groups = Vec::new();
+    for b in &grouped {
+        let rows = super::json::rows(
+            &[b.project(&[0]).map_err(|e| ApiError::bad(e.to_string()))?],
+            true,
+            256,
+        );
+        for (r, key) in rows.into_iter().enumerate() {
+            let mut g = summary(b, r);
+            g["key"] = key.get("key").cloned().unwrap_or(Value::Null);
+            groups.push(g);
+        }
+    }
+    Ok(groups)
+}
+
+/// Keeps the calls from `start` to `end` (unix ms, inclusive).
+pub(super) fn window(
+    df: DataFrame,
+    start: Option<i64>,
+    end: Option<i64>,
+) -> Result<DataFrame, ApiError> {
+    let ts = |ms: i64| {
+        lit(ScalarValue::TimestampNanosecond(
+            Some(ms.saturating_mul(1_000_000)),
+            Some("UTC".into()),
+        ))
+    };
+    let mut df = df;
+    if let Some(start) = start {
+        df = df.filter(col("timestamp").gt_eq(ts(start)))?;
+    }
+    if let Some(end) = end {
+        df = df.filter(col("timestamp").lt(ts(end.saturating_add(1))))?;
+    }
+    Ok(df)
+}
+
+/// `GET /mcp/stats?db=&kfl=&group_by=&start=&end=`.
+pub async fn stats(
+    State(s): State<Arc<AnalyzerState>>,
+    q: Result<Query<StatsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::bad(format!("{e}; `db` is required")))?;
+    let (_slot, ctx) = super::calls::open_calls(&s, &q.db).await?;
+    let (df, _) = query::filtered(&ctx, Table::Calls, &q.kfl, &CompileOptions::default()).await?;
+    let df = window(df, q.start, q.end)?;
+    let mut out = overall(&df).await?;
+    if let Some(group) = q.group_by.as_deref().filter(|g| !g.is_empty()) {
+        let limit = q.limit.unwrap_or(100).min(1000);
+        let by_time = matches!(group, "minute" | "second");
+        out["groups"] = Value::Array(groups(&df, group_key(group)?, limit, by_time).await?);
+        out["group_by"] = json!(if matches!(group, "minute" | "second" | "edge") {
+            group
         } else {
             kfl_name(group)
         });
-        out["groups"] = Value::Array(groups);
     }
     Ok(Json(out))
 }

@@ -16,6 +16,7 @@ pub mod client;
 pub mod dissect;
 pub mod dissection;
 pub mod flows;
+pub mod insights;
 pub mod mcp;
 pub mod offline;
 pub mod pcap;
@@ -68,6 +69,9 @@ pub enum Command {
     /// lost segments, zero windows, duplicate ACKs, round trips and how they closed; or their
     /// sums per edge, pod, service, node or minute.
     Flows(flows::FlowsArgs),
+    /// One of the seed's analyses: retries, churn, resets, correlation, nesting, errors_503,
+    /// dependencies, journey, timeline, compare.
+    Insights(insights::InsightsArgs),
     /// MCP over stdio for AI assistants: tools calling a running analyzer (`--url`), or a
     /// data directory opened here (`--data-dir`).
     Mcp(mcp::McpArgs),
@@ -120,6 +124,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Calls(args) => blocking(move || calls::calls(&args)).await,
         Command::Stats(args) => blocking(move || calls::stats(&args)).await,
         Command::Flows(args) => blocking(move || flows::run(&args)).await,
+        Command::Insights(args) => blocking(move || insights::run(&args)).await,
         Command::Mcp(args) => mcp::run(args).await,
         Command::Dissect(args) => dissect::run(&args),
         Command::Pcap(args) => blocking(move || pcap::run(&args)).await,

@@ -137,6 +137,18 @@ async fn every_tool_stays_under_its_budget_and_pages_reach_every_call() {
         ("get_api_stats", json!({"db": db, "group_by": "path"})),
         ("get_api_stats", json!({"db": db, "group_by": "url"})),
         ("analyze_calls", json!({"db": db})),
+        (
+            "analyze_calls",
+            json!({"db": db, "analysis": "journey", "by": "client", "limit": 1000}),
+        ),
+        (
+            "analyze_calls",
+            json!({"db": db, "analysis": "dependencies", "limit": 1000}),
+        ),
+        (
+            "analyze_calls",
+            json!({"db": db, "analysis": "timeline", "resolution": "second", "limit": 1000}),
+        ),
         ("describe_fields", json!({})),
         ("list_l4_flows", json!({"db": db, "limit": 1000})),
         (

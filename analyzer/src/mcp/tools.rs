@@ -155,11 +155,20 @@ pub fn definitions() -> Vec<Tool> {
         ),
         tool(
             "analyze_calls",
-            "The whole analysis in one call: count, error rate, status distribution, latency P50/P90/P99 overall, per path and per peer, the slowest calls, and a per-minute timeline.",
+            "Computed analyses, one per call. Without `analysis`: count, error rate, status distribution, latency P50/P90/P99 overall, per path and per peer, the slowest calls, a per-minute timeline. With `analysis`: retries (identical requests repeated within window_ms, per client → server, with spacing), churn (new TCP connections per minute per destination, any protocol), resets (each reset connection, when, which side), correlation (share of requests without a correlation id per service, and which headers carry one), nesting (calls a pod makes while serving a call: synchronous dependencies and their share of its latency), errors_503 (each 503 paired with the slowest downstream call behind it), dependencies (service map: rate, errors, P50/P99 per edge), journey (ordered calls per correlation id, or by=client), timeline (resolution second|minute), compare (windows a_start..a_end vs b_start..b_end, per path).",
             schema(
                 json!({
                     "db": {"type": "string", "description": DB},
-                    "kfl": {"type": "string", "description": KFL}
+                    "kfl": {"type": "string", "description": "KFL filter (over connections for churn and resets, over calls otherwise)"},
+                    "analysis": {"type": "string", "enum": ["overview", "retries", "churn", "resets", "correlation", "nesting", "errors_503", "dependencies", "journey", "timeline", "compare"], "description": "Which analysis; overview (default) is the summary"},
+                    "limit": {"type": "integer", "description": "Rows per part, default 20"},
+                    "window_ms": {"type": "integer", "description": "retries: longest gap between repeats of one storm, default 1000"},
+                    "by": {"type": "string", "description": "journey: correlation (default) or client; correlation: dst (default) or src"},
+                    "resolution": {"type": "string", "enum": ["second", "minute"], "description": "timeline resolution"},
+                    "a_start": {"type": "integer", "description": "compare: window A start, unix ms"},
+                    "a_end": {"type": "integer", "description": "compare: window A end, unix ms"},
+                    "b_start": {"type": "integer", "description": "compare: window B start, unix ms"},
+                    "b_end": {"type": "integer", "description": "compare: window B end, unix ms"}
                 }),
                 &["db"],
             ),
@@ -446,6 +455,29 @@ pub async fn call(
                 name,
             )
             .await
+        }
+        "analyze_calls" if text(args, "analysis").is_some_and(|a| a != "overview") => {
+            let db = required(args, "db", name)?;
+            let limit = arg(args, "limit").and_then(Value::as_u64).unwrap_or(20);
+            let path = format!(
+                "/mcp/insights?db={}&limit={limit}{}",
+                encode(&db),
+                query(
+                    args,
+                    &[
+                        "analysis",
+                        "kfl",
+                        "window_ms",
+                        "by",
+                        "resolution",
+                        "a_start",
+                        "a_end",
+                        "b_start",
+                        "b_end"
+                    ]
+                )
+            );
+            get(mcp, &path, name).await
         }
         "analyze_calls" => {
             let db = required(args, "db", name)?;
