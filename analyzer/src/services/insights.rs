@@ -9,8 +9,9 @@
 //!   headers carry one;
 //! - nesting: calls a pod makes while it serves a call (synchronous dependencies) and their
 //!   share of the inbound latency;
-//! - errors_503: each 503 linked to the slowest call its server made while serving it (the
-//!   downstream call that ran into a timeout);
+//! - errors_503: each 503 linked to the call its server waited longest for while serving it
+//!   (the downstream call that ran into a timeout, `downstream_exceeded` when the server gave
+//!   up before it answered);
 //! - journey: the ordered calls of each correlation id, or of each client.
 
 /// An analysis that is one SQL statement.
@@ -116,20 +117,30 @@ const CORRELATION_HEADERS: [&str; 6] = [
 ];
 
 /// Pairs of an inbound call and a call its server made while serving it: the outbound call
-/// leaves the inbound call's server address and starts within its window; an answered one
-/// also ends within it. `waited` is the outbound call's latency, or for an unanswered one the
-/// time from its start to the inbound answer.
-const NESTED: &str = "nested AS (
+/// leaves the inbound call's server address and starts within its window. A server serving
+/// several calls at once makes that ambiguous, so each outbound call belongs to one inbound
+/// call: the one with the same correlation id, else the latest that started before it (a
+/// server calls its dependencies right after a request arrives). `waited` is how long the
+/// server waited for it: its latency, cut at the inbound answer when the server gave up first
+/// (a timeout); `exceeded` says the server answered before the outbound call did.
+const NESTED: &str = "candidates AS (
   SELECT i.id AS inbound_id, i.timestamp AS inbound_time, i.dst AS service, i.path AS path,
          i.method AS method, i.status_code AS inbound_status, i.elapsed AS inbound_us,
          o.id AS outbound_id, o.dst AS dependency, o.method AS dependency_method,
          o.path AS dependency_path, o.status_code AS dependency_status,
          o.has_response AS answered,
-         CASE WHEN o.has_response THEN o.elapsed ELSE (i.t1 - o.t0) / 1000 END AS waited
+         NOT o.has_response OR o.t1 > i.t1 AS exceeded,
+         CASE WHEN o.has_response AND o.t1 <= i.t1 THEN o.elapsed ELSE (i.t1 - o.t0) / 1000 END
+           AS waited,
+         row_number() OVER (
+           PARTITION BY o.id
+           ORDER BY CASE WHEN o.correlation_id <> '' AND o.correlation_id = i.correlation_id
+                         THEN 0 ELSE 1 END,
+                    i.t0 DESC, i.id) AS parent_rank
   FROM c i JOIN c o ON o.src_ip = i.dst_ip
   WHERE i.has_response AND o.id <> i.id AND o.t0 >= i.t0 AND o.t0 <= i.t1
-    AND (o.t1 <= i.t1 OR NOT o.has_response)
-)";
+),
+nested AS (SELECT * FROM candidates WHERE parent_rank = 1)";
 
 /// The SQL statements of `a` (one or more, each answering one part), named.
 pub fn statements(a: Analysis, p: &Params) -> Vec<(&'static str, String)> {
@@ -268,7 +279,8 @@ paired AS (
   SELECT e.id AS upstream_id, e.timestamp AS time, e.dst AS service, e.path AS path,
          e.elapsed AS upstream_us, r.outbound_id AS downstream_id, r.dependency AS downstream,
          r.dependency_path AS downstream_path, r.waited AS downstream_us,
-         r.dependency_status AS downstream_status, r.answered AS downstream_answered
+         r.dependency_status AS downstream_status, r.answered AS downstream_answered,
+         r.exceeded AS downstream_exceeded
   FROM e LEFT JOIN ranked r ON r.inbound_id = e.id AND r.rank = 1
 )",
                 c = calls_cte(&from)
@@ -279,7 +291,7 @@ paired AS (
                     format!(
                         "{ranked}
 SELECT service, downstream, count(*) AS errors_503,
-       sum(CASE WHEN downstream_answered THEN 0 ELSE 1 END) AS downstream_unanswered,
+       sum(CASE WHEN downstream_exceeded THEN 1 ELSE 0 END) AS downstream_exceeded,
        round(median(downstream_us)) AS median_downstream_us, round(median(upstream_us)) AS median_upstream_us
 FROM paired GROUP BY 1, 2 ORDER BY errors_503 DESC, service LIMIT {limit}"
                     ),
