@@ -22,6 +22,13 @@ pub const MAX_CAPTURE_BYTES: u32 = 65_000;
 /// many bytes so that `snaplen` bytes of the L3 packet survive after the link header is removed.
 pub const MAX_L2_HEADER_BYTES: u32 = 14;
 
+/// Key of an excluded endpoint: its address as IPv6 (IPv4 mapped, `::ffff:a.b.c.d`), then its
+/// TCP/UDP port in network order, then two zero bytes.
+pub type EndpointKey = [u8; 20];
+
+/// Most endpoints that can be excluded (Remora's own listeners).
+pub const MAX_EXCLUDED_ENDPOINTS: u32 = 256;
+
 /// Number of `u32` words in the excluded-ports bitmap (one bit per TCP/UDP port).
 pub const EXCLUDED_PORT_WORDS: u32 = 65_536 / 32;
 

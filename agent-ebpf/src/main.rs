@@ -23,12 +23,12 @@ use aya_ebpf::{
         bpf_ktime_get_tai_ns, bpf_perf_event_output, bpf_skb_cgroup_id, bpf_skb_load_bytes_relative,
     },
     macros::{classifier, map},
-    maps::{Array, PerCpuArray, PerfEventArray},
+    maps::{Array, HashMap, PerCpuArray, PerfEventArray},
     programs::TcContext,
 };
 use remora_agent_common::{
-    CpuCounters, DIRECTION_EGRESS, DIRECTION_INGRESS, EXCLUDED_PORT_WORDS, MAX_CAPTURE_BYTES,
-    PacketEventHeader,
+    CpuCounters, DIRECTION_EGRESS, DIRECTION_INGRESS, EXCLUDED_PORT_WORDS, EndpointKey,
+    MAX_CAPTURE_BYTES, MAX_EXCLUDED_ENDPOINTS, PacketEventHeader,
 };
 
 /// Frame bytes to append to each event (the agent sets snaplen + link header at load time).
@@ -38,6 +38,17 @@ static SNAPLEN: Global<u32> = Global::new(4096 + 14);
 /// Non-zero when `EXCLUDED_PORTS` holds ports to skip; lets the common case avoid parsing.
 #[unsafe(no_mangle)]
 static EXCLUDE_PORTS: Global<u32> = Global::new(0);
+
+/// Non-zero when `EXCLUDED_ENDPOINTS` holds endpoints to skip.
+#[unsafe(no_mangle)]
+static EXCLUDE_ENDPOINTS: Global<u32> = Global::new(0);
+
+/// Endpoints (address and port) whose packets are not recorded: Remora's own API listeners,
+/// exactly, so that another service on the same port (another address, another namespace)
+/// is still recorded.
+#[map]
+static EXCLUDED_ENDPOINTS: HashMap<EndpointKey, u8> =
+    HashMap::with_max_entries(MAX_EXCLUDED_ENDPOINTS, 0);
 
 /// One perf ring per CPU; each event is a `PacketEventHeader` followed by the frame bytes.
 #[map]
@@ -79,7 +90,7 @@ fn record(ctx: &TcContext, direction: u8) {
     let (ifindex, protocol_be) = unsafe { ((*skb).ifindex, (*skb).protocol) };
     let protocol = u16::from_be(protocol_be as u16);
 
-    if EXCLUDE_PORTS.load() != 0 && is_excluded(ctx, protocol) {
+    if (EXCLUDE_PORTS.load() != 0 || EXCLUDE_ENDPOINTS.load() != 0) && is_excluded(ctx, protocol) {
         if let Some(counters) = COUNTERS.get_ptr_mut(0) {
             // SAFETY: per-CPU slot, only this CPU writes it while this program runs.
             unsafe { (*counters).excluded_packets += 1 };
@@ -135,26 +146,48 @@ fn record(ctx: &TcContext, direction: u8) {
     }
 }
 
-/// True when the packet's TCP/UDP source or destination port is in `EXCLUDED_PORTS`.
+/// True when the packet's TCP/UDP source or destination port is in `EXCLUDED_PORTS`, or its
+/// source or destination endpoint (address and port) in `EXCLUDED_ENDPOINTS`.
 #[inline(always)]
 fn is_excluded(ctx: &TcContext, protocol: u16) -> bool {
+    let mut src_key: EndpointKey = [0; 20];
+    let mut dst_key: EndpointKey = [0; 20];
     let (l4_offset, ip_proto) = match protocol {
         ETH_P_IP => {
-            let Some(first) = load_net::<[u8; 10]>(ctx, 0) else {
+            let Some(head) = load_net::<[u8; 20]>(ctx, 0) else {
                 return false;
             };
             // Non-first fragments carry no ports.
-            let frag = u16::from_be_bytes([first[6], first[7]]) & 0x1FFF;
+            let frag = u16::from_be_bytes([head[6], head[7]]) & 0x1FFF;
             if frag != 0 {
                 return false;
             }
-            (u32::from(first[0] & 0x0F) * 4, first[9])
+            // IPv4-mapped IPv6: ::ffff:a.b.c.d
+            src_key[10] = 0xff;
+            src_key[11] = 0xff;
+            dst_key[10] = 0xff;
+            dst_key[11] = 0xff;
+            src_key[12] = head[12];
+            src_key[13] = head[13];
+            src_key[14] = head[14];
+            src_key[15] = head[15];
+            dst_key[12] = head[16];
+            dst_key[13] = head[17];
+            dst_key[14] = head[18];
+            dst_key[15] = head[19];
+            (u32::from(head[0] & 0x0F) * 4, head[9])
         }
         ETH_P_IPV6 => {
-            let Some(first) = load_net::<[u8; 8]>(ctx, 0) else {
+            let (Some(head), Some(src), Some(dst)) = (
+                load_net::<[u8; 8]>(ctx, 0),
+                load_net::<[u8; 16]>(ctx, 8),
+                load_net::<[u8; 16]>(ctx, 24),
+            ) else {
                 return false;
             };
-            (40, first[6])
+            src_key[..16].copy_from_slice(&src);
+            dst_key[..16].copy_from_slice(&dst);
+            (40, head[6])
         }
         _ => return false,
     };
@@ -166,7 +199,20 @@ fn is_excluded(ctx: &TcContext, protocol: u16) -> bool {
     };
     let src = u16::from_be_bytes([ports[0], ports[1]]);
     let dst = u16::from_be_bytes([ports[2], ports[3]]);
-    port_excluded(src) || port_excluded(dst)
+    if EXCLUDE_PORTS.load() != 0 && (port_excluded(src) || port_excluded(dst)) {
+        return true;
+    }
+    if EXCLUDE_ENDPOINTS.load() == 0 {
+        return false;
+    }
+    src_key[16] = ports[0];
+    src_key[17] = ports[1];
+    dst_key[16] = ports[2];
+    dst_key[17] = ports[3];
+    // SAFETY: map lookups with keys on this stack frame; the values are not read.
+    unsafe {
+        EXCLUDED_ENDPOINTS.get(src_key).is_some() || EXCLUDED_ENDPOINTS.get(dst_key).is_some()
+    }
 }
 
 #[inline(always)]

@@ -11,13 +11,22 @@ use subtle::ConstantTimeEq as _;
 
 use crate::error::{AgentError, Result};
 
-/// Reads the token in `path`, or creates one (32 random bytes, hex, file mode 0600).
+/// Reads the token in `path`, or creates one (32 random bytes, hex, file mode 0600). A token
+/// file that others can read or write is refused: whoever read it could use the API.
 pub fn load_or_create_token(path: &Path) -> Result<String> {
     match fs::read_to_string(path) {
         Ok(text) if !text.trim().is_empty() => {
-            let mode = fs::metadata(path).map(|m| m.permissions().mode() & 0o077);
-            if mode.is_ok_and(|m| m != 0) {
-                tracing::warn!(path = %path.display(), "token file is readable by others; chmod 600 it");
+            let mode = fs::metadata(path)
+                .map(|m| m.permissions().mode())
+                .map_err(|e| AgentError::io(format!("reading token {}", path.display()), e))?;
+            if mode & 0o077 != 0 {
+                return Err(AgentError::Config(format!(
+                    "the token file {} is open to other users (mode {:o}); run `chmod 600 {}` \
+                     and start again (and make a new token if others may have read it)",
+                    path.display(),
+                    mode & 0o777,
+                    path.display()
+                )));
             }
             return Ok(text.trim().to_owned());
         }
@@ -65,6 +74,18 @@ pub fn authorized(header: Option<&str>, token: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_file_others_can_read_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("token");
+        let token = load_or_create_token(&path).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        let e = load_or_create_token(&path).unwrap_err().to_string();
+        assert!(e.contains("chmod 600") && e.contains("644"), "{e}");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(load_or_create_token(&path).unwrap(), token);
+    }
 
     #[test]
     fn creates_once_with_private_mode() {

@@ -40,6 +40,9 @@ pub struct AgentConfig {
     pub retention_bytes: u64,
     /// Slices older than this are deleted (`None`: no age limit).
     pub retention_age: Option<Duration>,
+    /// The oldest slices are deleted while the data directory's filesystem has less than
+    /// this free, whatever filled it (see `store::make_room`).
+    pub min_free_bytes: u64,
     /// Address of the node API (`None`: no API).
     pub listen: Option<SocketAddr>,
     /// Bearer token file for the node API; created (0600) when missing.
@@ -68,6 +71,7 @@ impl AgentConfig {
             compression: crate::slice::DEFAULT_COMPRESSION,
             retention_bytes: 1 << 30,
             retention_age: None,
+            min_free_bytes: 128 << 20,
             listen: Some(SocketAddr::from(([127, 0, 0, 1], DEFAULT_NODE_API_PORT))),
             exclude_ports: Vec::new(),
             interface_poll: Duration::from_secs(1),

@@ -10,7 +10,19 @@ use aya::{
         tc::{self, NlOptions, SchedClassifierLinkId, TcAttachOptions},
     },
 };
-use remora_agent_common::{CpuCounters, EXCLUDED_PORT_WORDS, MAX_L2_HEADER_BYTES};
+use remora_agent_common::{CpuCounters, EXCLUDED_PORT_WORDS, EndpointKey, MAX_L2_HEADER_BYTES};
+
+/// The BPF key of an endpoint: IPv6 (IPv4 mapped) address, port in network order, padding.
+pub fn endpoint_key(addr: &std::net::SocketAddr) -> EndpointKey {
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+        std::net::IpAddr::V6(v6) => v6,
+    };
+    let mut key = [0u8; 20];
+    key[..16].copy_from_slice(&ip.octets());
+    key[16..18].copy_from_slice(&addr.port().to_be_bytes());
+    key
+}
 
 use crate::{
     config::{AgentConfig, AttachMode},
@@ -46,15 +58,35 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// Loads the programs with the configured snaplen and excluded ports.
-    pub fn load(config: &AgentConfig, exclude_ports: &[u16]) -> Result<Self> {
+    /// Loads the programs with the configured snaplen, excluded ports (any address) and
+    /// excluded endpoints (one address and port each).
+    pub fn load(
+        config: &AgentConfig,
+        exclude_ports: &[u16],
+        exclude_endpoints: &[std::net::SocketAddr],
+    ) -> Result<Self> {
         let snaplen = config.snaplen + MAX_L2_HEADER_BYTES;
         let exclude = u32::from(!exclude_ports.is_empty());
+        let exclude_eps = u32::from(!exclude_endpoints.is_empty());
         let mut ebpf = EbpfLoader::new()
             .override_global("SNAPLEN", &snaplen, true)
             .override_global("EXCLUDE_PORTS", &exclude, true)
+            .override_global("EXCLUDE_ENDPOINTS", &exclude_eps, true)
             .load(TC_OBJECT)
             .map_err(load_error)?;
+        {
+            let mut endpoints: aya::maps::HashMap<_, EndpointKey, u8> =
+                aya::maps::HashMap::try_from(
+                    ebpf.map_mut("EXCLUDED_ENDPOINTS")
+                        .ok_or_else(|| AgentError::Load("map EXCLUDED_ENDPOINTS missing".into()))?,
+                )
+                .map_err(|e| AgentError::Load(e.to_string()))?;
+            for addr in exclude_endpoints {
+                endpoints
+                    .insert(endpoint_key(addr), 1, 0)
+                    .map_err(|e| AgentError::Load(format!("setting excluded endpoints: {e}")))?;
+            }
+        }
 
         let mut ports: Array<_, u32> = Array::try_from(
             ebpf.map_mut("EXCLUDED_PORTS")
@@ -92,6 +124,31 @@ impl Recorder {
             attached: HashMap::new(),
             mode: config.attach_mode,
         })
+    }
+
+    /// Replaces the excluded endpoints (an API on every address follows the addresses the
+    /// namespace has now). Takes effect for the next packet.
+    pub fn set_excluded_endpoints(&mut self, endpoints: &[std::net::SocketAddr]) -> Result<()> {
+        let mut map: aya::maps::HashMap<_, EndpointKey, u8> = aya::maps::HashMap::try_from(
+            self.ebpf
+                .map_mut("EXCLUDED_ENDPOINTS")
+                .ok_or_else(|| AgentError::Load("map EXCLUDED_ENDPOINTS missing".into()))?,
+        )
+        .map_err(|e| AgentError::Load(e.to_string()))?;
+        let wanted: Vec<EndpointKey> = endpoints.iter().map(endpoint_key).collect();
+        for key in &wanted {
+            map.insert(*key, 1, 0)
+                .map_err(|e| AgentError::Load(format!("setting excluded endpoints: {e}")))?;
+        }
+        let stale: Vec<EndpointKey> = map
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| !wanted.contains(k))
+            .collect();
+        for key in stale {
+            let _ = map.remove(&key);
+        }
+        Ok(())
     }
 
     /// Takes the per-CPU perf rings' map (`BPF_MAP_TYPE_PERF_EVENT_ARRAY`, once).

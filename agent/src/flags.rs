@@ -41,6 +41,10 @@ pub struct RecordArgs {
     /// Delete slices older than this, e.g. 24h [default: no age limit]
     #[arg(long, value_parser = parse_duration)]
     pub retention_age: Option<Duration>,
+    /// Keep this much of the data directory's filesystem free, deleting the oldest slices
+    /// when something fills it [default: twice --slice-max-bytes]
+    #[arg(long, value_parser = parse_size)]
+    pub min_free: Option<u64>,
     /// Node API address, or `off`
     #[arg(long, default_value_t = format!("127.0.0.1:{DEFAULT_NODE_API_PORT}"))]
     pub listen: String,
@@ -71,6 +75,9 @@ impl RecordArgs {
         config.compression = self.compression;
         config.retention_bytes = self.retention_bytes;
         config.retention_age = self.retention_age;
+        config.min_free_bytes = self
+            .min_free
+            .unwrap_or(self.slice_max_bytes.saturating_mul(2));
         config.listen = match self.listen.as_str() {
             "off" | "none" => None,
             addr => Some(addr.parse::<SocketAddr>().map_err(|e| {

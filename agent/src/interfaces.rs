@@ -149,3 +149,55 @@ mod tests {
         assert!(err.contains("lo, eth0, veth9, wg0"), "{err}");
     }
 }
+
+/// Every IPv4 and IPv6 address of this network namespace's interfaces (getifaddrs), sorted.
+/// Used to turn an API listening on every address into exact endpoints to leave out.
+pub fn local_addresses() -> Vec<std::net::IpAddr> {
+    let mut out = Vec::new();
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `head` with a list we free below with freeifaddrs; each node's
+    // ifa_addr is either null or points at a sockaddr of the family it names.
+    unsafe {
+        if libc::getifaddrs(&mut head) != 0 {
+            return out;
+        }
+        let mut node = head;
+        while !node.is_null() {
+            let addr = (*node).ifa_addr;
+            if !addr.is_null() {
+                match i32::from((*addr).sa_family) {
+                    libc::AF_INET => {
+                        let v4 = &*(addr as *const libc::sockaddr_in);
+                        out.push(std::net::IpAddr::V4(std::net::Ipv4Addr::from(
+                            u32::from_be(v4.sin_addr.s_addr),
+                        )));
+                    }
+                    libc::AF_INET6 => {
+                        let v6 = &*(addr as *const libc::sockaddr_in6);
+                        out.push(std::net::IpAddr::V6(std::net::Ipv6Addr::from(
+                            v6.sin6_addr.s6_addr,
+                        )));
+                    }
+                    _ => {}
+                }
+            }
+            node = (*node).ifa_next;
+        }
+        libc::freeifaddrs(head);
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[cfg(test)]
+mod address_tests {
+    #[test]
+    fn loopback_is_among_the_local_addresses() {
+        let all = super::local_addresses();
+        assert!(
+            all.contains(&std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
+            "{all:?}"
+        );
+    }
+}

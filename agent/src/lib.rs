@@ -16,6 +16,7 @@ pub mod clock;
 pub mod collector;
 pub mod config;
 pub mod decode;
+pub mod drops;
 pub mod ebpf;
 pub mod error;
 pub mod flags;

@@ -34,6 +34,7 @@ fn limit_malloc_arenas() {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     limit_malloc_arenas();
+    remora_agent::store::private_umask();
     let cli = Cli::parse();
     remora_agent::flags::init_logging(&cli.log);
     let config = cli

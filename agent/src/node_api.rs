@@ -51,8 +51,8 @@ pub struct ApiState {
     pub started: Instant,
 }
 
-/// The API router.
-pub fn router(state: Arc<ApiState>) -> Router {
+/// The node API's routes, without authentication (the caller adds it over everything).
+fn routes(state: Arc<ApiState>) -> Router {
     Router::new()
         .route("/v1/health", get(health))
         .route("/v1/boundaries", get(boundaries))
@@ -60,8 +60,21 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/slices/{kind}/{file}", get(get_slice))
         .route("/metrics", get(prometheus))
         .fallback(not_found)
-        .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state)
+}
+
+/// The API router, behind the bearer token.
+pub fn router(state: Arc<ApiState>) -> Router {
+    app(state, Router::new())
+}
+
+/// The node API merged with the `extra` routes of whoever embeds the agent (the analyzer in
+/// `remora up`), under one authentication layer applied last, over the merged whole: a route
+/// added by either side, and the fallback, cannot be reached without the token.
+pub fn app(state: Arc<ApiState>, extra: Router) -> Router {
+    routes(state.clone())
+        .merge(extra)
+        .layer(middleware::from_fn_with_state(state, require_token))
 }
 
 /// Serves the API, and the `extra` routes of whoever embeds the agent (the analyzer in
@@ -74,9 +87,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     axum::serve(
         listener,
-        router(state)
-            .merge(extra)
-            .into_make_service_with_connect_info::<SocketAddr>(),
+        app(state, extra).into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown)
     .await
@@ -165,6 +176,7 @@ async fn boundaries(State(state): State<Arc<ApiState>>) -> Json<Value> {
     }
     let (cpus, _) = kernel_counters(&state);
     let totals = metrics::total(&cpus);
+    let in_slices = crate::drops::sum_slices(&all);
     Json(json!({
         "node": state.node,
         "oldest_ts": all.iter().map(|s| ms(s.start_ns)).min(),
@@ -174,6 +186,16 @@ async fn boundaries(State(state): State<Arc<ApiState>>) -> Json<Value> {
             "packets": totals.dropped_packets,
             "bytes": totals.dropped_bytes,
             "per_cpu": cpus.iter().map(|c| c.dropped_packets).collect::<Vec<_>>(),
+            // What the slices on disk carry: the drops of the data still kept (retention
+            // deletes a slice's drops with it), charged within 200 ms of happening.
+            "in_slices": in_slices,
+        },
+        // Rows the recorder read but could not keep: slices that failed to write (a full or
+        // failing disk) since it started. The last error says why.
+        "lost": {
+            "slices": state.metrics.slice_write_errors.load(std::sync::atomic::Ordering::Relaxed),
+            "rows": state.metrics.rows_lost.load(std::sync::atomic::Ordering::Relaxed),
+            "last_error": state.metrics.last_write_error.lock().ok().and_then(|e| e.clone()),
         },
     }))
 }

@@ -121,11 +121,29 @@ pub async fn run_with_routes(
         None => None,
     };
     let api_addr = listener.as_ref().and_then(|l| l.local_addr().ok());
+    // Remora's own API traffic: exactly its address and port, so that another service on the
+    // same port elsewhere (another namespace, another pod) is recorded. An API on every
+    // address is each address of this namespace with the port, kept current as addresses
+    // come and go (`watch_interfaces`); only a namespace without addresses falls back to the
+    // port.
     let mut exclude = config.exclude_ports.clone();
-    exclude.extend(api_addr.map(|a| a.port()));
+    let mut exclude_endpoints = Vec::new();
+    let mut wildcard_port = None;
+    match api_addr {
+        Some(a) if a.ip().is_unspecified() => {
+            exclude_endpoints = wildcard_endpoints(a.port());
+            if exclude_endpoints.is_empty() {
+                exclude.push(a.port());
+            } else {
+                wildcard_port = Some(a.port());
+            }
+        }
+        Some(a) => exclude_endpoints.push(a),
+        None => {}
+    }
     let token = load_or_create_token(&config.token_file)?;
 
-    let mut recorder = Recorder::load(&config, &exclude)?;
+    let mut recorder = Recorder::load(&config, &exclude, &exclude_endpoints)?;
     let rings = recorder.take_packet_rings()?;
     let decoder: SharedDecoder = Arc::new(RwLock::new(Arc::new(Decoder {
         clock: TaiToUtc::sample(),
@@ -162,11 +180,16 @@ pub async fn run_with_routes(
         .name("remora-collect".into())
         .spawn(move || collector.run(&stop))
         .map_err(|e| AgentError::io("starting the collector thread", e))?;
-    let files = SliceFiles::new(&packets_dir, &config.node, config.slice_max_bytes);
+    // The kernel's drop counters, sampled for the slices to carry (`drops`).
+    let drop_totals = Arc::new(crate::drops::DropTotals::default());
+    drop_totals.update(&recorder.cpu_counters());
+    let files = SliceFiles::new(&packets_dir, &config.node, config.slice_max_bytes)
+        .with_drops(drop_totals.clone());
     let settings = WriterSettings {
         node_dir: node_dir.clone(),
         retention_bytes: config.retention_bytes,
         retention_age: config.retention_age,
+        min_free_bytes: config.min_free_bytes,
     };
     let writer_metrics = metrics.clone();
     let writer = std::thread::Builder::new()
@@ -179,6 +202,24 @@ pub async fn run_with_routes(
         tracing::info!(interface = %iface.name, ifindex = iface.ifindex, "recording");
     }
     let recorder = Arc::new(Mutex::new(recorder));
+    let sampler = {
+        let (recorder, totals, mut stop) =
+            (recorder.clone(), drop_totals.clone(), shutdown_rx.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(DROP_SAMPLING);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.wait_for(|s| *s) => break,
+                }
+                let counters = recorder
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .cpu_counters();
+                totals.update(&counters);
+            }
+        })
+    };
 
     let api_task = listener.map(|listener| {
         let state = Arc::new(ApiState {
@@ -204,6 +245,7 @@ pub async fn run_with_routes(
         config.clone(),
         recorder.clone(),
         decoder.clone(),
+        wildcard_port,
         shutdown_rx.clone(),
     ));
 
@@ -222,8 +264,11 @@ pub async fn run_with_routes(
         for (ifindex, _) in rec.attached() {
             rec.detach(ifindex);
         }
+        // The last reading, so the slice sealed at the end carries every drop.
+        drop_totals.update(&rec.cpu_counters());
     }
     let _ = shutdown_tx.send(true);
+    let _ = sampler.await;
     stop_collector.store(true, Ordering::Release);
     let _ = watcher.await;
     let _ = tokio::task::spawn_blocking(move || {
@@ -245,6 +290,25 @@ pub async fn run_with_routes(
     })
 }
 
+/// `port` at every address of this namespace; none (so the port is excluded instead) when
+/// there are more addresses than the BPF map holds.
+fn wildcard_endpoints(port: u16) -> Vec<std::net::SocketAddr> {
+    let all = interfaces::local_addresses();
+    if all.len() > remora_agent_common::MAX_EXCLUDED_ENDPOINTS as usize {
+        tracing::warn!(
+            addresses = all.len(),
+            "more local addresses than the excluded-endpoint map holds: the API's port is left out on every address"
+        );
+        return Vec::new();
+    }
+    all.into_iter()
+        .map(|ip| std::net::SocketAddr::new(ip, port))
+        .collect()
+}
+
+/// How often the kernel's drop counters are read for the slices.
+const DROP_SAMPLING: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Row groups queued between the collector and the writer (about 4 MiB each at most).
 const ROW_GROUPS_IN_FLIGHT: usize = 3;
 
@@ -258,13 +322,25 @@ async fn watch_interfaces(
     config: AgentConfig,
     recorder: Arc<Mutex<Recorder>>,
     decoder: SharedDecoder,
+    wildcard_port: Option<u16>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut known: Vec<Interface> = Vec::new();
+    let mut excluded = wildcard_port.map(wildcard_endpoints).unwrap_or_default();
     loop {
         tokio::select! {
             () = tokio::time::sleep(config.interface_poll) => {}
             _ = shutdown.changed() => return,
+        }
+        if let Some(port) = wildcard_port {
+            let now = wildcard_endpoints(port);
+            if now != excluded && !now.is_empty() {
+                let mut rec = recorder.lock().unwrap_or_else(|p| p.into_inner());
+                match rec.set_excluded_endpoints(&now) {
+                    Ok(()) => excluded = now,
+                    Err(e) => tracing::warn!(%e, "updating the API's excluded endpoints"),
+                }
+            }
         }
         let Ok(all) = interfaces::list() else {
             continue;

@@ -208,6 +208,11 @@ pub struct SliceFiles {
     max_bytes: u64,
     open: Option<OpenSlice>,
     events: Vec<SliceEvent>,
+    /// The kernel's drop counters, when recording: each sealed slice carries the drops since
+    /// the one before it.
+    drops: Option<std::sync::Arc<crate::drops::DropTotals>>,
+    /// The reading already charged to published slices.
+    charged: Vec<(u64, u64)>,
 }
 
 impl SliceFiles {
@@ -219,7 +224,16 @@ impl SliceFiles {
             max_bytes,
             open: None,
             events: Vec::new(),
+            drops: None,
+            charged: Vec::new(),
         }
+    }
+
+    /// Charges each sealed slice with the drops `totals` counted since the slice before it.
+    pub fn with_drops(mut self, totals: std::sync::Arc<crate::drops::DropTotals>) -> Self {
+        self.charged = totals.read();
+        self.drops = Some(totals);
+        self
     }
 
     /// Acts on one message; a row group comes back once written, for its buffers to be reused.
@@ -281,13 +295,25 @@ impl SliceFiles {
 
     /// Publishes the open slice, if any.
     pub fn finish(&mut self) {
-        let Some(open) = self.open.take() else {
+        let Some(mut open) = self.open.take() else {
             return;
         };
         let tmp_path = open.tmp_path.clone();
         let rows = open.file.rows();
+        let reading = self.drops.as_ref().map(|d| d.read());
+        if let Some(now) = &reading {
+            let drops = crate::drops::SliceDrops::between(&self.charged, now);
+            if let Ok(json) = serde_json::to_string(&drops) {
+                open.file.set_metadata(crate::drops::FOOTER_KEY, json);
+            }
+        }
         match seal(open, &self.dir) {
-            Ok(done) => self.events.push(SliceEvent::Published(done)),
+            Ok(done) => {
+                if let Some(now) = reading {
+                    self.charged = now;
+                }
+                self.events.push(SliceEvent::Published(done));
+            }
             Err(error) => {
                 // The temp file must not outlive a failed publication.
                 let _ = std::fs::remove_file(&tmp_path);

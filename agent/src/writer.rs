@@ -19,7 +19,7 @@ use crate::{
     metrics::{Metrics, add},
     packets_parquet::EncodedRowGroup,
     slice::{SliceEvent, SliceFiles, SliceMsg},
-    store::enforce_retention,
+    store::{enforce_retention, free_bytes, make_room},
 };
 
 /// Settings of the writer thread.
@@ -30,6 +30,8 @@ pub struct WriterSettings {
     pub retention_bytes: u64,
     /// Retention age.
     pub retention_age: Option<Duration>,
+    /// Free space kept on the filesystem.
+    pub min_free_bytes: u64,
 }
 
 /// Handles messages from `msgs` until the collector hangs up, then publishes what is left.
@@ -82,6 +84,20 @@ fn handle_events(files: &mut SliceFiles, settings: &WriterSettings, metrics: &Me
                     *last = Some(error.to_string());
                 }
             }
+        }
+        // Whatever filled the disk, the next slice needs room: the oldest go first.
+        let node_dir = &settings.node_dir;
+        let deleted = make_room(node_dir, settings.min_free_bytes, || free_bytes(node_dir));
+        if !deleted.is_empty() {
+            let bytes: u64 = deleted.iter().map(|s| s.bytes).sum();
+            tracing::warn!(
+                slices = deleted.len(),
+                bytes,
+                min_free = settings.min_free_bytes,
+                "the data directory's filesystem is nearly full: deleted the oldest slices to keep recording (free space, or lower --retention-bytes)"
+            );
+            add(&metrics.retention_deleted, deleted.len() as u64);
+            add(&metrics.retention_deleted_bytes, bytes);
         }
     }
 }

@@ -13,6 +13,8 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // What Remora writes (slices, tables, snapshots, exports) holds captured payload.
+    remora_agent::store::private_umask();
     let cli = Cli::parse();
     remora_agent::flags::init_logging(&cli.log);
     remora_analyzer::cli::run(cli.command).await

@@ -2,6 +2,8 @@
 //! packets (count, bytes, order across nodes), through the library and through `remora pcap`
 //! against a served analyzer.
 
+mod common;
+
 use std::{path::Path, process::Command, sync::Arc};
 
 use arrow::array::{Array as _, AsArray as _};
@@ -84,7 +86,7 @@ fn an_export_reads_back_as_the_recorded_packets() {
         .collect();
     let file = tmp.path().join("both.pcapng");
     let mut out = std::fs::File::create(&file).unwrap();
-    let written = pcap::export(&dirs, i64::MIN, i64::MAX, &mut out).unwrap();
+    let written = pcap::export(&dirs, i64::MIN, i64::MAX, &Default::default(), &mut out).unwrap();
     drop(out);
 
     let read = tshark(&file);
@@ -178,6 +180,27 @@ async fn remora_pcap_downloads_a_snapshot_from_the_analyzer() {
         .count();
     assert_eq!(tshark(&windowed).len(), want);
 
+    // A capture filter, as tcpdump takes it.
+    let filtered = tmp.path().join("f.pcapng");
+    let out = run(vec![
+        "pcap".into(),
+        "s".into(),
+        "--out".into(),
+        filtered.display().to_string(),
+        "--bpf-filter".into(),
+        "ip6 and tcp".into(),
+    ])
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let want = tshark_count(&out_file, r#"frame.protocols matches "^raw:ipv6:tcp""#);
+    assert!(want > 0);
+    assert_eq!(tshark(&filtered).len(), want);
+
     // Unknown snapshot and node: clear errors, and no file left behind.
     let missing = tmp.path().join("none.pcapng");
     let out = run(vec![
@@ -204,4 +227,137 @@ async fn remora_pcap_downloads_a_snapshot_from_the_analyzer() {
     .unwrap();
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("node-a"));
     server.abort();
+}
+
+/// tshark's `field` of each packet of `file` that `display_filter` keeps, one line each.
+fn tshark_lines(file: &Path, display_filter: &str, field: &str) -> Vec<String> {
+    let out = Command::new("tshark")
+        .arg("-r")
+        .arg(file)
+        .args(["-Y", display_filter, "-T", "fields", "-e", field])
+        .output()
+        .unwrap_or_else(|e| panic!("tshark: {e}"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// tshark's count of the packets of `file` that `display_filter` keeps.
+fn tshark_count(file: &Path, display_filter: &str) -> usize {
+    tshark_lines(file, display_filter, "frame.number").len()
+}
+
+/// tshark's distinct values of `field` in the packets `display_filter` keeps, sorted.
+fn tshark_fields(file: &Path, display_filter: &str, field: &str) -> Vec<String> {
+    let values: std::collections::BTreeSet<String> = tshark_lines(file, display_filter, field)
+        .into_iter()
+        .collect();
+    values.into_iter().collect()
+}
+
+/// Downloads `path` from the in-process analyzer into `file`; the status.
+async fn download(routes: &axum::Router, path: &str, file: &Path) -> u16 {
+    let (status, bytes) = api::call_in_process_raw(routes, "t", "GET", path, None).await;
+    std::fs::write(file, &bytes).unwrap();
+    status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bpf_filter_and_kfl_keep_what_tshark_finds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let routes = common::imported(&data, &common::fixture("arkime_synthetic.pcap"), "s").await;
+    let all = tmp.path().join("all.pcapng");
+    assert_eq!(download(&routes, "/mcp/snapshots/s/pcap", &all).await, 200);
+    let total = tshark_count(&all, "frame");
+    assert!(total > 100, "{total}");
+
+    // bpf_filter: libpcap's syntax, compared with tshark's display filter for the same thing.
+    for (bpf, display) in [
+        (
+            "tcp port 80",
+            "tcp.port == 80 && !ipv6.nxt == 41 && !(ip.proto == 4 || ip.proto == 47)",
+        ),
+        // libpcap looks at the outer headers only; tshark's fields match in tunnels too.
+        ("udp and port 53", "count(udp) == 1 && udp.port == 53"),
+        ("ip6", r#"frame.protocols matches "^raw:ipv6""#),
+    ] {
+        let file = tmp.path().join("bpf.pcapng");
+        let path = format!("/mcp/snapshots/s/pcap?bpf_filter={}", urlencode(bpf));
+        assert_eq!(download(&routes, &path, &file).await, 200, "{bpf}");
+        let got = tshark_count(&file, "frame");
+        let want = tshark_count(&all, display);
+        assert_eq!(got, want, "bpf_filter `{bpf}` vs tshark `{display}`");
+        assert!(got > 0 && got < total, "{bpf}: {got} of {total}");
+    }
+
+    // kfl: the packets of the matching calls' flows. Every HTTP call of this capture is on
+    // port 80, and the connections carrying one are kept whole (port-80 connections without a
+    // request, such as lone RSTs, are not); each DNS call is one exchange of its own.
+    let check = common::get(
+        &routes,
+        "/mcp/snapshots/s/pcap?check=true&kfl=dst.port%20%3D%3D%2080",
+    )
+    .await;
+    let http_calls = common::get(
+        &routes,
+        "/mcp/calls?db=s/d&kfl=dst.port%20%3D%3D%2080&limit=1",
+    )
+    .await;
+    assert_eq!(check["kfl_calls"], http_calls["total"], "{check}");
+    let http_streams = tshark_fields(&all, "http && tcp.port == 80", "tcp.stream");
+    assert_eq!(
+        check["kfl_flows"].as_u64(),
+        Some(http_streams.len() as u64),
+        "{check}"
+    );
+    let http_display = format!("tcp.stream in {{{}}}", http_streams.join(","));
+    for (kfl, display) in [
+        ("dst.port == 80", http_display.as_str()),
+        (r#"transport == "udp""#, "udp.port == 53 && dns"),
+    ] {
+        let file = tmp.path().join("kfl.pcapng");
+        let path = format!("/mcp/snapshots/s/pcap?kfl={}", urlencode(kfl));
+        assert_eq!(download(&routes, &path, &file).await, 200, "{kfl}");
+        let got = tshark_count(&file, "frame");
+        let want = tshark_count(&all, display);
+        assert_eq!(got, want, "kfl `{kfl}` vs tshark `{display}`");
+        // Both together: the intersection.
+        let both = format!("{path}&bpf_filter={}", urlencode("ip6"));
+        assert_eq!(download(&routes, &both, &file).await, 200);
+        let want = tshark_count(&all, &format!("({display}) && ipv6"));
+        assert_eq!(tshark_count(&file, "frame"), want, "kfl `{kfl}` and ip6");
+    }
+
+    // Mistakes are JSON errors before any byte of pcapng.
+    for (path, kind) in [
+        (
+            "/mcp/snapshots/s/pcap?bpf_filter=tcp%20port%20nope",
+            "invalid_bpf_filter",
+        ),
+        ("/mcp/snapshots/s/pcap?kfl=dst.port%20%3D%3D", "invalid_sql"),
+        (
+            "/mcp/snapshots/s/pcap?kfl=dst.port%20%3D%3D%2080&dissection=zz",
+            "not_found",
+        ),
+    ] {
+        let (status, v) = api::call_in_process(&routes, "t", "GET", path, None).await;
+        assert!(status >= 400, "{path}: {status} {v}");
+        assert_eq!(v["error"]["kind"], kind, "{path}: {v}");
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

@@ -44,3 +44,60 @@ pub fn read_pcap(path: &Path) -> Vec<PcapRecord> {
     }
     out
 }
+
+/// A classic pcap (microsecond timestamps, link type RAW: each frame starts at its IPv4
+/// header), built in memory: how the tests make captures no real peer would send.
+pub struct PcapWriter {
+    /// The file's bytes so far.
+    pub bytes: Vec<u8>,
+}
+
+impl Default for PcapWriter {
+    fn default() -> Self {
+        let mut bytes = Vec::new();
+        for field in [0xa1b2_c3d4u32, 0x0004_0002, 0, 0, 262_144, 101] {
+            bytes.extend_from_slice(&field.to_le_bytes());
+        }
+        // Version 2.4 is two u16s, written above as one u32: major 2 (low half), minor 4.
+        bytes[4..8].copy_from_slice(&[2, 0, 4, 0]);
+        Self { bytes }
+    }
+}
+
+impl PcapWriter {
+    /// Appends one IPv4/TCP segment.
+    #[allow(clippy::too_many_arguments)]
+    pub fn tcp(
+        &mut self,
+        ts_us: u64,
+        (src, sport): ([u8; 4], u16),
+        (dst, dport): ([u8; 4], u16),
+        seq: u32,
+        ack: u32,
+        flags: u8,
+        payload: &[u8],
+    ) {
+        let total = 40 + payload.len();
+        let mut frame = Vec::with_capacity(total);
+        frame.extend_from_slice(&[0x45, 0]);
+        frame.extend_from_slice(&(total.min(0xffff) as u16).to_be_bytes());
+        frame.extend_from_slice(&[0, 0, 0x40, 0, 64, 6, 0, 0]);
+        frame.extend_from_slice(&src);
+        frame.extend_from_slice(&dst);
+        frame.extend_from_slice(&sport.to_be_bytes());
+        frame.extend_from_slice(&dport.to_be_bytes());
+        frame.extend_from_slice(&seq.to_be_bytes());
+        frame.extend_from_slice(&ack.to_be_bytes());
+        frame.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+        frame.extend_from_slice(payload);
+        for field in [
+            (ts_us / 1_000_000) as u32,
+            (ts_us % 1_000_000) as u32,
+            frame.len() as u32,
+            frame.len() as u32,
+        ] {
+            self.bytes.extend_from_slice(&field.to_le_bytes());
+        }
+        self.bytes.extend_from_slice(&frame);
+    }
+}

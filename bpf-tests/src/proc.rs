@@ -84,8 +84,10 @@ pub struct AgentProc {
     pub ns: String,
     /// Its data directory.
     pub data_dir: PathBuf,
-    /// The node API port (in the namespace, on 127.0.0.1).
+    /// The node API port (in the namespace).
     pub port: u16,
+    /// The node API address (127.0.0.1 unless started with another).
+    pub host: String,
 }
 
 impl AgentProc {
@@ -104,15 +106,22 @@ impl AgentProc {
 
     /// Starts `remora up` (recorder and analyzer in one process, node `test`) the same way.
     pub fn start_up(ns: &NetNs, data_dir: &Path, port: u16, extra: &[&str]) -> Self {
-        Self::spawn(
+        Self::start_up_on(ns, data_dir, "127.0.0.1", port, extra)
+    }
+
+    /// Starts `remora up` with its API on `host:port`.
+    pub fn start_up_on(ns: &NetNs, data_dir: &Path, host: &str, port: u16, extra: &[&str]) -> Self {
+        let mut agent = Self::spawn_on(
             "remora",
             &["up"],
             "remora up: recording",
             ns,
             data_dir,
-            port,
+            (host, port),
             extra,
-        )
+        );
+        agent.host = host.to_owned();
+        agent
     }
 
     fn spawn(
@@ -124,6 +133,26 @@ impl AgentProc {
         port: u16,
         extra: &[&str],
     ) -> Self {
+        Self::spawn_on(
+            program,
+            first,
+            ready,
+            ns,
+            data_dir,
+            ("127.0.0.1", port),
+            extra,
+        )
+    }
+
+    fn spawn_on(
+        program: &str,
+        first: &[&str],
+        ready: &str,
+        ns: &NetNs,
+        data_dir: &Path,
+        (host, port): (&str, u16),
+        extra: &[&str],
+    ) -> Self {
         let bin = sibling_binary(program);
         assert!(
             bin.is_file(),
@@ -131,7 +160,7 @@ impl AgentProc {
             bin.display()
         );
         let log = data_dir.with_extension("agent.log");
-        let listen = format!("127.0.0.1:{port}");
+        let listen = format!("{host}:{port}");
         let mut cmd = ns.command(bin.to_str().unwrap_or_default());
         cmd.args(first)
             .args(["--node", "test", "--listen", &listen, "--log", "info"])
@@ -148,6 +177,7 @@ impl AgentProc {
             ns: ns.name.clone(),
             data_dir: data_dir.to_owned(),
             port,
+            host: host.to_owned(),
         };
         let started = wait_until(Duration::from_secs(30), || {
             agent.log_text().contains(ready) || agent.exited()
@@ -264,7 +294,7 @@ impl AgentProc {
         body: Option<&str>,
         token: Option<&str>,
     ) -> (u16, Vec<u8>) {
-        let url = format!("http://127.0.0.1:{}{path}", self.port);
+        let url = format!("http://{}:{}{path}", self.host, self.port);
         let mut cmd = Command::new("ip");
         cmd.args([
             "netns",
@@ -293,6 +323,26 @@ impl AgentProc {
             .unwrap_or(0);
         body.truncate(split);
         (status, body)
+    }
+
+    /// Polls GET `path` (every 200 ms, up to 60 s) until `done` accepts its JSON; returns it.
+    pub fn wait_for(
+        &self,
+        path: &str,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let v = self.api_json(path);
+            if done(&v) {
+                return v;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{path} never finished: {v}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     /// GET on the node API, parsed as JSON; panics unless the status is 200.
@@ -424,8 +474,8 @@ impl Drop for Tcpdump {
     }
 }
 
-/// nginx serving `/` (a short text), `/big.bin` (200 KB), `/api/v1/cart` (200) and
-/// `/api/v1/checkout` (always 503) on `addr:port` (HTTP/1.1), and the
+/// nginx serving `/` (a short text), `/big.bin` (200 KB), `/api/v1/cart` (200),
+/// `/ack/<anything>` (200, for counting requests) and `/api/v1/checkout` (always 503) on `addr:port` (HTTP/1.1), and the
 /// same over cleartext HTTP/2 with prior knowledge on `addr:port+1`.
 pub struct Nginx {
     child: Option<Child>,
@@ -455,9 +505,11 @@ impl Nginx {
                  http {{ access_log off; client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;\n\
                    fastcgi_temp_path {d}/fcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
                    server {{ listen {addr}:{port}; root {r};\n\
-                     location = /api/v1/checkout {{ return 503 \"payment timeout\\n\"; }} }}\n\
+                     location = /api/v1/checkout {{ return 503 \"payment timeout\\n\"; }}\n\
+                     location /ack/ {{ return 200 \"ack\\n\"; }} }}\n\
                    server {{ listen {addr}:{h2} http2; root {r};\n\
-                     location = /api/v1/checkout {{ return 503 \"payment timeout\\n\"; }} }} }}\n",
+                     location = /api/v1/checkout {{ return 503 \"payment timeout\\n\"; }}\n\
+                     location /ack/ {{ return 200 \"ack\\n\"; }} }} }}\n",
                 h2 = port + 1,
                 d = dir.path().display(),
                 r = root.display(),
@@ -501,6 +553,20 @@ impl Drop for Nginx {
     }
 }
 
+/// A memory field of `/proc/<pid>/status` (`"VmRSS"`, `"VmHWM"`, ...) in bytes; `pid` may be
+/// `self`. `None` when the process or the field is gone.
+pub fn status_bytes(pid: impl std::fmt::Display, field: &str) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: u64 = status
+        .lines()
+        .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kib << 10)
+}
+
 /// CPU seconds (user + system) and peak RSS in bytes of a live process, from /proc.
 pub fn cpu_and_peak_rss(pid: u32) -> (f64, u64) {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -519,14 +585,7 @@ pub fn cpu_and_peak_rss(pid: u32) -> (f64, u64) {
     };
     // utime and stime are fields 14 and 15 of stat, i.e. 11 and 12 after the name.
     let cpu = (field(11) + field(12)) / ticks;
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let hwm_kib = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(0);
-    (cpu, hwm_kib * 1024)
+    (cpu, status_bytes(pid, "VmHWM").unwrap_or(0))
 }
 
 /// Wall seconds, CPU seconds (user + system) and peak RSS (bytes) of a command run to its end.

@@ -189,6 +189,129 @@ fn a_tiny_ring_under_load_counts_every_drop() {
     eprintln!("tiny ring: {seen} packets seen, {rows} recorded, {dropped} dropped and counted");
 }
 
+/// The drops of a tiny ring under load are carried by the slices: the same count in the kernel
+/// counters (`/v1/boundaries`), in the slices' footers, in `/mcp/data-boundaries`, in a snapshot
+/// of the window and in MCP's `get_snapshot` (official SDK).
+#[test]
+fn drops_travel_with_the_slices_into_snapshots_and_mcp() {
+    preflight();
+    let pair = VethPair::new("drps");
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let agent = AgentProc::start_up(
+        &pair.a,
+        &data,
+        18853,
+        &[
+            "--interfaces",
+            IF_A,
+            "--ring-bytes",
+            "64KiB",
+            "--snaplen",
+            "1500",
+            "--slice-duration",
+            "1s",
+        ],
+    );
+    blast(&pair.a, &format!("{ADDR_B}:9999"), 100_000, 1400, 0);
+    // A later slice must be sealed after the sampler saw every drop: a trickle for 2 s.
+    blast(&pair.a, &format!("{ADDR_B}:9999"), 40, 100, 20);
+    let mut last = serde_json::Value::Null;
+    let settled = wait_until(Duration::from_secs(15), || {
+        last = agent.api_json("/v1/boundaries");
+        let kernel = last["drops"]["packets"].as_u64().unwrap_or(0);
+        kernel > 0 && last["drops"]["in_slices"]["packets"].as_u64() == Some(kernel)
+    });
+    assert!(
+        settled,
+        "the slices never carried the kernel's drops: {}",
+        last["drops"]
+    );
+    let dropped = last["drops"]["packets"].as_u64().unwrap_or(0);
+    let per_cpu = &last["drops"]["per_cpu"];
+    assert_eq!(
+        &last["drops"]["in_slices"]["per_cpu"], per_cpu,
+        "{}",
+        last["drops"]
+    );
+
+    // The footers themselves.
+    let mut in_footers = 0u64;
+    for file in slice_files(&packets_dir(&data)) {
+        let reader = parquet::file::serialized_reader::SerializedFileReader::new(
+            std::fs::File::open(&file).unwrap(),
+        )
+        .unwrap();
+        use parquet::file::reader::FileReader as _;
+        let kv = reader
+            .metadata()
+            .file_metadata()
+            .key_value_metadata()
+            .cloned();
+        let value = kv
+            .unwrap_or_default()
+            .into_iter()
+            .find(|kv| kv.key == "remora.drops")
+            .and_then(|kv| kv.value)
+            .unwrap_or_else(|| panic!("{} has no remora.drops", file.display()));
+        let drops: serde_json::Value = serde_json::from_str(&value).unwrap();
+        in_footers += drops["packets"].as_u64().unwrap();
+    }
+    assert_eq!(in_footers, dropped);
+
+    // The analyzer's view, a snapshot of the window, and MCP.
+    let b = agent.api_json("/mcp/data-boundaries");
+    assert_eq!(b["nodes"][0]["drops"].as_u64(), Some(dropped), "{b}");
+    let (status, v) = agent.api_post(
+        "/mcp/snapshots",
+        &serde_json::json!({"name": "burst", "duration": "10m"}),
+    );
+    assert!(status < 300, "{v}");
+    let snap = agent.wait_for("/mcp/snapshots/burst", |v| v["status"] != "in_progress");
+    assert_eq!(snap["status"], "completed", "{snap}");
+    assert_eq!(snap["drops"].as_u64(), Some(dropped), "{snap}");
+    let python = remora_bpf_tests::workspace_root().join(".venv/bin/python");
+    assert!(
+        python.is_file(),
+        "{} missing: run cargo xtask setup",
+        python.display()
+    );
+    let token = std::fs::read_to_string(data.join("token")).unwrap();
+    let mut child = pair
+        .a
+        .command(python.to_str().unwrap())
+        .arg(remora_bpf_tests::workspace_root().join("bpf-tests/tests/mcp_calls.py"))
+        .args(["http://127.0.0.1:18853/mcp", token.trim()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(br#"[["get_snapshot", {"id": "burst"}]]"#)
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let results: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        results[0]["result"]["drops"].as_u64(),
+        Some(dropped),
+        "{results}"
+    );
+    agent.stop();
+    eprintln!(
+        "{dropped} drops, per CPU {per_cpu}: the same in the kernel, the footers, the snapshot and MCP"
+    );
+}
+
 #[test]
 fn retention_holds_the_quota_and_keeps_the_newest() {
     preflight();
@@ -270,6 +393,9 @@ impl Drop for SmallDisk {
     }
 }
 
+/// The path where no room can be made (`--min-free 0` turns making room off; with it on, the
+/// oldest slices go first: `disk_full.rs`): the failed slice is reported, nothing half-written
+/// stays, and recording resumes when space returns.
 #[test]
 fn a_full_disk_is_reported_and_recording_resumes_when_space_returns() {
     preflight();
@@ -291,6 +417,8 @@ fn a_full_disk_is_reported_and_recording_resumes_when_space_returns() {
             "1MiB",
             "--retention-bytes",
             "64MiB",
+            "--min-free",
+            "0",
         ],
     );
     let dir = packets_dir(&data);

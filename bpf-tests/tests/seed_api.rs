@@ -125,21 +125,6 @@ impl Drop for SlowServer {
     }
 }
 
-fn wait_for(agent: &AgentProc, path: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let v = agent.api_json(path);
-        if done(&v) {
-            return v;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{path} never finished: {v}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 #[test]
 fn seed_flow_over_http_counts_exactly_what_was_sent() {
     require_root();
@@ -297,7 +282,7 @@ fn seed_flow_over_http_counts_exactly_what_was_sent() {
         "POST /mcp/snapshots {same body}",
         &again,
     );
-    let snap = wait_for(&agent, "/mcp/snapshots/frontend-analysis", |v| {
+    let snap = agent.wait_for("/mcp/snapshots/frontend-analysis", |v| {
         v["status"] == "completed"
     });
     assert!(snap["packets"].as_u64().unwrap_or(0) > 0, "{snap}");
@@ -315,8 +300,7 @@ fn seed_flow_over_http_counts_exactly_what_was_sent() {
         &json!({"snapshot_name": "frontend-analysis", "dissection_name": "analysis-1"}),
     );
     assert_eq!(status, 202, "{started}");
-    let done = wait_for(
-        &agent,
+    let done = agent.wait_for(
         "/delayed_dissection.DelayedDissection/GetStatus?snapshot_name=frontend-analysis&dissection_name=analysis-1",
         |v| v["status"] != "pending" && v["status"] != "running",
     );
@@ -642,5 +626,44 @@ fn seed_flow_over_http_counts_exactly_what_was_sent() {
         (400..500).contains(&status),
         "malformed MCP request: {status} {}",
         String::from_utf8_lossy(&body)
+    );
+
+    // Secrets at rest: whatever the umask the processes were started with (this test's, 022
+    // normally), everything holding captured payload is private: slices, tables, snapshots,
+    // the token, and an export written into a directory that others may read.
+    let exports = data.path().join("exports");
+    std::fs::create_dir_all(&exports).expect("exports dir");
+    let export = exports.join("frontend.pcapng");
+    shell(&[
+        "pcap",
+        "frontend-analysis",
+        "--out",
+        export.to_str().unwrap_or_default(),
+    ]);
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = |p: &std::path::Path| {
+        std::fs::symlink_metadata(p)
+            .map(|m| m.permissions().mode() & 0o777)
+            .unwrap_or(0)
+    };
+    assert_eq!(mode(&export), 0o600, "{}", export.display());
+    let mut stack = vec![data_dir.clone()];
+    let (mut files, mut dirs) = (0, 0);
+    while let Some(dir) = stack.pop() {
+        assert_eq!(mode(&dir), 0o700, "directory {}", dir.display());
+        dirs += 1;
+        for entry in std::fs::read_dir(&dir).expect("listing").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                assert_eq!(mode(&path), 0o600, "file {}", path.display());
+                files += 1;
+            }
+        }
+    }
+    assert!(
+        files > 10 && dirs > 5,
+        "{files} files in {dirs} directories"
     );
 }

@@ -108,9 +108,8 @@ def cart(path, body, rid):
     return 200, b'{"items": 3}'
 
 
-def db_server():
+def db_server(srv):
     """Answers one query per connection: 4-byte length, payload; then closes."""
-    srv = socket.create_server(("198.18.0.8", 5432), reuse_port=True)
     while True:
         c, _ = srv.accept()
         with c:
@@ -119,9 +118,8 @@ def db_server():
             c.sendall(struct.pack("!I", 2) + b"ok")
 
 
-def pool_server():
+def pool_server(srv):
     """Keeps up to 2 connections; resets every other one at once."""
-    srv = socket.create_server(("198.18.0.9", 6379), reuse_port=True)
     held = []
     while True:
         c, peer = srv.accept()
@@ -133,22 +131,30 @@ def pool_server():
         log("reset", port=peer[1])
 
 
-def ready(addr, port):
-    for _ in range(200):
+def servers_up():
+    """Waits for both server roles to log `up` (they listen before they log). Probing the
+    ports instead would add connections, and resets while a server is not up yet, that the
+    ground truth does not count."""
+    for _ in range(400):
         try:
-            socket.create_connection((addr, port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"{addr}:{port} never came up")
+            with open(LOG) as f:
+                up = {json.loads(line).get("role") for line in f if '"up"' in line}
+            if {"servers-a", "servers-b"} <= up:
+                return
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.05)
+    raise SystemExit("the servers never came up")
 
 
 if ROLE == "servers-b":
     serve("198.18.0.2", 8080, "checkout", checkout)
     serve("198.18.0.4", 8082, "gateway", gateway)
     serve("198.18.0.6", 8083, "cart", cart)
-    threading.Thread(target=db_server, daemon=True).start()
-    threading.Thread(target=pool_server, daemon=True).start()
+    db = socket.create_server(("198.18.0.8", 5432), reuse_port=True)
+    pool = socket.create_server(("198.18.0.9", 6379), reuse_port=True)
+    threading.Thread(target=db_server, args=(db,), daemon=True).start()
+    threading.Thread(target=pool_server, args=(pool,), daemon=True).start()
     log("up", role=ROLE)
     while True:
         time.sleep(1)
@@ -158,8 +164,7 @@ elif ROLE == "servers-a":
     while True:
         time.sleep(1)
 else:
-    for addr, port in [("198.18.0.2", 8080), ("198.18.0.3", 8081), ("198.18.0.6", 8083)]:
-        ready(addr, port)
+    servers_up()
     threads = []
 
     def order(n):

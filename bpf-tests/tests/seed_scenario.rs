@@ -414,6 +414,8 @@ fn the_seed_story_is_told_exactly() {
         ["analyze_calls", {"db": "story/d", "analysis": "correlation", "limit": 200, "max_result_bytes": big}],
         ["get_l4_flow_summary", {"db": "story/d", "kfl": "dst.port == 5432", "group_by": "dst", "max_result_bytes": big}],
         ["run_sql", {"db": "story/d", "query": "SELECT count(*) AS n FROM kfl('http and status_code == 503')"}],
+        ["export_snapshot_pcap", {"snapshot_id": "story", "kfl": "http and status_code == 503", "bpf_filter": "tcp"}],
+        ["export_snapshot_pcap", {"snapshot_id": "story", "bpf_filter": "tcp port"}],
     ]);
     let mut child = pair
         .a
@@ -448,4 +450,24 @@ fn the_seed_story_is_told_exactly() {
             assert_eq!(&r["result"], want, "MCP call {i} differs from the API");
         }
     }
+    // The 503s' packets as a PCAP: the filters are checked and the calls counted up front.
+    let pcap = &results[5];
+    assert_eq!(pcap["is_error"], false, "{pcap}");
+    assert_eq!(
+        pcap["result"]["kfl_calls"],
+        json!(orders_503 + timeouts),
+        "{pcap}"
+    );
+    assert!(
+        pcap["result"]["cli"]
+            .as_str()
+            .is_some_and(|c| c.contains("--kfl 'http and status_code == 503'")),
+        "{pcap}"
+    );
+    let bad = &results[6];
+    assert_eq!(bad["is_error"], true, "{bad}");
+    assert_eq!(
+        bad["result"]["error"]["kind"], "invalid_bpf_filter",
+        "{bad}"
+    );
 }

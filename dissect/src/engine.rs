@@ -804,7 +804,10 @@ impl TcpConn {
     /// Bytes this connection holds.
     fn buffered(&self) -> usize {
         let l7 = match &self.l7 {
-            L7::Http1(h) => h.parsers.iter().map(Parser::buffered).sum::<usize>(),
+            L7::Http1(h) => {
+                h.parsers.iter().map(Parser::buffered).sum::<usize>()
+                    + h.pending.iter().map(http1::Message::held).sum::<usize>()
+            }
             L7::Http2(h) => h.buffered(),
             L7::Dns(bufs) => bufs[0].len() + bufs[1].len(),
             L7::Tls(t) => t.collectors.iter().map(tls::Collector::buffered).sum(),

@@ -73,8 +73,16 @@ const STATIC_TABLE: [(&str, &str); 61] = [
     ("www-authenticate", ""),
 ];
 
-/// Largest dynamic table accepted (peers normally use 4 KiB; SETTINGS may raise it).
-const MAX_TABLE: usize = 1 << 20;
+/// Largest dynamic table accepted. Peers use 4 KiB unless SETTINGS raise it, and common
+/// servers allow at most 64 KiB; a bigger size update is an attack on the decoder's memory.
+pub const MAX_TABLE: usize = 64 << 10;
+
+/// Most decoded bytes kept from one header block, counted as SETTINGS_MAX_HEADER_LIST_SIZE
+/// counts them (name + value + 32 per field). A block may refer to one large table entry many
+/// times, one byte each: without this bound 256 KiB of block could decode to gigabytes. Fields
+/// past it are decoded (the table must stay in step) but not kept. Servers refuse far less
+/// (Envoy 60 KiB, nginx 32 KiB); 256 KiB keeps every real header list.
+pub const MAX_HEADER_LIST: usize = 256 << 10;
 
 /// Why a header block could not be decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,19 +155,21 @@ impl Decoder {
         }
     }
 
-    fn entry(&self, index: usize) -> Result<(String, String), HpackError> {
+    fn entry(&self, index: usize) -> Result<(&str, &str), HpackError> {
         match index {
             0 => Err(HpackError::BadIndex),
-            1..=61 => {
-                let (n, v) = STATIC_TABLE[index - 1];
-                Ok((n.to_owned(), v.to_owned()))
-            }
+            1..=61 => Ok(STATIC_TABLE[index - 1]),
             _ => self
                 .table
                 .get(index - 62)
-                .cloned()
+                .map(|(n, v)| (n.as_str(), v.as_str()))
                 .ok_or(HpackError::BadIndex),
         }
+    }
+
+    /// Bytes held by the dynamic table.
+    pub fn table_size(&self) -> usize {
+        self.size
     }
 
     fn evict(&mut self) {
@@ -177,15 +187,32 @@ impl Decoder {
         self.evict();
     }
 
-    /// Decodes one complete header block.
+    /// Decodes one complete header block. Fields past [`MAX_HEADER_LIST`] decoded bytes are
+    /// left out, and `truncated` says so.
     pub fn decode(&mut self, buf: &[u8]) -> Result<Vec<(String, String)>, HpackError> {
-        let mut out = Vec::new();
+        self.decode_bounded(buf).map(|d| d.fields)
+    }
+
+    /// [`decode`](Self::decode), saying whether fields were left out.
+    pub fn decode_bounded(&mut self, buf: &[u8]) -> Result<Decoded, HpackError> {
+        let mut out = Decoded::default();
+        let mut kept = 0usize;
+        let mut keep = |out: &mut Decoded, name: &str, value: &str| {
+            let size = name.len() + value.len() + 32;
+            if kept + size > MAX_HEADER_LIST {
+                out.truncated = true;
+            } else {
+                kept += size;
+                out.fields.push((name.to_owned(), value.to_owned()));
+            }
+        };
         let mut at = 0;
         while at < buf.len() {
             let b = buf[at];
             if b & 0x80 != 0 {
                 let index = integer(buf, &mut at, 7)?;
-                out.push(self.entry(index)?);
+                let (name, value) = self.entry(index)?;
+                keep(&mut out, name, value);
             } else if b & 0xE0 == 0x20 {
                 let size = integer(buf, &mut at, 5)?;
                 if size > MAX_TABLE {
@@ -200,17 +227,26 @@ impl Decoder {
                 let name = if index == 0 {
                     self.string(buf, &mut at)?
                 } else {
-                    self.entry(index)?.0
+                    self.entry(index)?.0.to_owned()
                 };
                 let value = self.string(buf, &mut at)?;
+                keep(&mut out, &name, &value);
                 if index_it {
-                    self.insert(name.clone(), value.clone());
+                    self.insert(name, value);
                 }
-                out.push((name, value));
             }
         }
         Ok(out)
     }
+}
+
+/// A decoded header block.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Decoded {
+    /// The fields, in order, up to [`MAX_HEADER_LIST`] decoded bytes.
+    pub fields: Vec<(String, String)>,
+    /// Fields were left out past the bound.
+    pub truncated: bool,
 }
 
 #[cfg(test)]
@@ -270,5 +306,37 @@ mod tests {
         for cut in 0..c41.len() {
             let _ = Decoder::default().decode(&c41[..cut]);
         }
+    }
+
+    /// A block that names one big table entry over and over decodes to a bounded list, and
+    /// the table stays in step for the next block; a huge table size is refused.
+    #[test]
+    fn repeated_references_to_a_big_entry_are_bounded() {
+        let mut dec = Decoder::default();
+        // A 3,000-byte literal with incremental indexing (new name), then 200,000 references
+        // to it (index 62, one byte each): 600 MB if all were kept.
+        let mut block = vec![0x40, 0x01, b'x', 0x7f];
+        let mut len = 3000 - 127;
+        while len >= 128 {
+            block.push((len % 128) as u8 | 0x80);
+            len /= 128;
+        }
+        block.push(len as u8);
+        block.extend(std::iter::repeat_n(b'v', 3000));
+        block.extend(std::iter::repeat_n(0x80 | 62, 200_000));
+        let d = dec.decode_bounded(&block).unwrap();
+        assert!(d.truncated);
+        let kept: usize = d.fields.iter().map(|(n, v)| n.len() + v.len() + 32).sum();
+        assert!(kept <= MAX_HEADER_LIST, "{kept}");
+        assert_eq!(d.fields.len(), MAX_HEADER_LIST / 3033);
+        // The next block still decodes against the same table.
+        let next = dec.decode_bounded(&[0x80 | 62]).unwrap();
+        assert_eq!(next.fields, vec![("x".to_owned(), "v".repeat(3000))]);
+        assert!(!next.truncated);
+        // A table size update over the bound.
+        assert_eq!(
+            Decoder::default().decode(&[0x3f, 0xe1, 0xff, 0x04]),
+            Err(HpackError::TableSize)
+        );
     }
 }

@@ -42,6 +42,21 @@ pub struct Message {
 }
 
 impl Message {
+    /// Bytes the message holds in memory, about.
+    pub fn held(&self) -> usize {
+        let fields: usize = self
+            .headers
+            .iter()
+            .map(|(n, v)| n.len() + v.len() + 32)
+            .sum();
+        self.method.len()
+            + self.target.len()
+            + self.version.len()
+            + fields
+            + self.body_preview.len()
+            + 96
+    }
+
     /// The value of a header field (case-insensitive name).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
@@ -146,13 +161,17 @@ impl Parser {
         }
     }
 
-    /// Bytes this parser holds (an unfinished head and the body preview).
+    /// Bytes this parser holds: an unfinished head, the message being read, and finished
+    /// messages not taken yet.
     pub fn buffered(&self) -> usize {
         let switched = match &self.state {
             State::Switched(held) => held.len(),
             _ => 0,
         };
-        self.buf.len() + self.current.body_preview.len() + switched
+        self.buf.len()
+            + self.current.held()
+            + switched
+            + self.messages.iter().map(Message::held).sum::<usize>()
     }
 
     /// After a `101` to h2c: the bytes that followed it (HTTP/2 frames), once. The parser is
@@ -537,6 +556,27 @@ fn parse_response(buf: &[u8], m: &mut Message) -> Result<Option<usize>, httparse
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A decompression bomb in a body: 50 MB of zeros in about 50 KB of gzip. The preview
+    /// decodes to at most MAX_PREVIEW bytes.
+    #[test]
+    fn a_gzip_bomb_decodes_to_a_bounded_preview() {
+        use std::io::Write as _;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        for _ in 0..50 {
+            gz.write_all(&[0u8; 1 << 20]).unwrap_or_default();
+        }
+        let body = gz.finish().unwrap_or_default();
+        assert!(body.len() < MAX_PREVIEW, "{} bytes of gzip", body.len());
+        let mut m = Message {
+            headers: vec![("Content-Encoding".into(), "gzip".into())],
+            body_preview: body,
+            ..Message::default()
+        };
+        let out = decoded_preview(&mut m);
+        assert_eq!(out.len(), MAX_PREVIEW);
+        assert!(out.iter().all(|b| *b == 0));
+    }
 
     #[test]
     fn pipelined_requests_split_anywhere() {

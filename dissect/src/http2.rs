@@ -21,8 +21,15 @@ const END_STREAM: u8 = 0x1;
 const END_HEADERS: u8 = 0x4;
 const PADDED: u8 = 0x8;
 const PRIORITY: u8 = 0x20;
-/// Header blocks larger than this are not decoded (a peer may allow more; none sane sends it).
+/// Header blocks larger than this, in one frame or with their CONTINUATIONs, are not decoded
+/// and end the direction (a peer may allow more; none sane sends it). What a block decodes to
+/// is bounded separately ([`crate::hpack::MAX_HEADER_LIST`]).
 const MAX_HEADER_BLOCK: usize = 256 << 10;
+
+/// Streams open at once, at most (servers advertise 100 to 256 in
+/// SETTINGS_MAX_CONCURRENT_STREAMS): with the header-list bound this caps what one connection's
+/// open streams hold; past it the oldest stream is finished as it is.
+const MAX_OPEN_STREAMS: usize = 256;
 
 /// True when `bytes` start like a server's first frame: SETTINGS on stream 0.
 pub fn looks_like_server_settings(bytes: &[u8]) -> bool {
@@ -142,15 +149,21 @@ impl Conn {
         conn
     }
 
-    /// Bytes this connection holds (partial frames, open header blocks, stream previews).
+    /// Bytes this connection holds: partial frames, open header blocks, the open streams'
+    /// decoded headers and previews, finished streams not taken yet, and the HPACK tables.
     pub fn buffered(&self) -> usize {
-        let previews: usize = self
+        let fields =
+            |f: &[(String, String)]| f.iter().map(|(n, v)| n.len() + v.len() + 32).sum::<usize>();
+        let half = |h: &Half| fields(&h.headers) + fields(&h.trailers) + h.body_preview.len();
+        let exchanges: usize = self
             .streams
             .values()
-            .map(|s| s.request.body_preview.len() + s.response.body_preview.len())
+            .chain(&self.done)
+            .map(|s| half(&s.request) + half(&s.response) + 64)
             .sum();
         let blocks: usize = self.pending.iter().flatten().map(|p| p.block.len()).sum();
-        self.bufs[0].len() + self.bufs[1].len() + previews + blocks
+        let tables = self.decoders[0].table_size() + self.decoders[1].table_size();
+        self.bufs[0].len() + self.bufs[1].len() + exchanges + blocks + tables
     }
 
     /// The direction of the client.
@@ -266,6 +279,10 @@ impl Conn {
                     promised = Some(u32::from_be_bytes([id[0], id[1], id[2], id[3]]) & 0x7FFF_FFFF);
                     rest = &rest[4..];
                 }
+                if rest.len() > MAX_HEADER_BLOCK {
+                    self.break_direction(dir);
+                    return;
+                }
                 let p = Pending {
                     stream,
                     promised,
@@ -291,6 +308,14 @@ impl Conn {
     }
 
     fn stream(&mut self, id: u32, ts_ns: i64) -> &mut Exchange {
+        if self.streams.len() >= MAX_OPEN_STREAMS
+            && !self.streams.contains_key(&id)
+            && let Some(oldest) = self.streams.pop_first()
+        {
+            // A peer that opens streams without end: the oldest is given up as it is.
+            self.errors += 1;
+            self.done.push(oldest.1);
+        }
         let ex = self.streams.entry(id).or_insert_with(|| Exchange {
             stream_id: id,
             start_ns: ts_ns,
@@ -302,10 +327,14 @@ impl Conn {
 
     fn header_block(&mut self, dir: usize, p: Pending) {
         let block = &p.block;
-        let Ok(fields) = self.decoders[dir].decode(block) else {
+        let Ok(decoded) = self.decoders[dir].decode_bounded(block) else {
             self.break_direction(dir);
             return;
         };
+        if decoded.truncated {
+            self.errors += 1;
+        }
+        let fields = decoded.fields;
         let from_client = dir == self.client_dir;
         if let Some(promised) = p.promised {
             let ex = self.stream(promised, p.ts_ns);

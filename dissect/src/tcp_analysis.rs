@@ -99,6 +99,12 @@ impl Default for Unacked {
 }
 
 impl Unacked {
+    /// Forgets every segment: a SYN starts the direction's sequence tracking again.
+    fn clear(&mut self) {
+        self.segments.clear();
+        self.ordered = true;
+    }
+
     fn push(&mut self, end: u32, ts_ns: i64) {
         if let Some(&(last, _)) = self.segments.back()
             && !after(end, last)
@@ -247,6 +253,12 @@ impl TcpAnalysis {
         this.last_ack = Some(s.ack);
         this.last_ack_ns = s.ts_ns;
         if seq_len > 0 {
+            // A (retransmitted) SYN or SYN-ACK replaces the earlier one, as in Wireshark: the
+            // ACK that follows a retransmitted SYN-ACK is timed from the retransmission, not
+            // from the lost original a second earlier.
+            if s.flags & SYN != 0 {
+                this.unacked.clear();
+            }
             this.unacked.push(end, s.ts_ns);
         }
         if seq_len > 0 && this.next_seq.is_none_or(|n| after(end, n)) {
@@ -265,6 +277,21 @@ impl TcpAnalysis {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The SYN-ACK is lost after the capture point: the client retransmits its SYN after 1 s,
+    /// the server answers again, and the client's ACK is timed from the second SYN-ACK.
+    #[test]
+    fn a_retransmitted_syn_ack_times_the_ack_from_itself() {
+        let mut a = TcpAnalysis::default();
+        a.packet(0, &seg(0, 100, 0, SYN, 0));
+        a.packet(1, &seg(1, 500, 101, SYN | ACK, 0));
+        a.packet(0, &seg(1000, 100, 0, SYN, 0));
+        a.packet(1, &seg(1001, 500, 101, SYN | ACK, 0));
+        a.packet(0, &seg(1003, 101, 501, ACK, 0));
+        // Samples: SYN → SYN-ACK (1 ms), SYN again → SYN-ACK again (1 ms), SYN-ACK → ACK (2 ms).
+        assert_eq!(a.rtt_samples, 3);
+        assert_eq!(a.rtt_sum_ns, 4_000_000);
+    }
 
     fn seg(ts_ms: i64, seq: u32, ack: u32, flags: u8, len: u32) -> Segment {
         Segment {

@@ -1,4 +1,4 @@
-//! Remora's task runner: `cargo xtask setup | up | test | bench`.
+//! Remora's task runner: `cargo xtask setup | up | test | bench | fuzz | soak | docs`.
 //!
 //! Orchestration only: it installs what a fresh machine lacks, builds, and runs the real
 //! programs and test suites. Every step prints what it does; every failure says what to do.
@@ -45,11 +45,21 @@ enum Task {
         /// Targets (engine, http1, http2, dns_tls, capture, kfl); all when empty.
         targets: Vec<String>,
     },
+    /// Soak: steady traffic with snapshots, dissections and queries in a loop for N minutes,
+    /// then kill -9 crash cycles; reports lost data, drops, RSS and FDs over time.
+    Soak {
+        /// Minutes of steady traffic.
+        #[arg(long, default_value_t = 30)]
+        minutes: u64,
+        /// kill -9 cycles after the steady phase.
+        #[arg(long, default_value_t = 100)]
+        crash_cycles: u32,
+    },
     /// Regenerate generated docs (docs/kfl.md from the KFL field catalog).
     Docs,
     /// Benchmarks against the tools a user would otherwise use (release build).
     Bench {
-        /// Which benchmark: `capture`, `dissect`, `query` or `jobs`.
+        /// Which benchmark: `capture`, `dissect`, `query`, `jobs` or `pcap`.
         which: String,
         /// Arguments for the benchmark binary.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -65,6 +75,38 @@ fn main() -> anyhow::Result<()> {
         Task::Test { filter } => test(filter.as_deref()),
         Task::Bench { which, args } => bench(&which, &args),
         Task::Fuzz { seconds, targets } => fuzz(seconds, &targets),
+        Task::Soak {
+            minutes,
+            crash_cycles,
+        } => {
+            setup::run()?;
+            sh::require_root("the soak loads eBPF programs and makes network namespaces")?;
+            // Stability over time, not speed: the dev build, like the suite (no 20-minute
+            // release build before a soak).
+            step("building remora and the soak (dev profile)");
+            cargo(&[
+                "build",
+                "-p",
+                "remora-analyzer",
+                "-p",
+                "remora-bench",
+                "--bin",
+                "remora",
+                "--bin",
+                "soak",
+            ])?;
+            let path = root_dir().join("target/debug/soak");
+            let status = Command::new(&path)
+                .args(["--minutes", &minutes.to_string()])
+                .args(["--crash-cycles", &crash_cycles.to_string()])
+                .current_dir(root_dir())
+                .status()
+                .with_context(|| format!("running {}", path.display()))?;
+            if !status.success() {
+                bail!("the soak failed ({status}); the report is in bench-out/soak/report.txt");
+            }
+            Ok(())
+        }
         Task::Docs => {
             step("writing docs/kfl.md from the KFL catalog");
             cargo(&[
@@ -209,12 +251,21 @@ fn fuzz(seconds: u64, targets: &[String]) -> anyhow::Result<()> {
             seed_kfl_corpus()?;
         }
         step(&format!("fuzzing {target} for {seconds} s"));
+        // HTTP/2 inputs up to 1 MiB: big enough for header blocks at their bounds and for
+        // amplification by repeated table references; memory must stay far below the limit.
+        // Without -len_control=0, libFuzzer grows lengths slowly: 30 minutes reached 7 KB.
+        let sizes: &[&str] = if target == "http2" {
+            &["-max_len=1048576", "-len_control=0", "-rss_limit_mb=1024"]
+        } else {
+            &["-rss_limit_mb=2048"]
+        };
         sh::run(
             sh::tool_command("cargo")
                 .current_dir(root_dir().join("fuzz"))
                 .args(["+nightly", "fuzz", "run", target, "--"])
                 .arg(format!("-max_total_time={seconds}"))
-                .args(["-rss_limit_mb=2048", "-print_final_stats=1"]),
+                .args(sizes)
+                .arg("-print_final_stats=1"),
         )
         .with_context(|| {
             format!("fuzz target {target} failed: the crash input is in fuzz/artifacts/{target}/")
@@ -263,6 +314,9 @@ fn bench(which: &str, args: &[String]) -> anyhow::Result<()> {
             }
             run_bench(&[], "bench-jobs", args)
         }
-        other => bail!("unknown benchmark `{other}`; available: capture, dissect, query, jobs"),
+        "pcap" => run_bench(&[], "bench-pcap", args),
+        other => {
+            bail!("unknown benchmark `{other}`; available: capture, dissect, query, jobs, pcap")
+        }
     }
 }

@@ -31,6 +31,9 @@ pub struct EncodedRowGroup {
     rows: u64,
     min_ts: i64,
     max_ts: i64,
+    /// Every row's `ts` is at least the one before it: only then does the footer declare the
+    /// row group sorted by `ts`.
+    sorted: bool,
 }
 
 impl EncodedRowGroup {
@@ -52,7 +55,13 @@ impl EncodedRowGroup {
             rows: 0,
             min_ts: 0,
             max_ts: 0,
+            sorted: true,
         }
+    }
+
+    /// True when its rows are in `ts` order (rows that arrived late make it false).
+    pub fn is_sorted(&self) -> bool {
+        self.sorted
     }
 
     /// Rows in the row group.
@@ -262,6 +271,11 @@ impl RowGroupEncoder {
         }
 
         let g = &mut self.group;
+        // ts is stored as the i64's bits.
+        let ts = p.ts();
+        let page_sorted = ts.windows(2).all(|w| w[0] as i64 <= w[1] as i64);
+        let follows = g.rows == 0 || ts.first().is_some_and(|&t| g.max_ts <= t as i64);
+        g.sorted = (g.rows == 0 || g.sorted) && page_sorted && follows;
         if g.rows == 0 {
             (g.min_ts, g.max_ts) = (min_ts, max_ts);
         } else {
@@ -293,6 +307,7 @@ impl RowGroupEncoder {
                     let _ = chunk.reset(codec);
                 }
                 spare.rows = 0;
+                spare.sorted = true;
                 spare
             }
             None => EncodedRowGroup::empty(codec),

@@ -20,9 +20,17 @@ pub struct PacketsFile<W: Write> {
     row_groups: Vec<RowGroupMeta>,
     rows: u64,
     header: Vec<u8>,
+    /// Key-value metadata for the footer, besides the Arrow schema.
+    metadata: Vec<(String, String)>,
 }
 
 impl<W: Write> PacketsFile<W> {
+    /// Sets a key-value pair of the footer's metadata (replacing one with the same key).
+    pub fn set_metadata(&mut self, key: &str, value: String) {
+        self.metadata.retain(|(k, _)| k != key);
+        self.metadata.push((key.to_owned(), value));
+    }
+
     /// Starts a file of rows of node `node`.
     pub fn new(mut out: W, node: &str) -> io::Result<Self> {
         out.write_all(b"PAR1")?;
@@ -33,6 +41,7 @@ impl<W: Write> PacketsFile<W> {
             row_groups: Vec::new(),
             rows: 0,
             header: Vec::new(),
+            metadata: Vec::new(),
         })
     }
 
@@ -109,6 +118,7 @@ impl<W: Write> PacketsFile<W> {
             chunks: metas,
             rows: group.rows(),
             offset,
+            sorted: group.is_sorted(),
         });
         self.rows += group.rows();
         Ok(())
@@ -138,12 +148,10 @@ impl<W: Write> PacketsFile<W> {
         }
         self.write(&index)?;
         let mut footer = Vec::new();
-        write_file_metadata(
-            &mut footer,
-            &row_groups,
-            &[("ARROW:schema", arrow_schema_metadata())],
-            CREATED_BY,
-        );
+        let schema = arrow_schema_metadata();
+        let mut key_values: Vec<(&str, &str)> = vec![("ARROW:schema", schema)];
+        key_values.extend(self.metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        write_file_metadata(&mut footer, &row_groups, &key_values, CREATED_BY);
         let footer_len = footer.len() as u32;
         footer.extend_from_slice(&footer_len.to_le_bytes());
         footer.extend_from_slice(b"PAR1");

@@ -248,6 +248,8 @@ pub struct RowGroupMeta {
     pub rows: u64,
     /// File offset of its first page.
     pub offset: u64,
+    /// Its rows are in `ts` order.
+    pub sorted: bool,
 }
 
 fn write_stats(w: &mut Writer<'_>, id: i16, s: &Stats) {
@@ -348,13 +350,16 @@ pub fn write_file_metadata(
         let uncompressed: u64 = g.chunks.iter().map(|c| c.uncompressed).sum();
         let compressed: u64 = g.chunks.iter().map(|c| c.compressed).sum();
         w.i64(2, uncompressed as i64).i64(3, g.rows as i64);
-        // Sorted by ts (column 0), ascending, nulls last.
-        w.list(4, Elem::Struct, 1)
-            .elem_struct()
-            .i32(1, 0)
-            .bool(2, false)
-            .bool(3, false)
-            .end();
+        // Sorted by ts (column 0), ascending, nulls last: only when it is true. Rows that
+        // arrive late (another CPU's ring, a slow reader) are written as they come.
+        if g.sorted {
+            w.list(4, Elem::Struct, 1)
+                .elem_struct()
+                .i32(1, 0)
+                .bool(2, false)
+                .bool(3, false)
+                .end();
+        }
         w.i64(5, g.offset as i64)
             .i64(6, compressed as i64)
             .i16(7, ordinal as i16);

@@ -497,3 +497,41 @@ fn the_collector_path_writes_what_the_row_path_writes() {
     assert!(by_rows == by_columns, "the two paths wrote different files");
     assert_same(&read(&by_columns).0, &expected(&rows));
 }
+
+/// The footer says a row group is sorted by `ts` only when it is: rows that arrive late
+/// (older than one already written) make it say nothing.
+#[test]
+fn sorted_by_ts_is_declared_only_when_true() {
+    let sorting = |file: &[u8]| -> Vec<bool> {
+        read(file)
+            .1
+            .row_groups()
+            .iter()
+            .map(|g| {
+                g.sorting_columns()
+                    .is_some_and(|s| s.len() == 1 && s[0].column_idx == 0 && !s[0].descending)
+            })
+            .collect()
+    };
+    let mut in_order = PacketBatch::default();
+    let mut with_late = PacketBatch::default();
+    for i in 0..1000i64 {
+        let ts = 1_796_000_000_000_000_000 + i * 1000;
+        in_order.push(PacketRow::new(ts, 1, 60), &[0u8; 20]);
+        // Row 700 arrives 5 ms late: older than the 699 before it.
+        let late = if i == 700 { ts - 5_000_000 } else { ts };
+        with_late.push(PacketRow::new(late, 1, 60), &[0u8; 20]);
+    }
+    let sorted = sorting(&write(&in_order, Compression::None));
+    assert!(
+        !sorted.is_empty() && sorted.iter().all(|s| *s),
+        "{sorted:?}"
+    );
+    let late = sorting(&write(&with_late, Compression::None));
+    assert_eq!(late, vec![false], "the row group with the late row");
+    // And every row is still there, as written.
+    assert_eq!(
+        read(&write(&with_late, Compression::None)).0.num_rows(),
+        1000
+    );
+}

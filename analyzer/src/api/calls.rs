@@ -75,14 +75,16 @@ pub(super) async fn open_calls<'a>(
     s: &'a AnalyzerState,
     db: &str,
 ) -> Api<(QuerySlot<'a>, datafusion::prelude::SessionContext)> {
-    let slot = s
-        .queries
-        .acquire()
-        .await
-        .map_err(|_| ApiError::bad("shutting down"))?;
+    let slot = s.query_slot().await?;
     let dir = s.jobs.db(db)?;
-    let ctx = query::session();
-    query::register(&ctx, Table::Calls, &dir.join("calls.parquet")).await?;
+    let ctx = s.tables.session(&dir).await?;
+    if !ctx.table_exist(Table::Calls.name())? {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{db} has no calls.parquet; run the dissection again"),
+        ));
+    }
     Ok((slot, ctx))
 }
 
@@ -125,7 +127,6 @@ pub async fn list_calls(
     if let Some(end) = q.end {
         df = df.filter(col("timestamp").lt_eq(ts(end)))?;
     }
-    let total = df.clone().count().await?;
     let order_name = q.order.as_deref().unwrap_or("time");
     let order = Order::parse(order_name)
         .ok_or_else(|| ApiError::bad(format!("order `{order_name}`: use time or slowest")))?;
@@ -143,7 +144,11 @@ pub async fn list_calls(
         _ => Ok(page),
     };
     let raw = format == "raw";
-    let calls = page::page(df, order, offset, limit, shape, |b| rows(b, raw, 4096)).await?;
+    let spans = s.tables.calls_spans(&s.jobs.db(&q.db)?);
+    let (calls, total) = page::page(df, order, offset, limit, &spans, shape, |b| {
+        rows(b, raw, 4096)
+    })
+    .await?;
     let next = offset + calls.len();
     let truncated = next < total;
     let mut out = json!({

@@ -60,14 +60,16 @@ pub struct SummaryQuery {
 
 /// Takes a query slot and opens the `conns` table of a completed db.
 async fn open_conns<'a>(s: &'a AnalyzerState, db: &str) -> Api<(QuerySlot<'a>, SessionContext)> {
-    let slot = s
-        .queries
-        .acquire()
-        .await
-        .map_err(|_| ApiError::bad("shutting down"))?;
+    let slot = s.query_slot().await?;
     let dir = s.jobs.db(db)?;
-    let ctx = query::session();
-    query::register(&ctx, Table::Conns, &dir.join("conns.parquet")).await?;
+    let ctx = s.tables.session(&dir).await?;
+    if !ctx.table_exist(Table::Conns.name())? {
+        return Err(ApiError::new(
+            axum::http::StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{db} has no conns.parquet (dissected by an older Remora); dissect it again"),
+        ));
+    }
     Ok((slot, ctx))
 }
 

@@ -75,11 +75,7 @@ pub async fn insights(
                 dissection: Some(s.jobs.db(&q.db)?),
                 ..Sources::default()
             };
-            let _slot = s
-                .queries
-                .acquire()
-                .await
-                .map_err(|_| ApiError::bad("shutting down"))?;
+            let _slot = s.query_slot().await?;
             let limits = Limits {
                 max_rows: limit,
                 ..Limits::default()

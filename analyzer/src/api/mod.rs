@@ -97,9 +97,58 @@ pub struct AnalyzerState {
     pub token: String,
     /// Queries running at once, at most.
     pub queries: tokio::sync::Semaphore,
+    /// Queries waiting for a slot now.
+    waiting: std::sync::atomic::AtomicUsize,
+    /// Queries that may wait for a slot; past that a request is answered 429 with
+    /// Retry-After instead of queueing without bound.
+    pub max_waiting: std::sync::atomic::AtomicUsize,
+    /// Sessions over the dissections' tables, kept between requests.
+    pub tables: crate::services::query::TableCache,
+    /// MiB of memory SQL queries may reserve in total (each its `memory_mb`): as much as the
+    /// KFL pool, so that all queries together stay within twice `--query-memory-mb`.
+    pub sql_memory: tokio::sync::Semaphore,
+}
+
+/// Queries that run at once.
+pub const QUERY_SLOTS: usize = 8;
+
+/// Counts a waiting query while it lives.
+struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl AnalyzerState {
+    /// A query slot: at once when one is free, after a wait in a bounded queue otherwise, or
+    /// 429 with Retry-After when the queue is full.
+    pub async fn query_slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if let Ok(slot) = self.queries.try_acquire() {
+            return Ok(slot);
+        }
+        let ahead = self.waiting.fetch_add(1, SeqCst);
+        let _waiting = Waiting(&self.waiting);
+        if ahead >= self.max_waiting.load(SeqCst) {
+            let mut e = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "busy",
+                format!(
+                    "{} queries are running and {ahead} waiting; retry in a second",
+                    QUERY_SLOTS - self.queries.available_permits()
+                ),
+            );
+            e.retry_after = Some(1);
+            return Err(e);
+        }
+        self.queries
+            .acquire()
+            .await
+            .map_err(|_| ApiError::bad("shutting down"))
+    }
+
     /// The analyzer of `data`, with `workers` dissections at once, attributing addresses
     /// with `workloads`.
     pub fn open(
@@ -115,7 +164,11 @@ impl AnalyzerState {
             store,
             jobs,
             token,
-            queries: tokio::sync::Semaphore::new(8),
+            queries: tokio::sync::Semaphore::new(QUERY_SLOTS),
+            waiting: std::sync::atomic::AtomicUsize::new(0),
+            max_waiting: std::sync::atomic::AtomicUsize::new(32),
+            tables: Default::default(),
+            sql_memory: tokio::sync::Semaphore::new(crate::services::query::memory_limit() >> 20),
         }))
     }
 }
@@ -125,6 +178,8 @@ impl AnalyzerState {
 pub struct ApiError {
     status: StatusCode,
     body: serde_json::Value,
+    /// Seconds for a `Retry-After` header (an overloaded server's 503).
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -133,6 +188,7 @@ impl ApiError {
         Self {
             status,
             body: json!({"kind": kind, "message": message.into()}),
+            retry_after: None,
         }
     }
 
@@ -143,7 +199,13 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({ "error": self.body }))).into_response()
+        let mut response = (self.status, Json(json!({ "error": self.body }))).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, axum::http::HeaderValue::from(seconds));
+        }
+        response
     }
 }
 
@@ -155,6 +217,9 @@ impl From<StoreError> for ApiError {
             StoreError::Exists(_) => (StatusCode::CONFLICT, "exists"),
             StoreError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             StoreError::Io(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            StoreError::NoSpace { .. } => {
+                (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage")
+            }
         };
         Self::new(status, kind, e.to_string())
     }
@@ -167,6 +232,12 @@ impl From<JobError> for ApiError {
             JobError::Exists(_) => Self::new(StatusCode::CONFLICT, "exists", e.to_string()),
             JobError::NotReady(_) => Self::new(StatusCode::CONFLICT, "not_ready", e.to_string()),
             JobError::NotFound(_) => Self::new(StatusCode::NOT_FOUND, "not_found", e.to_string()),
+            JobError::Running(_) => Self::new(StatusCode::CONFLICT, "running", e.to_string()),
+            JobError::Busy(_) => {
+                let mut busy = Self::new(StatusCode::TOO_MANY_REQUESTS, "busy", e.to_string());
+                busy.retry_after = Some(5);
+                busy
+            }
         }
     }
 }
@@ -183,7 +254,27 @@ impl From<crate::services::query::QueryError> for ApiError {
             crate::services::query::QueryError::Kfl(k) if k.is_user_error() => Self {
                 status: StatusCode::BAD_REQUEST,
                 body: serde_json::to_value(k.body()).unwrap_or_else(|_| json!({"kind": "kfl"})),
+                retry_after: None,
             },
+            crate::services::query::QueryError::DataFusion(d)
+                if matches!(
+                    d.find_root(),
+                    datafusion::error::DataFusionError::ResourcesExhausted(_)
+                ) =>
+            {
+                let mut e = Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "memory_limit",
+                    format!(
+                        "queries are using the analyzer's query memory ({} MiB, \
+                         REMORA_QUERY_MEMORY_MB): retry shortly, or narrow the filter ({})",
+                        crate::services::query::memory_limit() >> 20,
+                        d.find_root()
+                    ),
+                );
+                e.retry_after = Some(2);
+                e
+            }
             other => Self::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -251,7 +342,7 @@ pub fn router(state: Arc<AnalyzerState>) -> Router {
         )
         .route(
             "/mcp/dissections/{snapshot}/{name}",
-            get(snapshots::get_dissection),
+            get(snapshots::get_dissection).delete(snapshots::delete_dissection),
         )
         .route(
             "/mcp/dissections/{snapshot}/{name}/stop",

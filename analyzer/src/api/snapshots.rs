@@ -40,7 +40,7 @@ pub async fn boundaries(State(s): State<Arc<AnalyzerState>>) -> Api<Json<Value>>
             "newest_ts": last / 1_000_000,
             "slices": slices.len(),
             "bytes": slices.iter().map(|f| f.bytes).sum::<u64>(),
-            "drops": 0,
+            "drops": remora_agent::drops::sum_slices(&slices).packets,
         }));
     }
     let cluster = if nodes.is_empty() {
@@ -98,13 +98,19 @@ pub async fn list_snapshots(State(s): State<Arc<AnalyzerState>>) -> Json<Value> 
 pub async fn get_snapshot(
     State(s): State<Arc<AnalyzerState>>,
     Path(name): Path<String>,
+    Query(q): Query<DissectionQuery>,
 ) -> Api<Json<Value>> {
     let m = s.store.get(&name)?;
-    Ok(Json(json!({
+    let mut out = json!({
         "name": m.name, "status": m.status, "reason": m.reason, "start": m.start, "end": m.end,
         "nodes": m.nodes, "files": m.files.len(), "packets": m.packets, "bytes": m.bytes,
         "drops": m.drops, "created_at": m.created_at, "workloads": m.workloads,
-    })))
+    });
+    if q.verify {
+        let store = s.store.clone();
+        add_verification(&mut out, move || store.verify(&name)).await;
+    }
+    Ok(Json(out))
 }
 
 /// `DELETE /mcp/snapshots/{name}`.
@@ -113,6 +119,8 @@ pub async fn delete_snapshot(
     Path(name): Path<String>,
 ) -> Api<Json<Value>> {
     s.store.delete(&name)?;
+    // Its dissections went with it.
+    s.tables.forget(&s.data.join("dissections").join(&name));
     Ok(Json(json!({"deleted": name})))
 }
 
@@ -193,12 +201,53 @@ pub async fn list_dissections(
     ))
 }
 
-/// `GET /mcp/dissections/{snapshot}/{name}`.
+/// `GET /mcp/snapshots/{name}?verify=true` and `GET /mcp/dissections/{snapshot}/{name}?verify=true`
+/// parameters.
+#[derive(Debug, Deserialize, Default)]
+pub struct DissectionQuery {
+    /// Recompute the files' checksums and say whether they match.
+    #[serde(default)]
+    verify: bool,
+}
+
+/// `GET /mcp/dissections/{snapshot}/{name}[?verify=true]`.
 pub async fn get_dissection(
     State(s): State<Arc<AnalyzerState>>,
     Path((snapshot, name)): Path<(String, String)>,
+    Query(q): Query<DissectionQuery>,
 ) -> Api<Json<Value>> {
-    Ok(Json(json!(s.jobs.status(&snapshot, &name)?)))
+    let mut out = json!(s.jobs.status(&snapshot, &name)?);
+    if q.verify {
+        let jobs = s.jobs.clone();
+        add_verification(&mut out, move || jobs.verify(&snapshot, &name)).await;
+    }
+    Ok(Json(out))
+}
+
+/// Recomputes checksums off the async workers (it reads whole files) and adds `verified` and,
+/// when they differ, `verify_error` to `out`.
+async fn add_verification(
+    out: &mut Value,
+    verify: impl FnOnce() -> Result<(), String> + Send + 'static,
+) {
+    let result = tokio::task::spawn_blocking(verify)
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+    out["verified"] = json!(result.is_ok());
+    if let Err(e) = result {
+        out["verify_error"] = json!(e);
+    }
+}
+
+/// `DELETE /mcp/dissections/{snapshot}/{name}`: a finished dissection, tables and status.
+pub async fn delete_dissection(
+    State(s): State<Arc<AnalyzerState>>,
+    Path((snapshot, name)): Path<(String, String)>,
+) -> Api<Json<Value>> {
+    let dir = s.jobs.db_dir(&snapshot, &name)?;
+    s.jobs.delete(&snapshot, &name)?;
+    s.tables.forget(&dir);
+    Ok(Json(json!({"deleted": format!("{snapshot}/{name}")})))
 }
 
 /// `POST /mcp/dissections/{snapshot}/{name}/stop`.

@@ -143,13 +143,27 @@ pub async fn run(
     if !matches!(format, "json" | "csv" | "arrow") {
         return Err(ApiError::bad("format is json, csv or arrow"));
     }
-    let limits = limits(&req)?;
+    let mut limits = limits(&req)?;
     let sources = sources(&s, &req)?;
-    let _slot = s
-        .queries
-        .acquire()
-        .await
-        .map_err(|_| ApiError::bad("shutting down"))?;
+    let _slot = s.query_slot().await?;
+    // Each query reserves its memory limit from the SQL budget, so eight at once cannot
+    // together outgrow the process that also records.
+    let total_mb = crate::services::query::memory_limit() >> 20;
+    let mb = (limits.memory_bytes >> 20).clamp(1, total_mb.max(1));
+    limits.memory_bytes = limits.memory_bytes.min(mb << 20);
+    let _memory = s.sql_memory.try_acquire_many(mb as u32).map_err(|_| {
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "busy",
+            format!(
+                "running SQL queries hold {} of the {total_mb} MiB SQL may use \
+                 (--query-memory-mb); retry in a second, or ask for less with memory_mb",
+                total_mb - s.sql_memory.available_permits().min(total_mb)
+            ),
+        );
+        e.retry_after = Some(1);
+        e
+    })?;
     let ctx = sql::session(&sources, &limits).await?;
     let answer = sql::run(&ctx, &req.query, &limits).await?;
     let internal =

@@ -46,6 +46,9 @@ pub async fn run(args: McpArgs) -> anyhow::Result<()> {
             let token = remora_agent::auth::load_or_create_token(&token_file)
                 .with_context(|| format!("reading {}", token_file.display()))?;
             let state = api::AnalyzerState::open(&dir, token.clone(), Arc::new(NoWorkloads), 1)?;
+            state.jobs.run_in_processes(super::job_worker::this_worker(
+                crate::services::job_process::memory_limit(),
+            )?);
             mcp::RemoraMcp::new(api::router(state), token, redactor)
         }
         None => {

@@ -17,6 +17,7 @@ pub mod dissect;
 pub mod dissection;
 pub mod flows;
 pub mod insights;
+pub mod job_worker;
 pub mod mcp;
 pub mod offline;
 pub mod pcap;
@@ -84,6 +85,9 @@ pub enum Command {
     Sql(sql::SqlArgs),
     /// Record this machine and serve the API on 127.0.0.1:8898 (data in ./remora-data).
     Up(up::UpArgs),
+    /// Internal: one delayed dissection in its own process, started by the analyzer.
+    #[command(hide = true)]
+    DissectJob(job_worker::JobWorkerArgs),
 }
 
 /// What MCP results mask.
@@ -130,6 +134,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Pcap(args) => blocking(move || pcap::run(&args)).await,
         Command::Sql(args) => blocking(move || sql::run(&args)).await,
         Command::Up(args) => up::run(args).await,
+        Command::DissectJob(args) => blocking(move || job_worker::run(&args)).await,
     }
 }
 

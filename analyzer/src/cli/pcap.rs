@@ -23,6 +23,16 @@ pub struct PcapArgs {
     /// Until this time, unix ms (inclusive).
     #[arg(long)]
     end: Option<i64>,
+    /// Only packets this capture filter keeps (libpcap syntax, as tcpdump: `tcp port 443`).
+    #[arg(long)]
+    bpf_filter: Option<String>,
+    /// Only the packets of the calls this KFL filter matches: their TCP connections and their
+    /// UDP exchanges.
+    #[arg(long)]
+    kfl: Option<String>,
+    /// The dissection `--kfl` runs over (default: the snapshot's only completed one).
+    #[arg(long)]
+    dissection: Option<String>,
     /// The analyzer.
     #[command(flatten)]
     conn: Connection,
@@ -39,6 +49,15 @@ pub fn run(args: &PcapArgs) -> anyhow::Result<()> {
     }
     if let Some(e) = args.end {
         path.push_str(&format!("end={e}&"));
+    }
+    for (key, value) in [
+        ("bpf_filter", &args.bpf_filter),
+        ("kfl", &args.kfl),
+        ("dissection", &args.dissection),
+    ] {
+        if let Some(v) = value {
+            path.push_str(&format!("{key}={}&", encode(v)));
+        }
     }
     let tmp = args.out.with_extension("pcapng.tmp");
     let mut file =

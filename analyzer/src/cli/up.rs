@@ -25,6 +25,14 @@ pub struct UpArgs {
     /// What MCP results mask.
     #[command(flatten)]
     redaction: Redaction,
+    /// Resident memory one dissection job may use, MiB; past it the job's process is
+    /// stopped and the job fails with the reason (recording is never affected).
+    #[arg(long, env = "REMORA_JOB_MEMORY_MB", default_value_t = 2048)]
+    job_memory_mb: u64,
+    /// Memory all KFL queries (calls, stats, flows, insights) may hold at once, MiB; a query
+    /// that needs more fails with 503 and Retry-After.
+    #[arg(long, env = "REMORA_QUERY_MEMORY_MB", default_value_t = 2048)]
+    query_memory_mb: usize,
 }
 
 /// Records and serves until Ctrl-C.
@@ -45,8 +53,16 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         Some(path) => Arc::new(StaticWorkloads::load(path)?),
         None => Arc::new(NoWorkloads),
     };
+    // Before the analyzer opens: its SQL budget and the KFL pool take their size from it.
+    crate::services::query::set_memory_limit_mb(args.query_memory_mb);
     let analyzer = api::AnalyzerState::open(&config.data_dir, token, workloads, 1)
         .context("opening the analyzer's store")?;
+    analyzer.store.set_min_free(config.min_free_bytes);
+    analyzer
+        .jobs
+        .run_in_processes(super::job_worker::this_worker(
+            args.job_memory_mb.max(16) << 20,
+        )?);
     let api_routes = api::router(analyzer.clone());
     let mcp_routes = mcp::service(api_routes.clone(), analyzer.token.clone(), redactor);
     let routes = api_routes.merge(api::with_auth(mcp_routes, analyzer));

@@ -182,7 +182,10 @@ pub fn definitions() -> Vec<Tool> {
                     "snapshot_id": {"type": "string", "description": "Snapshot (completed)"},
                     "nodes": {"type": "string", "description": "Only these nodes, comma-separated (optional)"},
                     "start": {"type": "integer", "description": "From this unix ms (optional)"},
-                    "end": {"type": "integer", "description": "Until this unix ms, inclusive (optional)"}
+                    "end": {"type": "integer", "description": "Until this unix ms, inclusive (optional)"},
+                    "bpf_filter": {"type": "string", "description": "Capture filter in libpcap (tcpdump) syntax, e.g. `tcp port 5432 and host 198.18.0.2` (optional)"},
+                    "kfl": {"type": "string", "description": "Only the packets of the calls this KFL filter matches: their TCP connections and UDP exchanges, e.g. `response.status == 503` (optional; needs a completed dissection)"},
+                    "dissection": {"type": "string", "description": "Dissection the kfl runs over (default: the snapshot's only completed one)"}
                 }),
                 &["snapshot_id"],
             ),
@@ -286,6 +289,12 @@ fn hint(kind: &str, tool: &str) -> &'static str {
         ("not_read_only", _) => "only SELECT, WITH, EXPLAIN and DESCRIBE run",
         ("timeout" | "memory_limit", _) => {
             "aggregate or filter earlier (WHERE on timestamp, kfl(...)), or add a LIMIT"
+        }
+        ("busy", _) => {
+            "the analyzer is at its limit of concurrent work: wait a second and call again"
+        }
+        ("insufficient_storage", _) => {
+            "the node's disk is nearly full: old snapshots must be deleted (remora snapshot delete NAME) or space freed first"
         }
         _ => "check the arguments against tools/list",
     }
@@ -521,17 +530,31 @@ pub async fn call(
                     true,
                 ));
             }
+            const KEYS: [&str; 6] = ["nodes", "start", "end", "bpf_filter", "kfl", "dissection"];
+            let params = query(args, &KEYS);
             let path = format!(
                 "/mcp/snapshots/{}/pcap?{}",
                 encode(&id),
-                query(args, &["nodes", "start", "end"]).trim_start_matches('&')
+                params.trim_start_matches('&')
             );
+            // Filters are checked (and the calls counted) now, so a mistake is reported here
+            // rather than as a failed download.
+            let (check, err) = get(
+                mcp,
+                &format!("/mcp/snapshots/{}/pcap?check=true{params}", encode(&id)),
+                name,
+            )
+            .await;
+            if err {
+                return Ok((check, true));
+            }
             let file = format!("{id}.pcapng");
             let mut cli = format!("remora pcap {id} --out {file}");
-            for key in ["nodes", "start", "end"] {
+            for key in KEYS {
                 if let Some(v) = arg(args, key).filter(|v| !v.is_null()) {
                     let v = v.as_str().map_or_else(|| v.to_string(), str::to_owned);
-                    cli.push_str(&format!(" --{key} {v}"));
+                    let flag = key.replace('_', "-");
+                    cli.push_str(&format!(" --{flag} '{}'", v.replace('\'', "'\\''")));
                 }
             }
             (
@@ -539,6 +562,8 @@ pub async fn call(
                     "snapshot": id,
                     "path": path,
                     "packets_in_snapshot": snap["packets"],
+                    "kfl_calls": check["kfl_calls"],
+                    "kfl_flows": check["kfl_flows"],
                     "download": format!("curl -sf -H \"Authorization: Bearer $(cat remora-data/token)\" \"http://127.0.0.1:8898{path}\" -o {file}"),
                     "cli": cli,
                     "format": "pcapng, one interface per node, raw IP (link type 101), nanosecond timestamps, packets cut at the recorder's snaplen",

@@ -86,6 +86,8 @@ pub struct Summary {
     pub unpaired: u64,
     /// TCP connections.
     pub conns: u64,
+    /// Calls and connections read but left out because they were outside the window.
+    pub outside_window: u64,
     /// What the engine skipped.
     pub stats: Stats,
     /// Wall time.
@@ -168,15 +170,17 @@ pub fn dissect_nodes(
     workloads: &dyn Resolve,
     progress: &dyn Fn(u64, u64) -> bool,
 ) -> Result<Summary, PipelineError> {
-    dissect_nodes_with(nodes, out, workloads, Copies::Once, progress)
+    dissect_nodes_with(nodes, out, workloads, Copies::Once, None, progress)
 }
 
-/// [`dissect_nodes`], with copies counted as `copies` says.
+/// [`dissect_nodes`], with copies counted as `copies` says, keeping only the calls that start
+/// in `window` (ns, inclusive) and the connections that overlap it.
 pub fn dissect_nodes_with(
     nodes: &[(String, PathBuf)],
     out: &Path,
     workloads: &dyn Resolve,
     copies: Copies,
+    window: Option<(i64, i64)>,
     progress: &dyn Fn(u64, u64) -> bool,
 ) -> Result<Summary, PipelineError> {
     let started = Instant::now();
@@ -188,6 +192,7 @@ pub fn dissect_nodes_with(
         return Err(PipelineError::NoInput);
     }
     let mut sink = Sink::new(out, "ebpf", workloads)?;
+    sink.window = window;
     let mut total = 0u64;
     let mut summary_stats = Stats::default();
     for (node, files) in all_files {

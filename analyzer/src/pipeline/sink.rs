@@ -40,6 +40,12 @@ pub(super) struct Sink<'w> {
     calls: BTreeMap<&'static str, u64>,
     unpaired: u64,
     conns: u64,
+    /// Only calls that start in this window (ns, inclusive) and connections that overlap it
+    /// are written: a snapshot holds whole slices, so its packets run past its window, and
+    /// they are read (connections across an edge are reassembled) but not reported.
+    pub(super) window: Option<(i64, i64)>,
+    /// Calls and connections left out by the window.
+    pub(super) outside: u64,
 }
 
 impl<'w> Sink<'w> {
@@ -63,6 +69,8 @@ impl<'w> Sink<'w> {
             calls: BTreeMap::new(),
             unpaired: 0,
             conns: 0,
+            window: None,
+            outside: 0,
         })
     }
 
@@ -71,8 +79,27 @@ impl<'w> Sink<'w> {
         self.calls.values().sum()
     }
 
-    /// Writes finished rows.
+    /// Writes finished rows (those of the window, when there is one).
     pub(super) fn write(&mut self, calls: &[Call], conns: &[Conn]) -> Result<(), PipelineError> {
+        let (kept_calls, kept_conns);
+        let (calls, conns) = match self.window {
+            Some((start, end)) => {
+                kept_calls = calls
+                    .iter()
+                    .filter(|c| (start..=end).contains(&c.timestamp_ns))
+                    .cloned()
+                    .collect::<Vec<_>>();
+                kept_conns = conns
+                    .iter()
+                    .filter(|c| c.last_ns >= start && c.first_ns <= end)
+                    .cloned()
+                    .collect::<Vec<_>>();
+                self.outside +=
+                    (calls.len() - kept_calls.len() + conns.len() - kept_conns.len()) as u64;
+                (&kept_calls[..], &kept_conns[..])
+            }
+            None => (calls, conns),
+        };
         for c in calls {
             *self.calls.entry(c.protocol).or_default() += 1;
             self.unpaired += u64::from(c.error_type.is_some());
@@ -114,6 +141,7 @@ impl<'w> Sink<'w> {
             calls: self.calls,
             unpaired: self.unpaired,
             conns: self.conns,
+            outside_window: self.outside,
             stats,
             seconds: started.elapsed().as_secs_f64(),
         })

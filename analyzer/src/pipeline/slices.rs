@@ -1,9 +1,13 @@
 //! The recorder's packet slices as dissection input: every `*.parquet` under a directory (one
 //! node's `packets/`, a whole `capture/`, or a snapshot), merged by `ts`.
 //!
-//! Each slice is sorted by `ts` (the recorder guarantees it), so a k-way merge over one record
-//! batch per file yields global time order with memory bounded by the number of files, not by
-//! the size of the input.
+//! Slices are in `ts` order except for rows that reached the recorder late (another CPU's
+//! ring, by a few milliseconds; the footer then does not declare the row group sorted), so a
+//! k-way merge over one record batch per file yields time order up to those rows, which come
+//! where they were written (reassembly orders segments by sequence number, not by time). A file is opened only when the merge reaches its
+//! first packet (the `ts` minimum in its footer) and closed at its end, so memory is bounded by
+//! the files that overlap in time (about one per node), not by the number of files or the size
+//! of the input: a 10 GiB export holds as much as a 100 MiB one.
 
 use std::{
     cmp::Reverse,
@@ -127,28 +131,71 @@ pub fn for_each_packet(
     for_each_tagged_packet(&tagged, |_, ts, payload, wire_len| f(ts, payload, wire_len))
 }
 
+/// The earliest `ts` of a slice, from its footer's statistics; `i64::MIN` (open it at once)
+/// when the footer has none.
+fn first_ts(path: &Path) -> Result<i64, PipelineError> {
+    use parquet::file::{
+        reader::{FileReader as _, SerializedFileReader},
+        statistics::Statistics,
+    };
+    let file =
+        File::open(path).map_err(|e| PipelineError::input(path, format!("cannot open: {e}")))?;
+    let reader = SerializedFileReader::new(file)
+        .map_err(|e| PipelineError::input(path, format!("not a readable Parquet slice: {e}")))?;
+    let mut first = i64::MAX;
+    for group in reader.metadata().row_groups() {
+        let Some(ts) = group
+            .columns()
+            .iter()
+            .find(|c| c.column_path().string() == "ts")
+        else {
+            return Ok(i64::MIN);
+        };
+        match ts.statistics() {
+            Some(Statistics::Int64(s)) if s.min_opt().is_some() => {
+                first = first.min(s.min_opt().copied().unwrap_or(i64::MIN));
+            }
+            _ if group.num_rows() == 0 => {}
+            _ => return Ok(i64::MIN),
+        }
+    }
+    Ok(first)
+}
+
 /// Calls `f(tag, ts_ns, payload, wire_len)` for every packet of `files` in time order, `tag`
 /// being the one given with the packet's file (a node's number, for a merge across nodes).
+/// Packets with the same time come in the order of their files in `files`.
 pub fn for_each_tagged_packet(
     files: &[(usize, PathBuf)],
     mut f: impl FnMut(usize, i64, &[u8], u32),
 ) -> Result<u64, PipelineError> {
-    let mut cursors: Vec<Cursor> = Vec::new();
-    let mut tags: Vec<usize> = Vec::new();
-    for (tag, path) in files {
-        if let Some(c) = open(path)? {
-            cursors.push(c);
-            tags.push(*tag);
-        }
+    // Files not opened yet, the earliest last.
+    let mut pending: Vec<(i64, usize)> = Vec::with_capacity(files.len());
+    for (i, (_, path)) in files.iter().enumerate() {
+        pending.push((first_ts(path)?, i));
     }
-    let mut heap: BinaryHeap<Reverse<(i64, usize)>> = cursors
-        .iter()
-        .enumerate()
-        .map(|(i, c)| Reverse((c.ts(), i)))
-        .collect();
+    pending.sort_unstable_by(|a, b| b.cmp(a));
+    let mut cursors: Vec<Option<Cursor>> = files.iter().map(|_| None).collect();
+    let mut heap: BinaryHeap<Reverse<(i64, usize)>> = BinaryHeap::new();
     let mut count = 0;
-    while let Some(Reverse((ts, i))) = heap.pop() {
-        let c = &mut cursors[i];
+    loop {
+        // Open every file that may hold a packet at or before the next one out of the heap.
+        while let Some(&(first, i)) = pending.last() {
+            if heap.peek().is_some_and(|Reverse((next, _))| first > *next) {
+                break;
+            }
+            pending.pop();
+            if let Some(c) = open(&files[i].1)? {
+                heap.push(Reverse((c.ts(), i)));
+                cursors[i] = Some(c);
+            }
+        }
+        let Some(Reverse((ts, i))) = heap.pop() else {
+            break;
+        };
+        let Some(c) = cursors[i].as_mut() else {
+            continue;
+        };
         let batch = &c.batch;
         let column = |name: &str| {
             batch.column_by_name(name).ok_or_else(|| {
@@ -158,11 +205,13 @@ pub fn for_each_tagged_packet(
         let wire = column("wire_len")?.as_primitive::<UInt32Type>();
         let payload = column("payload")?.as_binary::<i32>();
         if payload.is_valid(c.row) {
-            f(tags[i], ts, payload.value(c.row), wire.value(c.row));
+            f(files[i].0, ts, payload.value(c.row), wire.value(c.row));
             count += 1;
         }
         if c.advance()? {
             heap.push(Reverse((c.ts(), i)));
+        } else {
+            cursors[i] = None; // its last batch is freed now, not at the end of the merge
         }
     }
     Ok(count)

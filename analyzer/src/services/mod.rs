@@ -2,17 +2,24 @@
 //! how they are reached.
 //!
 //! - [`snapshots`]: the snapshot store (immutable copies of a time window's slices),
+//! - [`bpf_filter`]: libpcap capture filters (loaded at run time) for PCAP exports,
 //! - [`insights`]: the seed's analyses as SQL over `kfl(...)`,
 //! - [`jobs`]: delayed dissection jobs over snapshots, on a bounded worker pool,
 //! - [`pcap`]: a snapshot's packets as a pcapng stream,
+//! - [`pcap_selection`]: which packets a filtered export keeps (bpf filter, KFL's flows),
 //! - [`query`]: KFL over a dissection's tables with DataFusion,
 //! - [`sql`]: read-only SQL over a snapshot's and its dissection's tables (with `kfl(...)`),
 //! - [`workloads`]: who an address was (attribution), from a static file or frozen records.
 
+pub mod bpf_filter;
+pub mod checksum;
 pub mod insights;
+pub mod job_process;
 pub mod jobs;
 pub mod pcap;
+pub mod pcap_selection;
 pub mod query;
 pub mod snapshots;
 pub mod sql;
+pub mod workload_history;
 pub mod workloads;

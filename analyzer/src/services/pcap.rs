@@ -8,6 +8,7 @@
 
 use std::{io::Write, path::PathBuf};
 
+use super::pcap_selection::Selection;
 use crate::pipeline::{PipelineError, slices};
 
 /// Link type of the packets: raw IPv4/IPv6.
@@ -84,11 +85,13 @@ fn header(nodes: &[String]) -> Vec<u8> {
 }
 
 /// Writes the packets of `nodes` (`(node, packets dir)`) whose time is within
-/// `start_ns..=end_ns` to `out` as pcapng, in time order across nodes.
+/// `start_ns..=end_ns` and that `selection` keeps to `out` as pcapng, in time order across
+/// nodes (node `i` of the selection is `nodes[i]`).
 pub fn export(
     nodes: &[(String, PathBuf)],
     start_ns: i64,
     end_ns: i64,
+    selection: &Selection,
     out: &mut impl Write,
 ) -> Result<Exported, ExportError> {
     let names: Vec<String> = nodes.iter().map(|(n, _)| n.clone()).collect();
@@ -107,7 +110,11 @@ pub fn export(
     let mut buf = Vec::with_capacity(1 << 16);
     let mut failed: Option<std::io::Error> = None;
     slices::for_each_tagged_packet(&files, |node, ts, payload, wire_len| {
-        if failed.is_some() || ts < start_ns || ts > end_ns {
+        if failed.is_some()
+            || ts < start_ns
+            || ts > end_ns
+            || !selection.keeps(node, ts, payload, wire_len)
+        {
             return;
         }
         // Enhanced packet block: interface, timestamp (high, low), captured and original length.

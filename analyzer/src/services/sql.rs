@@ -57,7 +57,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             timeout: Duration::from_secs(30),
-            memory_bytes: 1 << 30,
+            memory_bytes: 256 << 20,
             max_rows: 10_000,
         }
     }

@@ -46,21 +46,31 @@ impl Resolve for NoWorkloads {
     }
 }
 
+/// One address in a workloads file. Every field but `ip` may be absent or `null` (how most
+/// tools write an unknown value, `kubectl ... -o json` included): both mean unknown.
 #[derive(Deserialize)]
 struct Entry {
     ip: IpAddr,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pod: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     namespace: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     service: String,
     #[serde(default)]
     service_namespace: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     process: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_zero")]
     pid: u32,
+}
+
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
+}
+
+fn null_as_zero<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    Ok(Option::<u32>::deserialize(d)?.unwrap_or_default())
 }
 
 /// Address → workload, from a static file.
@@ -238,6 +248,21 @@ mod tests {
         );
         assert!(w.resolve(&ep("198.18.0.3"), 0).is_none());
         assert!(StaticWorkloads::parse("[{\"pod\": \"x\"}]").is_err());
+        // null for an absent service, namespace, process or pid is accepted as unknown.
+        let w = StaticWorkloads::parse(
+            r#"[{"ip": "198.18.0.4", "pod": "job-1", "namespace": null, "service": null,
+                 "service_namespace": null, "process": null, "pid": null}]"#,
+        );
+        let w = w.unwrap_or_else(|e| panic!("null fields must be accepted: {e}"));
+        let p = w.resolve(&ep("198.18.0.4"), 0).cloned().unwrap_or_default();
+        assert_eq!(
+            (p.name(), p.namespace(), p.service_name.as_str()),
+            ("job-1", "", "")
+        );
+        assert!(
+            StaticWorkloads::parse(r#"[{"ip": null}]"#).is_err(),
+            "ip is required"
+        );
     }
 
     #[test]

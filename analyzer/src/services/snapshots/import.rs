@@ -156,6 +156,8 @@ impl SnapshotStore {
         };
         for slice in remora_agent::store::list_node(&node_dir) {
             let rows = parquet_rows(&slice.path);
+            let checksum = crate::services::checksum::checksum(&slice.path)
+                .map_err(|e| super::io(slice.path.display(), e))?;
             total.files += 1;
             total.packets += rows;
             total.bytes += slice.bytes;
@@ -165,6 +167,7 @@ impl SnapshotStore {
                 file: slice.file.clone(),
                 bytes: slice.bytes,
                 rows,
+                checksum: Some(checksum),
             });
         }
         let manifest = Manifest {

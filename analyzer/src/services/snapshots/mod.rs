@@ -38,6 +38,20 @@ pub enum StoreError {
     /// Reading or writing the store failed (HTTP 500).
     #[error("snapshot store: {0}")]
     Io(String),
+    /// The data directory's filesystem is nearly full (HTTP 507).
+    #[error(
+        "only {free_mb} MiB free on the filesystem of {path}, below the {min_mb} MiB kept free; \
+         delete old snapshots or dissections (DELETE /mcp/snapshots/<name>), or free space on \
+         that disk, then retry"
+    )]
+    NoSpace {
+        /// The data directory.
+        path: String,
+        /// Free MiB.
+        free_mb: u64,
+        /// The reserve, MiB.
+        min_mb: u64,
+    },
 }
 
 fn io(context: impl std::fmt::Display, e: impl std::fmt::Display) -> StoreError {
@@ -69,6 +83,17 @@ pub struct SnapshotFile {
     pub bytes: u64,
     /// Rows (packets for `packets`).
     pub rows: u64,
+    /// `crc32:<hex>:<bytes>` when it was linked (`SnapshotStore::verify`); absent in
+    /// snapshots made before checksums.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<String>,
+}
+
+impl SnapshotFile {
+    /// Where the file sits inside its snapshot's directory.
+    pub fn relative_path(&self) -> String {
+        format!("capture/{}/{}/{}", self.node, self.kind, self.file)
+    }
 }
 
 /// Per-node totals.
@@ -102,11 +127,12 @@ pub struct Manifest {
     pub nodes: Vec<SnapshotNode>,
     /// Every file.
     pub files: Vec<SnapshotFile>,
-    /// Packets in the packet slices (whole slices: a slice overlapping the window is kept whole).
+    /// Packets in the packet slices (whole slices: a slice overlapping the window is kept
+    /// whole; its dissections report only the calls that start in the window).
     pub packets: u64,
     /// Bytes on disk.
     pub bytes: u64,
-    /// Drops the recorder counted (not known per window yet: 0).
+    /// Packets the recorder dropped (a CPU's ring was full), as the linked slices carry them.
     pub drops: u64,
     /// When it was made, unix ms.
     pub created_at: i64,
@@ -206,6 +232,8 @@ pub struct SnapshotStore {
     creating: Mutex<HashSet<String>>,
     /// Where the workload records frozen into each new snapshot come from.
     workloads: Option<std::sync::Arc<dyn crate::services::workloads::Resolve + Send + Sync>>,
+    /// Free bytes the filesystem keeps; below, new snapshots and dissections are refused.
+    min_free: std::sync::atomic::AtomicU64,
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
@@ -253,7 +281,28 @@ impl SnapshotStore {
             data: data.to_owned(),
             creating: Mutex::new(HashSet::new()),
             workloads: None,
+            min_free: std::sync::atomic::AtomicU64::new(64 << 20),
         })
+    }
+
+    /// Refuses new snapshots and dissections while the data directory's filesystem has less
+    /// than `bytes` free (`remora up` sets the recorder's reserve, `--min-free`).
+    pub fn set_min_free(&self, bytes: u64) {
+        self.min_free
+            .store(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// `Err(NoSpace)` while the filesystem has less free than the reserve.
+    pub fn check_space(&self) -> Result<(), StoreError> {
+        let min = self.min_free.load(std::sync::atomic::Ordering::Relaxed);
+        match remora_agent::store::free_bytes(&self.data) {
+            Some(free) if free < min => Err(StoreError::NoSpace {
+                path: self.data.display().to_string(),
+                free_mb: free >> 20,
+                min_mb: min >> 20,
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Freezes the records of `workloads` into every snapshot made from now on
@@ -295,6 +344,7 @@ impl SnapshotStore {
     /// Reserves `name` for a new snapshot: 409 when it exists or is being made.
     pub fn reserve(&self, name: &str) -> Result<(), StoreError> {
         let path = self.path(name)?;
+        self.check_space()?;
         let mut creating = self.creating.lock().map_err(|e| io("lock", e))?;
         if path.exists() || creating.contains(name) {
             return Err(StoreError::Exists(name.to_owned()));
@@ -347,6 +397,27 @@ impl SnapshotStore {
             }
             Err(e) => {
                 let _ = fs::remove_dir_all(&tmp);
+                // The name shows `failed` with the reason (not a 404) until it is deleted.
+                let failed = Manifest {
+                    name: req.name.clone(),
+                    status: SnapshotStatus::Failed,
+                    reason: Some(format!("{e}; delete the snapshot and make it again")),
+                    start,
+                    end,
+                    nodes: Vec::new(),
+                    files: Vec::new(),
+                    packets: 0,
+                    bytes: 0,
+                    drops: 0,
+                    created_at: now_ms,
+                    workloads: 0,
+                    imported_from: None,
+                };
+                if let Ok(json) = serde_json::to_vec_pretty(&failed)
+                    && fs::create_dir_all(&final_dir).is_ok()
+                {
+                    let _ = write_atomic(&final_dir.join("manifest.json"), &json);
+                }
                 Err(e)
             }
         }
@@ -375,8 +446,18 @@ impl SnapshotStore {
             }
             nodes.retain(|n| wanted.contains(n));
         }
+        // Pin the window on every node first, so that retention cannot delete a slice between
+        // the listing and its link; the pins go when this returns.
+        let mut pins = Vec::new();
+        for node in &nodes {
+            pins.push(
+                remora_agent::store::Pin::new(&capture.join(node), &req.name, start_ns, end_ns)
+                    .map_err(|e| io(capture.join(node).display(), e))?,
+            );
+        }
         let mut files = Vec::new();
         let mut node_totals = Vec::new();
+        let mut drops = remora_agent::drops::SliceDrops::default();
         for node in &nodes {
             let mut total = SnapshotNode {
                 name: node.clone(),
@@ -400,8 +481,13 @@ impl SnapshotStore {
                     }
                 }
                 let rows = parquet_rows(&target);
+                let checksum = crate::services::checksum::checksum(&target)
+                    .map_err(|e| io(target.display(), e))?;
                 if slice.kind == "packets" {
                     total.packets += rows;
+                    if let Some(d) = remora_agent::drops::read_slice_drops(&target) {
+                        drops.add(&d);
+                    }
                 }
                 total.files += 1;
                 total.bytes += slice.bytes;
@@ -411,6 +497,7 @@ impl SnapshotStore {
                     file: slice.file.clone(),
                     bytes: slice.bytes,
                     rows,
+                    checksum: Some(checksum),
                 });
             }
             node_totals.push(total);
@@ -425,7 +512,7 @@ impl SnapshotStore {
             bytes: node_totals.iter().map(|n| n.bytes).sum(),
             nodes: node_totals,
             files,
-            drops: 0,
+            drops: drops.packets,
             created_at: now_ms,
             workloads: 0,
             imported_from: None,
@@ -473,6 +560,22 @@ impl SnapshotStore {
             }),
             Err(_) => Err(StoreError::NotFound(name.to_owned())),
         }
+    }
+
+    /// Checks a completed snapshot's files against the checksums its manifest recorded when it
+    /// linked them: `Err` names the first file that is missing or differs.
+    pub fn verify(&self, name: &str) -> Result<(), String> {
+        let manifest = self.get(name).map_err(|e| e.to_string())?;
+        let dir = self.path(name).map_err(|e| e.to_string())?;
+        let expected: Vec<(String, String)> = manifest
+            .files
+            .iter()
+            .filter_map(|f| Some((f.relative_path(), f.checksum.clone()?)))
+            .collect();
+        crate::services::checksum::verify(
+            &dir,
+            expected.iter().map(|(f, c)| (f.as_str(), c.as_str())),
+        )
     }
 
     /// Every snapshot, oldest first.
@@ -540,6 +643,36 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_build_shows_failed_with_its_reason() {
+        let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = SnapshotStore::open(tmp.path()).unwrap_or_else(|e| panic!("{e}"));
+        let req = CreateRequest {
+            name: "bad".into(),
+            nodes: Some(vec!["no-such-node".into()]),
+            ..Default::default()
+        };
+        store.reserve("bad").unwrap_or_else(|e| panic!("{e}"));
+        assert!(store.build(&req, 1000, 2000, 3000).is_err());
+        let m = store
+            .get("bad")
+            .unwrap_or_else(|e| panic!("failed, not missing: {e}"));
+        assert_eq!(m.status, SnapshotStatus::Failed);
+        assert!(
+            m.reason
+                .as_deref()
+                .is_some_and(|r| r.contains("no-such-node")),
+            "{:?}",
+            m.reason
+        );
+        assert!(matches!(store.reserve("bad"), Err(StoreError::Exists(_))));
+        store.delete("bad").unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(store.get("bad"), Err(StoreError::NotFound(_))));
+        store
+            .reserve("bad")
+            .unwrap_or_else(|e| panic!("the name is free again: {e}"));
+    }
+
+    #[test]
     fn windows() {
         let req = |d: Option<&str>, s, e| CreateRequest {
             name: "x".into(),
@@ -593,6 +726,15 @@ mod tests {
         let dirs = store.packet_dirs("s1").unwrap_or_default();
         assert_eq!(fs::read_dir(&dirs[0].1).map(|d| d.count()).unwrap_or(0), 2);
         assert_eq!(store.list().len(), 1);
+        // The links are checked against the checksums taken when they were made.
+        assert!(m.files.iter().all(|f| f.checksum.is_some()), "{m:?}");
+        assert_eq!(store.verify("s1"), Ok(()));
+        let linked = dirs[0].1.join("2000000000-2999999999.parquet");
+        fs::write(&linked, b"y").unwrap_or_default();
+        let err = store.verify("s1").unwrap_err();
+        assert!(err.contains("2000000000-2999999999.parquet"), "{err}");
+        fs::remove_file(&linked).unwrap_or_default();
+        assert!(store.verify("s1").is_err(), "a missing file is found too");
         store.delete("s1").unwrap_or_else(|e| panic!("{e}"));
         assert!(matches!(store.get("s1"), Err(StoreError::NotFound(_))));
         assert!(matches!(store.get("../x"), Err(StoreError::InvalidName(_))));

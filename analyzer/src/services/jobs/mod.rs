@@ -16,71 +16,21 @@ use std::{
     },
 };
 
-use serde::{Deserialize, Serialize};
+mod status;
+
+pub use status::{JobState, JobStatus, write_completed_status};
+use status::{now_ms, write_status};
 
 use crate::{
     pipeline::{self, PipelineError},
     services::{
+        job_process::{self, WorkerError, WorkerInput, WorkerProcess},
         snapshots::{SnapshotStatus, SnapshotStore, StoreError, validate_name},
         workloads::Resolve,
     },
 };
 
-/// Where a job is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JobState {
-    /// Waiting for a worker.
-    Pending,
-    /// Dissecting.
-    Running,
-    /// Done: the db is readable.
-    Completed,
-    /// Stopped by an error (see `error`).
-    Failed,
-    /// Stopped on request.
-    Cancelled,
-}
-
-impl JobState {
-    fn finished(self) -> bool {
-        matches!(self, Self::Completed | Self::Failed | Self::Cancelled)
-    }
-}
-
-/// A job's status, as the API returns it and `status.json` keeps it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct JobStatus {
-    /// Snapshot.
-    pub snapshot_name: String,
-    /// Dissection.
-    pub dissection_name: String,
-    /// `<snapshot>/<dissection>`, what `/mcp/calls?db=` takes.
-    pub db: String,
-    /// State.
-    pub status: JobState,
-    /// 0–100.
-    pub progress: f64,
-    /// Packets read so far.
-    pub packets_processed: u64,
-    /// Packets in the snapshot.
-    pub packets_total: u64,
-    /// Calls found so far.
-    pub calls_found: u64,
-    /// Calls per protocol, when completed.
-    #[serde(default)]
-    pub calls_by_protocol: BTreeMap<String, u64>,
-    /// TCP connections, when completed.
-    #[serde(default)]
-    pub conns: u64,
-    /// Why it failed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// Start, unix ms.
-    pub started_at: i64,
-    /// End, unix ms (0 while running).
-    pub finished_at: i64,
-}
+pub use crate::services::checksum::checksum;
 
 /// Why a job request was refused.
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +47,12 @@ pub enum JobError {
     /// No such dissection (404).
     #[error("no dissection `{0}`; list_snapshot_dissections shows the existing ones")]
     NotFound(String),
+    /// The dissection is pending or running (409).
+    #[error("dissection `{0}` is still running; stop it (POST .../stop), then delete it")]
+    Running(String),
+    /// Too many dissections are pending or running (429).
+    #[error("{0} dissections are queued or running; retry when one has finished")]
+    Busy(usize),
 }
 
 /// Why a started job ended without its tables.
@@ -112,6 +68,10 @@ enum RunError {
     Io(#[from] std::io::Error),
     #[error("dissection worker panicked: {0}")]
     Panicked(String),
+    #[error(transparent)]
+    Worker(#[from] crate::services::job_process::WorkerError),
+    #[error("handing the workloads to the dissection process: {0}")]
+    Workloads(anyhow::Error),
 }
 
 struct Job {
@@ -155,40 +115,11 @@ pub struct Jobs {
     store: Arc<SnapshotStore>,
     workers: Arc<tokio::sync::Semaphore>,
     jobs: Mutex<BTreeMap<(String, String), Arc<Job>>>,
-}
-
-fn now_ms() -> i64 {
-    remora_kfl::time::now_ns() / 1_000_000
-}
-
-fn write_status(dir: &Path, status: &JobStatus) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let tmp = dir.join("status.json.tmp");
-    let mut f = fs::File::create(&tmp)?;
-    f.write_all(&serde_json::to_vec_pretty(status).map_err(std::io::Error::other)?)?;
-    f.sync_all()?;
-    fs::rename(tmp, dir.join("status.json"))
-}
-
-/// Marks `dir`, which holds a dissection's tables made elsewhere (`remora dissect`, a test), as
-/// the completed dissection `<snapshot>/<name>`: its `status.json`, written atomically.
-pub fn write_completed_status(dir: &Path, snapshot: &str, name: &str) -> std::io::Result<()> {
-    let status = JobStatus {
-        snapshot_name: snapshot.to_owned(),
-        dissection_name: name.to_owned(),
-        db: format!("{snapshot}/{name}"),
-        status: JobState::Completed,
-        progress: 100.0,
-        packets_processed: 0,
-        packets_total: 0,
-        calls_found: 0,
-        calls_by_protocol: BTreeMap::new(),
-        conns: 0,
-        error: None,
-        started_at: 0,
-        finished_at: 0,
-    };
-    write_status(dir, &status)
+    /// Dissections that may be pending or running at once; past that a start is refused with
+    /// 429 and Retry-After rather than queued without bound.
+    pub max_queued: std::sync::atomic::AtomicUsize,
+    /// Set: jobs run in worker processes under a memory limit; unset: in this process.
+    process: std::sync::OnceLock<WorkerProcess>,
 }
 
 impl Jobs {
@@ -212,24 +143,16 @@ impl Jobs {
                     let _ = fs::remove_dir_all(entry.path());
                     let failed_dir = snap.path().join(job);
                     if !failed_dir.exists() && fs::create_dir_all(&failed_dir).is_ok() {
-                        let status = JobStatus {
-                            snapshot_name: snap.file_name().to_string_lossy().into_owned(),
-                            dissection_name: job.to_owned(),
-                            db: format!("{}/{job}", snap.file_name().to_string_lossy()),
-                            status: JobState::Failed,
-                            progress: 0.0,
-                            packets_processed: 0,
-                            packets_total: 0,
-                            calls_found: 0,
-                            calls_by_protocol: BTreeMap::new(),
-                            conns: 0,
-                            error: Some(
-                                "the analyzer stopped during this dissection; start it again under a new name"
-                                    .into(),
-                            ),
-                            started_at: 0,
-                            finished_at: now_ms(),
-                        };
+                        let mut status = JobStatus::new(
+                            &snap.file_name().to_string_lossy(),
+                            job,
+                            JobState::Failed,
+                        );
+                        status.error = Some(
+                            "the analyzer stopped before this dissection finished (queued or running); delete it and start it again"
+                                .into(),
+                        );
+                        status.finished_at = now_ms();
                         let _ = write_status(&failed_dir, &status);
                     }
                 }
@@ -241,7 +164,16 @@ impl Jobs {
             store,
             workers: Arc::new(tokio::sync::Semaphore::new(workers.max(1))),
             jobs: Mutex::new(BTreeMap::new()),
+            max_queued: std::sync::atomic::AtomicUsize::new(16),
+            process: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Runs every later job in a `remora dissect-job` process of `worker.exe`, killed when its
+    /// resident memory passes `worker.memory_limit` (see [`job_process`]). Without it, jobs run
+    /// in this process (tests, and embedders without the `remora` binary).
+    pub fn run_in_processes(&self, worker: WorkerProcess) {
+        let _ = self.process.set(worker);
     }
 
     /// The directory of a (validated) db.
@@ -258,6 +190,7 @@ impl Jobs {
         if manifest.status != SnapshotStatus::Completed {
             return Err(JobError::NotReady(snapshot.to_owned()));
         }
+        self.store.check_space()?;
         let key = (snapshot.to_owned(), name.to_owned());
         let job = {
             let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
@@ -268,21 +201,18 @@ impl Jobs {
             {
                 return Err(JobError::Exists(format!("{snapshot}/{name}")));
             }
+            let unfinished = jobs
+                .values()
+                .filter(|j| !j.snapshot().status.finished())
+                .count();
+            if unfinished >= self.max_queued.load(Ordering::SeqCst) {
+                return Err(JobError::Busy(unfinished));
+            }
             let job = Arc::new(Job {
                 status: Mutex::new(JobStatus {
-                    snapshot_name: snapshot.to_owned(),
-                    dissection_name: name.to_owned(),
-                    db: format!("{snapshot}/{name}"),
-                    status: JobState::Pending,
-                    progress: 0.0,
-                    packets_processed: 0,
                     packets_total: manifest.packets,
-                    calls_found: 0,
-                    calls_by_protocol: BTreeMap::new(),
-                    conns: 0,
-                    error: None,
                     started_at: now_ms(),
-                    finished_at: 0,
+                    ..JobStatus::new(snapshot, name, JobState::Pending)
                 }),
                 packets: AtomicU64::new(0),
                 calls: AtomicU64::new(0),
@@ -292,8 +222,18 @@ impl Jobs {
             job
         };
         let status = job.snapshot();
+        // Queued work is on disk from the start: if the analyzer stops before the job ends,
+        // the next start finds the partial directory and marks the job failed with the reason.
+        let partial = dir
+            .parent()
+            .map(|p| p.join(format!(".{name}.partial")))
+            .unwrap_or_default();
+        if fs::create_dir_all(&partial).is_ok() {
+            let _ = write_status(&partial, &status);
+        }
         let this = self.clone();
         let (snapshot, name) = (snapshot.to_owned(), name.to_owned());
+        let (job_snapshot, job_name) = (snapshot.clone(), name.clone());
         tokio::spawn(async move {
             let Ok(_permit) = this.workers.clone().acquire_owned().await else {
                 return;
@@ -306,7 +246,11 @@ impl Jobs {
                 .map_err(|e| RunError::Panicked(e.to_string()))
                 .and_then(|r| r);
             if let Err(e) = result {
-                let cancelled = matches!(e, RunError::Pipeline(PipelineError::Cancelled));
+                let cancelled = matches!(
+                    e,
+                    RunError::Pipeline(PipelineError::Cancelled)
+                        | RunError::Worker(WorkerError::Cancelled)
+                );
                 job.set(|s| {
                     s.status = if cancelled {
                         JobState::Cancelled
@@ -316,6 +260,15 @@ impl Jobs {
                     s.error = (!cancelled).then(|| e.to_string());
                     s.finished_at = now_ms();
                 });
+                // The outcome outlives a restart: a status without tables, until deleted.
+                if let Ok(dir) = this.db_dir(&job_snapshot, &job_name) {
+                    if let Some(parent) = dir.parent() {
+                        let _ = fs::remove_dir_all(parent.join(format!(".{job_name}.partial")));
+                    }
+                    if !dir.exists() && fs::create_dir_all(&dir).is_ok() {
+                        let _ = write_status(&dir, &job.snapshot());
+                    }
+                }
             }
         });
         Ok(status)
@@ -330,34 +283,67 @@ impl Jobs {
         let partial = parent.join(format!(".{name}.partial"));
         fs::create_dir_all(&partial)?;
         let nodes = self.store.packet_dirs(snapshot)?;
-        // Attribution as the snapshot froze it; older snapshots without records use what the
-        // analyzer knows now.
-        let frozen = self.store.snapshot_workloads(snapshot)?;
-        let workloads: &dyn Resolve = match &frozen {
-            Some(w) => w,
-            None => &*self.workloads,
+        // An imported capture file is read as it is; recordings count a packet's copies once,
+        // and report only the calls of the snapshot's window (its slices run past it).
+        let manifest = self.store.get(snapshot)?;
+        let (copies, window) = match manifest.imported_from {
+            Some(_) => (pipeline::Copies::Each, None),
+            None => (
+                pipeline::Copies::Once,
+                Some((
+                    manifest.start.saturating_mul(1_000_000),
+                    manifest
+                        .end
+                        .saturating_mul(1_000_000)
+                        .saturating_add(999_999),
+                )),
+            ),
         };
-        // An imported capture file is read as it is; recordings count a packet's copies once.
-        let copies = match self.store.get(snapshot)?.imported_from {
-            Some(_) => pipeline::Copies::Each,
-            None => pipeline::Copies::Once,
-        };
-        let result = if nodes.is_empty() {
-            // An empty window: empty tables, still a valid db.
-            pipeline::empty_tables(&partial).map(|_| None)
-        } else {
-            pipeline::dissect_nodes_with(&nodes, &partial, workloads, copies, &|packets, calls| {
-                job.packets.store(packets, Ordering::Relaxed);
-                job.calls.store(calls, Ordering::Relaxed);
-                !job.cancel.load(Ordering::Relaxed)
-            })
-            .map(Some)
+        let result = match self.process.get() {
+            _ if nodes.is_empty() => {
+                // An empty window: empty tables, still a valid db.
+                pipeline::empty_tables(&partial)
+                    .map(|_| None)
+                    .map_err(RunError::from)
+            }
+            Some(worker) => self
+                .run_in_process(worker, snapshot, &nodes, &partial, copies, window, job)
+                .map(Some),
+            None => {
+                // Attribution as the snapshot froze it; older snapshots without records use
+                // what the analyzer knows now.
+                let frozen = self.store.snapshot_workloads(snapshot)?;
+                let workloads: &dyn Resolve = match &frozen {
+                    Some(w) => w,
+                    None => &*self.workloads,
+                };
+                pipeline::dissect_nodes_with(
+                    &nodes,
+                    &partial,
+                    workloads,
+                    copies,
+                    window,
+                    &|packets, calls| {
+                        job.packets.store(packets, Ordering::Relaxed);
+                        job.calls.store(calls, Ordering::Relaxed);
+                        !job.cancel.load(Ordering::Relaxed)
+                    },
+                )
+                .map(|s| {
+                    Some(job_process::WorkerSummary {
+                        frames: s.frames,
+                        calls: s.calls.iter().map(|(p, n)| ((*p).to_owned(), *n)).collect(),
+                        conns: s.conns,
+                    })
+                })
+                .map_err(RunError::from)
+            }
         };
         let summary = match result {
             Ok(s) => s,
             Err(e) => {
                 let _ = fs::remove_dir_all(&partial);
-                return Err(e.into());
+                return Err(e);
             }
         };
         job.set(|s| {
@@ -367,18 +353,87 @@ impl Jobs {
             if let Some(sum) = &summary {
                 s.packets_processed = sum.frames;
                 s.calls_found = sum.calls.values().sum();
-                s.calls_by_protocol = sum
-                    .calls
-                    .iter()
-                    .map(|(p, n)| ((*p).to_owned(), *n))
-                    .collect();
+                s.calls_by_protocol = sum.calls.clone();
                 s.conns = sum.conns;
             }
         });
+        let mut checksums = BTreeMap::new();
+        for table in ["calls.parquet", "conns.parquet"] {
+            let path = partial.join(table);
+            if path.exists() {
+                checksums.insert(table.to_owned(), checksum(&path)?);
+            }
+        }
+        job.set(|s| s.checksums = checksums);
         write_status(&partial, &job.snapshot())?;
         fs::rename(&partial, &final_dir)?;
         let _ = remora_agent::store::sync_dir(&parent);
         Ok(())
+    }
+
+    /// Runs one job in a `remora dissect-job` process (see [`job_process`]).
+    #[allow(clippy::too_many_arguments)]
+    fn run_in_process(
+        &self,
+        worker: &WorkerProcess,
+        snapshot: &str,
+        nodes: &[(String, PathBuf)],
+        partial: &Path,
+        copies: pipeline::Copies,
+        window: Option<(i64, i64)>,
+        job: &Job,
+    ) -> Result<job_process::WorkerSummary, RunError> {
+        // The snapshot's frozen workloads, or what the analyzer knows now, as a file the
+        // worker reads; a temporary one is removed before the db is published.
+        let frozen = self
+            .store
+            .path(snapshot)?
+            .join(crate::services::workloads::SNAPSHOT_FILE);
+        let handed = partial.join(".workloads.parquet");
+        let workloads_file = if frozen.is_file() {
+            Some(frozen)
+        } else {
+            let records = self.workloads.records();
+            if records.is_empty() {
+                None
+            } else {
+                crate::services::workloads::StaticWorkloads::from_records(records)
+                    .write_parquet(&handed)
+                    .map_err(RunError::Workloads)?;
+                Some(handed.clone())
+            }
+        };
+        let result = job_process::run(
+            worker,
+            &WorkerInput {
+                nodes,
+                out: partial,
+                workloads: workloads_file.as_deref(),
+                copies_once: matches!(copies, pipeline::Copies::Once),
+                window,
+            },
+            &|packets, calls| {
+                job.packets.store(packets, Ordering::Relaxed);
+                job.calls.store(calls, Ordering::Relaxed);
+            },
+            &|| job.cancel.load(Ordering::Relaxed),
+        );
+        let _ = fs::remove_file(&handed);
+        Ok(result?)
+    }
+
+    /// Checks a completed dissection's tables against the checksums in its status: `Err` names
+    /// the first file that is missing or differs.
+    pub fn verify(&self, snapshot: &str, name: &str) -> Result<(), String> {
+        let dir = self.db_dir(snapshot, name).map_err(|e| e.to_string())?;
+        let status = self.status(snapshot, name).map_err(|e| e.to_string())?;
+        crate::services::checksum::verify(
+            &dir,
+            status
+                .checksums
+                .iter()
+                .map(|(f, c)| (f.as_str(), c.as_str())),
+        )
     }
 
     /// Asks a running job to stop.
@@ -389,6 +444,35 @@ impl Jobs {
             .ok_or_else(|| JobError::NotFound(format!("{snapshot}/{name}")))?;
         job.cancel.store(true, Ordering::Relaxed);
         Ok(job.snapshot())
+    }
+
+    /// Deletes a finished dissection: its tables and its status. A pending or running one must
+    /// be stopped first (409).
+    pub fn delete(&self, snapshot: &str, name: &str) -> Result<(), JobError> {
+        let dir = self.db_dir(snapshot, name)?;
+        let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (snapshot.to_owned(), name.to_owned());
+        if let Some(job) = jobs.get(&key)
+            && !job.snapshot().status.finished()
+        {
+            return Err(JobError::Running(format!("{snapshot}/{name}")));
+        }
+        if !dir.exists() && !jobs.contains_key(&key) {
+            return Err(JobError::NotFound(format!("{snapshot}/{name}")));
+        }
+        // Renamed aside first, so a reader never sees half a directory.
+        let parent = dir.parent().map(Path::to_owned).unwrap_or_default();
+        let trash = parent.join(format!(".{name}.deleting"));
+        let _ = fs::remove_dir_all(&trash);
+        if dir.exists() {
+            fs::rename(&dir, &trash).map_err(|e| {
+                JobError::Store(StoreError::Io(format!("deleting {snapshot}/{name}: {e}")))
+            })?;
+            let _ = remora_agent::store::sync_dir(&parent);
+            let _ = fs::remove_dir_all(&trash);
+        }
+        jobs.remove(&key);
+        Ok(())
     }
 
     /// One job's status: live when it runs in this process, else from `status.json`.
