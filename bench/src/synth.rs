@@ -80,6 +80,7 @@ impl Default for Shop {
                         pod_namespace: (*ns).to_owned(),
                         service_name: (*svc).to_owned(),
                         service_namespace: (*ns).to_owned(),
+                        node: format!("node-{}", last % 3),
                         process: (*process).to_owned(),
                         pid: *pid,
                     },

@@ -4,6 +4,7 @@
 //! a guard that removes it on drop, also when the test fails. Addresses come from the
 //! benchmarking range 198.18.0.0/15 and never leave the namespaces.
 
+pub mod fake_kube;
 pub mod netns;
 pub mod pcap;
 pub mod proc;

@@ -162,8 +162,11 @@ impl AgentProc {
         let log = data_dir.with_extension("agent.log");
         let listen = format!("{host}:{port}");
         let mut cmd = ns.command(bin.to_str().unwrap_or_default());
-        cmd.args(first)
-            .args(["--node", "test", "--listen", &listen, "--log", "info"])
+        cmd.args(first);
+        if !extra.contains(&"--node") {
+            cmd.args(["--node", "test"]);
+        }
+        cmd.args(["--listen", &listen, "--log", "info"])
             .arg("--data-dir")
             .arg(data_dir)
             .args(extra)

@@ -21,6 +21,7 @@ TOOLS = {
     "start_snapshot_dissection", "get_snapshot_dissection_status", "list_snapshot_dissections",
     "list_api_calls", "get_api_call", "get_api_stats", "analyze_calls", "describe_fields",
     "export_snapshot_pcap", "run_sql", "list_l4_flows", "get_l4_flow_summary",
+    "list_workloads", "list_ips", "get_coverage",
 }
 sizes = {}
 

@@ -52,7 +52,7 @@ pub enum Table {
     Calls,
     /// One row per TCP connection.
     Conns,
-    /// One row per known address: the workload records a snapshot froze.
+    /// One row per interval in which a workload held an address.
     Workloads,
 }
 

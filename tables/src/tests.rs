@@ -225,16 +225,22 @@ fn conns_and_workloads_round_trip() {
     assert_eq!(text(&batch, "dst_ip"), vec![Some("198.18.0.2".to_owned())]);
     assert_eq!(text(&batch, "rst_by"), vec![None]);
 
-    let records = vec![(
-        "198.18.0.9".parse().unwrap_or(IpAddr::from([0, 0, 0, 0])),
-        Peer {
+    let records = vec![workloads::WorkloadRecord {
+        ip: "198.18.0.9".parse().unwrap_or(IpAddr::from([0, 0, 0, 0])),
+        from_ns: 5,
+        to_ns: None,
+        kind: "host".into(),
+        peer: Peer {
             process: "nginx".into(),
             pid: 42,
             ..Peer::default()
         },
-    )];
+        labels: vec![("app".into(), "web".into())],
+    }];
     let batch = workloads::batch(&records).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(batch.schema(), Table::Workloads.schema());
     assert_eq!(text(&batch, "ip"), vec![Some("198.18.0.9".to_owned())]);
+    assert_eq!(text(&batch, "kind"), vec![Some("host".to_owned())]);
     let pid = batch
         .column_by_name("pid")
         .map(|c| c.as_primitive::<UInt32Type>().value(0));

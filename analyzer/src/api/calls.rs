@@ -28,16 +28,18 @@ type Api<T> = Result<T, ApiError>;
 /// Most rows one page returns.
 pub const MAX_LIMIT: usize = 1000;
 /// Columns of the compact format: enough to see what happened and to filter further.
-const COMPACT: [&str; 16] = [
+const COMPACT: [&str; 18] = [
     "id",
     "timestamp",
     "protocol",
     "src_ip",
     "src_port",
     "src_name",
+    "src_node_name",
     "dst_ip",
     "dst_port",
     "dst_name",
+    "dst_node_name",
     "method",
     "path",
     "status_code",

@@ -11,6 +11,7 @@ mod insights;
 mod json;
 mod page;
 mod pcap;
+mod resolve;
 mod snapshots;
 mod sql;
 mod stats;
@@ -107,6 +108,11 @@ pub struct AnalyzerState {
     /// MiB of memory SQL queries may reserve in total (each its `memory_mb`): as much as the
     /// KFL pool, so that all queries together stay within twice `--query-memory-mb`.
     pub sql_memory: tokio::sync::Semaphore,
+    /// Where workload names come from (the watchers, a file, or nothing).
+    pub workloads: Arc<dyn crate::services::workloads::WorkloadSource>,
+    /// The node this process records (`remora up`), recording from its start even before
+    /// its first slice is written.
+    pub local_node: std::sync::OnceLock<String>,
 }
 
 /// Queries that run at once.
@@ -154,11 +160,11 @@ impl AnalyzerState {
     pub fn open(
         data: &std::path::Path,
         token: String,
-        workloads: Arc<dyn crate::services::workloads::Resolve + Send + Sync>,
+        workloads: Arc<dyn crate::services::workloads::WorkloadSource>,
         workers: usize,
     ) -> anyhow::Result<Arc<Self>> {
         let store = Arc::new(SnapshotStore::open(data)?.with_workloads(workloads.clone()));
-        let jobs = Arc::new(Jobs::open(data, store.clone(), workloads, workers)?);
+        let jobs = Arc::new(Jobs::open(data, store.clone(), workloads.clone(), workers)?);
         Ok(Arc::new(Self {
             data: data.to_owned(),
             store,
@@ -169,6 +175,8 @@ impl AnalyzerState {
             max_waiting: std::sync::atomic::AtomicUsize::new(32),
             tables: Default::default(),
             sql_memory: tokio::sync::Semaphore::new(crate::services::query::memory_limit() >> 20),
+            workloads,
+            local_node: std::sync::OnceLock::new(),
         }))
     }
 }
@@ -356,6 +364,9 @@ pub fn router(state: Arc<AnalyzerState>) -> Router {
         .route("/mcp/flows", get(flows::list_flows))
         .route("/mcp/flows/summary", get(flows::summary))
         .route("/sql", post(sql::run))
+        .route("/mcp/resolve/workloads", get(resolve::workloads))
+        .route("/mcp/resolve/ips", get(resolve::ips))
+        .route("/mcp/coverage", get(resolve::coverage))
         .route("/mcp/endpoints", get(endpoints::endpoints))
         .route("/openapi.json", get(endpoints::openapi));
     let both = Router::new().merge(routes.clone()).nest("/api", routes);

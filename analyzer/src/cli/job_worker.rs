@@ -18,7 +18,8 @@ use crate::{
     pipeline,
     services::{
         job_process::WorkerSummary,
-        workloads::{NoWorkloads, Resolve, StaticWorkloads},
+        workload_history::WorkloadHistory,
+        workloads::{NoWorkloads, Resolve},
     },
 };
 
@@ -87,7 +88,7 @@ pub fn run(args: &JobWorkerArgs) -> anyhow::Result<()> {
     let frozen = args
         .workloads
         .as_deref()
-        .map(StaticWorkloads::read_parquet)
+        .map(WorkloadHistory::read_parquet)
         .transpose()?;
     let workloads: &dyn Resolve = match &frozen {
         Some(w) => w,

@@ -236,6 +236,48 @@ pub fn definitions() -> Vec<Tool> {
             true,
         ),
         tool(
+            "list_workloads",
+            "Workloads (pods, services, nodes) with the addresses they held and when (from, to, unix ms): from the live Kubernetes history, or with snapshot_id as the snapshot froze it. {workloads:[{name, namespace, kind, labels, node, service, ips:[{ip, timestamp, from, to}]}], total, truncated}.",
+            schema(
+                json!({
+                    "snapshot_id": {"type": "string", "description": "A snapshot's frozen records instead of the live history"},
+                    "name": {"type": "string", "description": "One workload by name (a service's name also finds the pods behind it)"},
+                    "namespace": {"type": "string", "description": "The namespace of `name`"},
+                    "namespaces": {"type": "array", "items": {"type": "string"}, "description": "Only these namespaces"},
+                    "name_regex": {"type": "string", "description": "Regular expression on the name"},
+                    "labels": {"type": "object", "additionalProperties": {"type": "string"}, "description": "Labels that must all match, e.g. {\"app\": \"checkout\"}"},
+                    "type": {"type": "string", "enum": ["pod", "service", "node", "host"], "description": "Only this kind"},
+                    "timestamp": {"type": "integer", "description": "Unix ms: what held at that moment"},
+                    "limit": {"type": "integer", "description": "Workloads, default 100, at most 1000"}
+                }),
+                &[],
+            ),
+            true,
+        ),
+        tool(
+            "list_ips",
+            "Addresses with who held them when (pod, service, node; from, to in unix ms), so an IP reused by a later pod is told apart. {ips:[{ip, records:[{name, namespace, kind, from, to, pod, service, node}]}], total, truncated}.",
+            schema(
+                json!({
+                    "snapshot_id": {"type": "string", "description": "A snapshot's frozen records instead of the live history"},
+                    "ip": {"type": "string", "description": "One address"},
+                    "namespaces": {"type": "array", "items": {"type": "string"}, "description": "Only these namespaces"},
+                    "name_regex": {"type": "string", "description": "Regular expression on the holder's name"},
+                    "labels": {"type": "object", "additionalProperties": {"type": "string"}, "description": "Labels that must all match"},
+                    "timestamp": {"type": "integer", "description": "Unix ms: who held it then"},
+                    "limit": {"type": "integer", "description": "Addresses, default 100"}
+                }),
+                &[],
+            ),
+            true,
+        ),
+        tool(
+            "get_coverage",
+            "What Remora records and names: nodes recording and since when, pods on recorded nodes and pods on nodes without a recorder, where workload names come from (Kubernetes watches and their state, a file, or none). Call it before concluding that a workload had no traffic.",
+            schema(json!({}), &[]),
+            true,
+        ),
+        tool(
             "describe_fields",
             "The KFL fields (name, type, description) and aliases, for writing filters.",
             schema(json!({}), &[]),
@@ -604,6 +646,59 @@ pub async fn call(
             });
             into_result(mcp.request("POST", "/sql", Some(&body)).await, name)
         }
+        "list_workloads" | "list_ips" => {
+            let route = if name == "list_workloads" {
+                "workloads"
+            } else {
+                "ips"
+            };
+            let mut q = query(
+                args,
+                &[
+                    "snapshot_id",
+                    "name",
+                    "namespace",
+                    "name_regex",
+                    "type",
+                    "timestamp",
+                    "ip",
+                    "limit",
+                ],
+            );
+            if let Some(Value::Array(list)) = arg(args, "namespaces") {
+                let list: Vec<String> = list
+                    .iter()
+                    .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+                    .collect();
+                q.push_str(&format!("&namespaces={}", encode(&list.join(","))));
+            } else if let Some(ns) = text(args, "namespaces") {
+                q.push_str(&format!("&namespaces={}", encode(&ns)));
+            }
+            match arg(args, "labels") {
+                Some(Value::Object(labels)) => {
+                    let pairs: Vec<String> = labels
+                        .iter()
+                        .map(|(k, v)| {
+                            format!(
+                                "{k}={}",
+                                v.as_str().map_or_else(|| v.to_string(), str::to_owned)
+                            )
+                        })
+                        .collect();
+                    q.push_str(&format!("&labels={}", encode(&pairs.join(","))));
+                }
+                Some(other) => {
+                    let text = other
+                        .as_str()
+                        .map_or_else(|| other.to_string(), str::to_owned);
+                    q.push_str(&format!("&labels={}", encode(&text)));
+                }
+                None => {}
+            }
+            let q = q.strip_prefix('&').unwrap_or(&q).to_owned();
+            get(mcp, &format!("/mcp/resolve/{route}?{q}"), name).await
+        }
+        "get_coverage" => get(mcp, "/mcp/coverage", name).await,
         "describe_fields" => {
             let (v, err) = get(mcp, "/mcp/fields", name).await;
             // Compact: name, type, description; a model reads every byte.

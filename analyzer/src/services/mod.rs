@@ -9,13 +9,17 @@
 //! - [`pcap_selection`]: which packets a filtered export keeps (bpf filter, KFL's flows),
 //! - [`query`]: KFL over a dissection's tables with DataFusion,
 //! - [`sql`]: read-only SQL over a snapshot's and its dissection's tables (with `kfl(...)`),
-//! - [`workloads`]: who an address was (attribution), from a static file or frozen records.
+//! - [`kubernetes`]: watchers on the cluster feeding the workload history,
+//! - [`workload_history`]: who an address was over time (intervals; persisted, frozen),
+//! - [`workloads`]: attribution (`Resolve`), where the history comes from (`WorkloadSource`),
+//!   static workload files.
 
 pub mod bpf_filter;
 pub mod checksum;
 pub mod insights;
 pub mod job_process;
 pub mod jobs;
+pub mod kubernetes;
 pub mod pcap;
 pub mod pcap_selection;
 pub mod query;

@@ -26,7 +26,8 @@ use crate::{
     services::{
         job_process::{self, WorkerError, WorkerInput, WorkerProcess},
         snapshots::{SnapshotStatus, SnapshotStore, StoreError, validate_name},
-        workloads::Resolve,
+        workload_history::WorkloadHistory,
+        workloads::{Resolve, WorkloadSource},
     },
 };
 
@@ -111,7 +112,7 @@ impl Job {
 /// The dissection jobs of one data directory.
 pub struct Jobs {
     data: PathBuf,
-    workloads: Arc<dyn Resolve + Send + Sync>,
+    workloads: Arc<dyn WorkloadSource>,
     store: Arc<SnapshotStore>,
     workers: Arc<tokio::sync::Semaphore>,
     jobs: Mutex<BTreeMap<(String, String), Arc<Job>>>,
@@ -128,7 +129,7 @@ impl Jobs {
     pub fn open(
         data: &Path,
         store: Arc<SnapshotStore>,
-        workloads: Arc<dyn Resolve + Send + Sync>,
+        workloads: Arc<dyn WorkloadSource>,
         workers: usize,
     ) -> std::io::Result<Self> {
         let root = data.join("dissections");
@@ -312,11 +313,13 @@ impl Jobs {
             None => {
                 // Attribution as the snapshot froze it; older snapshots without records use
                 // what the analyzer knows now.
-                let frozen = self.store.snapshot_workloads(snapshot)?;
-                let workloads: &dyn Resolve = match &frozen {
+                let frozen = match self.store.snapshot_workloads(snapshot)? {
                     Some(w) => w,
-                    None => &*self.workloads,
+                    None => WorkloadHistory::from_records(
+                        self.workloads.records_between(i64::MIN, i64::MAX),
+                    ),
                 };
+                let workloads: &dyn Resolve = &frozen;
                 pipeline::dissect_nodes_with(
                     &nodes,
                     &partial,
@@ -393,12 +396,11 @@ impl Jobs {
         let workloads_file = if frozen.is_file() {
             Some(frozen)
         } else {
-            let records = self.workloads.records();
+            let records = self.workloads.records_between(i64::MIN, i64::MAX);
             if records.is_empty() {
                 None
             } else {
-                crate::services::workloads::StaticWorkloads::from_records(records)
-                    .write_parquet(&handed)
+                crate::services::workload_history::write_records(&records, &handed)
                     .map_err(RunError::Workloads)?;
                 Some(handed.clone())
             }

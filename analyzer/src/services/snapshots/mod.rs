@@ -231,7 +231,7 @@ pub struct SnapshotStore {
     data: PathBuf,
     creating: Mutex<HashSet<String>>,
     /// Where the workload records frozen into each new snapshot come from.
-    workloads: Option<std::sync::Arc<dyn crate::services::workloads::Resolve + Send + Sync>>,
+    workloads: Option<std::sync::Arc<dyn crate::services::workloads::WorkloadSource>>,
     /// Free bytes the filesystem keeps; below, new snapshots and dissections are refused.
     min_free: std::sync::atomic::AtomicU64,
 }
@@ -305,11 +305,12 @@ impl SnapshotStore {
         }
     }
 
-    /// Freezes the records of `workloads` into every snapshot made from now on
+    /// Freezes the intervals of `workloads` that overlap a snapshot's window into every
+    /// snapshot made from now on
     /// (`workloads.parquet`, see [`crate::services::workloads::SNAPSHOT_FILE`]).
     pub fn with_workloads(
         mut self,
-        workloads: std::sync::Arc<dyn crate::services::workloads::Resolve + Send + Sync>,
+        workloads: std::sync::Arc<dyn crate::services::workloads::WorkloadSource>,
     ) -> Self {
         self.workloads = Some(workloads);
         self
@@ -319,14 +320,14 @@ impl SnapshotStore {
     pub fn snapshot_workloads(
         &self,
         snapshot: &str,
-    ) -> Result<Option<crate::services::workloads::StaticWorkloads>, StoreError> {
+    ) -> Result<Option<crate::services::workload_history::WorkloadHistory>, StoreError> {
         let path = self
             .path(snapshot)?
             .join(crate::services::workloads::SNAPSHOT_FILE);
         if !path.is_file() {
             return Ok(None);
         }
-        crate::services::workloads::StaticWorkloads::read_parquet(&path)
+        crate::services::workload_history::WorkloadHistory::read_parquet(&path)
             .map(Some)
             .map_err(|e| io(path.display(), e))
     }
@@ -521,7 +522,12 @@ impl SnapshotStore {
         let records = self
             .workloads
             .as_ref()
-            .map(|w| w.records())
+            .map(|w| {
+                w.records_between(
+                    start.saturating_mul(1_000_000),
+                    end.saturating_mul(1_000_000).saturating_add(999_999),
+                )
+            })
             .unwrap_or_default();
         let manifest = Manifest {
             workloads: records.len(),
@@ -529,8 +535,7 @@ impl SnapshotStore {
         };
         if !records.is_empty() {
             let path = tmp.join(crate::services::workloads::SNAPSHOT_FILE);
-            crate::services::workloads::StaticWorkloads::from_records(records)
-                .write_parquet(&path)
+            crate::services::workload_history::write_records(&records, &path)
                 .map_err(|e| io(path.display(), e))?;
         }
         let json = serde_json::to_vec_pretty(&manifest).map_err(|e| io("manifest", e))?;
@@ -744,17 +749,30 @@ mod tests {
     /// workloads source has none (and its jobs use the analyzer's current source).
     #[test]
     fn snapshot_freezes_the_workloads_it_was_made_with() {
-        use crate::services::workloads::{Resolve as _, StaticWorkloads};
+        use crate::services::{
+            workload_history::Owner,
+            workloads::{FixedWorkloads, StaticWorkloads},
+        };
         let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let data = tmp.path();
         slice(data, "n1", 1_000_000_000, 1_999_999_999);
-        let live = StaticWorkloads::parse(
+        let mut live = StaticWorkloads::parse(
             r#"[{"ip": "198.18.0.1", "pod": "frontend-1", "namespace": "shop"}]"#,
         )
         .unwrap_or_default();
+        // An address held only before the window is not frozen into the snapshot.
+        let gone = std::net::IpAddr::from([198, 18, 0, 9]);
+        live.begin(gone, 10, Owner::default());
+        live.end(gone, 20, &Owner::default());
+        let in_window = live.records_between(1_000_000_000, 2_000_999_999);
+        assert_eq!(in_window.len(), 1);
+        let live = FixedWorkloads {
+            history: live,
+            origin: "test".into(),
+        };
         let store = SnapshotStore::open(data)
             .unwrap_or_else(|e| panic!("{e}"))
-            .with_workloads(std::sync::Arc::new(live.clone()));
+            .with_workloads(std::sync::Arc::new(live));
         let req = |name: &str| CreateRequest {
             name: name.into(),
             start: Some(1000),
@@ -770,7 +788,7 @@ mod tests {
             .snapshot_workloads("with")
             .unwrap_or_else(|e| panic!("{e}"))
             .unwrap_or_default();
-        assert_eq!(frozen.records(), live.records());
+        assert_eq!(frozen.records(), in_window);
 
         let bare = SnapshotStore::open(data).unwrap_or_else(|e| panic!("{e}"));
         bare.reserve("without").unwrap_or_else(|e| panic!("{e}"));

@@ -1,0 +1,364 @@
+//! Who each address is according to the cluster now: a pure function of the watched objects
+//! (Pods, Services, EndpointSlices, Nodes), and the changes that brings to the history.
+//!
+//! - A pod's IPs (`status.podIPs`) are the pod's while it is neither finished nor on the host
+//!   network (a host-network pod's address is its node's); the pod's node is `spec.nodeName`.
+//! - EndpointSlices name the service a pod address serves (`kubernetes.io/service-name`); a
+//!   pod behind several services takes the first by name, so the choice is stable.
+//! - A service's ClusterIPs are the service's: traffic before DNAT resolves to the service.
+//! - A node's InternalIP and ExternalIP addresses are the node's.
+//!
+//! On a conflict a pod wins over a service, which wins over a node.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::IpAddr,
+};
+
+use k8s_openapi::{
+    api::{
+        core::v1::{Node, Pod, Service},
+        discovery::v1::EndpointSlice,
+    },
+    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+};
+
+use crate::services::{
+    workload_history::{Owner, WorkloadHistory},
+    workloads::Peer,
+};
+
+/// The label an EndpointSlice names its service with.
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// Who an address is now, and since when the object says it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// The owner.
+    pub owner: Owner,
+    /// The object's creation (ns), where the interval starts when the history has nothing
+    /// newer for the address: a pod seen first on a relist started when it was created.
+    pub since_ns: i64,
+}
+
+fn created_ns(meta: &ObjectMeta) -> i64 {
+    meta.creation_timestamp
+        .as_ref()
+        .map(|t| t.0.as_nanosecond().clamp(0, i64::MAX as i128) as i64)
+        .unwrap_or(0)
+}
+
+fn labels(meta: &ObjectMeta) -> Vec<(String, String)> {
+    meta.labels
+        .as_ref()
+        .map(|l| l.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default()
+}
+
+fn parse_ip(text: &str) -> Option<IpAddr> {
+    text.parse().ok()
+}
+
+/// The addresses of the cluster now, from the watched objects.
+pub fn desired(
+    pods: &[impl AsRef<Pod>],
+    services: &[impl AsRef<Service>],
+    slices: &[impl AsRef<EndpointSlice>],
+    nodes: &[impl AsRef<Node>],
+) -> HashMap<IpAddr, Claim> {
+    let mut out: HashMap<IpAddr, Claim> = HashMap::new();
+    for node in nodes {
+        let node = node.as_ref();
+        let name = node.metadata.name.clone().unwrap_or_default();
+        let addresses = node.status.as_ref().and_then(|s| s.addresses.as_ref());
+        for a in addresses.into_iter().flatten() {
+            if !matches!(a.type_.as_str(), "InternalIP" | "ExternalIP") {
+                continue;
+            }
+            if let Some(ip) = parse_ip(&a.address) {
+                out.insert(
+                    ip,
+                    Claim {
+                        owner: Owner {
+                            kind: "node".into(),
+                            peer: Peer {
+                                node: name.clone(),
+                                ..Peer::default()
+                            },
+                            labels: labels(&node.metadata),
+                        },
+                        since_ns: created_ns(&node.metadata),
+                    },
+                );
+            }
+        }
+    }
+    for svc in services {
+        let svc = svc.as_ref();
+        let spec = svc.spec.as_ref();
+        let ips = spec
+            .and_then(|s| s.cluster_ips.clone())
+            .or_else(|| spec.and_then(|s| s.cluster_ip.clone()).map(|ip| vec![ip]))
+            .unwrap_or_default();
+        for ip in ips.iter().filter_map(|ip| parse_ip(ip)) {
+            out.insert(
+                ip,
+                Claim {
+                    owner: Owner {
+                        kind: "service".into(),
+                        peer: Peer {
+                            service_name: svc.metadata.name.clone().unwrap_or_default(),
+                            service_namespace: svc.metadata.namespace.clone().unwrap_or_default(),
+                            ..Peer::default()
+                        },
+                        labels: labels(&svc.metadata),
+                    },
+                    since_ns: created_ns(&svc.metadata),
+                },
+            );
+        }
+    }
+    // address → (service name, namespace) of the first service by name that serves it.
+    let mut served: BTreeMap<IpAddr, (String, String)> = BTreeMap::new();
+    for slice in slices {
+        let slice = slice.as_ref();
+        let Some(service) = slice
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(SERVICE_NAME_LABEL))
+        else {
+            continue;
+        };
+        let namespace = slice.metadata.namespace.clone().unwrap_or_default();
+        for endpoint in slice.endpoints.iter().flatten() {
+            for ip in endpoint.addresses.iter().filter_map(|a| parse_ip(a)) {
+                let candidate = (service.clone(), namespace.clone());
+                served
+                    .entry(ip)
+                    .and_modify(|s| {
+                        if candidate < *s {
+                            *s = candidate.clone();
+                        }
+                    })
+                    .or_insert(candidate);
+            }
+        }
+    }
+    for pod in pods {
+        let pod = pod.as_ref();
+        let spec = pod.spec.as_ref();
+        if spec.and_then(|s| s.host_network).unwrap_or(false) {
+            continue;
+        }
+        let Some(status) = pod.status.as_ref() else {
+            continue;
+        };
+        if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
+            continue;
+        }
+        let mut ips: Vec<IpAddr> = status
+            .pod_ips
+            .iter()
+            .flatten()
+            .filter_map(|p| parse_ip(&p.ip))
+            .collect();
+        if ips.is_empty() {
+            ips.extend(status.pod_ip.as_deref().and_then(parse_ip));
+        }
+        for ip in ips {
+            let (service_name, service_namespace) = served.get(&ip).cloned().unwrap_or_default();
+            out.insert(
+                ip,
+                Claim {
+                    owner: Owner {
+                        kind: "pod".into(),
+                        peer: Peer {
+                            pod_name: pod.metadata.name.clone().unwrap_or_default(),
+                            pod_namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+                            service_name,
+                            service_namespace,
+                            node: spec.and_then(|s| s.node_name.clone()).unwrap_or_default(),
+                            ..Peer::default()
+                        },
+                        labels: labels(&pod.metadata),
+                    },
+                    since_ns: created_ns(&pod.metadata),
+                },
+            );
+        }
+    }
+    out
+}
+
+/// Brings `history` to `desired` at `now_ns`: owners no longer claimed end now; new owners
+/// begin at their object's creation, or now when the address already had someone after that
+/// (an address reused while the analyzer was away is handed over when it learns of it).
+/// Returns how many intervals began or ended.
+pub fn apply(
+    history: &mut WorkloadHistory,
+    desired: &HashMap<IpAddr, Claim>,
+    now_ns: i64,
+) -> usize {
+    let mut changes = 0;
+    let gone: Vec<(IpAddr, Owner)> = history
+        .current()
+        .filter(|(ip, owner)| desired.get(ip).is_none_or(|c| &c.owner != *owner))
+        .map(|(ip, owner)| (ip, owner.clone()))
+        .collect();
+    for (ip, owner) in gone {
+        // Kinds the watchers do not manage (a static record) are left alone.
+        if !matches!(owner.kind.as_str(), "pod" | "service" | "node") {
+            continue;
+        }
+        if !desired.contains_key(&ip) {
+            history.end(ip, now_ns, &owner);
+            changes += 1;
+        }
+    }
+    for (ip, claim) in desired {
+        if history.current_owner(ip) == Some(&claim.owner) {
+            continue;
+        }
+        let last_start = history.last_start(ip);
+        let at = match last_start {
+            Some(from) if from >= claim.since_ns => now_ns,
+            _ => claim.since_ns.min(now_ns),
+        };
+        history.begin(*ip, at, claim.owner.clone());
+        changes += 1;
+    }
+    changes
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::{
+        NodeAddress, NodeStatus, PodIP, PodSpec, PodStatus, ServiceSpec,
+    };
+    use k8s_openapi::api::discovery::v1::Endpoint;
+
+    use super::*;
+
+    fn meta(name: &str, ns: Option<&str>, labels: &[(&str, &str)]) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name.into()),
+            namespace: ns.map(Into::into),
+            labels: Some(
+                labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            ..ObjectMeta::default()
+        }
+    }
+
+    fn pod(name: &str, ip: &str, node: &str) -> Pod {
+        Pod {
+            metadata: meta(name, Some("shop"), &[("app", name)]),
+            spec: Some(PodSpec {
+                node_name: Some(node.into()),
+                ..PodSpec::default()
+            }),
+            status: Some(PodStatus {
+                phase: Some("Running".into()),
+                pod_ips: Some(vec![PodIP { ip: ip.into() }]),
+                ..PodStatus::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn pods_services_slices_and_nodes() {
+        let mut host = pod("kube-proxy-x", "198.18.9.1", "node-a");
+        if let Some(s) = host.spec.as_mut() {
+            s.host_network = Some(true);
+        }
+        let mut done = pod("job-1", "198.18.1.9", "node-a");
+        if let Some(s) = done.status.as_mut() {
+            s.phase = Some("Succeeded".into());
+        }
+        let pods = vec![pod("checkout-1", "198.18.1.2", "node-c"), host, done];
+        let services = vec![Service {
+            metadata: meta("checkout", Some("shop"), &[]),
+            spec: Some(ServiceSpec {
+                cluster_ips: Some(vec!["198.19.0.10".into()]),
+                ..ServiceSpec::default()
+            }),
+            status: None,
+        }];
+        let slices = vec![EndpointSlice {
+            metadata: meta(
+                "checkout-abc",
+                Some("shop"),
+                &[(SERVICE_NAME_LABEL, "checkout")],
+            ),
+            address_type: "IPv4".into(),
+            endpoints: Some(vec![Endpoint {
+                addresses: vec!["198.18.1.2".into()],
+                ..Endpoint::default()
+            }]),
+            ports: None,
+        }];
+        let nodes = vec![Node {
+            metadata: meta("node-a", None, &[]),
+            spec: None,
+            status: Some(NodeStatus {
+                addresses: Some(vec![
+                    NodeAddress {
+                        address: "198.18.9.1".into(),
+                        type_: "InternalIP".into(),
+                    },
+                    NodeAddress {
+                        address: "node-a".into(),
+                        type_: "Hostname".into(),
+                    },
+                ]),
+                ..NodeStatus::default()
+            }),
+        }];
+        fn arc<T>(v: Vec<T>) -> Vec<std::sync::Arc<T>> {
+            v.into_iter().map(std::sync::Arc::new).collect()
+        }
+        let d = desired(&arc(pods), &arc(services), &arc(slices), &arc(nodes));
+        let at = |ip: &str| {
+            d.get(&parse_ip(ip).unwrap_or(IpAddr::from([0, 0, 0, 0])))
+                .map(|c| &c.owner)
+        };
+        let checkout = at("198.18.1.2").cloned().unwrap_or_default();
+        assert_eq!(
+            (
+                checkout.kind.as_str(),
+                checkout.peer.pod_name.as_str(),
+                checkout.peer.service_name.as_str(),
+                checkout.peer.node.as_str()
+            ),
+            ("pod", "checkout-1", "checkout", "node-c")
+        );
+        assert_eq!(at("198.19.0.10").map(|o| o.kind.as_str()), Some("service"));
+        let node = at("198.18.9.1").cloned().unwrap_or_default();
+        assert_eq!(
+            (node.kind.as_str(), node.peer.node.as_str()),
+            ("node", "node-a"),
+            "host network → node"
+        );
+        assert!(
+            at("198.18.1.9").is_none(),
+            "a finished pod holds no address"
+        );
+        assert_eq!(d.len(), 3);
+
+        let mut h = WorkloadHistory::default();
+        assert_eq!(apply(&mut h, &d, 1_000), 3);
+        assert_eq!(
+            apply(&mut h, &d, 2_000),
+            0,
+            "a relist of the same cluster changes nothing"
+        );
+        let none: HashMap<IpAddr, Claim> = HashMap::new();
+        assert_eq!(apply(&mut h, &none, 3_000), 3);
+        assert_eq!(h.current().count(), 0);
+        assert_eq!(h.records().len(), 3, "the history keeps who they were");
+    }
+}

@@ -1,0 +1,175 @@
+//! One kube-rs watcher per resource, feeding reflector stores, and the loop that reconciles
+//! the history with them after every burst of events.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use futures_util::StreamExt as _;
+use k8s_openapi::api::{
+    core::v1::{Namespace, Node, Pod, Service},
+    discovery::v1::EndpointSlice,
+};
+use kube::{
+    Api, Client, Resource,
+    runtime::{
+        WatchStreamExt as _,
+        reflector::{self, Store},
+        watcher::{self, Event},
+    },
+};
+use serde::de::DeserializeOwned;
+use tokio::sync::Notify;
+
+use super::{HISTORY_KEEP, Watched, reconcile};
+
+/// Events that arrive within this of each other are reconciled together.
+const BURST: Duration = Duration::from_millis(50);
+/// The history file is written at most this often.
+const PERSIST_EVERY: Duration = Duration::from_secs(2);
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos().min(i64::MAX as u128) as i64)
+        .unwrap_or(0)
+}
+
+fn now_ms() -> i64 {
+    now_ns() / 1_000_000
+}
+
+/// Starts the watchers and the reconcile loop on the current runtime.
+pub(super) fn spawn(client: Client, watched: Arc<Watched>) {
+    let dirty = Arc::new(Notify::new());
+    let pods = watch::<Pod>(Api::all(client.clone()), "pods", &watched, &dirty);
+    let services = watch::<Service>(Api::all(client.clone()), "services", &watched, &dirty);
+    let slices =
+        watch::<EndpointSlice>(Api::all(client.clone()), "endpointslices", &watched, &dirty);
+    let nodes = watch::<Node>(Api::all(client.clone()), "nodes", &watched, &dirty);
+    let namespaces = watch::<Namespace>(Api::all(client), "namespaces", &watched, &dirty);
+    tokio::spawn(async move {
+        let mut last_persist = Instant::now();
+        let mut unsaved = false;
+        let mut tick = tokio::time::interval(PERSIST_EVERY);
+        loop {
+            tokio::select! {
+                _ = dirty.notified() => {
+                    tokio::time::sleep(BURST).await;
+                    let counts = [pods.len(), services.len(), slices.len(), nodes.len(), namespaces.len()];
+                    for (resource, n) in super::RESOURCES.iter().zip(counts) {
+                        watched.with_watch(resource, |w| w.objects = n);
+                    }
+                    // Before every kind listed once, "absent" only means "not listed yet".
+                    let listed = ["pods", "services", "endpointslices", "nodes"].iter().all(|r| {
+                        watched.watches.lock().unwrap_or_else(|e| e.into_inner())
+                            .iter().any(|w| &w.resource == r && w.synced_since.is_some())
+                    });
+                    if !listed {
+                        continue;
+                    }
+                    let desired = reconcile::desired(&pods.state(), &services.state(), &slices.state(), &nodes.state());
+                    let now = now_ns();
+                    let changes = watched.write(|h| reconcile::apply(h, &desired, now));
+                    if changes > 0 {
+                        tracing::debug!(changes, addresses = desired.len(), "workload history updated");
+                        unsaved = true;
+                    }
+                }
+                _ = tick.tick() => {}
+            }
+            if unsaved && last_persist.elapsed() >= PERSIST_EVERY {
+                let horizon = now_ns().saturating_sub(HISTORY_KEEP.as_nanos() as i64);
+                watched.write(|h| h.prune(horizon));
+                match watched.persist() {
+                    Ok(()) => unsaved = false,
+                    Err(e) => tracing::warn!(
+                        "writing the workload history {}: {e:#}; it is kept in memory and retried",
+                        watched.file.display()
+                    ),
+                }
+                last_persist = Instant::now();
+            }
+        }
+    });
+}
+
+/// What to tell an operator about a watch error.
+fn explain(resource: &str, e: &watcher::Error) -> String {
+    let text = e.to_string();
+    if text.contains("403") || text.contains("orbidden") {
+        format!(
+            "{text}: RBAC forbids listing or watching {resource}; grant get/list/watch on {resource} to the analyzer's service account (manifests/rbac.yaml)"
+        )
+    } else if text.contains("401") || text.contains("nauthorized") {
+        format!(
+            "{text}: the API server refused the credentials; check the kubeconfig user or the service account token"
+        )
+    } else {
+        format!("{text}: retrying with backoff; recording is not affected")
+    }
+}
+
+fn is_gone(e: &watcher::Error) -> bool {
+    matches!(e, watcher::Error::WatchError(status) if status.code == 410)
+}
+
+/// A watcher on `api` in a task; its store.
+fn watch<K>(
+    api: Api<K>,
+    resource: &'static str,
+    watched: &Arc<Watched>,
+    dirty: &Arc<Notify>,
+) -> Store<K>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let (store, writer) = reflector::store::<K>();
+    let watched = watched.clone();
+    let dirty = dirty.clone();
+    tokio::spawn(async move {
+        let stream = reflector::reflector(
+            writer,
+            watcher::watcher(api, watcher::Config::default()).default_backoff(),
+        );
+        futures_util::pin_mut!(stream);
+        let mut failing = false;
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(Event::InitDone) => {
+                    watched.with_watch(resource, |w| {
+                        w.synced_since.get_or_insert(now_ms());
+                        w.state = "synced".into();
+                    });
+                    if failing {
+                        tracing::info!("kubernetes: watching {resource} again");
+                        failing = false;
+                    }
+                    dirty.notify_one();
+                }
+                Ok(Event::Apply(_) | Event::Delete(_)) => dirty.notify_one(),
+                Ok(Event::Init | Event::InitApply(_)) => {}
+                Err(e) if is_gone(&e) => {
+                    // The watch's resourceVersion is too old: the watcher lists again.
+                    tracing::debug!("kubernetes: {resource}: 410 Gone, listing again");
+                    watched.with_watch(resource, |w| w.relists += 1);
+                }
+                Err(e) => {
+                    let why = explain(resource, &e);
+                    if !failing {
+                        tracing::warn!("kubernetes: watching {resource}: {why}");
+                        failing = true;
+                    }
+                    watched.with_watch(resource, |w| {
+                        w.errors += 1;
+                        w.state = "failing".into();
+                        w.last_error = Some(why);
+                    });
+                }
+            }
+        }
+    });
+    store
+}
