@@ -109,6 +109,46 @@ impl AgentProc {
         Self::start_up_on(ns, data_dir, "127.0.0.1", port, extra)
     }
 
+    /// Starts `remora serve` (the analyzer alone) with its API on `host:port`.
+    pub fn start_serve_on(
+        ns: &NetNs,
+        data_dir: &Path,
+        host: &str,
+        port: u16,
+        extra: &[&str],
+    ) -> Self {
+        let mut analyzer = Self::spawn_on(
+            "remora",
+            &["serve"],
+            "remora serve: API on",
+            ns,
+            data_dir,
+            (host, port),
+            extra,
+        );
+        analyzer.host = host.to_owned();
+        analyzer
+    }
+
+    /// Starts `remora-agent` with its node API on `host:port`.
+    pub fn start_agent_on(
+        ns: &NetNs,
+        data_dir: &Path,
+        host: &str,
+        port: u16,
+        extra: &[&str],
+    ) -> Self {
+        Self::spawn_on(
+            "remora-agent",
+            &[],
+            "remora-agent: recording",
+            ns,
+            data_dir,
+            (host, port),
+            extra,
+        )
+    }
+
     /// Starts `remora up` with its API on `host:port`.
     pub fn start_up_on(ns: &NetNs, data_dir: &Path, host: &str, port: u16, extra: &[&str]) -> Self {
         let mut agent = Self::spawn_on(
@@ -163,7 +203,7 @@ impl AgentProc {
         let listen = format!("{host}:{port}");
         let mut cmd = ns.command(bin.to_str().unwrap_or_default());
         cmd.args(first);
-        if !extra.contains(&"--node") {
+        if !extra.contains(&"--node") && first != ["serve"] {
             cmd.args(["--node", "test"]);
         }
         cmd.args(["--listen", &listen, "--log", "info"])

@@ -19,7 +19,6 @@ use crate::services::{
     jobs::JobState,
     pcap,
     pcap_selection::{FlowSet, Selection, SelectionError},
-    snapshots::SnapshotStatus,
     sql::Sources,
 };
 
@@ -132,7 +131,7 @@ pub async fn export(
         ))
     })?;
     let manifest = s.store.get(&name)?;
-    if manifest.status != SnapshotStatus::Completed {
+    if !manifest.status.is_readable() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "not_ready",

@@ -323,6 +323,38 @@ pub async fn coverage(State(s): State<Arc<AnalyzerState>>) -> Api<Json<Value>> {
             "drops": remora_agent::drops::sum_slices(&slices).packets,
         }));
     }
+    if let Some(agents) = s.store.remote_agents().cloned() {
+        let answers = tokio::task::spawn_blocking(move || {
+            let answers = agents.all_boundaries();
+            answers
+                .into_iter()
+                .map(|(url, a)| {
+                    (
+                        agents.known_name(&url).unwrap_or_else(|| url.clone()),
+                        url,
+                        a,
+                    )
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        for (name, url, answer) in answers {
+            let newest = answer.as_ref().ok().and_then(|b| b["newest_ts"].as_i64());
+            let live = answer.is_ok();
+            if live {
+                recording.insert(name.clone());
+            }
+            nodes.push(json!({
+                "name": name,
+                "source": url,
+                "recording": live,
+                "since": answer.as_ref().ok().map(|b| b["oldest_ts"].clone()),
+                "newest_ts": newest,
+                "error": answer.err(),
+            }));
+        }
+    }
     if let Some(local) = s.local_node.get()
         && !recording.contains(local)
     {

@@ -43,7 +43,52 @@ pub async fn boundaries(State(s): State<Arc<AnalyzerState>>) -> Api<Json<Value>>
             "drops": remora_agent::drops::sum_slices(&slices).packets,
         }));
     }
-    let cluster = if nodes.is_empty() {
+    if let Some(agents) = s.store.remote_agents().cloned() {
+        let local: Vec<String> = nodes
+            .iter()
+            .filter_map(|n| n["name"].as_str().map(str::to_owned))
+            .collect();
+        let (answers, agents_names) = tokio::task::spawn_blocking(move || {
+            let answers = agents.all_boundaries();
+            let names: std::collections::HashMap<String, String> = agents
+                .urls()
+                .into_iter()
+                .filter_map(|u| Some((u.clone(), agents.known_name(&u)?)))
+                .collect();
+            (answers, names)
+        })
+        .await
+        .unwrap_or_default();
+        for (url, answer) in answers {
+            match answer {
+                Ok(b) => {
+                    let name = b["node"].as_str().unwrap_or(&url).to_owned();
+                    if local.contains(&name) {
+                        continue;
+                    }
+                    if let (Some(first), Some(last)) = (b["oldest_ts"].as_i64(), b["newest_ts"].as_i64()) {
+                        oldest = oldest.min(first.saturating_mul(1_000_000));
+                        newest = newest.max(last.saturating_mul(1_000_000));
+                    }
+                    nodes.push(json!({
+                        "name": name,
+                        "oldest_ts": b["oldest_ts"],
+                        "newest_ts": b["newest_ts"],
+                        "bytes": b["kinds"]["packets"]["bytes"],
+                        "slices": b["kinds"]["packets"]["files"],
+                        "drops": b["drops"]["packets"],
+                        "source": url,
+                    }));
+                }
+                Err(e) => nodes.push(json!({
+                    "name": agents_names.get(&url).cloned().unwrap_or_else(|| url.clone()),
+                    "source": url, "reachable": false,
+                    "error": format!("{e}; this node's traffic cannot be snapshotted until its agent answers"),
+                })),
+            }
+        }
+    }
+    let cluster = if oldest > newest {
         json!({"oldest_ts": null, "newest_ts": null})
     } else {
         json!({"oldest_ts": oldest / 1_000_000, "newest_ts": newest / 1_000_000})

@@ -15,10 +15,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{AnalyzerState, ApiError};
-use crate::services::{
-    snapshots::SnapshotStatus,
-    sql::{self, Answer, Limits, Sources, SqlError},
-};
+use crate::services::sql::{self, Answer, Limits, Sources, SqlError};
 
 /// Most rows one answer holds.
 pub const MAX_ROWS: usize = 1_000_000;
@@ -81,7 +78,7 @@ fn sources(s: &AnalyzerState, req: &SqlRequest) -> Result<Sources, ApiError> {
     if let Some(name) = snapshot {
         // A db made by `remora dissect` has no snapshot: it has calls and conns only.
         match s.store.get(&name) {
-            Ok(m) if m.status == SnapshotStatus::Completed => {
+            Ok(m) if m.status.is_readable() => {
                 sources.packet_dirs = s
                     .store
                     .packet_dirs(&name)?

@@ -21,6 +21,7 @@ pub mod job_worker;
 pub mod mcp;
 pub mod offline;
 pub mod pcap;
+pub mod serve;
 pub mod snapshot;
 pub mod sql;
 pub mod up;
@@ -85,6 +86,9 @@ pub enum Command {
     Sql(sql::SqlArgs),
     /// Record this machine and serve the API on 127.0.0.1:8898 (data in ./remora-data).
     Up(up::UpArgs),
+    /// The analyzer alone, for a cluster: snapshots pull every node's slices from the agents
+    /// (`--agents` or `--agent-selector`), workload names from Kubernetes; API and MCP.
+    Serve(serve::ServeArgs),
     /// Internal: one delayed dissection in its own process, started by the analyzer.
     #[command(hide = true)]
     DissectJob(job_worker::JobWorkerArgs),
@@ -134,6 +138,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Pcap(args) => blocking(move || pcap::run(&args)).await,
         Command::Sql(args) => blocking(move || sql::run(&args)).await,
         Command::Up(args) => up::run(args).await,
+        Command::Serve(args) => serve::run(args).await,
         Command::DissectJob(args) => blocking(move || job_worker::run(&args)).await,
     }
 }

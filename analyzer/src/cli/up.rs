@@ -34,6 +34,9 @@ pub struct UpArgs {
     /// `~/.kube/config`).
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
+    /// Other nodes' agents whose slices snapshots pull.
+    #[command(flatten)]
+    agents: super::serve::AgentsArgs,
     /// What MCP results mask.
     #[command(flatten)]
     redaction: Redaction,
@@ -64,7 +67,7 @@ pub async fn workload_source(
     mode: KubernetesMode,
     kubeconfig: Option<PathBuf>,
     data: &std::path::Path,
-) -> anyhow::Result<Arc<dyn WorkloadSource>> {
+) -> anyhow::Result<(Arc<dyn WorkloadSource>, Option<kube::Client>)> {
     if let Some(path) = file {
         let fixed = StaticWorkloads::load(path)?;
         tracing::info!(
@@ -72,11 +75,11 @@ pub async fn workload_source(
             "workloads: from {} (--workloads); Kubernetes is not watched",
             path.display()
         );
-        return Ok(Arc::new(fixed));
+        return Ok((Arc::new(fixed), None));
     }
     if mode == KubernetesMode::Off {
         tracing::info!("workloads: none (--kubernetes off); addresses are not named");
-        return Ok(Arc::new(NoWorkloads));
+        return Ok((Arc::new(NoWorkloads), None));
     }
     let found = match kubeconfig {
         Some(path) => kubernetes::Found::Kubeconfig(path),
@@ -86,18 +89,19 @@ pub async fn workload_source(
         tracing::info!(
             "workloads: no Kubernetes (no in-cluster service account, KUBECONFIG or ~/.kube/config) and no --workloads FILE; addresses are not named"
         );
-        return Ok(Arc::new(NoWorkloads));
+        return Ok((Arc::new(NoWorkloads), None));
     }
     match kubernetes::client(&found).await {
         Ok((client, detail)) => {
             tracing::info!("workloads: watching Kubernetes ({detail})");
-            Ok(kubernetes::Watched::start(client, data, detail))
+            let watched = kubernetes::Watched::start(client.clone(), data, detail);
+            Ok((watched, Some(client)))
         }
         Err(e) => {
             tracing::warn!(
                 "workloads: Kubernetes configuration unusable ({e:#}); recording without names. Fix the kubeconfig, or pass --kubernetes off or --workloads FILE"
             );
-            Ok(Arc::new(NoWorkloads))
+            Ok((Arc::new(NoWorkloads), None))
         }
     }
 }
@@ -116,7 +120,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .with_context(|| format!("preparing {}", config.data_dir.display()))?;
     let token = remora_agent::auth::load_or_create_token(&config.token_file)
         .with_context(|| format!("reading {}", config.token_file.display()))?;
-    let workloads = workload_source(
+    let (workloads, kube) = workload_source(
         args.workloads.as_deref(),
         args.kubernetes,
         args.kubeconfig.clone(),
@@ -129,6 +133,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .context("opening the analyzer's store")?;
     analyzer.store.set_min_free(config.min_free_bytes);
     let _ = analyzer.local_node.set(config.node.clone());
+    args.agents.attach(&analyzer, kube);
     analyzer
         .jobs
         .run_in_processes(super::job_worker::this_worker(

@@ -63,12 +63,18 @@ async fn every_tool_stays_under_its_budget_and_pages_reach_every_call() {
     big_db(tmp.path());
     // Three thousand pods, each with a long label: the resolve tools must stay bounded too.
     let pods: Vec<Value> = (0..3000u32)
-        .map(|i| json!({"ip": format!("198.18.{}.{}", i / 250, i % 250 + 1), "pod": format!("pod-{i}"),
-                         "namespace": "shop", "node": "node-a", "labels": {"app": "x".repeat(200)}}))
+        .map(|i| {
+            json!({"ip": format!("198.18.{}.{}", i / 250, i % 250 + 1), "pod": format!("pod-{i}"),
+                         "namespace": "shop", "node": "node-a", "labels": {"app": "x".repeat(200)}})
+        })
         .collect();
-    let history = crate::services::workloads::StaticWorkloads::parse(&Value::Array(pods).to_string())
-        .unwrap();
-    let source = crate::services::workloads::FixedWorkloads { history, origin: "test".into() };
+    let history =
+        crate::services::workloads::StaticWorkloads::parse(&Value::Array(pods).to_string())
+            .unwrap();
+    let source = crate::services::workloads::FixedWorkloads {
+        history,
+        origin: "test".into(),
+    };
     let state = api::AnalyzerState::open(tmp.path(), "t".into(), Arc::new(source), 1).unwrap();
     let mcp = RemoraMcp::new(api::router(state), "t".into(), None);
     let db = json!("snap/big");
@@ -158,7 +164,10 @@ async fn every_tool_stays_under_its_budget_and_pages_reach_every_call() {
             json!({"db": db, "analysis": "timeline", "resolution": "second", "limit": 1000}),
         ),
         ("describe_fields", json!({})),
-        ("list_workloads", json!({"limit": 1000, "namespaces": ["shop"], "labels": {"app": "x".repeat(200)}})),
+        (
+            "list_workloads",
+            json!({"limit": 1000, "namespaces": ["shop"], "labels": {"app": "x".repeat(200)}}),
+        ),
         ("list_ips", json!({"limit": 1000, "name_regex": "^pod-"})),
         ("get_coverage", json!({})),
         ("list_l4_flows", json!({"db": db, "limit": 1000})),

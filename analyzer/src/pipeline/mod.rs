@@ -10,6 +10,7 @@
 //! publish nothing.
 
 pub mod capture;
+mod origin;
 mod sink;
 pub mod slices;
 
@@ -193,6 +194,9 @@ pub fn dissect_nodes_with(
     }
     let mut sink = Sink::new(out, "ebpf", workloads)?;
     sink.window = window;
+    if copies == Copies::Once && all_files.iter().filter(|(_, f)| !f.is_empty()).count() > 1 {
+        return dissect_merged(all_files, sink, progress, started);
+    }
     let mut total = 0u64;
     let mut summary_stats = Stats::default();
     for (node, files) in all_files {
@@ -234,6 +238,52 @@ pub fn dissect_nodes_with(
         return Err(PipelineError::Cancelled);
     }
     sink.close(total, summary_stats, started)
+}
+
+/// Several nodes' recordings as one stream (see [`origin`]): a packet recorded on two nodes
+/// is counted once, so a call between pods on two nodes is one row.
+fn dissect_merged(
+    all_files: Vec<(&String, Vec<PathBuf>)>,
+    mut sink: Sink<'_>,
+    progress: &dyn Fn(u64, u64) -> bool,
+    started: Instant,
+) -> Result<Summary, PipelineError> {
+    let names: Vec<String> = all_files.iter().map(|(n, _)| (*n).clone()).collect();
+    let tagged: Vec<(usize, PathBuf)> = all_files
+        .into_iter()
+        .enumerate()
+        .flat_map(|(tag, (_, files))| files.into_iter().map(move |f| (tag, f)))
+        .collect();
+    sink.origins = Some(origin::Origins::new(names));
+    let mut engine = Engine::new().count_copies_once();
+    let (mut total, mut failed, mut stopped) = (0u64, None, false);
+    let packets = slices::for_each_tagged_packet(&tagged, |tag, ts, payload, wire_len| {
+        if stopped {
+            return;
+        }
+        if let Some(o) = sink.origins.as_mut() {
+            o.note(tag, payload);
+        }
+        engine.push(ts, payload, wire_len);
+        total += 1;
+        if total.is_multiple_of(65536) {
+            if failed.is_none()
+                && let Err(e) = sink.drain(&mut engine)
+            {
+                failed = Some(e);
+            }
+            stopped = !progress(total, sink.calls_total());
+        }
+    })?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    if stopped || !progress(packets, sink.calls_total()) {
+        return Err(PipelineError::Cancelled);
+    }
+    let output = engine.finish();
+    sink.write(&output.calls, &output.conns)?;
+    sink.close(packets, output.stats, started)
 }
 
 /// Writes empty `calls` and `conns` tables: the dissection of an empty window.

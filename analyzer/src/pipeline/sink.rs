@@ -46,6 +46,8 @@ pub(super) struct Sink<'w> {
     pub(super) window: Option<(i64, i64)>,
     /// Calls and connections left out by the window.
     pub(super) outside: u64,
+    /// Several nodes merged into one stream: each row's node is its flow's first node.
+    pub(super) origins: Option<super::origin::Origins>,
 }
 
 impl<'w> Sink<'w> {
@@ -71,6 +73,7 @@ impl<'w> Sink<'w> {
             conns: 0,
             window: None,
             outside: 0,
+            origins: None,
         })
     }
 
@@ -105,18 +108,54 @@ impl<'w> Sink<'w> {
             self.unpaired += u64::from(c.error_type.is_some());
         }
         self.conns += conns.len() as u64;
+        if let Some(origins) = &self.origins {
+            // One batch per node, each row under the node that saw its flow first.
+            for (tag, node) in origins.nodes.iter().enumerate() {
+                let calls: Vec<Call> = calls
+                    .iter()
+                    .filter(|c| origins.node_of(&c.src, &c.dst) == tag)
+                    .cloned()
+                    .collect();
+                let conns: Vec<Conn> = conns
+                    .iter()
+                    .filter(|c| origins.node_of(&c.src, &c.dst) == tag)
+                    .cloned()
+                    .collect();
+                Self::write_rows(
+                    (&mut self.calls_out, &mut self.conns_out),
+                    node,
+                    self.source,
+                    self.workloads,
+                    &calls,
+                    &conns,
+                )?;
+            }
+            return Ok(());
+        }
+        Self::write_rows(
+            (&mut self.calls_out, &mut self.conns_out),
+            &self.node,
+            self.source,
+            self.workloads,
+            calls,
+            conns,
+        )
+    }
+
+    fn write_rows(
+        (calls_out, conns_out): (&mut TableWriter, &mut TableWriter),
+        node: &str,
+        source: &'static str,
+        workloads: &dyn Resolve,
+        calls: &[Call],
+        conns: &[Conn],
+    ) -> Result<(), PipelineError> {
         if !calls.is_empty() {
-            self.calls_out.write(&calls_batch(
-                &self.node,
-                self.source,
-                calls,
-                self.workloads,
-            )?)?;
+            calls_out.write(&calls_batch(node, source, calls, workloads)?)?;
         }
         if !conns.is_empty() {
-            let workloads = self.workloads;
-            let batch = conns::attributed(&self.node, conns, |ep, ts| workloads.resolve(ep, ts))?;
-            self.conns_out.write(&batch)?;
+            let batch = conns::attributed(node, conns, |ep, ts| workloads.resolve(ep, ts))?;
+            conns_out.write(&batch)?;
         }
         Ok(())
     }

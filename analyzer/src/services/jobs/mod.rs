@@ -25,7 +25,7 @@ use crate::{
     pipeline::{self, PipelineError},
     services::{
         job_process::{self, WorkerError, WorkerInput, WorkerProcess},
-        snapshots::{SnapshotStatus, SnapshotStore, StoreError, validate_name},
+        snapshots::{SnapshotStore, StoreError, validate_name},
         workload_history::WorkloadHistory,
         workloads::{Resolve, WorkloadSource},
     },
@@ -188,7 +188,7 @@ impl Jobs {
     pub fn start(self: &Arc<Self>, snapshot: &str, name: &str) -> Result<JobStatus, JobError> {
         let dir = self.db_dir(snapshot, name)?;
         let manifest = self.store.get(snapshot)?;
-        if manifest.status != SnapshotStatus::Completed {
+        if !manifest.status.is_readable() {
             return Err(JobError::NotReady(snapshot.to_owned()));
         }
         self.store.check_space()?;

@@ -150,6 +150,9 @@ impl SnapshotStore {
         let mut files = Vec::new();
         let mut total = SnapshotNode {
             name: node.to_owned(),
+            status: "complete".into(),
+            reason: None,
+            source: None,
             files: 0,
             packets: 0,
             bytes: 0,

@@ -16,6 +16,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 mod import;
+pub mod remote;
 pub use import::{Imported, capture_to_slices};
 
 /// Why a snapshot operation failed.
@@ -54,7 +55,7 @@ pub enum StoreError {
     },
 }
 
-fn io(context: impl std::fmt::Display, e: impl std::fmt::Display) -> StoreError {
+pub(crate) fn io(context: impl std::fmt::Display, e: impl std::fmt::Display) -> StoreError {
     StoreError::Io(format!("{context}: {e}"))
 }
 
@@ -66,6 +67,9 @@ pub enum SnapshotStatus {
     InProgress,
     /// Ready to dissect.
     Completed,
+    /// Ready to dissect, but a node could not give all of its slices (`reason` and the node's
+    /// `status` say which and why): its traffic in the window is missing, not absent.
+    Partial,
     /// Creation failed (see `reason`).
     Failed,
 }
@@ -101,12 +105,32 @@ impl SnapshotFile {
 pub struct SnapshotNode {
     /// Node name.
     pub name: String,
+    /// `complete`, `partial` (some slices could not be fetched) or `unreachable`.
+    #[serde(default = "complete")]
+    pub status: String,
+    /// Why the node is not complete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The agent it was pulled from (absent: recorded here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
     /// Slice files.
     pub files: usize,
     /// Packets.
     pub packets: u64,
     /// Bytes on disk.
     pub bytes: u64,
+}
+
+fn complete() -> String {
+    "complete".into()
+}
+
+impl SnapshotStatus {
+    /// Whether the snapshot's files can be read (completed, or partial with what it has).
+    pub fn is_readable(self) -> bool {
+        matches!(self, Self::Completed | Self::Partial)
+    }
 }
 
 /// `manifest.json`: what a snapshot holds.
@@ -234,6 +258,8 @@ pub struct SnapshotStore {
     workloads: Option<std::sync::Arc<dyn crate::services::workloads::WorkloadSource>>,
     /// Free bytes the filesystem keeps; below, new snapshots and dissections are refused.
     min_free: std::sync::atomic::AtomicU64,
+    /// Other nodes' agents, whose slices a snapshot pulls over their node API.
+    remote: std::sync::OnceLock<std::sync::Arc<remote::RemoteAgents>>,
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
@@ -245,7 +271,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     fs::rename(&tmp, path).map_err(|e| io(path.display(), e))
 }
 
-fn parquet_rows(path: &Path) -> u64 {
+pub(crate) fn parquet_rows(path: &Path) -> u64 {
     use parquet::file::reader::{FileReader as _, SerializedFileReader};
     fs::File::open(path)
         .ok()
@@ -282,6 +308,7 @@ impl SnapshotStore {
             creating: Mutex::new(HashSet::new()),
             workloads: None,
             min_free: std::sync::atomic::AtomicU64::new(64 << 20),
+            remote: std::sync::OnceLock::new(),
         })
     }
 
@@ -314,6 +341,16 @@ impl SnapshotStore {
     ) -> Self {
         self.workloads = Some(workloads);
         self
+    }
+
+    /// Pulls other nodes' slices from `agents` into every snapshot made from now on.
+    pub fn set_remote_agents(&self, agents: std::sync::Arc<remote::RemoteAgents>) {
+        let _ = self.remote.set(agents);
+    }
+
+    /// The other nodes' agents, when there are any.
+    pub fn remote_agents(&self) -> Option<&std::sync::Arc<remote::RemoteAgents>> {
+        self.remote.get()
     }
 
     /// The workload records frozen into `snapshot`, when it has any.
@@ -439,7 +476,9 @@ impl SnapshotStore {
         let capture = self.data.join("capture");
         let mut nodes = recorded_nodes(&self.data);
         if let Some(wanted) = &req.nodes {
-            if let Some(missing) = wanted.iter().find(|n| !nodes.contains(n)) {
+            if self.remote.get().is_none()
+                && let Some(missing) = wanted.iter().find(|n| !nodes.contains(n))
+            {
                 return Err(StoreError::InvalidWindow(format!(
                     "no node `{missing}`; nodes with recordings: {}",
                     nodes.join(", ")
@@ -462,6 +501,9 @@ impl SnapshotStore {
         for node in &nodes {
             let mut total = SnapshotNode {
                 name: node.clone(),
+                status: complete(),
+                reason: None,
+                source: None,
                 files: 0,
                 packets: 0,
                 bytes: 0,
@@ -503,10 +545,52 @@ impl SnapshotStore {
             }
             node_totals.push(total);
         }
+        if let Some(agents) = self.remote.get() {
+            let mirror = self.data.join("remote");
+            let pulls = agents.pull_all(start_ns, end_ns, &mirror, &nodes);
+            for pull in pulls {
+                if req.nodes.as_ref().is_some_and(|w| !w.contains(&pull.node)) {
+                    continue;
+                }
+                node_totals.push(remote::link_pulled(&pull, tmp, &mut files, &mut drops)?);
+            }
+        }
+        if let Some(wanted) = &req.nodes
+            && let Some(missing) = wanted
+                .iter()
+                .find(|w| !node_totals.iter().any(|n| &n.name == *w))
+        {
+            return Err(StoreError::InvalidWindow(format!(
+                "no node `{missing}`; nodes: {}",
+                node_totals
+                    .iter()
+                    .map(|n| n.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        let missing: Vec<String> = node_totals
+            .iter()
+            .filter(|n| n.status != "complete")
+            .map(|n| {
+                format!(
+                    "{} ({}): {}",
+                    n.name,
+                    n.status,
+                    n.reason.as_deref().unwrap_or("")
+                )
+            })
+            .collect();
         let manifest = Manifest {
             name: req.name.clone(),
-            status: SnapshotStatus::Completed,
-            reason: None,
+            status: if missing.is_empty() {
+                SnapshotStatus::Completed
+            } else {
+                SnapshotStatus::Partial
+            },
+            reason: (!missing.is_empty()).then(|| {
+                format!("missing traffic of {}; make the snapshot again once the node is back (what was fetched is kept and not fetched again)", missing.join("; "))
+            }),
             start,
             end,
             packets: node_totals.iter().map(|n| n.packets).sum(),

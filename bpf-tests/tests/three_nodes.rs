@@ -1,0 +1,346 @@
+//! A cluster of three nodes: one network namespace and one `remora-agent` per node, pods as
+//! network namespaces behind their node (veth, routed), a fabric namespace with a bridge
+//! between the nodes, and one analyzer (`remora serve`) on the fabric pulling every node's
+//! slices over the node API. The fake Kubernetes API server names the pods.
+//!
+//! A call from frontend (node-a) to checkout (node-c) is recorded on both nodes and must be
+//! dissected once, attributed to both pods, the service and both nodes; a snapshot spans the
+//! three nodes; an agent that is down makes the next snapshot `partial`, naming its node.
+
+use std::time::Duration;
+
+use remora_bpf_tests::{
+    fake_kube::{self, FakeKube},
+    netns::NetNs,
+    proc::{AgentProc, Nginx},
+    require_root, require_tool,
+};
+use serde_json::json;
+
+const FRONTEND: &str = "198.18.61.2";
+const CHECKOUT: &str = "198.18.63.2";
+const HUB: &str = "198.18.50.254";
+const HUB_PORT: u16 = 18898;
+const AGENT_PORT: u16 = 18897;
+
+/// The fabric, the nodes and the pods, deleted on drop (namespaces take their links along).
+struct Cluster {
+    fabric: NetNs,
+    nodes: Vec<NetNs>,
+    frontend: NetNs,
+    checkout: NetNs,
+}
+
+fn node_ip(i: usize) -> String {
+    format!("198.18.50.{}", i + 1)
+}
+
+impl Cluster {
+    fn new() -> Self {
+        let fabric = NetNs::new("fab");
+        fabric.exec_ok("ip", &["link", "add", "br0", "type", "bridge"]);
+        fabric.exec_ok("ip", &["addr", "add", &format!("{HUB}/24"), "dev", "br0"]);
+        fabric.exec_ok("ip", &["link", "set", "br0", "up"]);
+        let nodes: Vec<NetNs> = ["na", "nb", "nc"].iter().map(|t| NetNs::new(t)).collect();
+        for (i, node) in nodes.iter().enumerate() {
+            let port = format!("up{i}");
+            node.exec_ok(
+                "ip",
+                &[
+                    "link",
+                    "add",
+                    "eth0",
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    &port,
+                    "netns",
+                    &fabric.name,
+                ],
+            );
+            node.exec_ok(
+                "ip",
+                &["addr", "add", &format!("{}/24", node_ip(i)), "dev", "eth0"],
+            );
+            node.exec_ok("ip", &["link", "set", "eth0", "up"]);
+            node.exec_ok("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
+            fabric.exec_ok("ip", &["link", "set", &port, "master", "br0", "up"]);
+        }
+        let pod = |tag: &str, node: &NetNs, subnet: &str| {
+            let ns = NetNs::new(tag);
+            let host_side = format!("v{tag}");
+            node.exec_ok(
+                "ip",
+                &[
+                    "link", "add", &host_side, "type", "veth", "peer", "name", "eth0", "netns",
+                    &ns.name,
+                ],
+            );
+            node.exec_ok(
+                "ip",
+                &["addr", "add", &format!("{subnet}.1/24"), "dev", &host_side],
+            );
+            node.exec_ok("ip", &["link", "set", &host_side, "up"]);
+            ns.exec_ok(
+                "ip",
+                &["addr", "add", &format!("{subnet}.2/24"), "dev", "eth0"],
+            );
+            ns.exec_ok("ip", &["link", "set", "eth0", "up"]);
+            ns.exec_ok(
+                "ip",
+                &["route", "add", "default", "via", &format!("{subnet}.1")],
+            );
+            ns
+        };
+        let frontend = pod("pfe", &nodes[0], "198.18.61");
+        let checkout = pod("pco", &nodes[2], "198.18.63");
+        nodes[0].exec_ok(
+            "ip",
+            &["route", "add", "198.18.63.0/24", "via", &node_ip(2)],
+        );
+        nodes[2].exec_ok(
+            "ip",
+            &["route", "add", "198.18.61.0/24", "via", &node_ip(0)],
+        );
+        Self {
+            fabric,
+            nodes,
+            frontend,
+            checkout,
+        }
+    }
+}
+
+#[test]
+fn one_analyzer_spans_three_nodes_and_a_cross_node_call_is_one_row() {
+    require_root();
+    for tool in ["curl", "nginx"] {
+        require_tool(tool);
+    }
+    let cluster = Cluster::new();
+    let _nginx = Nginx::start(&cluster.checkout, CHECKOUT, 80);
+    let kube = FakeKube::start_in(&cluster.fabric);
+    kube.apply("namespaces", fake_kube::namespace("shop"));
+    for (i, name) in ["node-a", "node-b", "node-c"].iter().enumerate() {
+        kube.apply("nodes", fake_kube::node(name, &node_ip(i)));
+    }
+    kube.apply(
+        "pods",
+        fake_kube::pod(
+            "frontend-1",
+            "shop",
+            FRONTEND,
+            "node-a",
+            &[("app", "frontend")],
+        ),
+    );
+    kube.apply(
+        "pods",
+        fake_kube::pod(
+            "checkout-1",
+            "shop",
+            CHECKOUT,
+            "node-c",
+            &[("app", "checkout")],
+        ),
+    );
+    kube.apply(
+        "services",
+        fake_kube::service("checkout", "shop", "198.19.0.10", &[("app", "checkout")]),
+    );
+    kube.apply(
+        "endpointslices",
+        fake_kube::endpoint_slice("checkout", "shop", &[(CHECKOUT, "checkout-1")]),
+    );
+
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = tmp.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, kube.kubeconfig()).expect("kubeconfig");
+    let hub_data = tmp.path().join("hub");
+    let agents_arg = (0..3)
+        .map(|i| format!("http://{}:{AGENT_PORT}", node_ip(i)))
+        .collect::<Vec<_>>()
+        .join(",");
+    let hub = AgentProc::start_serve_on(
+        &cluster.fabric,
+        &hub_data,
+        HUB,
+        HUB_PORT,
+        &[
+            "--agents",
+            &agents_arg,
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap_or(""),
+        ],
+    );
+    // The agents share the analyzer's token (in a cluster: the remora-token Secret).
+    let token_file = hub_data.join("token");
+    let token_arg = token_file.to_string_lossy().into_owned();
+    let mut agents: Vec<Option<AgentProc>> = ["node-a", "node-b", "node-c"]
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let data = tmp.path().join(name);
+            Some(AgentProc::start_agent_on(
+                &cluster.nodes[i],
+                &data,
+                &node_ip(i),
+                AGENT_PORT,
+                &[
+                    "--node",
+                    name,
+                    "--slice-duration",
+                    "1s",
+                    "--token-file",
+                    &token_arg,
+                ],
+            ))
+        })
+        .collect();
+    hub.wait_for("/mcp/coverage", |c| {
+        c["workloads_source"]["watches"][0]["state"] == "synced"
+            && c["nodes"]
+                .as_array()
+                .is_some_and(|n| n.len() == 3 && n.iter().all(|n| n["recording"] == true))
+    });
+
+    let start_ms = now_ms() - 1000;
+    for i in 0..5 {
+        cluster.frontend.exec_ok(
+            "curl",
+            &[
+                "-sS",
+                "-o",
+                "/dev/null",
+                "--max-time",
+                "5",
+                &format!("http://{CHECKOUT}/ack/order-{i}"),
+            ],
+        );
+    }
+    std::thread::sleep(Duration::from_millis(2500));
+    let boundaries = hub.api_json("/mcp/data-boundaries");
+    let names: Vec<&str> = boundaries["nodes"]
+        .as_array()
+        .map(|n| n.iter().filter_map(|n| n["name"].as_str()).collect())
+        .unwrap_or_default();
+    for node in ["node-a", "node-b", "node-c"] {
+        assert!(
+            names.contains(&node),
+            "{node} missing from data-boundaries: {boundaries}"
+        );
+    }
+
+    let (status, v) = hub.api_post(
+        "/mcp/snapshots",
+        &json!({"name": "x", "start": start_ms, "end": now_ms()}),
+    );
+    assert!(status < 300, "{v}");
+    let snap = hub.wait_for("/mcp/snapshots/x", |v| v["status"] != "in_progress");
+    assert_eq!(snap["status"], "completed", "{snap}");
+    let nodes = snap["nodes"].as_array().cloned().unwrap_or_default();
+    assert_eq!(nodes.len(), 3, "{snap}");
+    for n in &nodes {
+        assert_eq!(n["status"], "complete", "{n}");
+    }
+    let packets_on = |name: &str| {
+        nodes
+            .iter()
+            .find(|n| n["name"] == name)
+            .and_then(|n| n["packets"].as_u64())
+            .unwrap_or(0)
+    };
+    assert!(
+        packets_on("node-a") > 0 && packets_on("node-c") > 0,
+        "both ends recorded the call: {snap}"
+    );
+
+    hub.api_post("/mcp/dissections", &json!({"snapshot": "x", "name": "d"}));
+    hub.wait_for("/mcp/dissections/x/d", |v| v["status"] == "completed");
+    let calls = hub.api_json("/mcp/calls?db=x/d&format=full&limit=100&kfl=http");
+    let rows = calls["calls"].as_array().cloned().unwrap_or_default();
+    assert_eq!(
+        rows.len(),
+        5,
+        "each call once, though two nodes recorded it: {calls}"
+    );
+    for call in &rows {
+        let field = |name: &str| call[name].as_str().unwrap_or("").to_owned();
+        assert_eq!(
+            (
+                field("src.pod.name"),
+                field("src.node.name"),
+                field("dst.pod.name"),
+                field("dst.service.name"),
+                field("dst.node.name")
+            ),
+            (
+                "frontend-1".into(),
+                "node-a".into(),
+                "checkout-1".into(),
+                "checkout".into(),
+                "node-c".into()
+            ),
+            "{call}"
+        );
+        assert!(
+            ["node-a", "node-c"].contains(&field("node").as_str()),
+            "{call}"
+        );
+    }
+    let stats = hub.api_json("/mcp/stats?db=x/d&kfl=http&group_by=dst.node.name");
+    assert_eq!(stats["count"], 5, "{stats}");
+    assert_eq!(stats["groups"][0]["key"], "node-c", "{stats}");
+
+    // node-b's agent goes down: the next snapshot is partial and says so.
+    if let Some(b) = agents[1].take() {
+        b.kill9();
+    }
+    let (status, v) = hub.api_post(
+        "/mcp/snapshots",
+        &json!({"name": "y", "start": start_ms, "end": now_ms()}),
+    );
+    assert!(status < 300, "{v}");
+    let partial = hub.wait_for("/mcp/snapshots/y", |v| v["status"] != "in_progress");
+    assert_eq!(partial["status"], "partial", "{partial}");
+    let reason = partial["reason"].as_str().unwrap_or("");
+    assert!(
+        reason.contains("node-b") && reason.contains("unreachable"),
+        "{reason}"
+    );
+    let b = partial["nodes"]
+        .as_array()
+        .and_then(|n| n.iter().find(|n| n["name"] == "node-b").cloned());
+    assert_eq!(
+        b.map(|b| b["status"].clone()),
+        Some(json!("unreachable")),
+        "{partial}"
+    );
+    // A partial snapshot still dissects what it has.
+    hub.api_post("/mcp/dissections", &json!({"snapshot": "y", "name": "d"}));
+    let done = hub.wait_for("/mcp/dissections/y/d", |v| {
+        v["status"] != "running" && v["status"] != "pending"
+    });
+    assert_eq!(done["status"], "completed", "{done}");
+    let coverage = hub.api_json("/mcp/coverage");
+    let b = coverage["nodes"]
+        .as_array()
+        .and_then(|n| n.iter().find(|n| n["name"] == "node-b").cloned());
+    assert_eq!(
+        b.map(|b| b["recording"].clone()),
+        Some(json!(false)),
+        "{coverage}"
+    );
+    for agent in agents.into_iter().flatten() {
+        agent.stop();
+    }
+    hub.stop();
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
