@@ -65,6 +65,7 @@ impl Recorder {
         exclude_ports: &[u16],
         exclude_endpoints: &[std::net::SocketAddr],
     ) -> Result<Self> {
+        raise_memlock_limit();
         let snaplen = config.snaplen + MAX_L2_HEADER_BYTES;
         let exclude = u32::from(!exclude_ports.is_empty());
         let exclude_eps = u32::from(!exclude_endpoints.is_empty());
@@ -309,6 +310,25 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+/// Lifts the locked-memory limit, so that the perf rings' pages may be locked without
+/// CAP_IPC_LOCK: the kernel lets a perf ring past `perf_event_mlock_kb` when RLIMIT_MEMLOCK
+/// allows it, and raising the limit needs only CAP_SYS_RESOURCE (which the capability-only
+/// DaemonSet has). Where it cannot be raised, the ring's own error says what to do.
+fn raise_memlock_limit() {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit with a valid, initialised struct; it only changes this process's limit.
+    let rc = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
+    if rc != 0 {
+        tracing::debug!(
+            "could not lift RLIMIT_MEMLOCK ({}); without CAP_SYS_RESOURCE or CAP_IPC_LOCK large rings may be refused",
+            std::io::Error::last_os_error()
+        );
+    }
 }
 
 fn load_error(e: EbpfError) -> AgentError {

@@ -12,6 +12,7 @@
 //! [`run::run`] wires them together; `remora-agent` is its command line.
 
 pub mod auth;
+pub mod cgroups;
 pub mod clock;
 pub mod collector;
 pub mod config;

@@ -6,6 +6,7 @@
 //! | `GET /v1/boundaries` | oldest/newest recorded time per kind (unix ms) and drop totals |
 //! | `GET /v1/slices?start&end&kind` | finished slices overlapping `[start, end]` (unix ms) |
 //! | `GET /v1/slices/{kind}/{file}` | one slice file (Parquet) |
+//! | `GET /v1/cgroups` | the pod cgroups of this node: cgroup id → pod UID, container (`cgroups`) |
 //! | `GET /metrics` | Prometheus text |
 //!
 //! Every request needs `Authorization: Bearer <token>`.
@@ -58,6 +59,7 @@ fn routes(state: Arc<ApiState>) -> Router {
         .route("/v1/boundaries", get(boundaries))
         .route("/v1/slices", get(list_slices))
         .route("/v1/slices/{kind}/{file}", get(get_slice))
+        .route("/v1/cgroups", get(cgroups))
         .route("/metrics", get(prometheus))
         .fallback(not_found)
         .with_state(state)
@@ -205,6 +207,24 @@ struct SliceQuery {
     start: Option<i64>,
     end: Option<i64>,
     kind: Option<String>,
+}
+
+async fn cgroups(State(state): State<Arc<ApiState>>) -> Json<Value> {
+    let root = crate::cgroups::root();
+    let found = match &root {
+        Some(r) => {
+            let r = r.clone();
+            tokio::task::spawn_blocking(move || crate::cgroups::scan(&r))
+                .await
+                .unwrap_or_default()
+        }
+        None => Vec::new(),
+    };
+    Json(json!({
+        "node": state.node,
+        "root": root.map(|r| r.display().to_string()),
+        "cgroups": found,
+    }))
 }
 
 async fn list_slices(State(state): State<Arc<ApiState>>, Query(q): Query<SliceQuery>) -> Response {

@@ -311,8 +311,10 @@ pub fn open_per_cpu(map: impl AsFd + Copy, pages: usize) -> crate::error::Result
                 .and_then(|ring| ring.install(map, cpu).map(|()| ring))
                 .map_err(|e| {
                     AgentError::Load(format!(
-                        "opening the perf ring of CPU {cpu} ({pages} pages): {e}; lower \
-                         --ring-bytes or raise the locked-memory limit"
+                        "opening the perf ring of CPU {cpu} ({pages} pages): {e}; the rings' \
+                         locked pages need CAP_IPC_LOCK, or CAP_SYS_RESOURCE (the agent then lifts \
+                         RLIMIT_MEMLOCK), or a higher `ulimit -l`; without them lower --ring-bytes \
+                         (all rings must fit in kernel.perf_event_mlock_kb per CPU)"
                     ))
                 })
         })

@@ -363,6 +363,21 @@ pub fn pod(name: &str, namespace: &str, ip: &str, node: &str, labels: &[(&str, &
     })
 }
 
+/// A running pod on the host network of `node` (address `host_ip`), with a given `uid`.
+pub fn host_network_pod(
+    name: &str,
+    namespace: &str,
+    uid: &str,
+    host_ip: &str,
+    node: &str,
+) -> Value {
+    let mut p = pod(name, namespace, host_ip, node, &[("app", name)]);
+    p["metadata"]["uid"] = json!(uid);
+    p["spec"]["hostNetwork"] = json!(true);
+    p["status"]["hostIP"] = json!(host_ip);
+    p
+}
+
 /// A ClusterIP service.
 pub fn service(name: &str, namespace: &str, cluster_ip: &str, selector: &[(&str, &str)]) -> Value {
     json!({

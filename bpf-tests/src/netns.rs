@@ -97,3 +97,100 @@ impl VethPair {
         Self { a, b }
     }
 }
+
+/// Nodes on one network: a fabric namespace with a bridge (and the hub's address on it) and
+/// one namespace per node, each joined to the bridge by a veth (`eth0`, 198.18.50.<i+1>/24),
+/// forwarding on. Pods are namespaces behind a node ([`Fabric::pod`]).
+pub struct Fabric {
+    /// The bridge's namespace, where the analyzer runs ([`HUB_ADDR`]).
+    pub hub: NetNs,
+    /// The nodes, in order.
+    pub nodes: Vec<NetNs>,
+}
+
+/// The hub's address on the fabric.
+pub const HUB_ADDR: &str = "198.18.50.254";
+
+/// The address of node `i` on the fabric.
+pub fn node_ip(i: usize) -> String {
+    format!("198.18.50.{}", i + 1)
+}
+
+impl Fabric {
+    /// A fabric with `count` nodes (namespaces `rmr-<tag><i>-<pid>`).
+    pub fn new(tag: &str, count: usize) -> Self {
+        let hub = NetNs::new(&format!("{tag}h"));
+        hub.exec_ok("ip", &["link", "add", "br0", "type", "bridge"]);
+        hub.exec_ok(
+            "ip",
+            &["addr", "add", &format!("{HUB_ADDR}/24"), "dev", "br0"],
+        );
+        hub.exec_ok("ip", &["link", "set", "br0", "up"]);
+        let nodes: Vec<NetNs> = (0..count)
+            .map(|i| NetNs::new(&format!("{tag}{i}")))
+            .collect();
+        for (i, node) in nodes.iter().enumerate() {
+            let port = format!("up{i}");
+            node.exec_ok(
+                "ip",
+                &[
+                    "link", "add", "eth0", "type", "veth", "peer", "name", &port, "netns",
+                    &hub.name,
+                ],
+            );
+            node.exec_ok(
+                "ip",
+                &["addr", "add", &format!("{}/24", node_ip(i)), "dev", "eth0"],
+            );
+            node.exec_ok("ip", &["link", "set", "eth0", "up"]);
+            node.exec_ok("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
+            hub.exec_ok("ip", &["link", "set", &port, "master", "br0", "up"]);
+        }
+        Self { hub, nodes }
+    }
+
+    /// A pod namespace behind node `node`: `eth0` at `<subnet>.2/24`, the node's side at
+    /// `<subnet>.1`, default route through the node. Other nodes reach it with
+    /// [`route`](Self::route).
+    pub fn pod(&self, tag: &str, node: usize, subnet: &str) -> NetNs {
+        let ns = NetNs::new(tag);
+        let host_side = format!("v{tag}");
+        let n = &self.nodes[node];
+        n.exec_ok(
+            "ip",
+            &[
+                "link", "add", &host_side, "type", "veth", "peer", "name", "eth0", "netns",
+                &ns.name,
+            ],
+        );
+        n.exec_ok(
+            "ip",
+            &["addr", "add", &format!("{subnet}.1/24"), "dev", &host_side],
+        );
+        n.exec_ok("ip", &["link", "set", &host_side, "up"]);
+        ns.exec_ok(
+            "ip",
+            &["addr", "add", &format!("{subnet}.2/24"), "dev", "eth0"],
+        );
+        ns.exec_ok("ip", &["link", "set", "eth0", "up"]);
+        ns.exec_ok(
+            "ip",
+            &["route", "add", "default", "via", &format!("{subnet}.1")],
+        );
+        ns
+    }
+
+    /// Node `from` reaches `<subnet>.0/24` through node `via`.
+    pub fn route(&self, from: usize, subnet: &str, via: usize) {
+        self.nodes[from].exec_ok(
+            "ip",
+            &[
+                "route",
+                "add",
+                &format!("{subnet}.0/24"),
+                "via",
+                &node_ip(via),
+            ],
+        );
+    }
+}

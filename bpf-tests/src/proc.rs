@@ -75,6 +75,11 @@ fn wait_exit_usage(child: &mut Child, timeout: Duration) -> Option<(bool, Usage)
     }
 }
 
+thread_local! {
+    /// A command the next agent is started under (`start_agent_wrapped`).
+    static WRAPPER: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// A running `remora-agent` inside a namespace.
 pub struct AgentProc {
     child: Option<Child>,
@@ -128,6 +133,21 @@ impl AgentProc {
         );
         analyzer.host = host.to_owned();
         analyzer
+    }
+
+    /// Starts `remora-agent` under `wrapper` (e.g. `setpriv --bounding-set ...`), inside the
+    /// namespace, with its node API on 127.0.0.1:`port`.
+    pub fn start_agent_wrapped(
+        ns: &NetNs,
+        data_dir: &Path,
+        port: u16,
+        wrapper: &[&str],
+        extra: &[&str],
+    ) -> Self {
+        WRAPPER.with(|w| *w.borrow_mut() = wrapper.iter().map(|s| s.to_string()).collect());
+        let agent = Self::start(ns, data_dir, port, extra);
+        WRAPPER.with(|w| w.borrow_mut().clear());
+        agent
     }
 
     /// Starts `remora-agent` with its node API on `host:port`.
@@ -201,7 +221,15 @@ impl AgentProc {
         );
         let log = data_dir.with_extension("agent.log");
         let listen = format!("{host}:{port}");
-        let mut cmd = ns.command(bin.to_str().unwrap_or_default());
+        let wrapper = WRAPPER.with(|w| w.borrow().clone());
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = ns.command(program);
+                c.args(args).arg(&bin);
+                c
+            }
+            None => ns.command(bin.to_str().unwrap_or_default()),
+        };
         cmd.args(first);
         if !extra.contains(&"--node") && first != ["serve"] {
             cmd.args(["--node", "test"]);

@@ -294,3 +294,156 @@ fn now_ms() -> i64 {
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
+
+/// A cgroup v2 directory shaped like the kubelet's (systemd driver), under a mount of the
+/// cgroup v2 hierarchy of its own (`ip netns exec` remounts /sys, and /proc/1/root may be
+/// closed to us), removed and unmounted on drop.
+struct PodCgroup {
+    mount: std::path::PathBuf,
+    dirs: Vec<std::path::PathBuf>,
+    procs: String,
+}
+
+impl PodCgroup {
+    fn new(uid: &str, container: &str) -> Self {
+        let mount = std::env::temp_dir().join(format!("rmr-cg2-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&mount);
+        remora_bpf_tests::netns::run(
+            "mount",
+            &["-t", "cgroup2", "none", mount.to_str().unwrap_or("")],
+        );
+        let mut dir = mount.clone();
+        let mut dirs = Vec::new();
+        for part in [
+            "kubepods.slice".to_owned(),
+            "kubepods-besteffort.slice".to_owned(),
+            format!("kubepods-besteffort-pod{}.slice", uid.replace('-', "_")),
+            format!("cri-containerd-{container}.scope"),
+        ] {
+            dir.push(part);
+            let _ = std::fs::create_dir(&dir);
+            dirs.push(dir.clone());
+        }
+        let procs = format!("{}/cgroup.procs", dir.display());
+        Self { mount, dirs, procs }
+    }
+}
+
+impl Drop for PodCgroup {
+    fn drop(&mut self) {
+        for dir in self.dirs.iter().rev() {
+            let _ = std::fs::remove_dir(dir);
+        }
+        let _ = std::process::Command::new("umount")
+            .arg(&self.mount)
+            .output();
+        let _ = std::fs::remove_dir(&self.mount);
+    }
+}
+
+#[test]
+fn a_host_network_pod_is_named_by_the_cgroup_of_its_sockets() {
+    require_root();
+    for tool in ["curl", "nginx", "mount"] {
+        require_tool(tool);
+    }
+    const UID: &str = "5f1c2d3e-4b5a-4c6d-8e7f-0a1b2c3d4e5f";
+    const CONTAINER: &str = "9d8c7b6a5f4e3d2c1b0a9d8c7b6a5f4e3d2c1b0a9d8c7b6a5f4e3d2c1b0a9d8c";
+    let pair = VethPair::new("k8h");
+    let _nginx = Nginx::start(&pair.b, ADDR_B, 80);
+    let kube = FakeKube::start_in(&pair.a);
+    kube.apply("namespaces", fake_kube::namespace("kube-system"));
+    kube.apply("nodes", fake_kube::node("node-a", ADDR_A));
+    kube.apply(
+        "pods",
+        fake_kube::pod(
+            "checkout-1",
+            "shop",
+            ADDR_B,
+            "node-c",
+            &[("app", "checkout")],
+        ),
+    );
+    kube.apply(
+        "pods",
+        fake_kube::host_network_pod("metrics-agent-x1", "kube-system", UID, ADDR_A, "node-a"),
+    );
+    let cgroup = PodCgroup::new(UID, CONTAINER);
+    // Where `remora up` reads the node's cgroup tree (a DaemonSet pod reads the host's through
+    // /proc/1/root). The tests of this binary run one at a time.
+    // SAFETY: no other thread reads the environment while it is set.
+    unsafe { std::env::set_var("REMORA_CGROUP_ROOT", &cgroup.mount) };
+
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    let kubeconfig = tmp.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, kube.kubeconfig()).expect("kubeconfig");
+    let kubeconfig_arg = kubeconfig.to_string_lossy().into_owned();
+    let start_ms = now_ms();
+    let agent = AgentProc::start_up(
+        &pair.a,
+        &data,
+        PORT + 2,
+        &[
+            "--interfaces",
+            IF_A,
+            "--slice-duration",
+            "1s",
+            "--node",
+            "node-a",
+            "--kubeconfig",
+            &kubeconfig_arg,
+        ],
+    );
+    agent.wait_for("/mcp/coverage", |c| watch(c, "pods")["state"] == "synced");
+    let held = records(&agent, &format!("ip={ADDR_A}"));
+    assert!(
+        held.iter().any(|r| r["kind"] == "node")
+            && held.iter().any(|r| r["name"] == "metrics-agent-x1"),
+        "the node keeps its address; the host-network pod is listed too: {held:?}"
+    );
+    for i in 0..3 {
+        // The host-network pod's process: its socket is in the pod's cgroup.
+        let script = format!(
+            "echo $$ > {} && exec curl -sS -o /dev/null http://{ADDR_B}/ack/hostpod-{i}",
+            cgroup.procs
+        );
+        pair.a.exec_ok("sh", &["-c", &script]);
+        // Another process of the node, outside any pod.
+        curl(&pair, &format!("/ack/node-{i}"));
+    }
+    std::thread::sleep(Duration::from_millis(2500));
+    let (status, v) = agent.api_post(
+        "/mcp/snapshots",
+        &json!({"name": "h", "start": start_ms, "end": now_ms()}),
+    );
+    assert!(status < 300, "{v}");
+    let snap = agent.wait_for("/mcp/snapshots/h", |v| v["status"] != "in_progress");
+    assert_eq!(snap["status"], "completed", "{snap}");
+    agent.api_post("/mcp/dissections", &json!({"snapshot": "h", "name": "d"}));
+    agent.wait_for("/mcp/dissections/h/d", |v| v["status"] == "completed");
+    let calls = agent.api_json("/mcp/calls?db=h/d&format=full&limit=100&kfl=http");
+    let calls = calls["calls"].as_array().cloned().unwrap_or_default();
+    assert_eq!(calls.len(), 6, "{calls:?}");
+    for call in &calls {
+        let field = |name: &str| call[name].as_str().unwrap_or("").to_owned();
+        let from_pod = field("path").contains("hostpod-");
+        let expected = if from_pod {
+            ("metrics-agent-x1", "kube-system")
+        } else {
+            ("", "")
+        };
+        assert_eq!(
+            (
+                field("src.pod.name").as_str(),
+                field("src.pod.namespace").as_str()
+            ),
+            expected,
+            "{call}"
+        );
+        assert_eq!(field("src.node.name"), "node-a", "{call}");
+        assert_eq!(field("dst.pod.name"), "checkout-1", "{call}");
+    }
+    agent.stop();
+    drop(cgroup);
+}

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use remora_bpf_tests::{
     fake_kube::{self, FakeKube},
-    netns::NetNs,
+    netns::{Fabric, HUB_ADDR as HUB, NetNs, node_ip},
     proc::{AgentProc, Nginx},
     require_root, require_tool,
 };
@@ -19,93 +19,25 @@ use serde_json::json;
 
 const FRONTEND: &str = "198.18.61.2";
 const CHECKOUT: &str = "198.18.63.2";
-const HUB: &str = "198.18.50.254";
 const HUB_PORT: u16 = 18898;
 const AGENT_PORT: u16 = 18897;
 
 /// The fabric, the nodes and the pods, deleted on drop (namespaces take their links along).
 struct Cluster {
-    fabric: NetNs,
-    nodes: Vec<NetNs>,
+    fabric: Fabric,
     frontend: NetNs,
     checkout: NetNs,
 }
 
-fn node_ip(i: usize) -> String {
-    format!("198.18.50.{}", i + 1)
-}
-
 impl Cluster {
     fn new() -> Self {
-        let fabric = NetNs::new("fab");
-        fabric.exec_ok("ip", &["link", "add", "br0", "type", "bridge"]);
-        fabric.exec_ok("ip", &["addr", "add", &format!("{HUB}/24"), "dev", "br0"]);
-        fabric.exec_ok("ip", &["link", "set", "br0", "up"]);
-        let nodes: Vec<NetNs> = ["na", "nb", "nc"].iter().map(|t| NetNs::new(t)).collect();
-        for (i, node) in nodes.iter().enumerate() {
-            let port = format!("up{i}");
-            node.exec_ok(
-                "ip",
-                &[
-                    "link",
-                    "add",
-                    "eth0",
-                    "type",
-                    "veth",
-                    "peer",
-                    "name",
-                    &port,
-                    "netns",
-                    &fabric.name,
-                ],
-            );
-            node.exec_ok(
-                "ip",
-                &["addr", "add", &format!("{}/24", node_ip(i)), "dev", "eth0"],
-            );
-            node.exec_ok("ip", &["link", "set", "eth0", "up"]);
-            node.exec_ok("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
-            fabric.exec_ok("ip", &["link", "set", &port, "master", "br0", "up"]);
-        }
-        let pod = |tag: &str, node: &NetNs, subnet: &str| {
-            let ns = NetNs::new(tag);
-            let host_side = format!("v{tag}");
-            node.exec_ok(
-                "ip",
-                &[
-                    "link", "add", &host_side, "type", "veth", "peer", "name", "eth0", "netns",
-                    &ns.name,
-                ],
-            );
-            node.exec_ok(
-                "ip",
-                &["addr", "add", &format!("{subnet}.1/24"), "dev", &host_side],
-            );
-            node.exec_ok("ip", &["link", "set", &host_side, "up"]);
-            ns.exec_ok(
-                "ip",
-                &["addr", "add", &format!("{subnet}.2/24"), "dev", "eth0"],
-            );
-            ns.exec_ok("ip", &["link", "set", "eth0", "up"]);
-            ns.exec_ok(
-                "ip",
-                &["route", "add", "default", "via", &format!("{subnet}.1")],
-            );
-            ns
-        };
-        let frontend = pod("pfe", &nodes[0], "198.18.61");
-        let checkout = pod("pco", &nodes[2], "198.18.63");
-        nodes[0].exec_ok(
-            "ip",
-            &["route", "add", "198.18.63.0/24", "via", &node_ip(2)],
-        );
-        nodes[2].exec_ok(
-            "ip",
-            &["route", "add", "198.18.61.0/24", "via", &node_ip(0)],
-        );
+        let fabric = Fabric::new("n", 3);
+        let frontend = fabric.pod("pfe", 0, "198.18.61");
+        let checkout = fabric.pod("pco", 2, "198.18.63");
+        fabric.route(0, "198.18.63", 2);
+        fabric.route(2, "198.18.61", 0);
         Self {
             fabric,
-            nodes,
             frontend,
             checkout,
         }
@@ -120,7 +52,7 @@ fn one_analyzer_spans_three_nodes_and_a_cross_node_call_is_one_row() {
     }
     let cluster = Cluster::new();
     let _nginx = Nginx::start(&cluster.checkout, CHECKOUT, 80);
-    let kube = FakeKube::start_in(&cluster.fabric);
+    let kube = FakeKube::start_in(&cluster.fabric.hub);
     kube.apply("namespaces", fake_kube::namespace("shop"));
     for (i, name) in ["node-a", "node-b", "node-c"].iter().enumerate() {
         kube.apply("nodes", fake_kube::node(name, &node_ip(i)));
@@ -163,7 +95,7 @@ fn one_analyzer_spans_three_nodes_and_a_cross_node_call_is_one_row() {
         .collect::<Vec<_>>()
         .join(",");
     let hub = AgentProc::start_serve_on(
-        &cluster.fabric,
+        &cluster.fabric.hub,
         &hub_data,
         HUB,
         HUB_PORT,
@@ -183,7 +115,7 @@ fn one_analyzer_spans_three_nodes_and_a_cross_node_call_is_one_row() {
         .map(|(i, name)| {
             let data = tmp.path().join(name);
             Some(AgentProc::start_agent_on(
-                &cluster.nodes[i],
+                &cluster.fabric.nodes[i],
                 &data,
                 &node_ip(i),
                 AGENT_PORT,

@@ -236,6 +236,7 @@ fn conns_and_workloads_round_trip() {
             ..Peer::default()
         },
         labels: vec![("app".into(), "web".into())],
+        pod_uid: String::new(),
     }];
     let batch = workloads::batch(&records).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(batch.schema(), Table::Workloads.schema());

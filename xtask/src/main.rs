@@ -315,8 +315,14 @@ fn bench(which: &str, args: &[String]) -> anyhow::Result<()> {
             run_bench(&[], "bench-jobs", args)
         }
         "pcap" => run_bench(&[], "bench-pcap", args),
+        "cluster" => {
+            sh::require_root("the cluster benchmark runs agents in network namespaces")?;
+            run_bench(&["remora-agent", "remora-analyzer"], "bench-cluster", args)
+        }
         other => {
-            bail!("unknown benchmark `{other}`; available: capture, dissect, query, jobs, pcap")
+            bail!(
+                "unknown benchmark `{other}`; available: capture, dissect, query, jobs, pcap, cluster"
+            )
         }
     }
 }

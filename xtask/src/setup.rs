@@ -46,6 +46,8 @@ const GRPCIO_VERSION: &str = "1.85.1";
 const MCP_VERSION: &str = "2.3.0";
 /// hypercorn serves HTTP/1.1 → h2c upgrades (nginx and nghttpd cannot) for the dissection oracle.
 const HYPERCORN_VERSION: &str = "0.18.0";
+/// Validates manifests/ against the Kubernetes OpenAPI schemas (strict).
+const KUBERNETES_VALIDATE_VERSION: &str = "1.34.0";
 
 /// Runs every setup step.
 pub fn run() -> anyhow::Result<()> {
@@ -230,7 +232,7 @@ fn bpf_linker() -> anyhow::Result<()> {
 }
 
 fn python_venv() -> anyhow::Result<()> {
-    step("Python test tools (.venv: duckdb, grpcio, mcp, hypercorn)");
+    step("Python test tools (.venv: duckdb, grpcio, mcp, hypercorn, kubernetes-validate)");
     let venv = root_dir().join(".venv");
     let python = venv.join("bin/python");
     let have = |module: &str| {
@@ -239,7 +241,13 @@ fn python_venv() -> anyhow::Result<()> {
             .output()
             .is_ok_and(|o| o.status.success())
     };
-    if python.exists() && have("duckdb") && have("grpc") && have("mcp") && have("hypercorn") {
+    if python.exists()
+        && have("duckdb")
+        && have("grpc")
+        && have("mcp")
+        && have("hypercorn")
+        && have("kubernetes_validate")
+    {
         note("present");
         return Ok(());
     }
@@ -250,7 +258,7 @@ fn python_venv() -> anyhow::Result<()> {
     }
     note(&format!(
         "installing duckdb=={DUCKDB_VERSION} grpcio=={GRPCIO_VERSION} mcp=={MCP_VERSION} \
-         hypercorn=={HYPERCORN_VERSION}"
+         hypercorn=={HYPERCORN_VERSION} kubernetes-validate=={KUBERNETES_VALIDATE_VERSION}"
     ));
     run_cmd(Command::new(venv.join("bin/pip")).args([
         "install",
@@ -259,6 +267,7 @@ fn python_venv() -> anyhow::Result<()> {
         &format!("grpcio=={GRPCIO_VERSION}"),
         &format!("mcp=={MCP_VERSION}"),
         &format!("hypercorn=={HYPERCORN_VERSION}"),
+        &format!("kubernetes-validate=={KUBERNETES_VALIDATE_VERSION}"),
     ]))
     .context("pip install failed; check that PyPI is reachable")
 }

@@ -55,7 +55,8 @@ pub struct ResolveQuery {
 fn workload_of(r: &WorkloadRecord) -> (&str, &str, &str) {
     let p = &r.peer;
     match r.kind.as_str() {
-        "pod" => ("pod", &p.pod_namespace, &p.pod_name),
+        // A host-network pod shares its node's address; it is a pod all the same.
+        "pod" | "hostpod" => ("pod", &p.pod_namespace, &p.pod_name),
         "service" => ("service", &p.service_namespace, &p.service_name),
         "node" => ("node", "", &p.node),
         _ => ("host", p.namespace(), p.name()),
@@ -373,7 +374,7 @@ pub async fn coverage(State(s): State<Arc<AnalyzerState>>) -> Api<Json<Value>> {
         if r.kind == "node" {
             cluster_nodes.insert(r.peer.node.clone());
         }
-        if r.kind != "pod" {
+        if r.kind != "pod" && r.kind != "hostpod" {
             continue;
         }
         let entry = json!({

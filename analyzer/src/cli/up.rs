@@ -133,6 +133,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .context("opening the analyzer's store")?;
     analyzer.store.set_min_free(config.min_free_bytes);
     let _ = analyzer.local_node.set(config.node.clone());
+    analyzer.store.set_local_node(&config.node);
     args.agents.attach(&analyzer, kube);
     analyzer
         .jobs

@@ -13,6 +13,7 @@ pub mod capture;
 mod origin;
 mod sink;
 pub mod slices;
+pub mod sockets;
 
 use std::{
     collections::BTreeMap,
@@ -194,13 +195,15 @@ pub fn dissect_nodes_with(
     }
     let mut sink = Sink::new(out, "ebpf", workloads)?;
     sink.window = window;
+    sink.sockets = sockets::SocketOwners::load(nodes);
     if copies == Copies::Once && all_files.iter().filter(|(_, f)| !f.is_empty()).count() > 1 {
         return dissect_merged(all_files, sink, progress, started);
     }
     let mut total = 0u64;
     let mut summary_stats = Stats::default();
-    for (node, files) in all_files {
+    for (tag, (node, files)) in all_files.into_iter().enumerate() {
         sink.node = node.clone();
+        let files: Vec<(usize, PathBuf)> = files.into_iter().map(|f| (tag, f)).collect();
         let mut engine = match copies {
             Copies::Once => Engine::new().count_copies_once(),
             Copies::Each => Engine::new(),
@@ -208,21 +211,25 @@ pub fn dissect_nodes_with(
         let mut failed = None;
         let mut stopped = false;
         let base = total;
-        let packets = slices::for_each_packet(&files, |ts, payload, wire_len| {
-            if stopped {
-                return;
-            }
-            engine.push(ts, payload, wire_len);
-            total += 1;
-            if total.is_multiple_of(65536) {
-                if failed.is_none()
-                    && let Err(e) = sink.drain(&mut engine)
-                {
-                    failed = Some(e);
+        let packets =
+            slices::for_each_packet_of_socket(&files, |tag, ts, payload, wire_len, cgroup| {
+                if stopped {
+                    return;
                 }
-                stopped = !progress(total, sink.calls_total());
-            }
-        })?;
+                if let Some(s) = sink.sockets.as_mut() {
+                    s.note(tag, payload, cgroup);
+                }
+                engine.push(ts, payload, wire_len);
+                total += 1;
+                if total.is_multiple_of(65536) {
+                    if failed.is_none()
+                        && let Err(e) = sink.drain(&mut engine)
+                    {
+                        failed = Some(e);
+                    }
+                    stopped = !progress(total, sink.calls_total());
+                }
+            })?;
         if let Some(e) = failed {
             return Err(e);
         }
@@ -257,24 +264,28 @@ fn dissect_merged(
     sink.origins = Some(origin::Origins::new(names));
     let mut engine = Engine::new().count_copies_once();
     let (mut total, mut failed, mut stopped) = (0u64, None, false);
-    let packets = slices::for_each_tagged_packet(&tagged, |tag, ts, payload, wire_len| {
-        if stopped {
-            return;
-        }
-        if let Some(o) = sink.origins.as_mut() {
-            o.note(tag, payload);
-        }
-        engine.push(ts, payload, wire_len);
-        total += 1;
-        if total.is_multiple_of(65536) {
-            if failed.is_none()
-                && let Err(e) = sink.drain(&mut engine)
-            {
-                failed = Some(e);
+    let packets =
+        slices::for_each_packet_of_socket(&tagged, |tag, ts, payload, wire_len, cgroup| {
+            if stopped {
+                return;
             }
-            stopped = !progress(total, sink.calls_total());
-        }
-    })?;
+            if let Some(o) = sink.origins.as_mut() {
+                o.note(tag, payload);
+            }
+            if let Some(s) = sink.sockets.as_mut() {
+                s.note(tag, payload, cgroup);
+            }
+            engine.push(ts, payload, wire_len);
+            total += 1;
+            if total.is_multiple_of(65536) {
+                if failed.is_none()
+                    && let Err(e) = sink.drain(&mut engine)
+                {
+                    failed = Some(e);
+                }
+                stopped = !progress(total, sink.calls_total());
+            }
+        })?;
     if let Some(e) = failed {
         return Err(e);
     }

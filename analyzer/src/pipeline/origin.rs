@@ -23,6 +23,16 @@ pub fn ends(a: &Endpoint, b: &Endpoint) -> FlowEnds {
 
 /// The flow of an IP packet (TCP or UDP; other packets have none).
 pub fn packet_ends(l3: &[u8]) -> Option<FlowEnds> {
+    let (src, dst) = packet_endpoints(l3)?;
+    Some(ends(&src, &dst))
+}
+
+/// The sender of an IP packet (TCP or UDP).
+pub fn packet_src(l3: &[u8]) -> Option<(IpAddr, u16)> {
+    packet_endpoints(l3).map(|(src, _)| (src.ip, src.port))
+}
+
+fn packet_endpoints(l3: &[u8]) -> Option<(Endpoint, Endpoint)> {
     let (src, dst, proto, l4) = match l3.first()? >> 4 {
         4 => {
             let ihl = usize::from(l3.first()? & 0x0f) * 4;
@@ -51,12 +61,12 @@ pub fn packet_ends(l3: &[u8]) -> Option<FlowEnds> {
         return None;
     }
     let port = |at: usize| Some(u16::from_be_bytes([*l4.get(at)?, *l4.get(at + 1)?]));
-    Some(ends(
-        &Endpoint {
+    Some((
+        Endpoint {
             ip: src,
             port: port(0)?,
         },
-        &Endpoint {
+        Endpoint {
             ip: dst,
             port: port(2)?,
         },

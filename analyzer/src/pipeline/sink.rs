@@ -48,6 +48,8 @@ pub(super) struct Sink<'w> {
     pub(super) outside: u64,
     /// Several nodes merged into one stream: each row's node is its flow's first node.
     pub(super) origins: Option<super::origin::Origins>,
+    /// Endpoints named by the cgroup of the socket that sent from them.
+    pub(super) sockets: Option<super::sockets::SocketOwners>,
 }
 
 impl<'w> Sink<'w> {
@@ -74,6 +76,7 @@ impl<'w> Sink<'w> {
             window: None,
             outside: 0,
             origins: None,
+            sockets: None,
         })
     }
 
@@ -108,6 +111,17 @@ impl<'w> Sink<'w> {
             self.unpaired += u64::from(c.error_type.is_some());
         }
         self.conns += conns.len() as u64;
+        let by_socket;
+        let workloads: &dyn Resolve = match &self.sockets {
+            Some(sockets) => {
+                by_socket = super::sockets::BySocket {
+                    inner: self.workloads,
+                    sockets,
+                };
+                &by_socket
+            }
+            None => self.workloads,
+        };
         if let Some(origins) = &self.origins {
             // One batch per node, each row under the node that saw its flow first.
             for (tag, node) in origins.nodes.iter().enumerate() {
@@ -125,7 +139,7 @@ impl<'w> Sink<'w> {
                     (&mut self.calls_out, &mut self.conns_out),
                     node,
                     self.source,
-                    self.workloads,
+                    workloads,
                     &calls,
                     &conns,
                 )?;
@@ -136,7 +150,7 @@ impl<'w> Sink<'w> {
             (&mut self.calls_out, &mut self.conns_out),
             &self.node,
             self.source,
-            self.workloads,
+            workloads,
             calls,
             conns,
         )

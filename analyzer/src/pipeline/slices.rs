@@ -18,7 +18,7 @@ use std::{
 
 use arrow::{
     array::{Array, AsArray, RecordBatch},
-    datatypes::{TimestampNanosecondType, UInt32Type},
+    datatypes::{TimestampNanosecondType, UInt32Type, UInt64Type},
 };
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 
@@ -88,7 +88,7 @@ fn open(path: &Path) -> Result<Option<Cursor>, PipelineError> {
         .map_err(|e| PipelineError::input(path, format!("not a readable Parquet slice: {e}")))?;
     let schema = builder.parquet_schema();
     let wanted = ["ts", "payload", "wire_len"];
-    let indices: Vec<usize> = wanted
+    let mut indices: Vec<usize> = wanted
         .iter()
         .map(|name| {
             schema
@@ -100,7 +100,14 @@ fn open(path: &Path) -> Result<Option<Cursor>, PipelineError> {
                 })
         })
         .collect::<Result<_, _>>()?;
-    // The projection returns columns in file order: ts, wire_len, payload.
+    // The sending socket's cgroup, when the slice has it (slices of imported captures too).
+    indices.extend(
+        schema
+            .columns()
+            .iter()
+            .position(|c| c.name() == "cgroup_id"),
+    );
+    // The projection returns columns in file order: ts, (cgroup_id,) wire_len, payload.
     let mask = parquet::arrow::ProjectionMask::leaves(schema, indices);
     let mut reader = builder
         .with_projection(mask)
@@ -169,6 +176,17 @@ pub fn for_each_tagged_packet(
     files: &[(usize, PathBuf)],
     mut f: impl FnMut(usize, i64, &[u8], u32),
 ) -> Result<u64, PipelineError> {
+    for_each_packet_of_socket(files, |tag, ts, payload, wire_len, _| {
+        f(tag, ts, payload, wire_len)
+    })
+}
+
+/// [`for_each_tagged_packet`], with the cgroup id of the local socket that sent the packet
+/// (0 when none: received packets, forwarded ones, slices without the column).
+pub fn for_each_packet_of_socket(
+    files: &[(usize, PathBuf)],
+    mut f: impl FnMut(usize, i64, &[u8], u32, u64),
+) -> Result<u64, PipelineError> {
     // Files not opened yet, the earliest last.
     let mut pending: Vec<(i64, usize)> = Vec::with_capacity(files.len());
     for (i, (_, path)) in files.iter().enumerate() {
@@ -205,7 +223,18 @@ pub fn for_each_tagged_packet(
         let wire = column("wire_len")?.as_primitive::<UInt32Type>();
         let payload = column("payload")?.as_binary::<i32>();
         if payload.is_valid(c.row) {
-            f(files[i].0, ts, payload.value(c.row), wire.value(c.row));
+            let cgroup = batch
+                .column_by_name("cgroup_id")
+                .and_then(|col| col.as_primitive_opt::<UInt64Type>())
+                .filter(|col| col.is_valid(c.row))
+                .map_or(0, |col| col.value(c.row));
+            f(
+                files[i].0,
+                ts,
+                payload.value(c.row),
+                wire.value(c.row),
+                cgroup,
+            );
             count += 1;
         }
         if c.advance()? {

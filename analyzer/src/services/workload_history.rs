@@ -29,7 +29,7 @@ use super::workloads::{Peer, Resolve};
 const OPEN: i64 = i64::MAX;
 
 /// Who holds an address: what it is, the attribution columns, the labels.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Owner {
     /// `pod`, `service`, `node` or `host`.
     pub kind: String,
@@ -37,6 +37,22 @@ pub struct Owner {
     pub peer: Peer,
     /// Labels, sorted by key.
     pub labels: Vec<(String, String)>,
+    /// A pod's `metadata.uid` (empty for other kinds).
+    pub uid: String,
+    /// The address it was seen with (a host-network pod's: its node's).
+    pub host_ip: IpAddr,
+}
+
+impl Default for Owner {
+    fn default() -> Self {
+        Self {
+            kind: String::new(),
+            peer: Peer::default(),
+            labels: Vec::new(),
+            uid: String::new(),
+            host_ip: IpAddr::from([0, 0, 0, 0]),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +66,11 @@ struct Held {
 #[derive(Debug, Clone, Default)]
 pub struct WorkloadHistory {
     by_ip: HashMap<IpAddr, Vec<Held>>,
+    /// A pod UID → an address it held.
+    by_uid: HashMap<String, IpAddr>,
+    /// Pods on the host network, by UID: they share their node's address, so only their
+    /// cgroups (the agents' map) tell their traffic apart; kind `hostpod` on disk.
+    host_pods: HashMap<String, Vec<Held>>,
 }
 
 impl WorkloadHistory {
@@ -77,11 +98,67 @@ impl WorkloadHistory {
                 list.pop();
             }
         }
+        if !owner.uid.is_empty() {
+            self.by_uid.insert(owner.uid.clone(), ip);
+        }
         list.push(Held {
             from_ns: at_ns,
             to_ns: OPEN,
             owner,
         });
+    }
+
+    /// A host-network pod (`owner.uid`) runs from `at_ns` on, with its node's address `ip`.
+    pub fn begin_host_pod(&mut self, ip: IpAddr, at_ns: i64, owner: Owner) {
+        let list = self.host_pods.entry(owner.uid.clone()).or_default();
+        if list
+            .last()
+            .is_some_and(|h| h.to_ns == OPEN && h.owner == owner)
+        {
+            return;
+        }
+        if let Some(last) = list.last_mut()
+            && last.to_ns == OPEN
+        {
+            last.to_ns = at_ns.max(last.from_ns);
+        }
+        let _ = ip;
+        list.push(Held {
+            from_ns: at_ns,
+            to_ns: OPEN,
+            owner,
+        });
+    }
+
+    /// A host-network pod is gone at `at_ns`.
+    pub fn end_host_pod(&mut self, uid: &str, at_ns: i64) {
+        if let Some(last) = self.host_pods.get_mut(uid).and_then(|l| l.last_mut())
+            && last.to_ns == OPEN
+        {
+            last.to_ns = at_ns.max(last.from_ns);
+        }
+    }
+
+    /// The host-network pods running now, by UID.
+    pub fn current_host_pods(&self) -> impl Iterator<Item = (&String, &Owner)> {
+        self.host_pods.iter().filter_map(|(uid, list)| {
+            let last = list.last()?;
+            (last.to_ns == OPEN).then_some((uid, &last.owner))
+        })
+    }
+
+    /// The pod with `uid`, as it was last recorded.
+    pub fn pod_by_uid(&self, uid: &str) -> Option<&Owner> {
+        if let Some(held) = self.host_pods.get(uid).and_then(|l| l.last()) {
+            return Some(&held.owner);
+        }
+        let ip = self.by_uid.get(uid)?;
+        self.by_ip
+            .get(ip)?
+            .iter()
+            .rev()
+            .map(|h| &h.owner)
+            .find(|o| o.uid == uid)
     }
 
     /// `owner` stops holding `ip` at `at_ns`, if it still holds it.
@@ -133,6 +210,16 @@ impl WorkloadHistory {
             list.retain(|h| h.to_ns > horizon_ns);
             !list.is_empty()
         });
+        self.host_pods.retain(|_, list| {
+            list.retain(|h| h.to_ns > horizon_ns);
+            !list.is_empty()
+        });
+        let by_ip = &self.by_ip;
+        self.by_uid.retain(|uid, ip| {
+            by_ip
+                .get(ip)
+                .is_some_and(|l| l.iter().any(|h| &h.owner.uid == uid))
+        });
     }
 
     /// The intervals that overlap `[from_ns, to_ns]`, by address then time.
@@ -150,10 +237,24 @@ impl WorkloadHistory {
                         kind: h.owner.kind.clone(),
                         peer: h.owner.peer.clone(),
                         labels: h.owner.labels.clone(),
+                        pod_uid: h.owner.uid.clone(),
                     })
             })
             .collect();
-        out.sort_by_key(|r| (r.ip, r.from_ns));
+        out.extend(self.host_pods.values().flat_map(|list| {
+            list.iter()
+                .filter(move |h| h.from_ns <= to_ns && h.to_ns > from_ns)
+                .map(|h| WorkloadRecord {
+                    ip: h.owner.host_ip,
+                    from_ns: h.from_ns,
+                    to_ns: (h.to_ns != OPEN).then_some(h.to_ns),
+                    kind: "hostpod".into(),
+                    peer: h.owner.peer.clone(),
+                    labels: h.owner.labels.clone(),
+                    pod_uid: h.owner.uid.clone(),
+                })
+        }));
+        out.sort_by(|a, b| (a.ip, a.from_ns, &a.pod_uid).cmp(&(b.ip, b.from_ns, &b.pod_uid)));
         out
     }
 
@@ -166,6 +267,27 @@ impl WorkloadHistory {
     pub fn from_records(records: impl IntoIterator<Item = WorkloadRecord>) -> Self {
         let mut history = Self::default();
         for r in records {
+            if r.kind == "hostpod" {
+                history
+                    .host_pods
+                    .entry(r.pod_uid.clone())
+                    .or_default()
+                    .push(Held {
+                        from_ns: r.from_ns,
+                        to_ns: r.to_ns.unwrap_or(OPEN),
+                        owner: Owner {
+                            kind: "pod".into(),
+                            peer: r.peer,
+                            labels: r.labels,
+                            uid: r.pod_uid,
+                            host_ip: r.ip,
+                        },
+                    });
+                continue;
+            }
+            if !r.pod_uid.is_empty() {
+                history.by_uid.insert(r.pod_uid.clone(), r.ip);
+            }
             history.by_ip.entry(r.ip).or_default().push(Held {
                 from_ns: r.from_ns,
                 to_ns: r.to_ns.unwrap_or(OPEN),
@@ -173,10 +295,16 @@ impl WorkloadHistory {
                     kind: r.kind,
                     peer: r.peer,
                     labels: r.labels,
+                    uid: r.pod_uid,
+                    ..Owner::default()
                 },
             });
         }
-        for list in history.by_ip.values_mut() {
+        for list in history
+            .by_ip
+            .values_mut()
+            .chain(history.host_pods.values_mut())
+        {
             list.sort_by_key(|h| h.from_ns);
         }
         history
@@ -236,7 +364,7 @@ pub fn read_records(path: &Path) -> anyhow::Result<Vec<WorkloadRecord>> {
             a.ok_or_else(|| anyhow::anyhow!("{}: no column {name}", where_()))
         };
         let ip = need(text("ip")?, "ip")?;
-        let [pod, pod_ns, svc, svc_ns, node, process, kind] = [
+        let [pod, pod_ns, svc, svc_ns, node, process, kind, uid] = [
             "pod_name",
             "pod_namespace",
             "service_name",
@@ -244,10 +372,11 @@ pub fn read_records(path: &Path) -> anyhow::Result<Vec<WorkloadRecord>> {
             "node_name",
             "process",
             "kind",
+            "pod_uid",
         ]
         .map(text);
-        let (pod, pod_ns, svc, svc_ns, node, process, kind) =
-            (pod?, pod_ns?, svc?, svc_ns?, node?, process?, kind?);
+        let (pod, pod_ns, svc, svc_ns, node, process, kind, uid) =
+            (pod?, pod_ns?, svc?, svc_ns?, node?, process?, kind?, uid?);
         let time = |name: &str| -> anyhow::Result<Option<ArrayRef>> {
             column(name)
                 .map(|c| cast(&c, &DataType::Timestamp(TimeUnit::Nanosecond, None)))
@@ -300,6 +429,7 @@ pub fn read_records(path: &Path) -> anyhow::Result<Vec<WorkloadRecord>> {
                         .unwrap_or(0),
                 },
                 labels: labels.map(|m| map_entries(m, r)).unwrap_or_default(),
+                pod_uid: s(&uid, r),
             });
         }
     }
@@ -326,6 +456,10 @@ impl Resolve for WorkloadHistory {
     fn resolve(&self, endpoint: &Endpoint, ts_ns: i64) -> Option<&Peer> {
         self.at(&endpoint.ip, ts_ns)
     }
+
+    fn pod_by_uid(&self, uid: &str) -> Option<&Peer> {
+        WorkloadHistory::pod_by_uid(self, uid).map(|o| &o.peer)
+    }
 }
 
 #[cfg(test)]
@@ -342,6 +476,8 @@ mod tests {
                 ..Peer::default()
             },
             labels: vec![("app".into(), name.into())],
+            uid: format!("uid-{name}"),
+            ..Owner::default()
         }
     }
 
@@ -411,8 +547,13 @@ mod tests {
         assert_eq!(
             back.records(),
             h.records(),
-            "times, labels and node survive"
+            "times, labels, uids and node survive"
         );
+        assert_eq!(
+            back.pod_by_uid("uid-p9").map(|o| o.peer.pod_name.as_str()),
+            Some("p9")
+        );
+        assert!(back.pod_by_uid("uid-p0").is_none(), "pruned");
         assert!(WorkloadHistory::read_parquet(&dir.path().join("none")).is_err());
     }
 }

@@ -25,6 +25,11 @@ use super::workload_history::{Owner, WorkloadHistory, WorkloadRecord};
 pub trait Resolve {
     /// The peer at `endpoint` at `ts_ns`, when known.
     fn resolve(&self, endpoint: &Endpoint, ts_ns: i64) -> Option<&Peer>;
+
+    /// The pod with `metadata.uid` `uid` (what a node's cgroups name), when known.
+    fn pod_by_uid(&self, _uid: &str) -> Option<&Peer> {
+        None
+    }
 }
 
 /// Knows no workloads: every attribution column stays empty.
@@ -205,6 +210,7 @@ impl StaticWorkloads {
                     pid: e.pid,
                 },
                 labels: e.labels.unwrap_or_default().into_iter().collect(),
+                ..Owner::default()
             };
             history.begin(e.ip, 0, owner);
         }

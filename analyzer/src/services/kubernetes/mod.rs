@@ -21,7 +21,7 @@ use std::{
     time::Duration,
 };
 
-pub use reconcile::{Claim, apply, desired};
+pub use reconcile::{Claim, apply, apply_host_pods, desired, host_network_pods};
 
 use crate::services::{
     workload_history::{WorkloadHistory, WorkloadRecord},

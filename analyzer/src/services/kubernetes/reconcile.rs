@@ -86,6 +86,7 @@ pub fn desired(
                                 ..Peer::default()
                             },
                             labels: labels(&node.metadata),
+                            ..Owner::default()
                         },
                         since_ns: created_ns(&node.metadata),
                     },
@@ -112,6 +113,7 @@ pub fn desired(
                             ..Peer::default()
                         },
                         labels: labels(&svc.metadata),
+                        ..Owner::default()
                     },
                     since_ns: created_ns(&svc.metadata),
                 },
@@ -149,6 +151,8 @@ pub fn desired(
         let pod = pod.as_ref();
         let spec = pod.spec.as_ref();
         if spec.and_then(|s| s.host_network).unwrap_or(false) {
+            // Its address is its node's: the node keeps it; the pod is told apart by its
+            // cgroups (host_network_pods).
             continue;
         }
         let Some(status) = pod.status.as_ref() else {
@@ -182,6 +186,8 @@ pub fn desired(
                             ..Peer::default()
                         },
                         labels: labels(&pod.metadata),
+                        uid: pod.metadata.uid.clone().unwrap_or_default(),
+                        ..Owner::default()
                     },
                     since_ns: created_ns(&pod.metadata),
                 },
@@ -189,6 +195,92 @@ pub fn desired(
         }
     }
     out
+}
+
+/// The running pods on the host network, by UID: they share their node's address, so the
+/// history keeps them apart from the addresses, for the agents' cgroup maps to name.
+pub fn host_network_pods(pods: &[impl AsRef<Pod>]) -> HashMap<String, Claim> {
+    let mut out = HashMap::new();
+    for pod in pods {
+        let pod = pod.as_ref();
+        let spec = pod.spec.as_ref();
+        if !spec.and_then(|s| s.host_network).unwrap_or(false) {
+            continue;
+        }
+        let status = pod.status.as_ref();
+        if matches!(
+            status.and_then(|s| s.phase.as_deref()),
+            Some("Succeeded" | "Failed")
+        ) {
+            continue;
+        }
+        let Some(uid) = pod.metadata.uid.clone() else {
+            continue;
+        };
+        let host_ip = status
+            .and_then(|s| {
+                s.host_ip.as_deref().or(s.pod_ip.as_deref()).or(s
+                    .pod_ips
+                    .as_ref()?
+                    .first()
+                    .map(|p| p.ip.as_str()))
+            })
+            .and_then(parse_ip)
+            .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        out.insert(
+            uid.clone(),
+            Claim {
+                owner: Owner {
+                    kind: "pod".into(),
+                    peer: Peer {
+                        pod_name: pod.metadata.name.clone().unwrap_or_default(),
+                        pod_namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+                        node: spec.and_then(|s| s.node_name.clone()).unwrap_or_default(),
+                        ..Peer::default()
+                    },
+                    labels: labels(&pod.metadata),
+                    uid,
+                    host_ip,
+                },
+                since_ns: created_ns(&pod.metadata),
+            },
+        );
+    }
+    out
+}
+
+/// Brings the host-network pods of `history` to `desired` at `now_ns`; returns the changes.
+pub fn apply_host_pods(
+    history: &mut WorkloadHistory,
+    desired: &HashMap<String, Claim>,
+    now_ns: i64,
+) -> usize {
+    let gone: Vec<String> = history
+        .current_host_pods()
+        .filter(|(uid, owner)| desired.get(*uid).is_none_or(|c| &c.owner != *owner))
+        .map(|(uid, _)| uid.clone())
+        .collect();
+    let mut changes = 0;
+    for uid in gone {
+        if !desired.contains_key(&uid) {
+            history.end_host_pod(&uid, now_ns);
+            changes += 1;
+        }
+    }
+    for (uid, claim) in desired {
+        if history.pod_by_uid(uid) == Some(&claim.owner)
+            && history.current_host_pods().any(|(u, _)| u == uid)
+        {
+            continue;
+        }
+        history.begin_host_pod(
+            claim.owner.host_ip,
+            claim.since_ns.min(now_ns),
+            claim.owner.clone(),
+        );
+        changes += 1;
+    }
+    changes
 }
 
 /// Brings `history` to `desired` at `now_ns`: owners no longer claimed end now; new owners
@@ -275,6 +367,31 @@ mod tests {
         if let Some(s) = host.spec.as_mut() {
             s.host_network = Some(true);
         }
+        host.metadata.uid = Some("1a2b3c4d-0000-4000-8000-0123456789ab".into());
+        let host_pods = host_network_pods(&[std::sync::Arc::new(host.clone())]);
+        let hp = host_pods
+            .values()
+            .next()
+            .map(|c| c.owner.clone())
+            .unwrap_or_default();
+        assert_eq!(
+            (hp.peer.pod_name.as_str(), hp.peer.node.as_str(), hp.host_ip),
+            ("kube-proxy-x", "node-a", IpAddr::from([198, 18, 9, 1]))
+        );
+        let mut h = WorkloadHistory::default();
+        assert_eq!(apply_host_pods(&mut h, &host_pods, 10), 1);
+        assert_eq!(
+            apply_host_pods(&mut h, &host_pods, 20),
+            0,
+            "the same pod again"
+        );
+        assert_eq!(
+            h.pod_by_uid("1a2b3c4d-0000-4000-8000-0123456789ab")
+                .map(|o| o.peer.pod_name.as_str()),
+            Some("kube-proxy-x")
+        );
+        assert_eq!(apply_host_pods(&mut h, &HashMap::new(), 30), 1, "gone");
+        assert_eq!(h.current_host_pods().count(), 0);
         let mut done = pod("job-1", "198.18.1.9", "node-a");
         if let Some(s) = done.status.as_mut() {
             s.phase = Some("Succeeded".into());

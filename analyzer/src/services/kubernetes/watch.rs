@@ -71,7 +71,10 @@ pub(super) fn spawn(client: Client, watched: Arc<Watched>) {
                     }
                     let desired = reconcile::desired(&pods.state(), &services.state(), &slices.state(), &nodes.state());
                     let now = now_ns();
-                    let changes = watched.write(|h| reconcile::apply(h, &desired, now));
+                    let host_pods = reconcile::host_network_pods(&pods.state());
+                    let changes = watched.write(|h| {
+                        reconcile::apply(h, &desired, now) + reconcile::apply_host_pods(h, &host_pods, now)
+                    });
                     if changes > 0 {
                         tracing::debug!(changes, addresses = desired.len(), "workload history updated");
                         unsaved = true;

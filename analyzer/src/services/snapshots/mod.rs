@@ -260,6 +260,8 @@ pub struct SnapshotStore {
     min_free: std::sync::atomic::AtomicU64,
     /// Other nodes' agents, whose slices a snapshot pulls over their node API.
     remote: std::sync::OnceLock<std::sync::Arc<remote::RemoteAgents>>,
+    /// The node this process records, whose cgroup map it reads itself.
+    local_node: std::sync::OnceLock<String>,
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
@@ -269,6 +271,21 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     f.write_all(bytes).map_err(|e| io(tmp.display(), e))?;
     f.sync_all().map_err(|e| io(tmp.display(), e))?;
     fs::rename(&tmp, path).map_err(|e| io(path.display(), e))
+}
+
+/// A node's pod cgroups, next to its packets (`pipeline::sockets` reads them).
+pub(crate) fn write_cgroups(
+    tmp: &Path,
+    node: &str,
+    cgroups: &[remora_agent::cgroups::PodCgroup],
+) -> Result<(), StoreError> {
+    if cgroups.is_empty() {
+        return Ok(());
+    }
+    let dir = tmp.join("capture").join(node);
+    fs::create_dir_all(&dir).map_err(|e| io(dir.display(), e))?;
+    let json = serde_json::to_vec(cgroups).map_err(|e| io("cgroups", e))?;
+    write_atomic(&dir.join(crate::pipeline::sockets::CGROUPS_FILE), &json)
 }
 
 pub(crate) fn parquet_rows(path: &Path) -> u64 {
@@ -309,6 +326,7 @@ impl SnapshotStore {
             workloads: None,
             min_free: std::sync::atomic::AtomicU64::new(64 << 20),
             remote: std::sync::OnceLock::new(),
+            local_node: std::sync::OnceLock::new(),
         })
     }
 
@@ -341,6 +359,11 @@ impl SnapshotStore {
     ) -> Self {
         self.workloads = Some(workloads);
         self
+    }
+
+    /// `node` is recorded by this process: snapshots keep its cgroup map (pod cgroups).
+    pub fn set_local_node(&self, node: &str) {
+        let _ = self.local_node.set(node.to_owned());
     }
 
     /// Pulls other nodes' slices from `agents` into every snapshot made from now on.
@@ -544,6 +567,12 @@ impl SnapshotStore {
                 });
             }
             node_totals.push(total);
+        }
+        if let Some(local) = self.local_node.get()
+            && nodes.contains(local)
+            && let Some(root) = remora_agent::cgroups::root()
+        {
+            write_cgroups(tmp, local, &remora_agent::cgroups::scan(&root))?;
         }
         if let Some(agents) = self.remote.get() {
             let mirror = self.data.join("remote");

@@ -62,6 +62,8 @@ pub struct NodePull {
     pub error: Option<String>,
     /// Whether the node answered at all.
     pub reached: bool,
+    /// The node's pod cgroups when the snapshot was made.
+    pub cgroups: Vec<remora_agent::cgroups::PodCgroup>,
 }
 
 impl RemoteAgents {
@@ -186,6 +188,7 @@ impl RemoteAgents {
             slices: Vec::new(),
             error: None,
             reached: false,
+            cgroups: Vec::new(),
         };
         let list_url = format!(
             "{url}/v1/slices?start={}&end={}",
@@ -216,6 +219,12 @@ impl RemoteAgents {
         pull.node = list.node.clone();
         pull.reached = true;
         self.remember(url, &list.node);
+        // Older agents have no cgroup map: their pods are named by address only.
+        if let Ok(answer) = self.get(&format!("{url}/v1/cgroups"))
+            && let Ok(v) = answer.into_body().read_json::<serde_json::Value>()
+        {
+            pull.cgroups = serde_json::from_value(v["cgroups"].clone()).unwrap_or_default();
+        }
         for slice in list.slices {
             if slice.end_ns < start_ns || slice.start_ns > end_ns {
                 continue;
@@ -307,6 +316,7 @@ pub(super) fn link_pulled(
         packets: 0,
         bytes: 0,
     };
+    super::write_cgroups(tmp, &pull.node, &pull.cgroups)?;
     for (slice, path) in &pull.slices {
         let dir = tmp.join("capture").join(&pull.node).join(&slice.kind);
         fs::create_dir_all(&dir).map_err(|e| io(dir.display(), e))?;
