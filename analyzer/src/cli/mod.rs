@@ -11,6 +11,7 @@
 //! ([`offline`]).
 
 mod allocator;
+pub mod analyzer;
 pub mod calls;
 pub mod client;
 pub mod dissect;

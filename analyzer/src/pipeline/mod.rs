@@ -204,42 +204,12 @@ pub fn dissect_nodes_with(
     for (tag, (node, files)) in all_files.into_iter().enumerate() {
         sink.node = node.clone();
         let files: Vec<(usize, PathBuf)> = files.into_iter().map(|f| (tag, f)).collect();
-        let mut engine = match copies {
+        let engine = match copies {
             Copies::Once => Engine::new().count_copies_once(),
             Copies::Each => Engine::new(),
         };
-        let mut failed = None;
-        let mut stopped = false;
-        let base = total;
-        let packets =
-            slices::for_each_packet_of_socket(&files, |tag, ts, payload, wire_len, cgroup| {
-                if stopped {
-                    return;
-                }
-                if let Some(s) = sink.sockets.as_mut() {
-                    s.note(tag, payload, cgroup);
-                }
-                engine.push(ts, payload, wire_len);
-                total += 1;
-                if total.is_multiple_of(65536) {
-                    if failed.is_none()
-                        && let Err(e) = sink.drain(&mut engine)
-                    {
-                        failed = Some(e);
-                    }
-                    stopped = !progress(total, sink.calls_total());
-                }
-            })?;
-        if let Some(e) = failed {
-            return Err(e);
-        }
-        if stopped {
-            return Err(PipelineError::Cancelled);
-        }
-        total = base + packets;
-        let output = engine.finish();
-        sink.write(&output.calls, &output.conns)?;
-        add_stats(&mut summary_stats, &output.stats);
+        let stats = stream(&files, engine, &mut sink, &mut total, progress)?;
+        add_stats(&mut summary_stats, &stats);
     }
     if !progress(total, sink.calls_total()) {
         return Err(PipelineError::Cancelled);
@@ -262,10 +232,35 @@ fn dissect_merged(
         .flat_map(|(tag, (_, files))| files.into_iter().map(move |f| (tag, f)))
         .collect();
     sink.origins = Some(origin::Origins::new(names));
-    let mut engine = Engine::new().count_copies_once();
-    let (mut total, mut failed, mut stopped) = (0u64, None, false);
+    let mut total = 0;
+    let stats = stream(
+        &tagged,
+        Engine::new().count_copies_once(),
+        &mut sink,
+        &mut total,
+        progress,
+    )?;
+    if !progress(total, sink.calls_total()) {
+        return Err(PipelineError::Cancelled);
+    }
+    sink.close(total, stats, started)
+}
+
+/// Feeds `files` (tagged by node) through `engine` into `sink` in time order, noting each
+/// packet's flow and socket for attribution; `total` counts packets across calls. Rows are
+/// written as they finish; `progress` is asked every 65,536 packets whether to go on.
+fn stream(
+    files: &[(usize, PathBuf)],
+    mut engine: Engine,
+    sink: &mut Sink<'_>,
+    total: &mut u64,
+    progress: &dyn Fn(u64, u64) -> bool,
+) -> Result<Stats, PipelineError> {
+    let (mut failed, mut stopped) = (None, false);
+    let base = *total;
+    let mut seen = base;
     let packets =
-        slices::for_each_packet_of_socket(&tagged, |tag, ts, payload, wire_len, cgroup| {
+        slices::for_each_packet_of_socket(files, |tag, ts, payload, wire_len, cgroup| {
             if stopped {
                 return;
             }
@@ -276,25 +271,26 @@ fn dissect_merged(
                 s.note(tag, payload, cgroup);
             }
             engine.push(ts, payload, wire_len);
-            total += 1;
-            if total.is_multiple_of(65536) {
+            seen += 1;
+            if seen.is_multiple_of(65536) {
                 if failed.is_none()
                     && let Err(e) = sink.drain(&mut engine)
                 {
                     failed = Some(e);
                 }
-                stopped = !progress(total, sink.calls_total());
+                stopped = !progress(seen, sink.calls_total());
             }
         })?;
     if let Some(e) = failed {
         return Err(e);
     }
-    if stopped || !progress(packets, sink.calls_total()) {
+    if stopped {
         return Err(PipelineError::Cancelled);
     }
+    *total = base + packets;
     let output = engine.finish();
     sink.write(&output.calls, &output.conns)?;
-    sink.close(packets, output.stats, started)
+    Ok(output.stats)
 }
 
 /// Writes empty `calls` and `conns` tables: the dissection of an empty window.

@@ -43,12 +43,35 @@ fn now_ms() -> i64 {
 /// Starts the watchers and the reconcile loop on the current runtime.
 pub(super) fn spawn(client: Client, watched: Arc<Watched>) {
     let dirty = Arc::new(Notify::new());
-    let pods = watch::<Pod>(Api::all(client.clone()), "pods", &watched, &dirty);
-    let services = watch::<Service>(Api::all(client.clone()), "services", &watched, &dirty);
-    let slices =
-        watch::<EndpointSlice>(Api::all(client.clone()), "endpointslices", &watched, &dirty);
-    let nodes = watch::<Node>(Api::all(client.clone()), "nodes", &watched, &dirty);
-    let namespaces = watch::<Namespace>(Api::all(client), "namespaces", &watched, &dirty);
+    let pods = watch::<Pod>(Api::all(client.clone()), "pods", trim_pod, &watched, &dirty);
+    let services = watch::<Service>(
+        Api::all(client.clone()),
+        "services",
+        |s| trim_meta(&mut s.metadata),
+        &watched,
+        &dirty,
+    );
+    let slices = watch::<EndpointSlice>(
+        Api::all(client.clone()),
+        "endpointslices",
+        |s| trim_meta(&mut s.metadata),
+        &watched,
+        &dirty,
+    );
+    let nodes = watch::<Node>(
+        Api::all(client.clone()),
+        "nodes",
+        trim_node,
+        &watched,
+        &dirty,
+    );
+    let namespaces = watch::<Namespace>(
+        Api::all(client),
+        "namespaces",
+        |n| trim_meta(&mut n.metadata),
+        &watched,
+        &dirty,
+    );
     tokio::spawn(async move {
         let mut last_persist = Instant::now();
         let mut unsaved = false;
@@ -98,6 +121,46 @@ pub(super) fn spawn(client: Client, watched: Arc<Watched>) {
     });
 }
 
+/// Drops what attribution never reads before an object is stored: a cluster's objects are
+/// mostly managed fields, annotations, container specs and statuses, and the stores hold
+/// every object of the cluster.
+fn trim_meta(meta: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) {
+    meta.managed_fields = None;
+    meta.annotations = None;
+    meta.owner_references = None;
+    meta.finalizers = None;
+}
+
+fn trim_pod(pod: &mut Pod) {
+    trim_meta(&mut pod.metadata);
+    if let Some(spec) = pod.spec.as_mut() {
+        let (node_name, host_network) = (spec.node_name.take(), spec.host_network);
+        *spec = k8s_openapi::api::core::v1::PodSpec {
+            node_name,
+            host_network,
+            ..Default::default()
+        };
+    }
+    if let Some(status) = pod.status.as_mut() {
+        status.conditions = None;
+        status.container_statuses = None;
+        status.init_container_statuses = None;
+        status.ephemeral_container_statuses = None;
+    }
+}
+
+fn trim_node(node: &mut Node) {
+    trim_meta(&mut node.metadata);
+    node.spec = None;
+    if let Some(status) = node.status.as_mut() {
+        let addresses = status.addresses.take();
+        *status = k8s_openapi::api::core::v1::NodeStatus {
+            addresses,
+            ..Default::default()
+        };
+    }
+}
+
 /// What to tell an operator about a watch error.
 fn explain(resource: &str, e: &watcher::Error) -> String {
     let text = e.to_string();
@@ -122,6 +185,7 @@ fn is_gone(e: &watcher::Error) -> bool {
 fn watch<K>(
     api: Api<K>,
     resource: &'static str,
+    trim: fn(&mut K),
     watched: &Arc<Watched>,
     dirty: &Arc<Notify>,
 ) -> Store<K>
@@ -135,7 +199,9 @@ where
     tokio::spawn(async move {
         let stream = reflector::reflector(
             writer,
-            watcher::watcher(api, watcher::Config::default()).default_backoff(),
+            watcher::watcher(api, watcher::Config::default())
+                .default_backoff()
+                .modify(trim),
         );
         futures_util::pin_mut!(stream);
         let mut failing = false;

@@ -268,7 +268,9 @@ impl RemoteAgents {
         let file_url = format!("{url}/v1/slices/{}/{}", slice.kind, slice.file);
         let response = self.get(&file_url)?;
         let mut out = fs::File::create(&part).map_err(|e| format!("{}: {e}", part.display()))?;
-        let copied = std::io::copy(&mut response.into_body().as_reader(), &mut out)
+        let mut body =
+            std::io::BufReader::with_capacity(1 << 20, response.into_body().into_reader());
+        let copied = std::io::copy(&mut body, &mut out)
             .map_err(|e| format!("{file_url}: the transfer stopped: {e}"));
         let result = copied.and_then(|n| {
             out.flush()
