@@ -220,6 +220,32 @@ fn serve(mut conn: TcpStream, state: &(Mutex<State>, Condvar)) {
     }
     let (path, query) = target.split_once('?').unwrap_or((&target, ""));
     let params: BTreeMap<&str, &str> = query.split('&').filter_map(|p| p.split_once('=')).collect();
+    // A namespaced list (`/api/v1/namespaces/<ns>/pods`) is the cluster-wide one, filtered.
+    let (path, only_namespace) = match path
+        .strip_prefix("/api/v1/namespaces/")
+        .and_then(|rest| rest.split_once('/'))
+    {
+        Some((ns, kind)) => (format!("/api/v1/{kind}"), Some(ns.to_owned())),
+        None => (path.to_owned(), None),
+    };
+    let selector: Vec<(String, String)> = params
+        .get("labelSelector")
+        .map(|s| percent_decode(s))
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        })
+        .collect();
+    let selected = |o: &Value| {
+        only_namespace
+            .as_deref()
+            .is_none_or(|ns| o["metadata"]["namespace"] == ns)
+            && selector
+                .iter()
+                .all(|(k, v)| o["metadata"]["labels"][k.as_str()] == v.as_str())
+    };
     let Some(&(resource, _, kind, api_version)) = RESOURCES.iter().find(|r| r.1 == path) else {
         return respond(
             &mut conn,
@@ -239,7 +265,7 @@ fn serve(mut conn: TcpStream, state: &(Mutex<State>, Condvar)) {
         let items: Vec<Value> = s
             .objects
             .iter()
-            .filter(|((r, _), _)| r == resource)
+            .filter(|((r, _), o)| r == resource && selected(o))
             .map(|(_, o)| o.clone())
             .collect();
         let body = json!({"kind": format!("{kind}List"), "apiVersion": api_version,
@@ -308,6 +334,38 @@ fn serve(mut conn: TcpStream, state: &(Mutex<State>, Condvar)) {
     }
     drop(s);
     let _ = conn.write_all(b"0\r\n\r\n");
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 3;
+                    }
+                    Err(_) => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// RFC 3339 for unix seconds (what `metadata.creationTimestamp` holds).

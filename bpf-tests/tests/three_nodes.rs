@@ -1,7 +1,8 @@
 //! A cluster of three nodes: one network namespace and one `remora-agent` per node, pods as
 //! network namespaces behind their node (veth, routed), a fabric namespace with a bridge
 //! between the nodes, and one analyzer (`remora serve`) on the fabric pulling every node's
-//! slices over the node API. The fake Kubernetes API server names the pods.
+//! slices over the node API. The fake Kubernetes API server names the pods, and the analyzer
+//! finds the agents there (the DaemonSet's pods, by namespace and label).
 //!
 //! A call from frontend (node-a) to checkout (node-c) is recorded on both nodes and must be
 //! dissected once, attributed to both pods, the service and both nodes; a snapshot spans the
@@ -85,23 +86,38 @@ fn one_analyzer_spans_three_nodes_and_a_cross_node_call_is_one_row() {
         "endpointslices",
         fake_kube::endpoint_slice("checkout", "shop", &[(CHECKOUT, "checkout-1")]),
     );
+    // The DaemonSet's pods, which the analyzer finds the agents by (host network: node IPs).
+    for (i, name) in ["node-a", "node-b", "node-c"].iter().enumerate() {
+        let mut agent = fake_kube::host_network_pod(
+            &format!("remora-agent-{name}"),
+            "remora",
+            &format!("0000000{i}-0000-4000-8000-000000000000"),
+            &node_ip(i),
+            name,
+        );
+        agent["metadata"]["labels"] = json!({"app.kubernetes.io/name": "remora-agent"});
+        kube.apply("pods", agent);
+    }
+    // A pod with the label in another namespace is not an agent.
+    let mut stray = fake_kube::pod("remora-agent-copy", "default", "198.18.62.9", "node-b", &[]);
+    stray["metadata"]["labels"] = json!({"app.kubernetes.io/name": "remora-agent"});
+    kube.apply("pods", stray);
 
     let tmp = tempfile::tempdir().expect("tempdir");
     let kubeconfig = tmp.path().join("kubeconfig");
     std::fs::write(&kubeconfig, kube.kubeconfig()).expect("kubeconfig");
     let hub_data = tmp.path().join("hub");
-    let agents_arg = (0..3)
-        .map(|i| format!("http://{}:{AGENT_PORT}", node_ip(i)))
-        .collect::<Vec<_>>()
-        .join(",");
+    let port_arg = AGENT_PORT.to_string();
     let hub = AgentProc::start_serve_on(
         &cluster.fabric.hub,
         &hub_data,
         HUB,
         HUB_PORT,
         &[
-            "--agents",
-            &agents_arg,
+            "--agent-selector",
+            "remora/app.kubernetes.io/name=remora-agent",
+            "--agent-port",
+            &port_arg,
             "--kubeconfig",
             kubeconfig.to_str().unwrap_or(""),
         ],
