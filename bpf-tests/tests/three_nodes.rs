@@ -125,6 +125,23 @@ fn one_analyzer_spans_three_nodes_and_a_cross_node_call_is_one_row() {
     // The agents share the analyzer's token (in a cluster: the remora-token Secret).
     let token_file = hub_data.join("token");
     let token_arg = token_file.to_string_lossy().into_owned();
+    let start_agent = |i: usize, name: &str| {
+        let data = tmp.path().join(name);
+        AgentProc::start_agent_on(
+            &cluster.fabric.nodes[i],
+            &data,
+            &node_ip(i),
+            AGENT_PORT,
+            &[
+                "--node",
+                name,
+                "--slice-duration",
+                "1s",
+                "--token-file",
+                &token_arg,
+            ],
+        )
+    };
     let mut agents: Vec<Option<AgentProc>> = ["node-a", "node-b", "node-c"]
         .iter()
         .enumerate()
@@ -280,6 +297,16 @@ fn one_analyzer_spans_three_nodes_and_a_cross_node_call_is_one_row() {
         Some(json!(false)),
         "{coverage}"
     );
+    // node-b is back: the snapshot made again is whole.
+    agents[1] = Some(start_agent(1, "node-b"));
+    let (status, v) = hub.api_post(
+        "/mcp/snapshots",
+        &json!({"name": "z", "start": start_ms, "end": now_ms()}),
+    );
+    assert!(status < 300, "{v}");
+    let whole = hub.wait_for("/mcp/snapshots/z", |v| v["status"] != "in_progress");
+    assert_eq!(whole["status"], "completed", "{whole}");
+    assert_eq!(whole["nodes"].as_array().map(Vec::len), Some(3), "{whole}");
     for agent in agents.into_iter().flatten() {
         agent.stop();
     }
