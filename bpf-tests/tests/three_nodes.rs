@@ -6,7 +6,8 @@
 //!
 //! A call from frontend (node-a) to checkout (node-c) is recorded on both nodes and must be
 //! dissected once, attributed to both pods, the service and both nodes; a snapshot spans the
-//! three nodes; an agent that is down makes the next snapshot `partial`, naming its node.
+//! three nodes; an agent that is down (or killed mid-transfer) makes the next snapshot
+//! `partial`, naming its node, and the snapshot made again resumes.
 
 use std::time::Duration;
 
@@ -318,4 +319,146 @@ fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+mod common;
+
+/// An agent killed while its slices are being pulled makes the snapshot `partial` with the
+/// node named; the slices that had arrived are kept, and the snapshot made again once the
+/// agent is back reuses them (same inode: not fetched twice) and is whole.
+#[test]
+fn an_agent_killed_mid_transfer_gives_partial_and_the_next_snapshot_resumes() {
+    use std::os::unix::fs::MetadataExt as _;
+    require_root();
+    let fabric = Fabric::new("m", 2);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let hub_data = tmp.path().join("hub");
+    let agents_arg = format!(
+        "http://{}:{AGENT_PORT},http://{}:{AGENT_PORT}",
+        node_ip(0),
+        node_ip(1)
+    );
+    let hub = AgentProc::start_serve_on(
+        &fabric.hub,
+        &hub_data,
+        HUB,
+        HUB_PORT,
+        &["--agents", &agents_arg, "--kubernetes", "off"],
+    );
+    let token_arg = hub_data.join("token").to_string_lossy().into_owned();
+    let start = |i: usize| {
+        AgentProc::start_agent_on(
+            &fabric.nodes[i],
+            &tmp.path().join(format!("node-{i}")),
+            &node_ip(i),
+            AGENT_PORT,
+            &[
+                "--node",
+                &format!("node-{i}"),
+                "--interfaces",
+                "eth0",
+                "--slice-duration",
+                "1s",
+                "--slice-max-bytes",
+                "8MiB",
+                "--compression",
+                "none",
+                "--token-file",
+                &token_arg,
+            ],
+        )
+    };
+    let big = start(0);
+    let _small = start(1);
+    let start_ms = now_ms() - 1000;
+    // ~200 MB recorded on node-0 in 8 MiB slices.
+    common::blast(
+        &fabric.nodes[0],
+        &format!("{HUB}:9"),
+        150_000,
+        1400,
+        150_000,
+    );
+    std::thread::sleep(Duration::from_millis(2500));
+    let end_ms = now_ms();
+    let mirror = hub_data.join("remote/node-0/packets");
+    let (status, v) = hub.api_post(
+        "/mcp/snapshots",
+        &json!({"name": "y", "start": start_ms, "end": end_ms}),
+    );
+    assert!(status < 300, "{v}");
+    // Kill node-0's agent as soon as its first slice has arrived.
+    let arrived = |dir: &std::path::Path| {
+        std::fs::read_dir(dir)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while arrived(&mirror) == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    big.kill9();
+    let partial = hub.wait_for("/mcp/snapshots/y", |v| v["status"] != "in_progress");
+    assert_eq!(partial["status"], "partial", "{partial}");
+    let node0 = partial["nodes"]
+        .as_array()
+        .and_then(|n| n.iter().find(|n| n["name"] == "node-0").cloned());
+    let node0 = node0.unwrap_or_default();
+    assert_eq!(node0["status"], "partial", "{partial}");
+    assert!(
+        partial["reason"].as_str().unwrap_or("").contains("node-0"),
+        "{partial}"
+    );
+    let kept: Vec<(String, u64)> = std::fs::read_dir(&mirror)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                .map(|e| {
+                    (
+                        e.file_name().to_string_lossy().into_owned(),
+                        e.metadata().map(|m| m.ino()).unwrap_or(0),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        !kept.is_empty(),
+        "the slices that arrived are kept for the next try"
+    );
+
+    // node-0 is back: the same window again is whole, and what had arrived was not fetched
+    // again (the snapshot links the very same files).
+    let big = start(0);
+    let (status, v) = hub.api_post(
+        "/mcp/snapshots",
+        &json!({"name": "z", "start": start_ms, "end": end_ms}),
+    );
+    assert!(status < 300, "{v}");
+    let whole = hub.wait_for("/mcp/snapshots/z", |v| v["status"] != "in_progress");
+    assert_eq!(whole["status"], "completed", "{whole}");
+    let files0 = whole["nodes"]
+        .as_array()
+        .and_then(|n| n.iter().find(|n| n["name"] == "node-0").cloned());
+    assert!(
+        files0.unwrap_or_default()["files"].as_u64() > Some(kept.len() as u64),
+        "{whole}"
+    );
+    for (name, ino) in &kept {
+        let linked = hub_data
+            .join("snapshots/z/capture/node-0/packets")
+            .join(name);
+        assert_eq!(
+            std::fs::metadata(&linked).map(|m| m.ino()).ok(),
+            Some(*ino),
+            "{name} was fetched again"
+        );
+    }
+    assert_eq!(arrived(&mirror), 0, "a complete node's mirror is emptied");
+    big.stop();
+    hub.stop();
 }
