@@ -416,6 +416,36 @@ impl AgentProc {
         }
     }
 
+    /// Makes snapshot `name` of `[start_ms, end_ms]`, waits until it is made, and returns its
+    /// manifest (whatever its status).
+    pub fn snapshot(&self, name: &str, start_ms: i64, end_ms: i64) -> serde_json::Value {
+        let (status, v) = self.api_post(
+            "/mcp/snapshots",
+            &serde_json::json!({"name": name, "start": start_ms, "end": end_ms}),
+        );
+        assert!(status < 300, "snapshot {name} refused: {v}");
+        self.wait_for(&format!("/mcp/snapshots/{name}"), |v| {
+            v["status"] != "in_progress"
+        })
+    }
+
+    /// Dissects `snapshot` as `d`, waits for it to complete, and returns its HTTP calls in the
+    /// `full` format.
+    pub fn dissected_http_calls(&self, snapshot: &str) -> Vec<serde_json::Value> {
+        self.api_post(
+            "/mcp/dissections",
+            &serde_json::json!({"snapshot": snapshot, "name": "d"}),
+        );
+        let done = self.wait_for(&format!("/mcp/dissections/{snapshot}/d"), |v| {
+            !matches!(v["status"].as_str(), Some("pending" | "running"))
+        });
+        assert_eq!(done["status"], "completed", "{done}");
+        let calls = self.api_json(&format!(
+            "/mcp/calls?db={snapshot}/d&format=full&limit=1000&kfl=http"
+        ));
+        calls["calls"].as_array().cloned().unwrap_or_default()
+    }
+
     /// GET on the node API, parsed as JSON; panics unless the status is 200.
     pub fn api_json(&self, path: &str) -> serde_json::Value {
         let (status, body) = self.api(path);

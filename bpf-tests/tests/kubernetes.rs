@@ -213,21 +213,13 @@ fn watchers_name_every_call_by_time_through_relists_ip_reuse_and_restarts() {
 
     std::thread::sleep(Duration::from_millis(2500));
     let end_ms = now_ms();
-    let (status, v) = agent.api_post(
-        "/mcp/snapshots",
-        &json!({"name": "k", "start": start_ms, "end": end_ms}),
-    );
-    assert!(status < 300, "{v}");
-    let snap = agent.wait_for("/mcp/snapshots/k", |v| v["status"] != "in_progress");
+    let snap = agent.snapshot("k", start_ms, end_ms);
     assert_eq!(snap["status"], "completed", "{snap}");
     assert!(
         snap["workloads"].as_u64() >= Some(5),
         "the history of the window is frozen: {snap}"
     );
-    agent.api_post("/mcp/dissections", &json!({"snapshot": "k", "name": "d"}));
-    agent.wait_for("/mcp/dissections/k/d", |v| v["status"] == "completed");
-    let calls = agent.api_json("/mcp/calls?db=k/d&format=full&limit=100&kfl=http");
-    let calls = calls["calls"].as_array().cloned().unwrap_or_default();
+    let calls = agent.dissected_http_calls("k");
     assert_eq!(calls.len(), 6, "{calls:?}");
     for call in &calls {
         let path = call["path"].as_str().unwrap_or("");
@@ -413,17 +405,9 @@ fn a_host_network_pod_is_named_by_the_cgroup_of_its_sockets() {
         curl(&pair, &format!("/ack/node-{i}"));
     }
     std::thread::sleep(Duration::from_millis(2500));
-    let (status, v) = agent.api_post(
-        "/mcp/snapshots",
-        &json!({"name": "h", "start": start_ms, "end": now_ms()}),
-    );
-    assert!(status < 300, "{v}");
-    let snap = agent.wait_for("/mcp/snapshots/h", |v| v["status"] != "in_progress");
+    let snap = agent.snapshot("h", start_ms, now_ms());
     assert_eq!(snap["status"], "completed", "{snap}");
-    agent.api_post("/mcp/dissections", &json!({"snapshot": "h", "name": "d"}));
-    agent.wait_for("/mcp/dissections/h/d", |v| v["status"] == "completed");
-    let calls = agent.api_json("/mcp/calls?db=h/d&format=full&limit=100&kfl=http");
-    let calls = calls["calls"].as_array().cloned().unwrap_or_default();
+    let calls = agent.dissected_http_calls("h");
     assert_eq!(calls.len(), 6, "{calls:?}");
     for call in &calls {
         let field = |name: &str| call[name].as_str().unwrap_or("").to_owned();

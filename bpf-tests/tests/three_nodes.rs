@@ -146,23 +146,7 @@ fn one_analyzer_spans_three_nodes_and_a_cross_node_call_is_one_row() {
     let mut agents: Vec<Option<AgentProc>> = ["node-a", "node-b", "node-c"]
         .iter()
         .enumerate()
-        .map(|(i, name)| {
-            let data = tmp.path().join(name);
-            Some(AgentProc::start_agent_on(
-                &cluster.fabric.nodes[i],
-                &data,
-                &node_ip(i),
-                AGENT_PORT,
-                &[
-                    "--node",
-                    name,
-                    "--slice-duration",
-                    "1s",
-                    "--token-file",
-                    &token_arg,
-                ],
-            ))
-        })
+        .map(|(i, name)| Some(start_agent(i, name)))
         .collect();
     hub.wait_for("/mcp/coverage", |c| {
         c["workloads_source"]["watches"][0]["state"] == "synced"
@@ -198,12 +182,7 @@ fn one_analyzer_spans_three_nodes_and_a_cross_node_call_is_one_row() {
         );
     }
 
-    let (status, v) = hub.api_post(
-        "/mcp/snapshots",
-        &json!({"name": "x", "start": start_ms, "end": now_ms()}),
-    );
-    assert!(status < 300, "{v}");
-    let snap = hub.wait_for("/mcp/snapshots/x", |v| v["status"] != "in_progress");
+    let snap = hub.snapshot("x", start_ms, now_ms());
     assert_eq!(snap["status"], "completed", "{snap}");
     let nodes = snap["nodes"].as_array().cloned().unwrap_or_default();
     assert_eq!(nodes.len(), 3, "{snap}");
@@ -222,14 +201,11 @@ fn one_analyzer_spans_three_nodes_and_a_cross_node_call_is_one_row() {
         "both ends recorded the call: {snap}"
     );
 
-    hub.api_post("/mcp/dissections", &json!({"snapshot": "x", "name": "d"}));
-    hub.wait_for("/mcp/dissections/x/d", |v| v["status"] == "completed");
-    let calls = hub.api_json("/mcp/calls?db=x/d&format=full&limit=100&kfl=http");
-    let rows = calls["calls"].as_array().cloned().unwrap_or_default();
+    let rows = hub.dissected_http_calls("x");
     assert_eq!(
         rows.len(),
         5,
-        "each call once, though two nodes recorded it: {calls}"
+        "each call once, though two nodes recorded it: {rows:?}"
     );
     for call in &rows {
         let field = |name: &str| call[name].as_str().unwrap_or("").to_owned();
@@ -263,12 +239,7 @@ fn one_analyzer_spans_three_nodes_and_a_cross_node_call_is_one_row() {
     if let Some(b) = agents[1].take() {
         b.kill9();
     }
-    let (status, v) = hub.api_post(
-        "/mcp/snapshots",
-        &json!({"name": "y", "start": start_ms, "end": now_ms()}),
-    );
-    assert!(status < 300, "{v}");
-    let partial = hub.wait_for("/mcp/snapshots/y", |v| v["status"] != "in_progress");
+    let partial = hub.snapshot("y", start_ms, now_ms());
     assert_eq!(partial["status"], "partial", "{partial}");
     let reason = partial["reason"].as_str().unwrap_or("");
     assert!(
@@ -284,11 +255,7 @@ fn one_analyzer_spans_three_nodes_and_a_cross_node_call_is_one_row() {
         "{partial}"
     );
     // A partial snapshot still dissects what it has.
-    hub.api_post("/mcp/dissections", &json!({"snapshot": "y", "name": "d"}));
-    let done = hub.wait_for("/mcp/dissections/y/d", |v| {
-        v["status"] != "running" && v["status"] != "pending"
-    });
-    assert_eq!(done["status"], "completed", "{done}");
+    hub.dissected_http_calls("y");
     let coverage = hub.api_json("/mcp/coverage");
     let b = coverage["nodes"]
         .as_array()
@@ -300,12 +267,7 @@ fn one_analyzer_spans_three_nodes_and_a_cross_node_call_is_one_row() {
     );
     // node-b is back: the snapshot made again is whole.
     agents[1] = Some(start_agent(1, "node-b"));
-    let (status, v) = hub.api_post(
-        "/mcp/snapshots",
-        &json!({"name": "z", "start": start_ms, "end": now_ms()}),
-    );
-    assert!(status < 300, "{v}");
-    let whole = hub.wait_for("/mcp/snapshots/z", |v| v["status"] != "in_progress");
+    let whole = hub.snapshot("z", start_ms, now_ms());
     assert_eq!(whole["status"], "completed", "{whole}");
     assert_eq!(whole["nodes"].as_array().map(Vec::len), Some(3), "{whole}");
     for agent in agents.into_iter().flatten() {
@@ -434,12 +396,7 @@ fn an_agent_killed_mid_transfer_gives_partial_and_the_next_snapshot_resumes() {
     // node-0 is back: the same window again is whole, and what had arrived was not fetched
     // again (the snapshot links the very same files).
     let big = start(0);
-    let (status, v) = hub.api_post(
-        "/mcp/snapshots",
-        &json!({"name": "z", "start": start_ms, "end": end_ms}),
-    );
-    assert!(status < 300, "{v}");
-    let whole = hub.wait_for("/mcp/snapshots/z", |v| v["status"] != "in_progress");
+    let whole = hub.snapshot("z", start_ms, end_ms);
     assert_eq!(whole["status"], "completed", "{whole}");
     let files0 = whole["nodes"]
         .as_array()
