@@ -55,6 +55,32 @@ fn labels(meta: &ObjectMeta) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
+/// A pod as the owner of an address (its node's, for a host-network pod).
+fn pod_claim(pod: &Pod, service: (String, String), host_ip: IpAddr) -> Claim {
+    let (service_name, service_namespace) = service;
+    Claim {
+        owner: Owner {
+            kind: "pod".into(),
+            peer: Peer {
+                pod_name: pod.metadata.name.clone().unwrap_or_default(),
+                pod_namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+                service_name,
+                service_namespace,
+                node: pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.node_name.clone())
+                    .unwrap_or_default(),
+                ..Peer::default()
+            },
+            labels: labels(&pod.metadata),
+            uid: pod.metadata.uid.clone().unwrap_or_default(),
+            host_ip,
+        },
+        since_ns: created_ns(&pod.metadata),
+    }
+}
+
 fn parse_ip(text: &str) -> Option<IpAddr> {
     text.parse().ok()
 }
@@ -171,27 +197,9 @@ pub fn desired(
             ips.extend(status.pod_ip.as_deref().and_then(parse_ip));
         }
         for ip in ips {
-            let (service_name, service_namespace) = served.get(&ip).cloned().unwrap_or_default();
-            out.insert(
-                ip,
-                Claim {
-                    owner: Owner {
-                        kind: "pod".into(),
-                        peer: Peer {
-                            pod_name: pod.metadata.name.clone().unwrap_or_default(),
-                            pod_namespace: pod.metadata.namespace.clone().unwrap_or_default(),
-                            service_name,
-                            service_namespace,
-                            node: spec.and_then(|s| s.node_name.clone()).unwrap_or_default(),
-                            ..Peer::default()
-                        },
-                        labels: labels(&pod.metadata),
-                        uid: pod.metadata.uid.clone().unwrap_or_default(),
-                        ..Owner::default()
-                    },
-                    since_ns: created_ns(&pod.metadata),
-                },
-            );
+            let service = served.get(&ip).cloned().unwrap_or_default();
+            // An address-keyed owner has no host address: equal owners stay equal on disk.
+            out.insert(ip, pod_claim(pod, service, IpAddr::from([0, 0, 0, 0])));
         }
     }
     out
@@ -227,24 +235,7 @@ pub fn host_network_pods(pods: &[impl AsRef<Pod>]) -> HashMap<String, Claim> {
             })
             .and_then(parse_ip)
             .unwrap_or(IpAddr::from([0, 0, 0, 0]));
-        out.insert(
-            uid.clone(),
-            Claim {
-                owner: Owner {
-                    kind: "pod".into(),
-                    peer: Peer {
-                        pod_name: pod.metadata.name.clone().unwrap_or_default(),
-                        pod_namespace: pod.metadata.namespace.clone().unwrap_or_default(),
-                        node: spec.and_then(|s| s.node_name.clone()).unwrap_or_default(),
-                        ..Peer::default()
-                    },
-                    labels: labels(&pod.metadata),
-                    uid,
-                    host_ip,
-                },
-                since_ns: created_ns(&pod.metadata),
-            },
-        );
+        out.insert(uid, pod_claim(pod, (String::new(), String::new()), host_ip));
     }
     out
 }
