@@ -108,8 +108,9 @@ impl WorkloadHistory {
         });
     }
 
-    /// A host-network pod (`owner.uid`) runs from `at_ns` on, with its node's address `ip`.
-    pub fn begin_host_pod(&mut self, ip: IpAddr, at_ns: i64, owner: Owner) {
+    /// A host-network pod (`owner.uid`, its node's address in `owner.host_ip`) runs from
+    /// `at_ns` on.
+    pub fn begin_host_pod(&mut self, at_ns: i64, owner: Owner) {
         let list = self.host_pods.entry(owner.uid.clone()).or_default();
         if list
             .last()
@@ -122,7 +123,6 @@ impl WorkloadHistory {
         {
             last.to_ns = at_ns.max(last.from_ns);
         }
-        let _ = ip;
         list.push(Held {
             from_ns: at_ns,
             to_ns: OPEN,
@@ -137,6 +137,12 @@ impl WorkloadHistory {
         {
             last.to_ns = at_ns.max(last.from_ns);
         }
+    }
+
+    /// The host-network pod `uid`, while it runs.
+    pub fn current_host_pod(&self, uid: &str) -> Option<&Owner> {
+        let last = self.host_pods.get(uid)?.last()?;
+        (last.to_ns == OPEN).then_some(&last.owner)
     }
 
     /// The host-network pods running now, by UID.

@@ -246,29 +246,21 @@ pub fn apply_host_pods(
     desired: &HashMap<String, Claim>,
     now_ns: i64,
 ) -> usize {
+    // A changed pod is handed over by begin_host_pod; only pods no longer there end here.
     let gone: Vec<String> = history
         .current_host_pods()
-        .filter(|(uid, owner)| desired.get(*uid).is_none_or(|c| &c.owner != *owner))
+        .filter(|(uid, _)| !desired.contains_key(*uid))
         .map(|(uid, _)| uid.clone())
         .collect();
-    let mut changes = 0;
+    let mut changes = gone.len();
     for uid in gone {
-        if !desired.contains_key(&uid) {
-            history.end_host_pod(&uid, now_ns);
-            changes += 1;
-        }
+        history.end_host_pod(&uid, now_ns);
     }
     for (uid, claim) in desired {
-        if history.pod_by_uid(uid) == Some(&claim.owner)
-            && history.current_host_pods().any(|(u, _)| u == uid)
-        {
+        if history.current_host_pod(uid) == Some(&claim.owner) {
             continue;
         }
-        history.begin_host_pod(
-            claim.owner.host_ip,
-            claim.since_ns.min(now_ns),
-            claim.owner.clone(),
-        );
+        history.begin_host_pod(claim.since_ns.min(now_ns), claim.owner.clone());
         changes += 1;
     }
     changes
@@ -283,21 +275,18 @@ pub fn apply(
     desired: &HashMap<IpAddr, Claim>,
     now_ns: i64,
 ) -> usize {
-    let mut changes = 0;
+    // A new owner of an address is handed it by begin; only addresses no longer claimed end
+    // here. Kinds the watchers do not manage (a static record) are left alone.
     let gone: Vec<(IpAddr, Owner)> = history
         .current()
-        .filter(|(ip, owner)| desired.get(ip).is_none_or(|c| &c.owner != *owner))
+        .filter(|(ip, owner)| {
+            !desired.contains_key(ip) && matches!(owner.kind.as_str(), "pod" | "service" | "node")
+        })
         .map(|(ip, owner)| (ip, owner.clone()))
         .collect();
+    let mut changes = gone.len();
     for (ip, owner) in gone {
-        // Kinds the watchers do not manage (a static record) are left alone.
-        if !matches!(owner.kind.as_str(), "pod" | "service" | "node") {
-            continue;
-        }
-        if !desired.contains_key(&ip) {
-            history.end(ip, now_ns, &owner);
-            changes += 1;
-        }
+        history.end(ip, now_ns, &owner);
     }
     for (ip, claim) in desired {
         if history.current_owner(ip) == Some(&claim.owner) {
