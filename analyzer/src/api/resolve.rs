@@ -325,22 +325,9 @@ pub async fn coverage(State(s): State<Arc<AnalyzerState>>) -> Api<Json<Value>> {
         }));
     }
     if let Some(agents) = s.store.remote_agents().cloned() {
-        let answers = tokio::task::spawn_blocking(move || {
-            let answers = agents.all_boundaries();
-            answers
-                .into_iter()
-                .map(|(url, a)| {
-                    (
-                        agents.known_name(&url).unwrap_or_else(|| url.clone()),
-                        url,
-                        a,
-                    )
-                })
-                .collect::<Vec<_>>()
-        })
-        .await
-        .unwrap_or_default();
-        for (name, url, answer) in answers {
+        let answers = agents.all_boundaries_async().await;
+        for remote in answers {
+            let (name, url, answer) = (remote.node, remote.url, remote.answer);
             let newest = answer.as_ref().ok().and_then(|b| b["newest_ts"].as_i64());
             let live = answer.is_ok();
             if live {

@@ -48,21 +48,11 @@ pub async fn boundaries(State(s): State<Arc<AnalyzerState>>) -> Api<Json<Value>>
             .iter()
             .filter_map(|n| n["name"].as_str().map(str::to_owned))
             .collect();
-        let (answers, agents_names) = tokio::task::spawn_blocking(move || {
-            let answers = agents.all_boundaries();
-            let names: std::collections::HashMap<String, String> = agents
-                .urls()
-                .into_iter()
-                .filter_map(|u| Some((u.clone(), agents.known_name(&u)?)))
-                .collect();
-            (answers, names)
-        })
-        .await
-        .unwrap_or_default();
-        for (url, answer) in answers {
-            match answer {
+        let answers = agents.all_boundaries_async().await;
+        for remote in answers {
+            let (name, url) = (remote.node, remote.url);
+            match remote.answer {
                 Ok(b) => {
-                    let name = b["node"].as_str().unwrap_or(&url).to_owned();
                     if local.contains(&name) {
                         continue;
                     }
@@ -81,7 +71,7 @@ pub async fn boundaries(State(s): State<Arc<AnalyzerState>>) -> Api<Json<Value>>
                     }));
                 }
                 Err(e) => nodes.push(json!({
-                    "name": agents_names.get(&url).cloned().unwrap_or_else(|| url.clone()),
+                    "name": name,
                     "source": url, "reachable": false,
                     "error": format!("{e}; this node's traffic cannot be snapshotted until its agent answers"),
                 })),

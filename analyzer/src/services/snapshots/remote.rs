@@ -49,6 +49,17 @@ struct SliceList {
     slices: Vec<RemoteSlice>,
 }
 
+/// One agent's `GET /v1/boundaries`.
+#[derive(Debug)]
+pub struct AgentBoundaries {
+    /// The node's name (its URL when it never answered).
+    pub node: String,
+    /// The agent's node API.
+    pub url: String,
+    /// The answer, or why there is none.
+    pub answer: Result<serde_json::Value, String>,
+}
+
 /// What one node gave for a window.
 #[derive(Debug)]
 pub struct NodePull {
@@ -140,16 +151,32 @@ impl RemoteAgents {
         Ok(answer)
     }
 
-    /// Every agent's boundaries, in parallel: `(url, answer or error)`.
-    pub fn all_boundaries(&self) -> Vec<(String, Result<serde_json::Value, String>)> {
+    /// Every agent's boundaries, asked in parallel.
+    pub fn all_boundaries(&self) -> Vec<AgentBoundaries> {
         let urls = self.urls();
         std::thread::scope(|scope| {
             let handles: Vec<_> = urls
                 .iter()
                 .map(|url| scope.spawn(move || (url.clone(), self.boundaries(url))))
                 .collect();
-            handles.into_iter().filter_map(|h| h.join().ok()).collect()
+            handles
+                .into_iter()
+                .filter_map(|h| h.join().ok())
+                .map(|(url, answer)| AgentBoundaries {
+                    // The node it answered as now, or last time when it does not answer.
+                    node: self.known_name(&url).unwrap_or_else(|| url.clone()),
+                    url,
+                    answer,
+                })
+                .collect()
         })
+    }
+
+    /// [`all_boundaries`](Self::all_boundaries) off the async runtime's threads.
+    pub async fn all_boundaries_async(self: std::sync::Arc<Self>) -> Vec<AgentBoundaries> {
+        tokio::task::spawn_blocking(move || self.all_boundaries())
+            .await
+            .unwrap_or_default()
     }
 
     /// Pulls every agent's slices of `[start_ns, end_ns]` into `mirror` (`<data>/remote`),
