@@ -13,3 +13,21 @@
 //! [`synth`] generates the synthetic calls of `bench-query` and of the KFL-against-DuckDB test.
 
 pub mod synth;
+
+/// Bytes of the files below `dir` (0 for what cannot be read).
+pub fn dir_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| {
+            let p = e.path();
+            if p.is_dir() {
+                dir_bytes(&p)
+            } else {
+                e.metadata().map(|m| m.len()).unwrap_or(0)
+            }
+        })
+        .sum()
+}

@@ -168,7 +168,7 @@ fn finish(run: Running, row: &mut Row) {
             .lines()
             .find_map(|l| l.split("stopped; ").nth(1)?.split(' ').next()?.parse().ok())
             .unwrap_or(0);
-        row.disk_bytes = dir_bytes(&run.out.join("data/capture"));
+        row.disk_bytes = remora_bench::dir_bytes(&run.out.join("data/capture"));
     }
     if let Some(dump) = run.dump {
         let pcap = dump.pcap.clone();
@@ -180,23 +180,6 @@ fn finish(run: Running, row: &mut Row) {
         row.disk_bytes = fs::metadata(&pcap).map(|m| m.len()).unwrap_or(0);
     }
     let _ = fs::remove_dir_all(&run.out);
-}
-
-fn dir_bytes(dir: &Path) -> u64 {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| {
-            let p = e.path();
-            if p.is_dir() {
-                dir_bytes(&p)
-            } else {
-                e.metadata().map(|m| m.len()).unwrap_or(0)
-            }
-        })
-        .sum()
 }
 
 fn udp_run(

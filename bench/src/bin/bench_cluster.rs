@@ -158,22 +158,6 @@ fn make_slices(
     Ok(imported.packets)
 }
 
-fn dir_bytes(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| {
-            let p = e.path();
-            if p.is_dir() {
-                dir_bytes(&p)
-            } else {
-                e.metadata().map(|m| m.len()).unwrap_or(0)
-            }
-        })
-        .sum()
-}
-
 fn median_spread(mut v: Vec<f64>) -> (f64, f64, f64) {
     v.sort_by(f64::total_cmp);
     (v[v.len() / 2], v[0], v[v.len() - 1])
@@ -217,7 +201,7 @@ fn pull(args: &Args) -> anyhow::Result<()> {
                 (round * NODES + i) as u64 + 7,
                 start_ns,
             )?;
-            total += dir_bytes(&data.join("capture"));
+            total += remora_bench::dir_bytes(&data.join("capture"));
             agents.push(agent(node, &data, &name, i, &token)?);
         }
         sizes.push(total as f64);
