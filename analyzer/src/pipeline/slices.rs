@@ -55,6 +55,11 @@ struct Cursor {
     reader: ParquetRecordBatchReader,
     batch: RecordBatch,
     row: usize,
+    /// Positions of `wire_len`, `payload` and (when the slice has it) `cgroup_id` in each
+    /// batch, found once per file rather than by name for every packet.
+    wire: usize,
+    payload: usize,
+    cgroup: Option<usize>,
 }
 
 impl Cursor {
@@ -117,11 +122,21 @@ fn open(path: &Path) -> Result<Option<Cursor>, PipelineError> {
     let Some(first) = reader.next() else {
         return Ok(None);
     };
+    let batch = first.map_err(|e| PipelineError::input(path, e))?;
+    let position = |name: &str| batch.schema().index_of(name).ok();
+    let missing =
+        |name: &str| PipelineError::input(path, format!("no `{name}` column: not a packets slice"));
+    let wire = position("wire_len").ok_or_else(|| missing("wire_len"))?;
+    let payload = position("payload").ok_or_else(|| missing("payload"))?;
+    let cgroup = position("cgroup_id");
     let mut cursor = Cursor {
         path: path.to_owned(),
         reader,
-        batch: first.map_err(|e| PipelineError::input(path, e))?,
+        batch,
         row: 0,
+        wire,
+        payload,
+        cgroup,
     };
     if cursor.batch.num_rows() == 0 && !cursor.advance()? {
         return Ok(None);
@@ -215,17 +230,12 @@ pub fn for_each_packet_of_socket(
             continue;
         };
         let batch = &c.batch;
-        let column = |name: &str| {
-            batch.column_by_name(name).ok_or_else(|| {
-                PipelineError::input(&c.path, format!("no `{name}` column: not a packets slice"))
-            })
-        };
-        let wire = column("wire_len")?.as_primitive::<UInt32Type>();
-        let payload = column("payload")?.as_binary::<i32>();
+        let wire = batch.column(c.wire).as_primitive::<UInt32Type>();
+        let payload = batch.column(c.payload).as_binary::<i32>();
         if payload.is_valid(c.row) {
-            let cgroup = batch
-                .column_by_name("cgroup_id")
-                .and_then(|col| col.as_primitive_opt::<UInt64Type>())
+            let cgroup = c
+                .cgroup
+                .and_then(|at| batch.column(at).as_primitive_opt::<UInt64Type>())
                 .filter(|col| col.is_valid(c.row))
                 .map_or(0, |col| col.value(c.row));
             f(
