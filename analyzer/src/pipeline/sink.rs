@@ -123,18 +123,17 @@ impl<'w> Sink<'w> {
             None => self.workloads,
         };
         if let Some(origins) = &self.origins {
-            // One batch per node, each row under the node that saw its flow first.
-            for (tag, node) in origins.nodes.iter().enumerate() {
-                let calls: Vec<Call> = calls
-                    .iter()
-                    .filter(|c| origins.node_of(&c.src, &c.dst) == tag)
-                    .cloned()
-                    .collect();
-                let conns: Vec<Conn> = conns
-                    .iter()
-                    .filter(|c| origins.node_of(&c.src, &c.dst) == tag)
-                    .cloned()
-                    .collect();
+            // One batch per node, each row under the node that saw its flow first; the rows
+            // are sorted into their nodes in one pass.
+            let mut by_node: Vec<(Vec<Call>, Vec<Conn>)> =
+                origins.nodes.iter().map(|_| Default::default()).collect();
+            for c in calls {
+                by_node[origins.node_of(&c.src, &c.dst)].0.push(c.clone());
+            }
+            for c in conns {
+                by_node[origins.node_of(&c.src, &c.dst)].1.push(c.clone());
+            }
+            for (node, (calls, conns)) in origins.nodes.iter().zip(by_node) {
                 Self::write_rows(
                     (&mut self.calls_out, &mut self.conns_out),
                     node,
