@@ -389,6 +389,7 @@ pub fn conns(rng: &mut Rng, n: usize, start_ns: i64) -> Vec<remora_dissect::Conn
                     1 + rng.below(CLOSES.len() as u64 - 1) as usize
                 }],
                 l7: L7S[rng.below(L7S.len() as u64) as usize],
+                nat: None,
             }
         })
         .collect()

@@ -5,7 +5,9 @@
 //! finds the agents there (the DaemonSet's pods, by namespace and label).
 //!
 //! A call from frontend (node-a) to checkout (node-c) is recorded on both nodes and must be
-//! dissected once, attributed to both pods, the service and both nodes; a snapshot spans the
+//! dissected once, attributed to both pods, the service and both nodes; so must a call to the
+//! checkout Service's ClusterIP, which node-a translates (nftables DNAT, as kube-proxy does) and
+//! so records before and after translation; a snapshot spans the
 //! three nodes; an agent that is down (or killed mid-transfer) makes the next snapshot
 //! `partial`, naming its node, and the snapshot made again resumes.
 
@@ -21,6 +23,8 @@ use serde_json::json;
 
 const FRONTEND: &str = "198.18.61.2";
 const CHECKOUT: &str = "198.18.63.2";
+/// The checkout Service: node-a rewrites `CLUSTER_IP:8080` to `CHECKOUT:80`.
+const CLUSTER_IP: &str = "198.19.0.10";
 const HUB_PORT: u16 = 18898;
 const AGENT_PORT: u16 = 18897;
 
@@ -38,6 +42,13 @@ impl Cluster {
         let checkout = fabric.pod("pco", 2, "198.18.63");
         fabric.route(0, "198.18.63", 2);
         fabric.route(2, "198.18.61", 0);
+        // kube-proxy's part on node-a: the Service's ClusterIP to its one endpoint.
+        let nft = |rule: &str| fabric.nodes[0].exec_ok("nft", &[rule]);
+        nft("add table ip nat");
+        nft("add chain ip nat prerouting { type nat hook prerouting priority -100; }");
+        nft(&format!(
+            "add rule ip nat prerouting ip daddr {CLUSTER_IP} tcp dport 8080 dnat to {CHECKOUT}:80"
+        ));
         Self {
             fabric,
             frontend,
@@ -49,7 +60,7 @@ impl Cluster {
 #[test]
 fn one_analyzer_spans_three_nodes_and_a_cross_node_call_is_one_row() {
     require_root();
-    for tool in ["curl", "nginx"] {
+    for tool in ["curl", "nginx", "nft"] {
         require_tool(tool);
     }
     let cluster = Cluster::new();
@@ -81,7 +92,7 @@ fn one_analyzer_spans_three_nodes_and_a_cross_node_call_is_one_row() {
     );
     kube.apply(
         "services",
-        fake_kube::service("checkout", "shop", "198.19.0.10", &[("app", "checkout")]),
+        fake_kube::service("checkout", "shop", CLUSTER_IP, &[("app", "checkout")]),
     );
     kube.apply(
         "endpointslices",
@@ -169,6 +180,19 @@ fn one_analyzer_spans_three_nodes_and_a_cross_node_call_is_one_row() {
             ],
         );
     }
+    for i in 0..3 {
+        cluster.frontend.exec_ok(
+            "curl",
+            &[
+                "-sS",
+                "-o",
+                "/dev/null",
+                "--max-time",
+                "5",
+                &format!("http://{CLUSTER_IP}:8080/ack/via-service-{i}"),
+            ],
+        );
+    }
     std::thread::sleep(Duration::from_millis(2500));
     let boundaries = hub.api_json("/mcp/data-boundaries");
     let names: Vec<&str> = boundaries["nodes"]
@@ -204,8 +228,9 @@ fn one_analyzer_spans_three_nodes_and_a_cross_node_call_is_one_row() {
     let rows = hub.dissected_http_calls("x");
     assert_eq!(
         rows.len(),
-        5,
-        "each call once, though two nodes recorded it: {rows:?}"
+        8,
+        "each call once, though two nodes (and, through the Service, both sides of the NAT) \
+         recorded it: {rows:?}"
     );
     for call in &rows {
         let field = |name: &str| call[name].as_str().unwrap_or("").to_owned();
@@ -230,9 +255,24 @@ fn one_analyzer_spans_three_nodes_and_a_cross_node_call_is_one_row() {
             ["node-a", "node-c"].contains(&field("node").as_str()),
             "{call}"
         );
+        // Through the Service or not, the row names the pod that answered, at its address.
+        assert_eq!(
+            (field("dst.ip"), &call["dst.port"]),
+            (CHECKOUT.into(), &json!(80)),
+            "{call}"
+        );
     }
+    let via_service = rows
+        .iter()
+        .filter(|c| {
+            c["path"]
+                .as_str()
+                .is_some_and(|p| p.contains("via-service"))
+        })
+        .count();
+    assert_eq!(via_service, 3, "{rows:?}");
     let stats = hub.api_json("/mcp/stats?db=x/d&kfl=http&group_by=dst.node.name");
-    assert_eq!(stats["count"], 5, "{stats}");
+    assert_eq!(stats["count"], 8, "{stats}");
     assert_eq!(stats["groups"][0]["key"], "node-c", "{stats}");
 
     // node-b's agent goes down: the next snapshot is partial and says so.

@@ -12,6 +12,17 @@ pub struct Endpoint {
     pub port: u16,
 }
 
+/// The addresses of the same traffic on the other side of an address translation (a Service's
+/// ClusterIP rewritten to a backend pod, a source masqueraded as the node): `src` and `dst`
+/// correspond to the row's `src` and `dst`. The row's own ends are the view recorded first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Translated {
+    /// What the row's `src` was on the other side.
+    pub src: Endpoint,
+    /// What the row's `dst` was on the other side.
+    pub dst: Endpoint,
+}
+
 /// One API call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Call {
@@ -83,6 +94,8 @@ pub struct Call {
     pub has_request: bool,
     /// The response half was seen.
     pub has_response: bool,
+    /// The flow's other view across a NAT, when both were recorded.
+    pub nat: Option<Translated>,
 }
 
 impl Call {
@@ -123,6 +136,7 @@ impl Call {
             tcp_handshake_us: None,
             has_request: false,
             has_response: false,
+            nat: None,
         }
     }
 }
@@ -173,6 +187,8 @@ pub struct Conn {
     pub close: &'static str,
     /// Application protocol detected (`HTTP`, `DNS`, or empty).
     pub l7: &'static str,
+    /// The connection's other view across a NAT, when both were recorded.
+    pub nat: Option<Translated>,
 }
 
 /// Correlation headers, in order of preference.

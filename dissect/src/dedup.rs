@@ -7,7 +7,8 @@
 //! timestamps (Linux's default) a new TSval, so it differs within the bytes compared here.
 //!
 //! Identity: the packet's wire length and its first [`PREFIX`] bytes (IP header, transport
-//! header and the start of the payload) with TTL/hop limit and checksum masked, hashed. Copies
+//! header and the start of the payload) with TTL/hop limit and the IP and transport checksums
+//! masked, hashed (a copy joined across a NAT by `crate::nat` has a stale transport checksum). Copies
 //! are expected within [`WINDOW_NS`] of the first; the earliest is kept (the engine sees packets
 //! in time order).
 
@@ -70,6 +71,13 @@ fn identity(l3: &[u8], wire_len: u32) -> Option<u64> {
         }
         6 if n >= 40 => prefix[7] = 0, // hop limit
         _ => return None,
+    }
+    // A copy rewritten from the other side of a NAT carries a stale transport checksum.
+    if let Some(at) = crate::nat::transport_checksum(l3)
+        && at + 2 <= n
+    {
+        prefix[at] = 0;
+        prefix[at + 1] = 0;
     }
     let mut h = FxHasher::default();
     wire_len.hash(&mut h);

@@ -18,6 +18,7 @@ use crate::{
     flow::{FlowKey, key},
     http1::{self, Message, Parser, Role},
     http2,
+    nat::NatJoin,
     net::{self, flags},
     pairing::{DnsFlow, dns_message, h2_call, h2_half, http_call, tls_call},
     reassembly::{Chunk, HalfStream},
@@ -122,6 +123,10 @@ pub struct Engine {
     defrag: Defrag,
     /// On for the recorder's slices (see [`Engine::count_copies_once`]).
     dedup: Option<Dedup>,
+    /// Joins the views of a flow across a NAT; on with `dedup`.
+    nat: Option<NatJoin>,
+    /// Calls in `out.calls` already given their NAT view.
+    nat_annotated: usize,
     tcp: HashMap<FlowKey, TcpConn>,
     next_id: u64,
     dns_pending: HashMap<(FlowKey, u16), (Call, i64)>,
@@ -186,8 +191,13 @@ impl Engine {
     /// bytes but TTL and checksum, within 50 ms). On for the recorder's slices, where a pod's
     /// veth, a bridge and the uplink each record the packet; off by default, so that a capture
     /// file is read as it is (as tshark does).
+    ///
+    /// Also joins the views of one flow on both sides of an address translation (`crate::nat`):
+    /// a call to a Service's ClusterIP, recorded before and after kube-proxy's DNAT, is one call
+    /// whose row names both views ([`Call::nat`]).
     pub fn count_copies_once(mut self) -> Self {
         self.dedup = Some(Dedup::default());
+        self.nat = Some(NatJoin::default());
         self
     }
 
@@ -205,6 +215,8 @@ impl Engine {
     /// Rows finished so far, taken out of the engine (call now and then to bound memory; the
     /// rest comes from [`Engine::finish`]).
     pub fn take_rows(&mut self) -> (Vec<Call>, Vec<Conn>) {
+        self.annotate_nat();
+        self.nat_annotated = 0;
         (
             std::mem::take(&mut self.out.calls),
             std::mem::take(&mut self.out.conns),
@@ -248,9 +260,37 @@ impl Engine {
             .retain(|_, (_, last, _)| now_ns - *last <= IDLE_NS);
         self.out.stats.defrag_dropped += self.defrag.expire(now_ns);
         self.enforce_limits();
+        self.annotate_nat();
+        if let Some(nat) = &mut self.nat {
+            nat.expire(now_ns);
+        }
+    }
+
+    /// Gives the calls finished since the last time their flow's view across a NAT.
+    fn annotate_nat(&mut self) {
+        let Some(nat) = &self.nat else { return };
+        for call in &mut self.out.calls[self.nat_annotated..] {
+            if call.nat.is_none() {
+                call.nat = nat.view(&call.src, &call.dst);
+            }
+        }
+        self.nat_annotated = self.out.calls.len();
     }
 
     fn push_at_depth(&mut self, ts_ns: i64, l3: &[u8], wire_len: u32, depth: u8) {
+        // A later view of a flow across a NAT is read as the earlier view (then dedup drops the
+        // copies). The rewritten bytes are moved out so that `self` stays free to borrow.
+        if let Some(nat) = &mut self.nat
+            && let Some(rewritten) = nat.rewrite(ts_ns, l3, wire_len)
+        {
+            let rewritten = rewritten.to_vec();
+            self.push_translated(ts_ns, &rewritten, wire_len, depth);
+            return;
+        }
+        self.push_translated(ts_ns, l3, wire_len, depth);
+    }
+
+    fn push_translated(&mut self, ts_ns: i64, l3: &[u8], wire_len: u32, depth: u8) {
         // The same packet recorded on several interfaces (or nodes) counts once.
         if let Some(dedup) = &mut self.dedup
             && dedup.is_copy(ts_ns, l3, wire_len)
@@ -700,6 +740,10 @@ impl Engine {
             rst_ns: conn.rst_ns,
             close,
             l7,
+            nat: self
+                .nat
+                .as_ref()
+                .and_then(|n| n.view(&conn.sides[c], &conn.sides[1 - c])),
         });
     }
 
@@ -735,6 +779,7 @@ impl Engine {
             call.error_type = Some("pair_not_found");
             self.out.calls.push(call);
         }
+        self.annotate_nat();
         self.out
     }
 }

@@ -19,6 +19,7 @@ pub mod hpack;
 pub mod http1;
 pub mod http2;
 mod huffman;
+mod nat;
 pub mod net;
 pub mod output;
 mod pairing;
@@ -26,7 +27,7 @@ pub mod reassembly;
 pub mod tcp_analysis;
 pub mod tls;
 
-pub use call::{Call, Conn, Endpoint};
+pub use call::{Call, Conn, Endpoint, Translated};
 pub use engine::{Engine, Limits};
 pub use error::DissectError;
 pub use output::{Output, Stats};

@@ -1,6 +1,6 @@
 //! The `conns` table: one row per TCP connection, from the engine's [`Conn`].
 
-use remora_dissect::{Conn, Endpoint};
+use remora_dissect::Conn;
 
 use crate::{
     Table,
@@ -76,23 +76,24 @@ pub fn batch(
     node: &str,
     conns: &[Conn],
 ) -> Result<arrow::array::RecordBatch, arrow::error::ArrowError> {
-    attributed(node, conns, |_, _| None)
+    attributed(node, conns, &[])
 }
 
-/// The record batch of `conns` from `node`'s recording, each side attributed by `resolve` at
-/// the connection's first packet.
+/// The record batch of `conns` from `node`'s recording, each side attributed: `peers[i]` names
+/// the client and server of `conns[i]` (missing entries: unknown).
 pub fn attributed<'p>(
     node: &str,
     conns: &[Conn],
-    resolve: impl Fn(&Endpoint, i64) -> Option<&'p Peer>,
+    peers: &[(Option<&'p Peer>, Option<&'p Peer>)],
 ) -> Result<arrow::array::RecordBatch, arrow::error::ArrowError> {
     let rows: Vec<ConnRow<'_>> = conns
         .iter()
-        .map(|conn| ConnRow {
+        .zip(peers.iter().copied().chain(std::iter::repeat((None, None))))
+        .map(|(conn, (src, dst))| ConnRow {
             conn,
             node,
-            src: resolve(&conn.src, conn.first_ns).unwrap_or(&UNKNOWN),
-            dst: resolve(&conn.dst, conn.first_ns).unwrap_or(&UNKNOWN),
+            src: src.unwrap_or(&UNKNOWN),
+            dst: dst.unwrap_or(&UNKNOWN),
         })
         .collect();
     crate::batch::record_batch(&columns(), Table::Conns.schema(), &rows)

@@ -219,6 +219,7 @@ fn conns_and_workloads_round_trip() {
         rst_ns: None,
         close: "fin",
         l7: "HTTP",
+        nat: None,
     };
     let batch = conns::batch("node-1", &[conn]).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(batch.schema(), Table::Conns.schema());

@@ -73,6 +73,6 @@ pub fn dissect_capture(
     bar.finish_and_clear();
     let frames = reader.frames();
     let output = engine.finish();
-    sink.write(&output.calls, &output.conns)?;
+    sink.write(output.calls, output.conns)?;
     sink.close(frames, output.stats, started)
 }

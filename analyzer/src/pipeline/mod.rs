@@ -14,6 +14,7 @@ mod origin;
 mod sink;
 pub mod slices;
 pub mod sockets;
+mod translation;
 
 use std::{
     collections::BTreeMap,
@@ -289,7 +290,7 @@ fn stream(
     }
     *total = base + packets;
     let output = engine.finish();
-    sink.write(&output.calls, &output.conns)?;
+    sink.write(output.calls, output.conns)?;
     Ok(output.stats)
 }
 

@@ -5,28 +5,68 @@ use std::{collections::BTreeMap, path::Path, time::Instant};
 
 use arrow::{array::RecordBatch, error::ArrowError};
 use remora_dissect::{Call, Conn, Engine, Stats};
-use remora_tables::{Table, TableWriter, calls, conns};
+use remora_tables::{Peer, Table, TableWriter, calls, conns};
 
-use super::{PipelineError, Summary};
+use super::{PipelineError, Summary, translation};
 use crate::services::workloads::Resolve;
 
 /// The `calls` rows of `calls` as a record batch, each side attributed by `workloads` at the
-/// call's time.
+/// call's time. A call joined across a NAT (its `nat` as [`translation::untranslate`] leaves it)
+/// also names the Service its client dialled.
 pub fn calls_batch(
     node: &str,
     capture_source: &str,
     calls: &[Call],
     workloads: &dyn Resolve,
 ) -> Result<RecordBatch, ArrowError> {
+    let dialled: Vec<Option<Peer>> = calls
+        .iter()
+        .map(|c| {
+            let server = workloads.resolve(&c.dst, c.timestamp_ns);
+            translation::dialled_service(server, c.nat.as_ref(), c.timestamp_ns, workloads)
+                .map(|service| translation::with_service(server, service))
+        })
+        .collect();
     let mut rows = calls::Rows::new(node, capture_source);
-    for c in calls {
+    for (c, dialled) in calls.iter().zip(&dialled) {
         rows.push(
             c,
             workloads.resolve(&c.src, c.timestamp_ns),
-            workloads.resolve(&c.dst, c.timestamp_ns),
+            dialled
+                .as_ref()
+                .or_else(|| workloads.resolve(&c.dst, c.timestamp_ns)),
         );
     }
     rows.finish()
+}
+
+/// The `conns` rows of `conns` as a record batch, attributed as [`calls_batch`] does.
+fn conns_batch(
+    node: &str,
+    conns: &[Conn],
+    workloads: &dyn Resolve,
+) -> Result<RecordBatch, ArrowError> {
+    let dialled: Vec<Option<Peer>> = conns
+        .iter()
+        .map(|c| {
+            let server = workloads.resolve(&c.dst, c.first_ns);
+            translation::dialled_service(server, c.nat.as_ref(), c.first_ns, workloads)
+                .map(|service| translation::with_service(server, service))
+        })
+        .collect();
+    let peers: Vec<_> = conns
+        .iter()
+        .zip(&dialled)
+        .map(|(c, dialled)| {
+            (
+                workloads.resolve(&c.src, c.first_ns),
+                dialled
+                    .as_ref()
+                    .or_else(|| workloads.resolve(&c.dst, c.first_ns)),
+            )
+        })
+        .collect();
+    conns::attributed(node, conns, &peers)
 }
 
 /// The two tables of one dissection, being written, and what went into them.
@@ -86,27 +126,18 @@ impl<'w> Sink<'w> {
     }
 
     /// Writes finished rows (those of the window, when there is one).
-    pub(super) fn write(&mut self, calls: &[Call], conns: &[Conn]) -> Result<(), PipelineError> {
-        let (kept_calls, kept_conns);
-        let (calls, conns) = match self.window {
-            Some((start, end)) => {
-                kept_calls = calls
-                    .iter()
-                    .filter(|c| (start..=end).contains(&c.timestamp_ns))
-                    .cloned()
-                    .collect::<Vec<_>>();
-                kept_conns = conns
-                    .iter()
-                    .filter(|c| c.last_ns >= start && c.first_ns <= end)
-                    .cloned()
-                    .collect::<Vec<_>>();
-                self.outside +=
-                    (calls.len() - kept_calls.len() + conns.len() - kept_conns.len()) as u64;
-                (&kept_calls[..], &kept_conns[..])
-            }
-            None => (calls, conns),
-        };
-        for c in calls {
+    pub(super) fn write(
+        &mut self,
+        mut calls: Vec<Call>,
+        mut conns: Vec<Conn>,
+    ) -> Result<(), PipelineError> {
+        if let Some((start, end)) = self.window {
+            let before = calls.len() + conns.len();
+            calls.retain(|c| (start..=end).contains(&c.timestamp_ns));
+            conns.retain(|c| c.last_ns >= start && c.first_ns <= end);
+            self.outside += (before - calls.len() - conns.len()) as u64;
+        }
+        for c in &calls {
             *self.calls.entry(c.protocol).or_default() += 1;
             self.unpaired += u64::from(c.error_type.is_some());
         }
@@ -122,53 +153,49 @@ impl<'w> Sink<'w> {
             }
             None => self.workloads,
         };
-        if let Some(origins) = &self.origins {
-            // One batch per node, each row under the node that saw its flow first; the rows
-            // are sorted into their nodes in one pass.
-            let mut by_node: Vec<(Vec<Call>, Vec<Conn>)> =
-                origins.nodes.iter().map(|_| Default::default()).collect();
-            for c in calls {
-                by_node[origins.node_of(&c.src, &c.dst)].0.push(c.clone());
+        // Each row under the node that saw its flow first (by the ends as recorded, so before
+        // they are untranslated), sorted into their nodes in one pass.
+        let mut by_node: Vec<(Vec<Call>, Vec<Conn>)> = match &self.origins {
+            Some(origins) => {
+                let mut by_node: Vec<(Vec<Call>, Vec<Conn>)> =
+                    origins.nodes.iter().map(|_| Default::default()).collect();
+                for c in calls {
+                    by_node[origins.node_of(&c.src, &c.dst)].0.push(c);
+                }
+                for c in conns {
+                    by_node[origins.node_of(&c.src, &c.dst)].1.push(c);
+                }
+                by_node
             }
-            for c in conns {
-                by_node[origins.node_of(&c.src, &c.dst)].1.push(c.clone());
-            }
-            for (node, (calls, conns)) in origins.nodes.iter().zip(by_node) {
-                Self::write_rows(
-                    (&mut self.calls_out, &mut self.conns_out),
-                    node,
-                    self.source,
+            None => vec![(calls, conns)],
+        };
+        for (calls, conns) in &mut by_node {
+            for c in calls.iter_mut() {
+                translation::untranslate(
+                    &mut c.src,
+                    &mut c.dst,
+                    &mut c.nat,
+                    c.timestamp_ns,
                     workloads,
-                    &calls,
-                    &conns,
-                )?;
+                );
             }
-            return Ok(());
+            for c in conns.iter_mut() {
+                translation::untranslate(&mut c.src, &mut c.dst, &mut c.nat, c.first_ns, workloads);
+            }
         }
-        Self::write_rows(
-            (&mut self.calls_out, &mut self.conns_out),
-            &self.node,
-            self.source,
-            workloads,
-            calls,
-            conns,
-        )
-    }
-
-    fn write_rows(
-        (calls_out, conns_out): (&mut TableWriter, &mut TableWriter),
-        node: &str,
-        source: &'static str,
-        workloads: &dyn Resolve,
-        calls: &[Call],
-        conns: &[Conn],
-    ) -> Result<(), PipelineError> {
-        if !calls.is_empty() {
-            calls_out.write(&calls_batch(node, source, calls, workloads)?)?;
-        }
-        if !conns.is_empty() {
-            let batch = conns::attributed(node, conns, |ep, ts| workloads.resolve(ep, ts))?;
-            conns_out.write(&batch)?;
+        let nodes: Vec<&str> = match &self.origins {
+            Some(origins) => origins.nodes.iter().map(String::as_str).collect(),
+            None => vec![self.node.as_str()],
+        };
+        for (node, (calls, conns)) in nodes.into_iter().zip(&by_node) {
+            if !calls.is_empty() {
+                self.calls_out
+                    .write(&calls_batch(node, self.source, calls, workloads)?)?;
+            }
+            if !conns.is_empty() {
+                self.conns_out
+                    .write(&conns_batch(node, conns, workloads)?)?;
+            }
         }
         Ok(())
     }
@@ -176,7 +203,7 @@ impl<'w> Sink<'w> {
     /// Writes the rows the engine finished so far.
     pub(super) fn drain(&mut self, engine: &mut Engine) -> Result<(), PipelineError> {
         let (calls, conns) = engine.take_rows();
-        self.write(&calls, &conns)
+        self.write(calls, conns)
     }
 
     /// Publishes both tables and sums up.
