@@ -159,9 +159,7 @@ impl NatJoin {
                 rewrite.last_ns = ts_ns;
                 Some((rewrite.src, rewrite.dst))
             }
-            None if compared => {
-                self.compare(ts_ns, l3, wire_len, &layout)
-            }
+            None if compared => self.compare(ts_ns, l3, wire_len, &layout),
             None => None,
         }?;
         if let Some(view) = self.views.get_mut(&key(target.0, target.1)) {
