@@ -77,8 +77,80 @@ pub struct CpuCounters {
     pub excluded_packets: u64,
 }
 
+/// A TCP state change (`sock:inet_sock_set_state`).
+pub const SOCK_STATE: u8 = 1;
+/// A process sent or received on a socket for the first time (`sock:sock_send_length`,
+/// `sock:sock_recv_length`).
+pub const SOCK_OWNER: u8 = 2;
+/// `connect(2)`: the destination, from the syscall's arguments.
+pub const SOCK_CONNECT: u8 = 3;
+/// `accept(2)`/`accept4(2)` returned a socket fd.
+pub const SOCK_ACCEPT: u8 = 4;
+/// `close(2)` of a socket fd from connect or accept.
+pub const SOCK_CLOSE: u8 = 5;
+
+/// One socket event in the `SOCKET_EVENTS` ring buffer.
+///
+/// Addresses are the socket's: `saddr`/`sport` its own end, `daddr`/`dport` its peer (IPv4 in
+/// the first four bytes); ports in host order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SocketEvent {
+    /// `CLOCK_TAI` ns.
+    pub ts_ns: u64,
+    /// The kernel's socket address (an identity, never dereferenced by the agent); 0 when none.
+    pub skaddr: u64,
+    /// cgroup v2 id of the current task.
+    pub cgroup_id: u64,
+    /// Current task's tgid (process id).
+    pub pid: u32,
+    /// Current task's pid (thread id).
+    pub tid: u32,
+    /// The fd (connect, accept, close); -1 otherwise.
+    pub fd: i32,
+    /// `SOCK_*`.
+    pub kind: u8,
+    /// 4, 6, or 0 when the addresses are unknown.
+    pub family: u8,
+    /// TCP state before (`SOCK_STATE`).
+    pub old_state: u8,
+    /// TCP state after (`SOCK_STATE`).
+    pub new_state: u8,
+    /// Own port.
+    pub sport: u16,
+    /// Peer port.
+    pub dport: u16,
+    /// 6 (TCP) or 17 (UDP).
+    pub protocol: u8,
+    /// Always zero.
+    pub reserved: [u8; 3],
+    /// Own address.
+    pub saddr: [u8; 16],
+    /// Peer address.
+    pub daddr: [u8; 16],
+    /// Current task's command name, NUL-padded.
+    pub comm: [u8; 16],
+}
+
+/// Size in bytes of [`SocketEvent`].
+pub const SOCKET_EVENT_BYTES: usize = core::mem::size_of::<SocketEvent>();
+
+/// Per-CPU counters of the socket hooks.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SocketCounters {
+    /// Events written to the ring.
+    pub events: u64,
+    /// Events lost to a full ring.
+    pub dropped: u64,
+}
+
 #[cfg(feature = "user")]
 mod user {
+    // SAFETY: `#[repr(C)]`, integers and byte arrays only, no implicit padding (sizes asserted).
+    unsafe impl aya::Pod for super::SocketEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SocketCounters {}
     // SAFETY: both types are `#[repr(C)]`, contain only integers and have no implicit padding
     // (checked by the size assertions below), so every bit pattern is a valid value.
     unsafe impl aya::Pod for super::PacketEventHeader {}
@@ -88,3 +160,5 @@ mod user {
 
 const _: () = assert!(PACKET_EVENT_HEADER_BYTES == 32);
 const _: () = assert!(core::mem::size_of::<CpuCounters>() == 40);
+const _: () = assert!(SOCKET_EVENT_BYTES == 96);
+const _: () = assert!(core::mem::size_of::<SocketCounters>() == 16);

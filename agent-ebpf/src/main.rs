@@ -1,4 +1,5 @@
-//! The packet recorder: a TC classifier on clsact/TCX ingress and egress.
+//! The packet recorder: a TC classifier on clsact/TCX ingress and egress; and the socket
+//! hooks on tracepoints ([`sockets`]).
 //!
 //! For every packet it writes a [`PacketEventHeader`] into this CPU's perf ring and lets the
 //! kernel append the first `SNAPLEN` bytes of the frame straight from the skb (the
@@ -13,6 +14,8 @@
 //! `CAP_PERFMON`.
 #![no_std]
 #![no_main]
+
+mod sockets;
 
 use core::{ffi::c_void, ptr};
 

@@ -53,6 +53,19 @@ pub struct AgentConfig {
     pub interface_poll: Duration,
     /// TCX or netlink.
     pub attach_mode: AttachMode,
+    /// Whether socket events are recorded (`sockets` slices).
+    pub socket_events: SocketEvents,
+}
+
+/// Whether the socket tracepoints are attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SocketEvents {
+    /// Attached when possible; when not, the agent says why and records packets without them.
+    Auto,
+    /// Attached, or the agent does not start.
+    On,
+    /// Not attached.
+    Off,
 }
 
 impl AgentConfig {
@@ -76,6 +89,7 @@ impl AgentConfig {
             exclude_ports: Vec::new(),
             interface_poll: Duration::from_secs(1),
             attach_mode: AttachMode::Auto,
+            socket_events: SocketEvents::Auto,
         }
     }
 

@@ -152,6 +152,11 @@ impl Recorder {
         Ok(())
     }
 
+    /// Loads and attaches the socket tracepoints (`crate::sockets`); their ring comes with them.
+    pub fn attach_socket_hooks(&mut self) -> Result<crate::sockets::SocketHooks> {
+        crate::sockets::SocketHooks::attach(&mut self.ebpf)
+    }
+
     /// Takes the per-CPU perf rings' map (`BPF_MAP_TYPE_PERF_EVENT_ARRAY`, once).
     pub fn take_packet_rings(&mut self) -> Result<MapData> {
         match self.ebpf.take_map("PACKETS") {
@@ -343,7 +348,7 @@ fn load_error(e: EbpfError) -> AgentError {
     }
 }
 
-fn program_error(name: &str, e: ProgramError) -> AgentError {
+pub(crate) fn program_error(name: &str, e: ProgramError) -> AgentError {
     if let ProgramError::LoadError { io_error, .. } = &e
         && io_error.raw_os_error() == Some(libc::EPERM)
     {

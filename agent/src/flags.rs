@@ -4,7 +4,9 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::Args;
 
-use crate::config::{AgentConfig, AttachMode, DEFAULT_NODE_API_PORT, parse_duration, parse_size};
+use crate::config::{
+    AgentConfig, AttachMode, DEFAULT_NODE_API_PORT, SocketEvents, parse_duration, parse_size,
+};
 
 /// Recorder flags.
 #[derive(Args, Debug, Clone)]
@@ -57,6 +59,11 @@ pub struct RecordArgs {
     /// `auto` (TCX on 6.6+, netlink before) or `netlink` (force the clsact filter path)
     #[arg(long, default_value = "auto", value_parser = ["auto", "netlink"])]
     pub attach_mode: String,
+    /// Socket events from tracepoints (`sockets` slices: TCP state changes, connect, accept,
+    /// close, the process of each socket): `auto` (on when the kernel allows, else said once),
+    /// `on` (required) or `off`
+    #[arg(long, default_value = "auto", value_parser = ["auto", "on", "off"])]
+    pub socket_events: String,
 }
 
 impl RecordArgs {
@@ -91,6 +98,11 @@ impl RecordArgs {
         config.attach_mode = match self.attach_mode.as_str() {
             "netlink" => AttachMode::Netlink,
             _ => AttachMode::Auto,
+        };
+        config.socket_events = match self.socket_events.as_str() {
+            "on" => SocketEvents::On,
+            "off" => SocketEvents::Off,
+            _ => SocketEvents::Auto,
         };
         Ok(config)
     }

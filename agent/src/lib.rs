@@ -7,6 +7,7 @@
 //! TC hooks (remora-agent-ebpf) ─► per-CPU perf rings ─► collector (merge by time, decode, parse,
 //!     pages) ─► writer (packets_parquet encoding, slice: atomic files) ─► store (retention)
 //!                                                 node API (node_api) ◄─┘
+//! socket tracepoints ─► ring buffer ─► sockets (one thread: rows, `sockets` slices) ─┘
 //! ```
 //!
 //! [`run::run`] wires them together; `remora-agent` is its command line.
@@ -31,6 +32,7 @@ pub mod run;
 pub mod schema;
 pub mod slice;
 pub mod slice_file;
+pub mod sockets;
 pub mod store;
 #[cfg(test)]
 mod testing;

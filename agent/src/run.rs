@@ -16,7 +16,7 @@ use crate::{
     auth::load_or_create_token,
     clock::TaiToUtc,
     collector::{Collector, SharedDecoder, WriterLink},
-    config::AgentConfig,
+    config::{AgentConfig, SocketEvents},
     decode::{Decoder, LinkHeaders},
     ebpf::Recorder,
     error::{AgentError, Result},
@@ -145,6 +145,7 @@ pub async fn run_with_routes(
 
     let mut recorder = Recorder::load(&config, &exclude, &exclude_endpoints)?;
     let rings = recorder.take_packet_rings()?;
+    let sockets = start_socket_events(&config, &mut recorder)?;
     let decoder: SharedDecoder = Arc::new(RwLock::new(Arc::new(Decoder {
         clock: TaiToUtc::sample(),
         snaplen: config.snaplen,
@@ -273,6 +274,10 @@ pub async fn run_with_routes(
     let _ = watcher.await;
     let _ = tokio::task::spawn_blocking(move || {
         let _ = collector.join();
+        if let Some((stop, thread)) = sockets {
+            stop.store(true, Ordering::Release);
+            let _ = thread.join();
+        }
         writer.join()
     })
     .await;
@@ -288,6 +293,40 @@ pub async fn run_with_routes(
         slices_written: metrics.slices_written.load(Ordering::Relaxed),
         dropped_packets: dropped,
     })
+}
+
+/// Attaches the socket tracepoints and starts the thread that writes their slices, as
+/// `config.socket_events` asks; returns its stop flag and handle.
+fn start_socket_events(
+    config: &AgentConfig,
+    recorder: &mut Recorder,
+) -> Result<Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>> {
+    if config.socket_events == SocketEvents::Off {
+        return Ok(None);
+    }
+    let hooks = match recorder.attach_socket_hooks() {
+        Ok(hooks) => hooks,
+        Err(e) if config.socket_events == SocketEvents::Auto => {
+            tracing::warn!(
+                error = %e,
+                "socket events are not recorded (calls will not name their processes); \
+                 packets are. `--socket-events on` makes this an error"
+            );
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
+    let dir = config.kind_dir(crate::sockets::slices::SOCKETS_KIND);
+    prepare_dir(&dir)?;
+    store::sweep_temp_files(&dir);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (node, period, flag) = (config.node.clone(), config.slice_duration, stop.clone());
+    let thread = std::thread::Builder::new()
+        .name("remora-sockets".into())
+        .spawn(move || crate::sockets::run_writer(hooks, dir, node, period, flag))
+        .map_err(|e| AgentError::io("starting the socket events thread", e))?;
+    tracing::info!("recording socket events (tracepoints sock:*, syscalls:*)");
+    Ok(Some((stop, thread)))
 }
 
 /// `port` at every address of this namespace; none (so the port is excluded instead) when

@@ -255,6 +255,13 @@ fn one_analyzer_spans_three_nodes_and_a_cross_node_call_is_one_row() {
             ["node-a", "node-c"].contains(&field("node").as_str()),
             "{call}"
         );
+        // Each side's process, from the socket events (through the NAT too: the client's
+        // socket had the ClusterIP as its peer).
+        assert_eq!(
+            (field("src.process"), field("dst.process")),
+            ("curl".into(), "nginx".into()),
+            "{call}"
+        );
         // Through the Service or not, the row names the pod that answered, at its address.
         assert_eq!(
             (field("dst.ip"), &call["dst.port"]),

@@ -82,7 +82,7 @@ pub enum Command {
     Dissect(dissect::DissectArgs),
     /// Export a snapshot's packets as a pcapng file (from a running analyzer).
     Pcap(pcap::PcapArgs),
-    /// Read-only SQL over a dissection and its snapshot (calls, conns, packets, workloads,
+    /// Read-only SQL over a dissection and its snapshot (calls, conns, packets, sockets, workloads,
     /// kfl('<filter>')), or over a directory `remora dissect` wrote.
     Sql(sql::SqlArgs),
     /// Record this machine and serve the API on 127.0.0.1:8898 (data in ./remora-data).

@@ -11,6 +11,7 @@
 
 pub mod capture;
 mod origin;
+pub mod processes;
 mod sink;
 pub mod slices;
 pub mod sockets;
@@ -197,6 +198,7 @@ pub fn dissect_nodes_with(
     let mut sink = Sink::new(out, "ebpf", workloads)?;
     sink.window = window;
     sink.sockets = sockets::SocketOwners::load(nodes);
+    sink.processes = processes::Processes::load(nodes);
     if copies == Copies::Once && all_files.iter().filter(|(_, f)| !f.is_empty()).count() > 1 {
         return dissect_merged(all_files, sink, progress, started);
     }

@@ -4,38 +4,29 @@
 use std::{collections::BTreeMap, path::Path, time::Instant};
 
 use arrow::{array::RecordBatch, error::ArrowError};
-use remora_dissect::{Call, Conn, Engine, Stats};
+use remora_dissect::{Call, Conn, Endpoint, Engine, Stats, Translated};
 use remora_tables::{Peer, Table, TableWriter, calls, conns};
 
 use super::{PipelineError, Summary, translation};
 use crate::services::workloads::Resolve;
 
 /// The `calls` rows of `calls` as a record batch, each side attributed by `workloads` at the
-/// call's time. A call joined across a NAT (its `nat` as [`translation::untranslate`] leaves it)
-/// also names the Service its client dialled.
+/// call's time: its workload, and its process when the socket events named it. A call joined
+/// across a NAT (its `nat` as `translation::untranslate` leaves it) also names the Service its
+/// client dialled.
 pub fn calls_batch(
     node: &str,
     capture_source: &str,
     calls: &[Call],
     workloads: &dyn Resolve,
 ) -> Result<RecordBatch, ArrowError> {
-    let dialled: Vec<Option<Peer>> = calls
+    let sides: Vec<Sides> = calls
         .iter()
-        .map(|c| {
-            let server = workloads.resolve(&c.dst, c.timestamp_ns);
-            translation::dialled_service(server, c.nat.as_ref(), c.timestamp_ns, workloads)
-                .map(|service| translation::with_service(server, service))
-        })
+        .map(|c| Sides::of(&c.src, &c.dst, c.nat.as_ref(), c.timestamp_ns, workloads))
         .collect();
     let mut rows = calls::Rows::new(node, capture_source);
-    for (c, dialled) in calls.iter().zip(&dialled) {
-        rows.push(
-            c,
-            workloads.resolve(&c.src, c.timestamp_ns),
-            dialled
-                .as_ref()
-                .or_else(|| workloads.resolve(&c.dst, c.timestamp_ns)),
-        );
+    for (c, sides) in calls.iter().zip(&sides) {
+        rows.push(c, sides.src(), sides.dst());
     }
     rows.finish()
 }
@@ -46,27 +37,83 @@ fn conns_batch(
     conns: &[Conn],
     workloads: &dyn Resolve,
 ) -> Result<RecordBatch, ArrowError> {
-    let dialled: Vec<Option<Peer>> = conns
+    let sides: Vec<Sides> = conns
         .iter()
-        .map(|c| {
-            let server = workloads.resolve(&c.dst, c.first_ns);
-            translation::dialled_service(server, c.nat.as_ref(), c.first_ns, workloads)
-                .map(|service| translation::with_service(server, service))
-        })
+        .map(|c| Sides::of(&c.src, &c.dst, c.nat.as_ref(), c.first_ns, workloads))
         .collect();
-    let peers: Vec<_> = conns
-        .iter()
-        .zip(&dialled)
-        .map(|(c, dialled)| {
-            (
-                workloads.resolve(&c.src, c.first_ns),
-                dialled
-                    .as_ref()
-                    .or_else(|| workloads.resolve(&c.dst, c.first_ns)),
-            )
-        })
-        .collect();
+    let peers: Vec<_> = sides.iter().map(|s| (s.src(), s.dst())).collect();
     conns::attributed(node, conns, &peers)
+}
+
+/// Who both ends of a row are: the workload by address (borrowed), or an owned copy when the
+/// row adds to it (the process of the socket, the Service the client dialled).
+struct Sides<'w> {
+    src: Side<'w>,
+    dst: Side<'w>,
+}
+
+enum Side<'w> {
+    Borrowed(Option<&'w Peer>),
+    Owned(Box<Peer>),
+}
+
+impl<'w> Side<'w> {
+    fn get(&self) -> Option<&Peer> {
+        match self {
+            Side::Borrowed(p) => *p,
+            Side::Owned(p) => Some(p),
+        }
+    }
+
+    fn owned(&mut self) -> &mut Peer {
+        if let Side::Borrowed(p) = self {
+            *self = Side::Owned(Box::new(p.cloned().unwrap_or_default()));
+        }
+        match self {
+            Side::Owned(p) => p,
+            Side::Borrowed(_) => unreachable!("made owned just above"),
+        }
+    }
+}
+
+impl<'w> Sides<'w> {
+    fn of(
+        src: &Endpoint,
+        dst: &Endpoint,
+        nat: Option<&Translated>,
+        ts_ns: i64,
+        workloads: &'w dyn Resolve,
+    ) -> Self {
+        let server = workloads.resolve(dst, ts_ns);
+        let mut sides = Sides {
+            src: Side::Borrowed(workloads.resolve(src, ts_ns)),
+            dst: Side::Borrowed(server),
+        };
+        if let Some(service) = translation::dialled_service(server, nat, ts_ns, workloads) {
+            sides.dst = Side::Owned(Box::new(translation::with_service(server, service)));
+        }
+        // Each socket's peer as that socket saw it: across a NAT the client's peer is the
+        // address it dialled, the server's the client as translated.
+        let client_peer = nat.map_or(*dst, |n| n.dst);
+        let server_peer = nat.map_or(*src, |n| n.src);
+        if let Some((pid, comm)) = workloads.process(src, &client_peer, ts_ns) {
+            let p = sides.src.owned();
+            (p.pid, p.process) = (pid, comm.to_owned());
+        }
+        if let Some((pid, comm)) = workloads.process(dst, &server_peer, ts_ns) {
+            let p = sides.dst.owned();
+            (p.pid, p.process) = (pid, comm.to_owned());
+        }
+        sides
+    }
+
+    fn src(&self) -> Option<&Peer> {
+        self.src.get()
+    }
+
+    fn dst(&self) -> Option<&Peer> {
+        self.dst.get()
+    }
 }
 
 /// The two tables of one dissection, being written, and what went into them.
@@ -90,6 +137,8 @@ pub(super) struct Sink<'w> {
     pub(super) origins: Option<super::origin::Origins>,
     /// Endpoints named by the cgroup of the socket that sent from them.
     pub(super) sockets: Option<super::sockets::SocketOwners>,
+    /// Sockets named by their process (the agent's socket events).
+    pub(super) processes: Option<super::processes::Processes>,
 }
 
 impl<'w> Sink<'w> {
@@ -117,6 +166,7 @@ impl<'w> Sink<'w> {
             outside: 0,
             origins: None,
             sockets: None,
+            processes: None,
         })
     }
 
@@ -143,15 +193,15 @@ impl<'w> Sink<'w> {
         }
         self.conns += conns.len() as u64;
         let by_socket;
-        let workloads: &dyn Resolve = match &self.sockets {
-            Some(sockets) => {
-                by_socket = super::sockets::BySocket {
-                    inner: self.workloads,
-                    sockets,
-                };
-                &by_socket
-            }
-            None => self.workloads,
+        let workloads: &dyn Resolve = if self.sockets.is_some() || self.processes.is_some() {
+            by_socket = super::sockets::BySocket {
+                inner: self.workloads,
+                sockets: self.sockets.as_ref(),
+                processes: self.processes.as_ref(),
+            };
+            &by_socket
+        } else {
+            self.workloads
         };
         // Each row under the node that saw its flow first (by the ends as recorded, so before
         // they are untranslated), sorted into their nodes in one pass.

@@ -72,23 +72,31 @@ impl SocketOwners {
     }
 }
 
-/// Attribution by socket first, then by address.
+/// Attribution by socket first (its cgroup's pod, its process), then by address.
 pub struct BySocket<'a> {
     /// By address.
     pub inner: &'a dyn Resolve,
-    /// By socket.
-    pub sockets: &'a SocketOwners,
+    /// By the cgroup of the socket that sent.
+    pub sockets: Option<&'a SocketOwners>,
+    /// By the agent's socket events.
+    pub processes: Option<&'a super::processes::Processes>,
 }
 
 impl Resolve for BySocket<'_> {
     fn resolve(&self, endpoint: &Endpoint, ts_ns: i64) -> Option<&Peer> {
         self.sockets
-            .uid_of(endpoint)
+            .and_then(|s| s.uid_of(endpoint))
             .and_then(|uid| self.inner.pod_by_uid(uid))
             .or_else(|| self.inner.resolve(endpoint, ts_ns))
     }
 
     fn pod_by_uid(&self, uid: &str) -> Option<&Peer> {
         self.inner.pod_by_uid(uid)
+    }
+
+    fn process(&self, local: &Endpoint, remote: &Endpoint, ts_ns: i64) -> Option<(u32, &str)> {
+        self.processes
+            .and_then(|p| p.process(local, remote, ts_ns))
+            .or_else(|| self.inner.process(local, remote, ts_ns))
     }
 }

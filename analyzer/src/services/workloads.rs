@@ -30,6 +30,12 @@ pub trait Resolve {
     fn pod_by_uid(&self, _uid: &str) -> Option<&Peer> {
         None
     }
+
+    /// The process (pid, command) whose socket had `local` as its own end and `remote` as its
+    /// peer at `ts_ns`, when the agent's socket events named it.
+    fn process(&self, _local: &Endpoint, _remote: &Endpoint, _ts_ns: i64) -> Option<(u32, &str)> {
+        None
+    }
 }
 
 /// Knows no workloads: every attribution column stays empty.
