@@ -96,6 +96,8 @@ pub struct Call {
     pub has_response: bool,
     /// The flow's other view across a NAT, when both were recorded.
     pub nat: Option<Translated>,
+    /// Read from TLS plaintext (uprobes on the TLS library), not from packets.
+    pub from_plaintext: bool,
 }
 
 impl Call {
@@ -137,6 +139,7 @@ impl Call {
             has_request: false,
             has_response: false,
             nat: None,
+            from_plaintext: false,
         }
     }
 }

@@ -101,6 +101,11 @@ struct TcpConn {
     calls: u32,
     /// What [`TcpConn::buffered`] said after the last segment (for the engine's running total).
     held: usize,
+    /// A TLS plaintext stream (`Engine::push_plaintext`), not packets: no reassembly, no
+    /// `conns` row, its calls marked as read from plaintext.
+    plaintext: bool,
+    /// The hellos of the encrypted connection a plaintext stream belongs to.
+    tls_info: Option<crate::tls::TlsInfo>,
 }
 
 /// Why a connection without FIN or RST ends.
@@ -455,6 +460,8 @@ impl Engine {
                 l7: L7::Unknown,
                 calls: 0,
                 held: 0,
+                plaintext: false,
+                tls_info: None,
             }
         });
         let dir = usize::from(conn.sides[0] != src);
@@ -528,14 +535,99 @@ impl Engine {
         }
     }
 
-    /// Turns finished messages of a connection into calls, which carry its handshake time.
+    /// Turns finished messages of a connection into calls, which carry its handshake time
+    /// (and, read from plaintext, the hellos of its encrypted connection).
     fn collect(&mut self, k: FlowKey) {
         let mark = self.out.calls.len();
         self.collect_messages(k);
-        let handshake = self.tcp.get(&k).and_then(|c| c.handshake_us);
+        let Some(conn) = self.tcp.get(&k) else { return };
         for call in &mut self.out.calls[mark..] {
-            call.tcp_handshake_us = handshake;
+            call.tcp_handshake_us = conn.handshake_us;
+            if conn.plaintext {
+                call.from_plaintext = true;
+                call.tls.clone_from(&conn.tls_info);
+            }
         }
+    }
+
+    /// Feeds TLS plaintext (what `SSL_write` sent or `SSL_read` returned, from uprobes) of the
+    /// connection between `local` (the process's end) and `peer`: `outbound` for writes. The
+    /// plaintext is dissected as the connection's bytes would be, without reassembly (it comes
+    /// whole and in order), and the connection's packets, when recorded too, give its `conns`
+    /// row and its handshake time; its TLS handshake is then no call of its own.
+    pub fn push_plaintext(
+        &mut self,
+        ts_ns: i64,
+        local: Endpoint,
+        peer: Endpoint,
+        outbound: bool,
+        bytes: &[u8],
+    ) {
+        let k = crate::flow::plain_key(local, peer);
+        if !self.tcp.contains_key(&k) {
+            if self.tcp.len() >= self.limits.max_conns {
+                self.enforce_limits();
+            }
+            // The encrypted connection, when its packets are recorded: its id, its handshake.
+            let (mut id, mut handshake_us, mut tls_info) = (None, None, None);
+            if let Some(packets) = self.tcp.get_mut(&key(local, peer)) {
+                id = Some(packets.id);
+                handshake_us = packets.handshake_us;
+                if let L7::Tls(t) = &mut packets.l7 {
+                    t.decrypted = true;
+                    tls_info = crate::pairing::tls_info(t);
+                }
+            }
+            let id = id.unwrap_or_else(|| {
+                self.next_id += 1;
+                self.next_id
+            });
+            self.tcp.insert(
+                k,
+                TcpConn {
+                    id,
+                    sides: [local, peer],
+                    client: 0,
+                    first_ns: ts_ns,
+                    last_ns: ts_ns,
+                    syn_ns: None,
+                    last_syn_ns: None,
+                    syn_seq: None,
+                    synack_ns: None,
+                    handshake_us,
+                    halves: [HalfStream::default(), HalfStream::default()],
+                    packets: [0; 2],
+                    bytes: [0; 2],
+                    fins: 0,
+                    fin_by: [false; 2],
+                    resets: 0,
+                    rst_by: None,
+                    rst_ns: None,
+                    analysis: TcpAnalysis::default(),
+                    l7: L7::Unknown,
+                    calls: 0,
+                    held: 0,
+                    plaintext: true,
+                    tls_info,
+                },
+            );
+        }
+        let Some(conn) = self.tcp.get_mut(&k) else {
+            return;
+        };
+        let dir = usize::from(!outbound);
+        conn.last_ns = ts_ns;
+        conn.packets[dir] += 1;
+        conn.bytes[dir] += bytes.len() as u64;
+        let ports = (conn.sides[0].port, conn.sides[1].port);
+        on_chunk(
+            &mut conn.l7,
+            dir,
+            ports,
+            Chunk::Data { ts_ns, bytes },
+            &mut self.out.stats,
+        );
+        self.collect(k);
     }
 
     fn collect_messages(&mut self, k: FlowKey) {
@@ -603,11 +695,9 @@ impl Engine {
                     }
                 }
             }
-            L7::Tls(t) => {
-                if let Some(call) = tls_call(conn.id, conn.sides, t, false) {
-                    self.out.calls.push(call);
-                }
-            }
+            // The handshake's row waits for the connection's end: if its plaintext is read by
+            // then, the calls carry the hellos instead (one call, not two).
+            L7::Tls(_) => {}
             L7::Http2(h) => {
                 let client_dir = h.client_dir();
                 let (client, server) = (conn.sides[client_dir], conn.sides[1 - client_dir]);
@@ -691,6 +781,7 @@ impl Engine {
         };
         let mut conn = conn;
         if let L7::Tls(t) = &mut conn.l7
+            && !t.decrypted
             && let Some(call) = tls_call(conn.id, conn.sides, t, true)
         {
             self.out.calls.push(call);
@@ -698,7 +789,15 @@ impl Engine {
         if let Some(pushed) = self.out.calls.get_mut(mark..) {
             for call in pushed {
                 call.tcp_handshake_us = conn.handshake_us;
+                if conn.plaintext {
+                    call.from_plaintext = true;
+                    call.tls.clone_from(&conn.tls_info);
+                }
             }
+        }
+        if conn.plaintext {
+            // The packets of the connection make its `conns` row.
+            return;
         }
         let c = conn.client;
         let counters = conn.analysis.counters();
@@ -794,6 +893,7 @@ fn on_chunk(l7: &mut L7, dir: usize, ports: (u16, u16), chunk: Chunk<'_>, stats:
             client: None,
             server: None,
             emitted: false,
+            decrypted: false,
         }));
     }
     if let (L7::Unknown, Chunk::Data { bytes, .. }) = (&*l7, &chunk) {

@@ -65,6 +65,35 @@ pub(crate) fn tls_call(
     Some(call)
 }
 
+/// What the hellos seen so far said (`tlsx_*`), for the calls read from the connection's
+/// plaintext.
+pub(crate) fn tls_info(t: &TlsHandshake) -> Option<TlsInfo> {
+    if t.client.is_none() && t.server.is_none() {
+        return None;
+    }
+    let mut info = t
+        .client
+        .as_ref()
+        .map(|(_, _, ch)| ch.clone())
+        .unwrap_or_default();
+    if let Some((
+        _,
+        Hello::Server {
+            version,
+            supported,
+            alpn,
+            cipher,
+        },
+    )) = &t.server
+    {
+        info.server_version = Some(*version);
+        info.server_supported_version = *supported;
+        info.server_alpn = alpn.clone();
+        info.cipher = Some(*cipher);
+    }
+    Some(info)
+}
+
 pub(crate) fn http_call(
     conn_id: u64,
     index: u32,

@@ -249,6 +249,9 @@ pub(crate) struct TlsHandshake {
     /// Time and content of the ServerHello.
     pub(crate) server: Option<(i64, Hello)>,
     pub(crate) emitted: bool,
+    /// The connection's plaintext was read too: its calls carry the hellos, and the handshake
+    /// is not a call of its own.
+    pub(crate) decrypted: bool,
 }
 
 #[cfg(test)]

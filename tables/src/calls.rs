@@ -80,7 +80,7 @@ pub fn columns<'a>() -> Vec<Column<CallRow<'a>>> {
         Column::new("index", "index", UInt32(|r| r.call.index), Unique, "all", "Number of the call in its connection or UDP flow, from 1 (0 for a TLS handshake); with `node` and `conn_id` it names the call.", "index > 0"),
         Column::new("protocol", "protocol", Str(|r| r.call.protocol), Dict, "all", "`HTTP`, `HTTP/2`, `gRPC`, `DNS`, `TLS` (handshakes), ...", r#"protocol == "HTTP/2""#),
         Column::new("transport", "transport", Str(|r| r.call.transport), Dict, "all", "`tcp` or `udp`.", r#"transport == "udp""#),
-        Column::new("capture_source", "capture_source", Str(|r| r.capture_source), Dict, "all", "`ebpf` (packets from TC hooks) or `ebpf_tls` (TLS plaintext from uprobes).", r#"capture_source == "ebpf_tls""#),
+        Column::new("capture_source", "capture_source", Str(|r| if r.call.from_plaintext { "ebpf_tls" } else { r.capture_source }), Dict, "all", "`ebpf` (packets from TC hooks) or `ebpf_tls` (TLS plaintext from uprobes).", r#"capture_source == "ebpf_tls""#),
         Column::new("src.ip", "src_ip", Ip(|r| r.call.src.ip), Dict, "all", "Client address.", r#"src.ip == "198.18.0.1""#),
         Column::new("src.port", "src_port", UInt16(|r| r.call.src.port), Plain, "all", "Client port.", "src.port >= 32768"),
         Column::new("src.pod.name", "src_pod_name", Str(|r| &r.src.pod_name), Dict, "all", "Client pod; empty when the address is no pod's.", r#"src.pod.name.startsWith("frontend-")"#),
