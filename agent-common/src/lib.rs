@@ -145,8 +145,83 @@ pub struct SocketCounters {
     pub dropped: u64,
 }
 
+/// Plaintext bytes one TLS chunk carries at most; a longer `SSL_read`/`SSL_write` is split.
+pub const TLS_CHUNK_BYTES: usize = 16_384;
+/// Chunks one TLS call is split into at most; what is beyond is cut and the chunk marked
+/// [`TLS_TRUNCATED`].
+pub const TLS_MAX_CHUNKS: u32 = 4;
+/// Plaintext read by `SSL_read`/`SSL_read_ex`.
+pub const TLS_READ: u8 = 0;
+/// Plaintext written by `SSL_write`/`SSL_write_ex`.
+pub const TLS_WRITE: u8 = 1;
+/// The call was longer than [`TLS_MAX_CHUNKS`] chunks: bytes past them were not recorded.
+pub const TLS_TRUNCATED: u8 = 1;
+
+/// Header of one TLS plaintext chunk in the `TLS_EVENTS` ring buffer; `len` bytes follow it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TlsChunkHeader {
+    /// `CLOCK_TAI` ns when the call returned.
+    pub ts_ns: u64,
+    /// The `SSL*` (the TLS connection, within its process).
+    pub ssl: u64,
+    /// The kernel socket the call's I/O went through (0 when none was seen yet).
+    pub skaddr: u64,
+    /// cgroup v2 id of the process.
+    pub cgroup_id: u64,
+    /// Process id (tgid).
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// The socket fd (`SSL_set_fd`), -1 when unknown.
+    pub fd: i32,
+    /// Plaintext bytes in this chunk.
+    pub len: u32,
+    /// Plaintext bytes of the whole call.
+    pub total: u32,
+    /// Offset of this chunk in the call.
+    pub offset: u32,
+    /// [`TLS_READ`] or [`TLS_WRITE`].
+    pub direction: u8,
+    /// [`TLS_TRUNCATED`] or 0.
+    pub flags: u8,
+    /// 4, or 0 when the addresses are unknown (the agent joins them by socket).
+    pub family: u8,
+    /// Always zero.
+    pub reserved: u8,
+    /// Own port (host order).
+    pub sport: u16,
+    /// Peer port.
+    pub dport: u16,
+    /// Own IPv4 address.
+    pub saddr: [u8; 4],
+    /// Peer IPv4 address.
+    pub daddr: [u8; 4],
+    /// Command name, NUL-padded.
+    pub comm: [u8; 16],
+}
+
+/// Size in bytes of [`TlsChunkHeader`].
+pub const TLS_CHUNK_HEADER_BYTES: usize = core::mem::size_of::<TlsChunkHeader>();
+
+/// Per-CPU counters of the TLS hooks.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TlsCounters {
+    /// Chunks written to the ring.
+    pub chunks: u64,
+    /// Chunks lost to a full ring.
+    pub dropped: u64,
+    /// Calls whose plaintext could not be read from the process's memory.
+    pub unreadable: u64,
+}
+
 #[cfg(feature = "user")]
 mod user {
+    // SAFETY: `#[repr(C)]`, integers and byte arrays only, no implicit padding (sizes asserted).
+    unsafe impl aya::Pod for super::TlsChunkHeader {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::TlsCounters {}
     // SAFETY: `#[repr(C)]`, integers and byte arrays only, no implicit padding (sizes asserted).
     unsafe impl aya::Pod for super::SocketEvent {}
     // SAFETY: as above.
@@ -162,3 +237,5 @@ const _: () = assert!(PACKET_EVENT_HEADER_BYTES == 32);
 const _: () = assert!(core::mem::size_of::<CpuCounters>() == 40);
 const _: () = assert!(SOCKET_EVENT_BYTES == 96);
 const _: () = assert!(core::mem::size_of::<SocketCounters>() == 16);
+const _: () = assert!(TLS_CHUNK_HEADER_BYTES == 88);
+const _: () = assert!(core::mem::size_of::<TlsCounters>() == 24);

@@ -1,5 +1,5 @@
-//! The packet recorder: a TC classifier on clsact/TCX ingress and egress; and the socket
-//! hooks on tracepoints ([`sockets`]).
+//! The packet recorder: a TC classifier on clsact/TCX ingress and egress; the socket hooks on
+//! tracepoints ([`sockets`]); the TLS plaintext hooks, uprobes on OpenSSL ([`tls`]).
 //!
 //! For every packet it writes a [`PacketEventHeader`] into this CPU's perf ring and lets the
 //! kernel append the first `SNAPLEN` bytes of the frame straight from the skb (the
@@ -16,6 +16,7 @@
 #![no_main]
 
 mod sockets;
+mod tls;
 
 use core::{ffi::c_void, ptr};
 

@@ -160,7 +160,13 @@ fn sock_owner(ctx: &TracePointContext) -> Option<()> {
     {
         return None;
     }
-    let tgid = bpf_get_current_pid_tgid() >> 32;
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // Inside an SSL call on this thread: that call's socket (`crate::tls`).
+    if let Some(call) = crate::tls::TLS_CALLS.get_ptr_mut(pid_tgid) {
+        // SAFETY: the thread's own slot; only this thread's probes touch it.
+        unsafe { (*call).skaddr = sk };
+    }
+    let tgid = pid_tgid >> 32;
     let key = [sk, tgid];
     // SAFETY: the value is not read.
     if unsafe { OWNERS_SEEN.get(key) }.is_some() {

@@ -54,12 +54,14 @@ pub struct AgentConfig {
     /// TCX or netlink.
     pub attach_mode: AttachMode,
     /// Whether socket events are recorded (`sockets` slices).
-    pub socket_events: SocketEvents,
+    pub socket_events: HookMode,
+    /// Whether TLS plaintext is recorded (`tls` slices).
+    pub tls: HookMode,
 }
 
-/// Whether the socket tracepoints are attached.
+/// Whether a family of hooks (socket tracepoints, TLS uprobes) is attached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SocketEvents {
+pub enum HookMode {
     /// Attached when possible; when not, the agent says why and records packets without them.
     Auto,
     /// Attached, or the agent does not start.
@@ -89,7 +91,8 @@ impl AgentConfig {
             exclude_ports: Vec::new(),
             interface_poll: Duration::from_secs(1),
             attach_mode: AttachMode::Auto,
-            socket_events: SocketEvents::Auto,
+            socket_events: HookMode::Auto,
+            tls: HookMode::Auto,
         }
     }
 

@@ -55,6 +55,7 @@ pub struct Recorder {
     counters: PerCpuArray<MapData, CpuCounters>,
     attached: HashMap<u32, Attachment>,
     mode: AttachMode,
+    tls: Option<crate::tls::Probes>,
 }
 
 impl Recorder {
@@ -124,6 +125,7 @@ impl Recorder {
             counters,
             attached: HashMap::new(),
             mode: config.attach_mode,
+            tls: None,
         })
     }
 
@@ -155,6 +157,27 @@ impl Recorder {
     /// Loads and attaches the socket tracepoints (`crate::sockets`); their ring comes with them.
     pub fn attach_socket_hooks(&mut self) -> Result<crate::sockets::SocketHooks> {
         crate::sockets::SocketHooks::attach(&mut self.ebpf)
+    }
+
+    /// Loads the TLS uprobes and hooks the libraries mapped now; returns their ring.
+    pub fn start_tls(&mut self) -> Result<crate::tls::Ring> {
+        let (mut probes, ring) = crate::tls::Probes::load(&mut self.ebpf)?;
+        probes.scan(&mut self.ebpf);
+        self.tls = Some(probes);
+        Ok(ring)
+    }
+
+    /// Hooks TLS libraries mapped since the last scan (new processes, new containers).
+    pub fn scan_tls(&mut self) -> usize {
+        match &mut self.tls {
+            Some(probes) => probes.scan(&mut self.ebpf),
+            None => 0,
+        }
+    }
+
+    /// The TLS libraries found and how each is hooked (`None`: TLS plaintext is off).
+    pub fn tls_status(&self) -> Option<Vec<crate::tls::LibraryStatus>> {
+        self.tls.as_ref().map(crate::tls::Probes::status)
     }
 
     /// Takes the per-CPU perf rings' map (`BPF_MAP_TYPE_PERF_EVENT_ARRAY`, once).

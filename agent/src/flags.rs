@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::Args;
 
 use crate::config::{
-    AgentConfig, AttachMode, DEFAULT_NODE_API_PORT, SocketEvents, parse_duration, parse_size,
+    AgentConfig, AttachMode, DEFAULT_NODE_API_PORT, HookMode, parse_duration, parse_size,
 };
 
 /// Recorder flags.
@@ -64,6 +64,10 @@ pub struct RecordArgs {
     /// `on` (required) or `off`
     #[arg(long, default_value = "auto", value_parser = ["auto", "on", "off"])]
     pub socket_events: String,
+    /// TLS plaintext from uprobes on the TLS libraries processes map (`tls` slices): `auto`,
+    /// `on` (required) or `off`
+    #[arg(long, default_value = "auto", value_parser = ["auto", "on", "off"])]
+    pub tls: String,
 }
 
 impl RecordArgs {
@@ -99,11 +103,13 @@ impl RecordArgs {
             "netlink" => AttachMode::Netlink,
             _ => AttachMode::Auto,
         };
-        config.socket_events = match self.socket_events.as_str() {
-            "on" => SocketEvents::On,
-            "off" => SocketEvents::Off,
-            _ => SocketEvents::Auto,
+        let mode = |text: &str| match text {
+            "on" => HookMode::On,
+            "off" => HookMode::Off,
+            _ => HookMode::Auto,
         };
+        config.socket_events = mode(&self.socket_events);
+        config.tls = mode(&self.tls);
         Ok(config)
     }
 }

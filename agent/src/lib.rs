@@ -8,6 +8,7 @@
 //!     pages) ─► writer (packets_parquet encoding, slice: atomic files) ─► store (retention)
 //!                                                 node API (node_api) ◄─┘
 //! socket tracepoints ─► ring buffer ─► sockets (one thread: rows, `sockets` slices) ─┘
+//! TLS uprobes (tls: libraries found in /proc/*/maps) ─► ring buffer ─► `tls` slices ─┘
 //! ```
 //!
 //! [`run::run`] wires them together; `remora-agent` is its command line.
@@ -36,6 +37,7 @@ pub mod sockets;
 pub mod store;
 #[cfg(test)]
 mod testing;
+pub mod tls;
 pub mod writer;
 
 pub use config::AgentConfig;

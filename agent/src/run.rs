@@ -16,7 +16,7 @@ use crate::{
     auth::load_or_create_token,
     clock::TaiToUtc,
     collector::{Collector, SharedDecoder, WriterLink},
-    config::{AgentConfig, SocketEvents},
+    config::{AgentConfig, HookMode},
     decode::{Decoder, LinkHeaders},
     ebpf::Recorder,
     error::{AgentError, Result},
@@ -145,7 +145,9 @@ pub async fn run_with_routes(
 
     let mut recorder = Recorder::load(&config, &exclude, &exclude_endpoints)?;
     let rings = recorder.take_packet_rings()?;
-    let sockets = start_socket_events(&config, &mut recorder)?;
+    let ids = crate::sockets::record::SocketIds::new();
+    let sockets = start_socket_events(&config, &mut recorder, ids)?;
+    let tls = start_tls(&config, &mut recorder, ids)?;
     let decoder: SharedDecoder = Arc::new(RwLock::new(Arc::new(Decoder {
         clock: TaiToUtc::sample(),
         snaplen: config.snaplen,
@@ -274,7 +276,7 @@ pub async fn run_with_routes(
     let _ = watcher.await;
     let _ = tokio::task::spawn_blocking(move || {
         let _ = collector.join();
-        if let Some((stop, thread)) = sockets {
+        for (stop, thread) in [sockets, tls].into_iter().flatten() {
             stop.store(true, Ordering::Release);
             let _ = thread.join();
         }
@@ -300,13 +302,14 @@ pub async fn run_with_routes(
 fn start_socket_events(
     config: &AgentConfig,
     recorder: &mut Recorder,
+    ids: crate::sockets::record::SocketIds,
 ) -> Result<Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>> {
-    if config.socket_events == SocketEvents::Off {
+    if config.socket_events == HookMode::Off {
         return Ok(None);
     }
     let hooks = match recorder.attach_socket_hooks() {
         Ok(hooks) => hooks,
-        Err(e) if config.socket_events == SocketEvents::Auto => {
+        Err(e) if config.socket_events == HookMode::Auto => {
             tracing::warn!(
                 error = %e,
                 "socket events are not recorded (calls will not name their processes); \
@@ -323,9 +326,43 @@ fn start_socket_events(
     let (node, period, flag) = (config.node.clone(), config.slice_duration, stop.clone());
     let thread = std::thread::Builder::new()
         .name("remora-sockets".into())
-        .spawn(move || crate::sockets::run_writer(hooks, dir, node, period, flag))
+        .spawn(move || crate::sockets::run_writer(hooks, dir, node, period, ids, flag))
         .map_err(|e| AgentError::io("starting the socket events thread", e))?;
     tracing::info!("recording socket events (tracepoints sock:*, syscalls:*)");
+    Ok(Some((stop, thread)))
+}
+
+/// Loads the TLS uprobes, hooks the libraries mapped now and starts the thread that writes
+/// `tls` slices, as `config.tls` asks; new libraries are hooked by [`watch_interfaces`]'s loop.
+fn start_tls(
+    config: &AgentConfig,
+    recorder: &mut Recorder,
+    ids: crate::sockets::record::SocketIds,
+) -> Result<Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>> {
+    if config.tls == HookMode::Off {
+        return Ok(None);
+    }
+    let ring = match recorder.start_tls() {
+        Ok(ring) => ring,
+        Err(e) if config.tls == HookMode::Auto => {
+            tracing::warn!(
+                error = %e,
+                "TLS plaintext is not recorded (HTTPS calls show only their handshake); packets \
+                 are. `--tls on` makes this an error"
+            );
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
+    let dir = config.kind_dir(crate::tls::slices::TLS_KIND);
+    prepare_dir(&dir)?;
+    store::sweep_temp_files(&dir);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (node, period, flag) = (config.node.clone(), config.slice_duration, stop.clone());
+    let thread = std::thread::Builder::new()
+        .name("remora-tls".into())
+        .spawn(move || crate::tls::run_writer(ring, dir, node, period, ids, flag))
+        .map_err(|e| AgentError::io("starting the TLS thread", e))?;
     Ok(Some((stop, thread)))
 }
 
@@ -381,6 +418,11 @@ async fn watch_interfaces(
                 }
             }
         }
+        // New processes may map TLS libraries not hooked yet.
+        recorder
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .scan_tls();
         let Ok(all) = interfaces::list() else {
             continue;
         };

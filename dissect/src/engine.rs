@@ -555,6 +555,10 @@ impl Engine {
     /// plaintext is dissected as the connection's bytes would be, without reassembly (it comes
     /// whole and in order), and the connection's packets, when recorded too, give its `conns`
     /// row and its handshake time; its TLS handshake is then no call of its own.
+    ///
+    /// When both ends' processes are hooked (client and server on one node), each byte comes
+    /// twice, once as written and once as read: the stream follows the process it heard first,
+    /// and the other's chunks count as copies.
     pub fn push_plaintext(
         &mut self,
         ts_ns: i64,
@@ -562,6 +566,30 @@ impl Engine {
         peer: Endpoint,
         outbound: bool,
         bytes: &[u8],
+    ) {
+        self.plaintext(ts_ns, local, peer, outbound, Chunk::Data { ts_ns, bytes });
+    }
+
+    /// Says that `len` bytes of a plaintext stream are missing (the recorder cut a long call),
+    /// after what [`Engine::push_plaintext`] fed with the same ends and direction.
+    pub fn plaintext_gap(
+        &mut self,
+        ts_ns: i64,
+        local: Endpoint,
+        peer: Endpoint,
+        outbound: bool,
+        len: u64,
+    ) {
+        self.plaintext(ts_ns, local, peer, outbound, Chunk::Gap { ts_ns, len });
+    }
+
+    fn plaintext(
+        &mut self,
+        ts_ns: i64,
+        local: Endpoint,
+        peer: Endpoint,
+        outbound: bool,
+        chunk: Chunk<'_>,
     ) {
         let k = crate::flow::plain_key(local, peer);
         if !self.tcp.contains_key(&k) {
@@ -615,18 +643,19 @@ impl Engine {
         let Some(conn) = self.tcp.get_mut(&k) else {
             return;
         };
+        if conn.sides[0] != local {
+            // The other end's process: the same bytes, already followed from this end.
+            self.out.stats.duplicates += 1;
+            return;
+        }
         let dir = usize::from(!outbound);
         conn.last_ns = ts_ns;
         conn.packets[dir] += 1;
-        conn.bytes[dir] += bytes.len() as u64;
+        if let Chunk::Data { bytes, .. } = &chunk {
+            conn.bytes[dir] += bytes.len() as u64;
+        }
         let ports = (conn.sides[0].port, conn.sides[1].port);
-        on_chunk(
-            &mut conn.l7,
-            dir,
-            ports,
-            Chunk::Data { ts_ns, bytes },
-            &mut self.out.stats,
-        );
+        on_chunk(&mut conn.l7, dir, ports, chunk, &mut self.out.stats);
         self.collect(k);
     }
 

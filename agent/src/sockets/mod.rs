@@ -185,9 +185,9 @@ pub fn run_writer(
     dir: PathBuf,
     node: String,
     period: Duration,
+    ids: SocketIds,
     stop: Arc<AtomicBool>,
 ) {
-    let ids = SocketIds::new();
     let mut clock = TaiToUtc::sample();
     let mut clock_at = Instant::now();
     let mut rows: Vec<SocketRow> = Vec::new();

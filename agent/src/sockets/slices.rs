@@ -122,7 +122,18 @@ pub fn write_slice(dir: &Path, node: &str, rows: &[SocketRow]) -> std::io::Resul
         return Err(std::io::Error::other("no rows to write"));
     };
     let batch = batch(node, rows).map_err(std::io::Error::other)?;
-    let tmp = dir.join(format!(".{}-{}.parquet.tmp", first.ts_ns, last.ts_ns));
+    write_batch(dir, first.ts_ns, last.ts_ns, &batch)
+}
+
+/// Writes `batch` as the slice `<first_ns>-<last_ns>.parquet` in `dir` (zstd): a hidden temp
+/// file, fsync, rename, fsync of the directory; the temp file is removed on failure.
+pub fn write_batch(
+    dir: &Path,
+    first_ns: i64,
+    last_ns: i64,
+    batch: &RecordBatch,
+) -> std::io::Result<PathBuf> {
+    let tmp = dir.join(format!(".{first_ns}-{last_ns}.parquet.tmp"));
     let file = std::fs::File::create(&tmp)?;
     let props = parquet::file::properties::WriterProperties::builder()
         .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
@@ -130,10 +141,10 @@ pub fn write_slice(dir: &Path, node: &str, rows: &[SocketRow]) -> std::io::Resul
     let result = (|| {
         let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), Some(props))
             .map_err(std::io::Error::other)?;
-        writer.write(&batch).map_err(std::io::Error::other)?;
+        writer.write(batch).map_err(std::io::Error::other)?;
         let file = writer.into_inner().map_err(std::io::Error::other)?;
         file.sync_all()?;
-        let path = slice_path(dir, first.ts_ns, last.ts_ns);
+        let path = slice_path(dir, first_ns, last_ns);
         std::fs::rename(&tmp, &path)?;
         std::fs::File::open(dir)?.sync_all()?;
         Ok(path)

@@ -70,8 +70,8 @@ fn sources(s: &AnalyzerState, req: &SqlRequest) -> Result<Sources, ApiError> {
         (None, Some(snap)) => Some(snap.clone()),
         (None, None) => {
             return Err(ApiError::bad(
-                "give `db` (<snapshot>/<dissection>: calls, conns, packets, sockets, workloads) or \
-                 `snapshot` (packets, sockets, workloads)",
+                "give `db` (<snapshot>/<dissection>: calls, conns, packets, sockets, tls, workloads) or \
+                 `snapshot` (packets, sockets, tls, workloads)",
             ));
         }
     };

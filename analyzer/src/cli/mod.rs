@@ -82,11 +82,11 @@ pub enum Command {
     Dissect(dissect::DissectArgs),
     /// Export a snapshot's packets as a pcapng file (from a running analyzer).
     Pcap(pcap::PcapArgs),
-    /// Read-only SQL over a dissection and its snapshot (calls, conns, packets, sockets, workloads,
+    /// Read-only SQL over a dissection and its snapshot (calls, conns, packets, sockets, tls, workloads,
     /// kfl('<filter>')), or over a directory `remora dissect` wrote.
     Sql(sql::SqlArgs),
     /// Record this machine and serve the API on 127.0.0.1:8898 (data in ./remora-data).
-    Up(up::UpArgs),
+    Up(Box<up::UpArgs>),
     /// The analyzer alone, for a cluster: snapshots pull every node's slices from the agents
     /// (`--agents` or `--agent-selector`), workload names from Kubernetes; API and MCP.
     Serve(serve::ServeArgs),
@@ -138,7 +138,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Dissect(args) => dissect::run(&args),
         Command::Pcap(args) => blocking(move || pcap::run(&args)).await,
         Command::Sql(args) => blocking(move || sql::run(&args)).await,
-        Command::Up(args) => up::run(args).await,
+        Command::Up(args) => up::run(*args).await,
         Command::Serve(args) => serve::run(args).await,
         Command::DissectJob(args) => blocking(move || job_worker::run(&args)).await,
     }

@@ -27,14 +27,14 @@ pub enum Format {
 /// `remora sql`.
 #[derive(clap::Args, Debug)]
 pub struct SqlArgs {
-    /// One SELECT, WITH, EXPLAIN or DESCRIBE. Tables: calls, conns, packets, sockets, workloads;
+    /// One SELECT, WITH, EXPLAIN or DESCRIBE. Tables: calls, conns, packets, sockets, tls, workloads;
     /// kfl('<filter>') and kfl('conns', '<filter>') are tables too.
     query: String,
     /// `<snapshot>/<dissection>` on the analyzer, or a directory `remora dissect --out` wrote
     /// (queried here, no server needed).
     #[arg(long, required_unless_present = "snapshot")]
     db: Option<String>,
-    /// A snapshot on the analyzer without a dissection (tables packets, sockets, workloads).
+    /// A snapshot on the analyzer without a dissection (tables packets, sockets, tls, workloads).
     #[arg(long, conflicts_with = "db")]
     snapshot: Option<String>,
     /// Output format.

@@ -226,7 +226,7 @@ pub fn definitions() -> Vec<Tool> {
             schema(
                 json!({
                     "db": {"type": "string", "description": DB},
-                    "snapshot": {"type": "string", "description": "A snapshot alone, without a dissection (tables packets, sockets, workloads)"},
+                    "snapshot": {"type": "string", "description": "A snapshot alone, without a dissection (tables packets, sockets, tls, workloads)"},
                     "query": {"type": "string", "description": "One SELECT, WITH, EXPLAIN or DESCRIBE statement; SHOW TABLES and information_schema.columns list what exists"},
                     "max_rows": {"type": "integer", "description": "Rows returned, default 200"},
                     "timeout_ms": {"type": "integer", "description": "Time limit, default 30000"}

@@ -11,6 +11,7 @@
 
 pub mod capture;
 mod origin;
+pub mod plaintext;
 pub mod processes;
 mod sink;
 pub mod slices;
@@ -200,7 +201,8 @@ pub fn dissect_nodes_with(
     sink.sockets = sockets::SocketOwners::load(nodes);
     sink.processes = processes::Processes::load(nodes);
     if copies == Copies::Once && all_files.iter().filter(|(_, f)| !f.is_empty()).count() > 1 {
-        return dissect_merged(all_files, sink, progress, started);
+        let plain = plaintext::Plaintext::load(nodes, sink.processes.as_ref());
+        return dissect_merged(all_files, plain, sink, progress, started);
     }
     let mut total = 0u64;
     let mut summary_stats = Stats::default();
@@ -211,7 +213,8 @@ pub fn dissect_nodes_with(
             Copies::Once => Engine::new().count_copies_once(),
             Copies::Each => Engine::new(),
         };
-        let stats = stream(&files, engine, &mut sink, &mut total, progress)?;
+        let mut plain = plaintext::Plaintext::load(&nodes[tag..=tag], sink.processes.as_ref());
+        let stats = stream(&files, engine, &mut plain, &mut sink, &mut total, progress)?;
         add_stats(&mut summary_stats, &stats);
     }
     if !progress(total, sink.calls_total()) {
@@ -224,6 +227,7 @@ pub fn dissect_nodes_with(
 /// is counted once, so a call between pods on two nodes is one row.
 fn dissect_merged(
     all_files: Vec<(&String, Vec<PathBuf>)>,
+    mut plain: plaintext::Plaintext,
     mut sink: Sink<'_>,
     progress: &dyn Fn(u64, u64) -> bool,
     started: Instant,
@@ -239,6 +243,7 @@ fn dissect_merged(
     let stats = stream(
         &tagged,
         Engine::new().count_copies_once(),
+        &mut plain,
         &mut sink,
         &mut total,
         progress,
@@ -249,12 +254,14 @@ fn dissect_merged(
     sink.close(total, stats, started)
 }
 
-/// Feeds `files` (tagged by node) through `engine` into `sink` in time order, noting each
-/// packet's flow and socket for attribution; `total` counts packets across calls. Rows are
-/// written as they finish; `progress` is asked every 65,536 packets whether to go on.
+/// Feeds `files` (tagged by node), and the TLS plaintext of `plain` between their packets,
+/// through `engine` into `sink` in time order, noting each packet's flow and socket for
+/// attribution; `total` counts packets across calls. Rows are written as they finish;
+/// `progress` is asked every 65,536 packets whether to go on.
 fn stream(
     files: &[(usize, PathBuf)],
     mut engine: Engine,
+    plain: &mut plaintext::Plaintext,
     sink: &mut Sink<'_>,
     total: &mut u64,
     progress: &dyn Fn(u64, u64) -> bool,
@@ -273,6 +280,7 @@ fn stream(
             if let Some(s) = sink.sockets.as_mut() {
                 s.note(tag, payload, cgroup);
             }
+            plain.feed_until(&mut engine, Some(ts));
             engine.push(ts, payload, wire_len);
             seen += 1;
             if seen.is_multiple_of(65536) {
@@ -291,6 +299,7 @@ fn stream(
         return Err(PipelineError::Cancelled);
     }
     *total = base + packets;
+    plain.feed_until(&mut engine, None);
     let output = engine.finish();
     sink.write(output.calls, output.conns)?;
     Ok(output.stats)

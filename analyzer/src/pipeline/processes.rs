@@ -28,10 +28,15 @@ struct Seen {
     comm: String,
 }
 
+/// A socket's (own, peer) ends.
+type Ends = (Endpoint, Endpoint);
+
 /// (local end, remote end) → the processes seen on such a socket, by time.
 #[derive(Debug, Default)]
 pub struct Processes {
     by_ends: HashMap<(Endpoint, Endpoint), Vec<Seen>>,
+    /// socket id → (from when, its (own, peer) ends), as a reused address changes hands.
+    socket_ends: HashMap<u64, Vec<(i64, Ends)>>,
 }
 
 /// One row of a `sockets` slice, as far as attribution needs it.
@@ -131,9 +136,12 @@ impl Processes {
                 list.push(seen);
             }
         };
+        let mut socket_ends: HashMap<u64, Vec<(i64, Ends)>> = HashMap::new();
         for r in all {
             if let (Some(id), Some(ends)) = (r.socket_id, r.ends) {
-                current.insert(id, ends);
+                if current.insert(id, ends) != Some(ends) {
+                    socket_ends.entry(id).or_default().push((r.ts_ns, ends));
+                }
                 for seen in waiting.remove(&id).unwrap_or_default() {
                     note(ends, seen);
                 }
@@ -160,7 +168,21 @@ impl Processes {
                 waiting.remove(&id);
             }
         }
-        Self { by_ends }
+        Self {
+            by_ends,
+            socket_ends,
+        }
+    }
+
+    /// The (own, peer) ends of socket `id` at `ts_ns`: the last seen by then (a second after,
+    /// for clock differences), else the first.
+    pub fn ends_of_socket(&self, id: u64, ts_ns: i64) -> Option<(Endpoint, Endpoint)> {
+        let seen = self.socket_ends.get(&id)?;
+        seen.iter()
+            .rev()
+            .find(|(t, _)| *t <= ts_ns + 1_000_000_000)
+            .or_else(|| seen.first())
+            .map(|(_, ends)| *ends)
     }
 
     /// The process whose socket had `local` as its own end and `remote` as its peer around

@@ -151,23 +151,25 @@ pub async fn session(sources: &Sources, limits: &Limits) -> Result<SessionContex
         ctx.register_table("packets", packets.into_view())
             .map_err(SqlError::Execution)?;
     }
-    // The agent's socket events sit next to each node's packets (`sockets/`).
-    let socket_dirs: Vec<PathBuf> = sources
-        .packet_dirs
-        .iter()
-        .filter_map(|d| {
-            d.parent()
-                .map(|n| n.join(crate::pipeline::processes::SOCKETS_DIR))
-        })
-        .collect();
-    let socket_slices = packet_files(&socket_dirs);
-    if !socket_slices.is_empty() {
-        let sockets = ctx
-            .read_parquet(socket_slices, ParquetReadOptions::default())
-            .await
-            .map_err(SqlError::Execution)?;
-        ctx.register_table("sockets", sockets.into_view())
-            .map_err(SqlError::Execution)?;
+    // The agent's socket events and TLS plaintext sit next to each node's packets.
+    for (table, dir) in [
+        ("sockets", crate::pipeline::processes::SOCKETS_DIR),
+        ("tls", crate::pipeline::plaintext::TLS_DIR),
+    ] {
+        let dirs: Vec<PathBuf> = sources
+            .packet_dirs
+            .iter()
+            .filter_map(|d| d.parent().map(|n| n.join(dir)))
+            .collect();
+        let slices = packet_files(&dirs);
+        if !slices.is_empty() {
+            let view = ctx
+                .read_parquet(slices, ParquetReadOptions::default())
+                .await
+                .map_err(SqlError::Execution)?;
+            ctx.register_table(table, view.into_view())
+                .map_err(SqlError::Execution)?;
+        }
     }
     ctx.register_udtf("kfl", Arc::new(KflTable { tables: kfl_tables }));
     Ok(ctx)

@@ -1,0 +1,339 @@
+//! TLS plaintext: uprobes on the TLS libraries the node's processes map
+//! (`agent-ebpf/src/tls.rs`), attached once per distinct file and again as new files appear,
+//! and the thread that drains their ring into `tls` slices.
+//!
+//! Supported: OpenSSL's libssl (1.1 and 3.x export the four calls; 1.0 lacks the `_ex`
+//! variants, which are then skipped). What is not hooked is said per library and process
+//! (`Probes::status`), so an empty result is never mistaken for "no traffic".
+
+pub mod discover;
+pub mod slices;
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    os::fd::AsRawFd as _,
+    path::{Path, PathBuf},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use aya::{
+    Ebpf,
+    maps::{MapData, PerCpuArray, RingBuf},
+    programs::{UProbe, uprobe::UProbeScope},
+};
+use remora_agent_common::{TLS_CHUNK_HEADER_BYTES, TlsChunkHeader, TlsCounters};
+
+use crate::{
+    clock::TaiToUtc,
+    error::{AgentError, Result},
+    sockets::record::SocketIds,
+};
+use discover::{FileId, Library};
+use slices::TlsRow;
+
+/// Entry probes: (program, symbol).
+const ENTRIES: [(&str, &str); 5] = [
+    ("remora_ssl_write", "SSL_write"),
+    ("remora_ssl_write_ex", "SSL_write_ex"),
+    ("remora_ssl_read", "SSL_read"),
+    ("remora_ssl_read_ex", "SSL_read_ex"),
+    ("remora_ssl_set_fd", "SSL_set_fd"),
+];
+/// The return probe, on each of these.
+const RETURN_PROGRAM: &str = "remora_ssl_ret";
+const RETURNS: [&str; 4] = ["SSL_write", "SSL_write_ex", "SSL_read", "SSL_read_ex"];
+/// Without these two there is no plaintext to read.
+const REQUIRED: [&str; 2] = ["SSL_write", "SSL_read"];
+
+/// How one library file is hooked.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LibraryStatus {
+    /// The path as its processes see it.
+    pub path: String,
+    /// `openssl`.
+    pub kind: &'static str,
+    /// Processes that mapped it when last scanned.
+    pub pids: Vec<u32>,
+    /// Plaintext is read from it.
+    pub hooked: bool,
+    /// Symbols that could not be hooked, and why (an optional symbol missing is not fatal).
+    pub missing: Vec<String>,
+    /// Why it is not hooked.
+    pub error: Option<String>,
+}
+
+/// The TLS probes: what is attached, and to what.
+pub struct Probes {
+    libraries: BTreeMap<FileId, LibraryStatus>,
+    /// pid → library path, for the rows' `lib`.
+    libs_by_pid: Arc<Mutex<HashMap<u32, String>>>,
+    proc: PathBuf,
+    /// Processes whose maps were read; only new ones are read, but all again now and then
+    /// (a library loaded later with dlopen).
+    scanned: std::collections::HashSet<u32>,
+    full_scan_at: Instant,
+}
+
+/// How often every process's maps are read again.
+const FULL_SCAN_EVERY: Duration = Duration::from_secs(30);
+
+/// The ring the probes write to, for [`run_writer`].
+pub struct Ring {
+    ring: RingBuf<MapData>,
+    counters: PerCpuArray<MapData, TlsCounters>,
+    libs_by_pid: Arc<Mutex<HashMap<u32, String>>>,
+}
+
+impl Probes {
+    /// Loads the TLS programs of `ebpf` (nothing attached yet); returns the probes and their
+    /// ring.
+    pub fn load(ebpf: &mut Ebpf) -> Result<(Self, Ring)> {
+        for name in ENTRIES.iter().map(|(p, _)| *p).chain([RETURN_PROGRAM]) {
+            let program: &mut UProbe = ebpf
+                .program_mut(name)
+                .ok_or_else(|| AgentError::Load(format!("program {name} missing from object")))?
+                .try_into()
+                .map_err(|e: aya::programs::ProgramError| AgentError::Load(e.to_string()))?;
+            program
+                .load()
+                .map_err(|e| crate::ebpf::program_error(name, e))?;
+        }
+        let ring = RingBuf::try_from(
+            ebpf.take_map("TLS_EVENTS")
+                .ok_or_else(|| AgentError::Load("map TLS_EVENTS missing".into()))?,
+        )
+        .map_err(|e| AgentError::Load(e.to_string()))?;
+        let counters = PerCpuArray::try_from(
+            ebpf.take_map("TLS_COUNTERS")
+                .ok_or_else(|| AgentError::Load("map TLS_COUNTERS missing".into()))?,
+        )
+        .map_err(|e| AgentError::Load(e.to_string()))?;
+        let libs_by_pid = Arc::new(Mutex::new(HashMap::new()));
+        Ok((
+            Self {
+                libraries: BTreeMap::new(),
+                libs_by_pid: libs_by_pid.clone(),
+                proc: PathBuf::from("/proc"),
+                scanned: Default::default(),
+                full_scan_at: Instant::now(),
+            },
+            Ring {
+                ring,
+                counters,
+                libs_by_pid,
+            },
+        ))
+    }
+
+    /// Finds the TLS libraries mapped now and attaches to the new ones; returns how many were
+    /// newly hooked.
+    pub fn scan(&mut self, ebpf: &mut Ebpf) -> usize {
+        if self.full_scan_at.elapsed() >= FULL_SCAN_EVERY {
+            // Everything again, so that exited processes are forgotten and dlopen-ed
+            // libraries found.
+            self.scanned.clear();
+            self.full_scan_at = Instant::now();
+            self.libs_by_pid
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clear();
+            for lib in self.libraries.values_mut() {
+                lib.pids.clear();
+            }
+        }
+        let scanned = &mut self.scanned;
+        let found = discover::scan(&self.proc, &mut |pid| scanned.insert(pid));
+        {
+            let mut by_pid = self.libs_by_pid.lock().unwrap_or_else(|p| p.into_inner());
+            for lib in found.values() {
+                for pid in &lib.pids {
+                    by_pid.insert(*pid, lib.path.clone());
+                }
+            }
+        }
+        let mut hooked = 0;
+        for (id, lib) in found {
+            if let Some(known) = self.libraries.get_mut(&id) {
+                for pid in lib.pids {
+                    if !known.pids.contains(&pid) {
+                        known.pids.push(pid);
+                    }
+                }
+                continue;
+            }
+            let status = attach(ebpf, &lib);
+            match &status.error {
+                None => {
+                    hooked += 1;
+                    tracing::info!(library = %lib.path, kind = lib.kind, pids = ?lib.pids, missing = ?status.missing, "reading TLS plaintext");
+                }
+                Some(e) => {
+                    tracing::warn!(library = %lib.path, error = %e, "TLS library not hooked")
+                }
+            }
+            self.libraries.insert(id, status);
+        }
+        hooked
+    }
+
+    /// Every library found so far and how it is hooked.
+    pub fn status(&self) -> Vec<LibraryStatus> {
+        self.libraries.values().cloned().collect()
+    }
+}
+
+/// Attaches every probe to one library file.
+fn attach(ebpf: &mut Ebpf, lib: &Library) -> LibraryStatus {
+    let mut status = LibraryStatus {
+        path: lib.path.clone(),
+        kind: lib.kind,
+        pids: lib.pids.clone(),
+        hooked: false,
+        missing: Vec::new(),
+        error: None,
+    };
+    let mut attach_one = |program: &str, symbol: &str| -> std::result::Result<(), String> {
+        let probe: &mut UProbe = ebpf
+            .program_mut(program)
+            .ok_or_else(|| format!("program {program} missing"))?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| e.to_string())?;
+        probe
+            .attach(symbol, &lib.open_path, UProbeScope::AllProcesses)
+            .map(|_| ())
+            .map_err(|e| format!("{symbol}: {e}"))
+    };
+    for (program, symbol) in ENTRIES {
+        if let Err(e) = attach_one(program, symbol) {
+            status.missing.push(e);
+        }
+    }
+    for symbol in RETURNS {
+        if let Err(e) = attach_one(RETURN_PROGRAM, symbol) {
+            status.missing.push(format!("return of {e}"));
+        }
+    }
+    let lacks = |symbol: &str| {
+        status
+            .missing
+            .iter()
+            .any(|m| m.contains(&format!("{symbol}:")))
+    };
+    if REQUIRED.iter().any(|s| lacks(s)) {
+        status.error = Some(format!(
+            "{} (a library without SSL_read/SSL_write symbols: stripped, or not OpenSSL)",
+            status.missing.join("; ")
+        ));
+    } else {
+        status.hooked = true;
+    }
+    status
+}
+
+/// Drains the TLS ring into `tls` slices under `dir` until `stop`, a slice every `period`.
+pub fn run_writer(
+    mut ring: Ring,
+    dir: PathBuf,
+    node: String,
+    period: Duration,
+    ids: SocketIds,
+    stop: Arc<AtomicBool>,
+) {
+    let mut clock = TaiToUtc::sample();
+    let mut clock_at = Instant::now();
+    let mut rows: Vec<TlsRow> = Vec::new();
+    let mut bytes = 0usize;
+    let mut opened = Instant::now();
+    let mut warned = TlsCounters::default();
+    loop {
+        let stopping = stop.load(Ordering::Acquire);
+        let mut pollfd = libc::pollfd {
+            fd: ring.ring.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        if !stopping {
+            // SAFETY: one valid pollfd for the duration of the call.
+            unsafe { libc::poll(&mut pollfd, 1, 100) };
+        }
+        if clock_at.elapsed() > Duration::from_secs(10) {
+            clock = TaiToUtc::sample();
+            clock_at = Instant::now();
+        }
+        {
+            let mut libs = ring.libs_by_pid.lock().unwrap_or_else(|p| p.into_inner());
+            while let Some(item) = ring.ring.next() {
+                if item.len() < TLS_CHUNK_HEADER_BYTES {
+                    continue;
+                }
+                // SAFETY: plain old data, the item holds at least the header; unaligned read.
+                let header: TlsChunkHeader =
+                    unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+                let end = (TLS_CHUNK_HEADER_BYTES + header.len as usize).min(item.len());
+                let data = &item[TLS_CHUNK_HEADER_BYTES..end];
+                // A process started since the last scan: its maps name the file.
+                let lib = libs
+                    .entry(header.pid)
+                    .or_insert_with(|| library_of(header.pid).unwrap_or_else(|| "libssl".into()));
+                bytes += data.len();
+                rows.push(slices::row(&header, data, &clock, &ids, lib));
+            }
+        }
+        let full = bytes >= 32 << 20;
+        if (stopping || full || opened.elapsed() >= period) && !rows.is_empty() {
+            rows.sort_by_key(|r| r.ts_ns);
+            if let Err(e) = slices::write_slice(&dir, &node, &rows) {
+                tracing::warn!(dir = %dir.display(), error = %e, "writing a tls slice failed; its plaintext is lost (free space on the data disk)");
+            }
+            rows.clear();
+            bytes = 0;
+            opened = Instant::now();
+            let now = counters(&ring.counters);
+            if now.dropped > warned.dropped || now.unreadable > warned.unreadable {
+                tracing::warn!(
+                    lost = now.dropped - warned.dropped,
+                    unreadable = now.unreadable - warned.unreadable,
+                    "TLS chunks lost to a full ring, or whose plaintext could not be read"
+                );
+                warned = now;
+            }
+        }
+        if stopping {
+            return;
+        }
+    }
+}
+
+/// The TLS library process `pid` maps, from its maps.
+fn library_of(pid: u32) -> Option<String> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+    maps.lines()
+        .filter_map(discover::parse_maps_line)
+        .find(|(_, _, path)| discover::library_kind(path).is_some())
+        .map(|(_, _, path)| path)
+}
+
+fn counters(map: &PerCpuArray<MapData, TlsCounters>) -> TlsCounters {
+    let mut total = TlsCounters::default();
+    if let Ok(values) = map.get(&0, 0) {
+        for v in values.iter() {
+            total.chunks += v.chunks;
+            total.dropped += v.dropped;
+            total.unreadable += v.unreadable;
+        }
+    }
+    total
+}
+
+/// `proc` for tests that scan a fake tree.
+impl Probes {
+    /// Scans `proc` instead of `/proc`.
+    pub fn with_proc(mut self, proc: &Path) -> Self {
+        self.proc = proc.to_owned();
+        self
+    }
+}
