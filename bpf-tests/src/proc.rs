@@ -577,8 +577,9 @@ impl Drop for Tcpdump {
 
 /// nginx serving `/` (a short text), `/big.bin` (200 KB), `/api/v1/cart` (200),
 /// `/ack/<anything>` (200, for counting requests) and `/api/v1/checkout` (always 503) on `addr:port` (HTTP/1.1), the
-/// same over cleartext HTTP/2 with prior knowledge on `addr:port+1`, and over TLS on
-/// `addr:port+2` (HTTP/1.1, or HTTP/2 by ALPN; a self-signed certificate for `remora.test`).
+/// same over cleartext HTTP/2 with prior knowledge on `addr:port+1`, and with
+/// [`Nginx::start_with_tls`] over TLS on `addr:port+2` (HTTP/1.1, or HTTP/2 by ALPN; a
+/// self-signed certificate for `remora.test`).
 pub struct Nginx {
     child: Option<Child>,
     _dir: tempfile::TempDir,
@@ -587,6 +588,15 @@ pub struct Nginx {
 impl Nginx {
     /// Starts nginx in `ns` and waits until it accepts connections.
     pub fn start(ns: &NetNs, addr: &str, port: u16) -> Self {
+        Self::start_inner(ns, addr, port, false)
+    }
+
+    /// [`Nginx::start`], with the TLS server on `addr:port+2` too.
+    pub fn start_with_tls(ns: &NetNs, addr: &str, port: u16) -> Self {
+        Self::start_inner(ns, addr, port, true)
+    }
+
+    fn start_inner(ns: &NetNs, addr: &str, port: u16, tls: bool) -> Self {
         let dir = tempfile::tempdir().expect("nginx dir");
         let root = dir.path().join("www");
         fs::create_dir_all(&root).expect("www");
@@ -599,25 +609,38 @@ impl Nginx {
             .collect();
         fs::write(root.join("big.bin"), big).expect("big");
         let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-        let made = Command::new("openssl")
-            .args([
-                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-            ])
-            .args([
-                "-subj",
-                "/CN=remora.test",
-                "-addext",
-                "subjectAltName=DNS:remora.test",
-            ])
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("openssl runs (Debian package openssl)");
-        assert!(made.success(), "openssl could not make a test certificate");
+        let tls_server = if tls {
+            let made = Command::new("openssl")
+                .args([
+                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                ])
+                .args([
+                    "-subj",
+                    "/CN=remora.test",
+                    "-addext",
+                    "subjectAltName=DNS:remora.test",
+                ])
+                .arg("-keyout")
+                .arg(&key)
+                .arg("-out")
+                .arg(&cert)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .expect("openssl runs (Debian package openssl)");
+            assert!(made.success(), "openssl could not make a test certificate");
+            format!(
+                "server {{ listen {addr}:{tls_port} ssl http2; root {r};\n\
+                   ssl_certificate {cert}; ssl_certificate_key {key};\n\
+                   location /ack/ {{ return 200 \"ack\\n\"; }} }}\n",
+                tls_port = port + 2,
+                r = root.display(),
+                cert = cert.display(),
+                key = key.display(),
+            )
+        } else {
+            String::new()
+        };
         let conf = dir.path().join("nginx.conf");
         fs::write(
             &conf,
@@ -632,14 +655,8 @@ impl Nginx {
                    server {{ listen {addr}:{h2} http2; root {r};\n\
                      location = /api/v1/checkout {{ return 503 \"payment timeout\\n\"; }}\n\
                      location /ack/ {{ return 200 \"ack\\n\"; }} }}\n\
-                   server {{ listen {addr}:{tls} ssl http2; root {r};\n\
-                     ssl_certificate {cert}; ssl_certificate_key {key};\n\
-                     location = /api/v1/checkout {{ return 503 \"payment timeout\\n\"; }}\n\
-                     location /ack/ {{ return 200 \"ack\\n\"; }} }} }}\n",
+                   {tls_server} }}\n",
                 h2 = port + 1,
-                tls = port + 2,
-                cert = cert.display(),
-                key = key.display(),
                 d = dir.path().display(),
                 r = root.display(),
             ),

@@ -94,7 +94,7 @@ fn https_calls_are_dissected_from_plaintext_once_with_their_hellos() {
         require_tool(tool);
     }
     let pair = VethPair::new("tl");
-    let _nginx = Nginx::start(&pair.b, ADDR_B, NGINX_PORT);
+    let _nginx = Nginx::start_with_tls(&pair.b, ADDR_B, NGINX_PORT);
     let tmp = tempfile::tempdir().expect("tempdir");
     let data = tmp.path().join("data");
     let up = AgentProc::start_up(
