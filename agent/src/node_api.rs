@@ -60,6 +60,7 @@ fn routes(state: Arc<ApiState>) -> Router {
         .route("/v1/slices", get(list_slices))
         .route("/v1/slices/{kind}/{file}", get(get_slice))
         .route("/v1/cgroups", get(cgroups))
+        .route("/v1/tls", get(tls_status))
         .route("/metrics", get(prometheus))
         .fallback(not_found)
         .with_state(state)
@@ -207,6 +208,22 @@ struct SliceQuery {
     start: Option<i64>,
     end: Option<i64>,
     kind: Option<String>,
+}
+
+/// Whether this node reads TLS plaintext, from which libraries, and for which processes not,
+/// with why.
+async fn tls_status(State(state): State<Arc<ApiState>>) -> Json<Value> {
+    let libraries = state
+        .recorder
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .tls_status();
+    let node = state.node.clone();
+    Json(
+        tokio::task::spawn_blocking(move || crate::tls::status::report(&node, libraries))
+            .await
+            .unwrap_or_else(|e| json!({"node": state.node, "error": e.to_string()})),
+    )
 }
 
 async fn cgroups(State(state): State<Arc<ApiState>>) -> Json<Value> {

@@ -21,7 +21,7 @@ TOOLS = {
     "start_snapshot_dissection", "get_snapshot_dissection_status", "list_snapshot_dissections",
     "list_api_calls", "get_api_call", "get_api_stats", "analyze_calls", "describe_fields",
     "export_snapshot_pcap", "run_sql", "list_l4_flows", "get_l4_flow_summary",
-    "list_workloads", "list_ips", "get_coverage",
+    "list_workloads", "list_ips", "get_coverage", "get_tls_status",
 }
 sizes = {}
 
@@ -110,6 +110,10 @@ async def main():
             v = json.loads(text)
             check(not err and v["count"] == EXPECT["calls"] and v["errors"] == EXPECT["errors"], text[:400])
             check(len(v["slowest"]) == 5 and v["by_path"] and v["timeline"], text[:400])
+            # What the calls cannot show is said with them.
+            check("processes_decrypted" in v["tls_status"], text[:400])
+            err, text = await call(s, "10 tls", "get_tls_status", {})
+            check(not err and "nodes" in json.loads(text), text[:300])
             slowest = v["slowest"][0]["elapsed_time"]
             check(all(c.get("elapsed_time", 0) <= slowest for c in v["slowest"]), "slowest first")
             err, text = await call(s, "11 stats", "get_api_stats", {"db": db, "kfl": "http", "group_by": "path"})

@@ -5,7 +5,7 @@
 //! (though both ends' processes are hooked), read from plaintext (`capture_source` `ebpf_tls`)
 //! and carrying the connection's hellos instead of a separate TLS call.
 
-use std::{collections::BTreeMap, path::Path, time::Duration};
+use std::{collections::BTreeMap, path::Path, process::Stdio, time::Duration};
 
 use arrow::array::{Array as _, AsArray as _};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -231,6 +231,85 @@ fn https_calls_are_dissected_from_plaintext_once_with_their_hellos() {
         handshakes["calls"].as_array().map(Vec::len),
         Some(0),
         "{handshakes}"
+    );
+
+    // What is not decrypted is said, with why: wget (GnuTLS) connected to a TLS server that
+    // never answers, while nginx's TLS is read.
+    let (cert, key) = (tmp.path().join("cert.pem"), tmp.path().join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=x",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl");
+    assert!(made.success());
+    let mut silent = pair
+        .b
+        .command("openssl")
+        .args(["s_server", "-quiet", "-accept", "18099", "-cert"])
+        .arg(&cert)
+        .arg("-key")
+        .arg(&key)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("s_server");
+    std::thread::sleep(Duration::from_millis(500));
+    let mut wget = pair
+        .a
+        .command("wget")
+        .args([
+            "-q",
+            "-O",
+            "/dev/null",
+            "--no-check-certificate",
+            "--tries=1",
+        ])
+        .args(["--timeout=30", &format!("https://{ADDR_B}:18099/")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("wget");
+    std::thread::sleep(Duration::from_millis(1500));
+    let status = up.api_json("/mcp/tls-status");
+    let _ = wget.kill();
+    let _ = wget.wait();
+    let _ = silent.kill();
+    let _ = silent.wait();
+    let processes: Vec<&serde_json::Value> = status["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|n| n["processes"].as_array().into_iter().flatten())
+        .collect();
+    let wget_status = processes
+        .iter()
+        .find(|p| p["comm"] == "wget")
+        .unwrap_or_else(|| panic!("wget is listed: {status}"));
+    assert_eq!(wget_status["decrypted"], false, "{wget_status}");
+    assert_eq!(wget_status["stack"], "gnutls", "{wget_status}");
+    assert!(
+        wget_status["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("GnuTLS")),
+        "{wget_status}"
+    );
+    assert!(
+        processes
+            .iter()
+            .any(|p| p["comm"] == "nginx" && p["decrypted"] == true),
+        "nginx's TLS is read: {status}"
+    );
+    assert!(
+        status["summary"]["not_decrypted_by_stack"]["gnutls"].as_u64() >= Some(1),
+        "{status}"
     );
     up.stop();
 }

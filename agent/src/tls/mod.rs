@@ -8,6 +8,7 @@
 
 pub mod discover;
 pub mod slices;
+pub mod status;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -177,6 +178,7 @@ impl Probes {
             }
             self.libraries.insert(id, status);
         }
+        status::publish(self.status());
         hooked
     }
 

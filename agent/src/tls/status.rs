@@ -49,6 +49,23 @@ pub fn published() -> Option<Vec<LibraryStatus>> {
     PUBLISHED.lock().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
+/// Executables already classified, across requests.
+static EXES: Mutex<Option<ExeCache>> = Mutex::new(None);
+
+/// The TLS report of this node: whether plaintext is recorded, the libraries found and how each
+/// is hooked, and every process with an Internet socket (`GET /v1/tls`).
+pub fn report(node: &str, libraries: Option<Vec<LibraryStatus>>) -> serde_json::Value {
+    let mut exes = EXES.lock().unwrap_or_else(|p| p.into_inner());
+    let exes = exes.get_or_insert_with(ExeCache::default);
+    let procs = processes(Path::new("/proc"), libraries.as_deref(), exes);
+    serde_json::json!({
+        "node": node,
+        "enabled": libraries.is_some(),
+        "libraries": libraries.unwrap_or_default(),
+        "processes": procs,
+    })
+}
+
 /// Socket inodes of Internet sockets, read once per network namespace.
 fn inet_inodes(proc: &Path, pids: &[u32]) -> HashSet<u64> {
     let mut namespaces = HashSet::new();
@@ -84,7 +101,10 @@ fn socket_count(proc: &Path, pid: u32, inet: &HashSet<u64>) -> usize {
         .filter_map(|fd| std::fs::read_link(fd.path()).ok())
         .filter_map(|target| {
             let t = target.to_str()?;
-            t.strip_prefix("socket:[")?.strip_suffix(']')?.parse::<u64>().ok()
+            t.strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .parse::<u64>()
+                .ok()
         })
         .filter(|inode| inet.contains(inode))
         .count()
@@ -119,7 +139,10 @@ fn classify_executable(path: &Path) -> Option<(&'static str, &'static str)> {
         ));
     }
     if has(b"rustls") {
-        return Some(("rustls", "rustls (Rust) is compiled into the binary: unsupported"));
+        return Some((
+            "rustls",
+            "rustls (Rust) is compiled into the binary: unsupported",
+        ));
     }
     if has(b"SSL_write") && has(b"SSL_read") {
         return Some((
@@ -211,7 +234,8 @@ pub fn processes(
             status.stack = "gnutls";
             status.library = Some(lib);
             status.reason = Some("GnuTLS: unsupported".into());
-        } else if let Some(lib) = mapped_named("libssl3.so").or_else(|| mapped_named("libnss3.so")) {
+        } else if let Some(lib) = mapped_named("libssl3.so").or_else(|| mapped_named("libnss3.so"))
+        {
             status.stack = "nss";
             status.library = Some(lib);
             status.reason = Some("NSS: unsupported".into());
@@ -246,7 +270,10 @@ mod tests {
         let rust = write("rust", b"\x7fELF...rustls::client...");
         assert_eq!(classify_executable(&rust).map(|c| c.0), Some("rustls"));
         let envoy = write("envoy", b"\x7fELF...SSL_write...SSL_read...");
-        assert_eq!(classify_executable(&envoy).map(|c| c.0), Some("openssl-static"));
+        assert_eq!(
+            classify_executable(&envoy).map(|c| c.0),
+            Some("openssl-static")
+        );
         let plain = write("plain", b"\x7fELF...nothing here");
         assert_eq!(classify_executable(&plain), None);
     }

@@ -15,6 +15,7 @@ mod resolve;
 mod snapshots;
 mod sql;
 mod stats;
+mod tls;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
@@ -367,6 +368,7 @@ pub fn router(state: Arc<AnalyzerState>) -> Router {
         .route("/mcp/resolve/workloads", get(resolve::workloads))
         .route("/mcp/resolve/ips", get(resolve::ips))
         .route("/mcp/coverage", get(resolve::coverage))
+        .route("/mcp/tls-status", get(tls::tls_status))
         .route("/mcp/endpoints", get(endpoints::endpoints))
         .route("/openapi.json", get(endpoints::openapi));
     let both = Router::new().merge(routes.clone()).nest("/api", routes);

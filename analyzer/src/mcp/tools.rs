@@ -278,6 +278,12 @@ pub fn definitions() -> Vec<Tool> {
             true,
         ),
         tool(
+            "get_tls_status",
+            "Whether TLS traffic is decrypted, per node and process, and if not why: library not hooked, statically linked (OpenSSL/BoringSSL, Go), unsupported stack (Java, rustls, GnuTLS, NSS). A process whose TLS is not decrypted shows only TLS handshakes and connections, never HTTP calls: call this before concluding that a service had no HTTPS traffic.",
+            schema(json!({}), &[]),
+            true,
+        ),
+        tool(
             "describe_fields",
             "The KFL fields (name, type, description) and aliases, for writing filters.",
             schema(json!({}), &[]),
@@ -558,6 +564,14 @@ pub async fn call(
             );
             let (v, _) = get(mcp, &slow, name).await;
             out["slowest"] = v["calls"].clone();
+            // What the calls cannot show: TLS that is not decrypted.
+            let (tls, _) = get(mcp, "/mcp/tls-status", name).await;
+            let mut summary = tls["summary"].clone();
+            if let Some(s) = summary.as_object_mut() {
+                // Counts only here; `get_tls_status` lists the processes.
+                s.remove("not_decrypted");
+            }
+            out["tls_status"] = summary;
             (out, false)
         }
         "export_snapshot_pcap" => {
@@ -699,6 +713,7 @@ pub async fn call(
             get(mcp, &format!("/mcp/resolve/{route}?{q}"), name).await
         }
         "get_coverage" => get(mcp, "/mcp/coverage", name).await,
+        "get_tls_status" => get(mcp, "/mcp/tls-status", name).await,
         "describe_fields" => {
             let (v, err) = get(mcp, "/mcp/fields", name).await;
             // Compact: name, type, description; a model reads every byte.

@@ -151,6 +151,27 @@ impl RemoteAgents {
         Ok(answer)
     }
 
+    /// `GET <path>` of every agent, in parallel: (node, its JSON or why not).
+    pub fn all_json(&self, path: &str) -> Vec<(String, Result<serde_json::Value, String>)> {
+        let urls = self.urls();
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = urls
+                .iter()
+                .map(|url| {
+                    scope.spawn(move || {
+                        let answer = self.get(&format!("{url}{path}")).and_then(|r| {
+                            r.into_body()
+                                .read_json::<serde_json::Value>()
+                                .map_err(|e| format!("{url}{path}: {e}"))
+                        });
+                        (self.known_name(url).unwrap_or_else(|| url.clone()), answer)
+                    })
+                })
+                .collect();
+            handles.into_iter().filter_map(|h| h.join().ok()).collect()
+        })
+    }
+
     /// Every agent's boundaries, asked in parallel.
     pub fn all_boundaries(&self) -> Vec<AgentBoundaries> {
         let urls = self.urls();
