@@ -319,9 +319,13 @@ fn bench(which: &str, args: &[String]) -> anyhow::Result<()> {
             sh::require_root("the cluster benchmark runs agents in network namespaces")?;
             run_bench(&["remora-agent", "remora-analyzer"], "bench-cluster", args)
         }
+        "tls" => {
+            sh::require_root("the TLS benchmark attaches uprobes")?;
+            run_bench(&["remora-agent"], "bench-tls", args)
+        }
         other => {
             bail!(
-                "unknown benchmark `{other}`; available: capture, dissect, query, jobs, pcap, cluster"
+                "unknown benchmark `{other}`; available: capture, dissect, query, jobs, pcap, cluster, tls"
             )
         }
     }

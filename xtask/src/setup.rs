@@ -37,6 +37,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("dnsperf", "/usr/bin/dnsperf"),
     // Impairments for the TCP analysis tests (drops after the capture point).
     ("nftables", "/usr/sbin/nft"),
+    // A TLS client on GnuTLS: a process whose TLS Remora reports as not decrypted.
+    ("wget", "/usr/bin/wget"),
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

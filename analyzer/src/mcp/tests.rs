@@ -170,6 +170,7 @@ async fn every_tool_stays_under_its_budget_and_pages_reach_every_call() {
         ),
         ("list_ips", json!({"limit": 1000, "name_regex": "^pod-"})),
         ("get_coverage", json!({})),
+        ("get_tls_status", json!({})),
         ("list_l4_flows", json!({"db": db, "limit": 1000})),
         (
             "get_l4_flow_summary",

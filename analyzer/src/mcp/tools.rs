@@ -713,7 +713,20 @@ pub async fn call(
             get(mcp, &format!("/mcp/resolve/{route}?{q}"), name).await
         }
         "get_coverage" => get(mcp, "/mcp/coverage", name).await,
-        "get_tls_status" => get(mcp, "/mcp/tls-status", name).await,
+        "get_tls_status" => {
+            let (mut v, err) = get(mcp, "/mcp/tls-status", name).await;
+            // Processes without any TLS library say nothing about decryption: counted, not
+            // listed, and the rest fitted to the budget.
+            for node in v["nodes"].as_array_mut().into_iter().flatten() {
+                if let Some(list) = node["processes"].as_array_mut() {
+                    let before = list.len();
+                    list.retain(|p| p["stack"] != "none");
+                    node["processes_without_tls"] = json!(before - list.len());
+                }
+            }
+            super::bound::bound(&mut v, super::bound::DEFAULT_BUDGET);
+            (v, err)
+        }
         "describe_fields" => {
             let (v, err) = get(mcp, "/mcp/fields", name).await;
             // Compact: name, type, description; a model reads every byte.
