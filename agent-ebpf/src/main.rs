@@ -1,5 +1,6 @@
 //! The packet recorder: a TC classifier on clsact/TCX ingress and egress; the socket hooks on
-//! tracepoints ([`sockets`]); the TLS plaintext hooks, uprobes on OpenSSL ([`tls`]).
+//! tracepoints ([`sockets`]); the TLS plaintext hooks, uprobes on OpenSSL ([`tls`]) and on Go's
+//! crypto/tls ([`gotls`]).
 //!
 //! For every packet it writes a [`PacketEventHeader`] into this CPU's perf ring and lets the
 //! kernel append the first `SNAPLEN` bytes of the frame straight from the skb (the
@@ -15,6 +16,7 @@
 #![no_std]
 #![no_main]
 
+mod gotls;
 mod sockets;
 mod tls;
 
@@ -243,6 +245,22 @@ fn load_net<T: Copy + Default>(ctx: &TcContext, offset: u32) -> Option<T> {
         )
     };
     (rc == 0).then_some(value)
+}
+
+/// Ring-buffer bytes waiting after which a write wakes the agent up; below, the agent finds
+/// them on its next poll (every 100 ms). A wakeup per record costs an inter-processor
+/// interrupt, which in a VM is a VM exit: tens of microseconds charged to the traced call.
+const WAKE_AT_BYTES: u64 = 512 << 10;
+
+/// The flags for a ring-buffer write: wake the reader only when a batch is waiting.
+#[inline(always)]
+fn wakeup_flags(ring: &aya_ebpf::maps::RingBuf) -> u64 {
+    use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
+    if ring.query(u64::from(BPF_RB_AVAIL_DATA)) >= WAKE_AT_BYTES {
+        u64::from(BPF_RB_FORCE_WAKEUP)
+    } else {
+        u64::from(BPF_RB_NO_WAKEUP)
+    }
 }
 
 #[cfg(not(test))]

@@ -27,13 +27,28 @@ use remora_agent_common::{
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct TlsCall {
-    ssl: u64,
+    /// The connection: OpenSSL's `SSL*`, Go's `*tls.Conn`.
+    pub ssl: u64,
     buf: u64,
     /// `size_t *` of the `_ex` variants, 0 for the others.
     out_len: u64,
     /// Set by the sock tracepoints when the call does I/O.
     pub skaddr: u64,
     direction: u64,
+}
+
+impl TlsCall {
+    /// A call on connection `ssl` moving bytes at `buf`.
+    #[inline(always)]
+    pub fn new(ssl: u64, buf: u64, out_len: u64, direction: u8) -> Self {
+        Self {
+            ssl,
+            buf,
+            out_len,
+            skaddr: 0,
+            direction: u64::from(direction),
+        }
+    }
 }
 
 /// One chunk as written to the ring: header, then up to `TLS_CHUNK_BYTES` of plaintext.
@@ -77,13 +92,7 @@ fn enter(ctx: &ProbeContext, direction: u8, ex: bool) {
     } else {
         0
     };
-    let call = TlsCall {
-        ssl,
-        buf,
-        out_len,
-        skaddr: 0,
-        direction: u64::from(direction),
-    };
+    let call = TlsCall::new(ssl, buf, out_len, direction);
     let _ = TLS_CALLS.insert(bpf_get_current_pid_tgid(), call, 0);
 }
 
@@ -160,6 +169,12 @@ fn ret(ctx: &RetProbeContext) -> Option<()> {
         }
         n as u64
     };
+    emit(&call, total, pid_tgid)
+}
+
+/// Writes the `total` bytes `call` moved to the ring, in chunks.
+#[inline(always)]
+pub fn emit(call: &TlsCall, total: u64, pid_tgid: u64) -> Option<()> {
     let tgid = pid_tgid >> 32;
     let key = [tgid, call.ssl];
     let skaddr = if call.skaddr != 0 {
@@ -243,7 +258,10 @@ fn ret(ctx: &RetProbeContext) -> Option<()> {
                 TLS_CHUNK_HEADER_BYTES + n,
             )
         };
-        if TLS_EVENTS.output::<[u8]>(bytes, 0).is_ok() {
+        if TLS_EVENTS
+            .output::<[u8]>(bytes, crate::wakeup_flags(&TLS_EVENTS))
+            .is_ok()
+        {
             count(|c| c.chunks += 1);
         } else {
             count(|c| c.dropped += 1);

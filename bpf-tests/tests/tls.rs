@@ -314,6 +314,101 @@ fn https_calls_are_dissected_from_plaintext_once_with_their_hellos() {
     up.stop();
 }
 
+/// Go's crypto/tls (linked into the binary, no libssl): a Go client built here with Debian's
+/// Go makes two HTTP/1.1 requests on one connection and one over HTTP/2; the agent hooks the
+/// binary when it starts (entry and every RET, no uretprobes) and the calls are dissected from
+/// its plaintext like OpenSSL's.
+#[test]
+fn go_https_calls_are_dissected_from_plaintext() {
+    require_root();
+    for tool in ["go", "nginx", "openssl"] {
+        require_tool(tool);
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let client = tmp.path().join("go_tls_client");
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/go_tls_client/main.go");
+    let built = std::process::Command::new("go")
+        .arg("build")
+        .arg("-o")
+        .arg(&client)
+        .arg(&source)
+        .env("GOCACHE", tmp.path().join("gocache"))
+        .env("GOPATH", tmp.path().join("gopath"))
+        .env("GO111MODULE", "off")
+        .env("CGO_ENABLED", "0")
+        .output()
+        .expect("go runs (Debian package golang-go)");
+    assert!(
+        built.status.success(),
+        "go build: {}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let pair = VethPair::new("tg");
+    let _nginx = Nginx::start_with_tls(&pair.b, ADDR_B, NGINX_PORT);
+    let data = tmp.path().join("data");
+    let up = AgentProc::start_up(
+        &pair.a,
+        &data,
+        API_PORT,
+        &[
+            "--slice-duration",
+            "1s",
+            "--tls",
+            "on",
+            "--socket-events",
+            "on",
+        ],
+    );
+    let start_ms = now_ms() - 1000;
+    let out = pair.a.exec_ok(
+        client.to_str().unwrap_or_default(),
+        &[&format!("https://{ADDR_B}:{TLS_PORT}")],
+    );
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["HTTP/1.1 200", "HTTP/1.1 200", "HTTP/2.0 200"],
+        "the Go client's own log"
+    );
+    std::thread::sleep(Duration::from_millis(2500));
+    let snap = up.snapshot("g", start_ms, now_ms());
+    assert_eq!(snap["status"], "completed", "{snap}");
+    let calls = up.dissected_http_calls("g");
+    let mut seen: Vec<(String, String)> = calls
+        .iter()
+        .map(|c| {
+            (
+                c["path"].as_str().unwrap_or("").to_owned(),
+                c["protocol"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            ("/ack/go-0".to_owned(), "HTTP".to_owned()),
+            ("/ack/go-1".to_owned(), "HTTP".to_owned()),
+            ("/ack/go-2".to_owned(), "HTTP/2".to_owned()),
+        ],
+        "{calls:?}"
+    );
+    for call in &calls {
+        assert_eq!(call["capture_source"], "ebpf_tls", "{call}");
+        assert_eq!(call["status_code"], 200, "{call}");
+        assert_eq!(call["src.process"], "go_tls_client", "{call}");
+        assert_eq!(
+            (&call["src.ip"], &call["dst.ip"]),
+            (&json!(ADDR_A), &json!(ADDR_B)),
+            "{call}"
+        );
+        assert_eq!(call["dst.port"], json!(TLS_PORT), "{call}");
+    }
+    // The two HTTP/1.1 calls share their connection, as the client kept it alive.
+    let h1: Vec<_> = calls.iter().filter(|c| c["protocol"] == "HTTP").collect();
+    assert_eq!(h1[0]["src.port"], h1[1]["src.port"], "{h1:?}");
+    up.stop();
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

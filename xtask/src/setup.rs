@@ -39,6 +39,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("nftables", "/usr/sbin/nft"),
     // A TLS client on GnuTLS: a process whose TLS Remora reports as not decrypted.
     ("wget", "/usr/bin/wget"),
+    // Go's crypto/tls, for the Go TLS test peer (built from bpf-tests/tests/go_tls_client).
+    ("golang-go", "/usr/bin/go"),
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

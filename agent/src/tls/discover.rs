@@ -100,6 +100,27 @@ pub fn scan(proc: &Path, wanted: &mut dyn FnMut(u32) -> bool) -> BTreeMap<FileId
     found
 }
 
+/// The executable of process `pid`: its file id and paths.
+pub fn executable(proc: &Path, pid: u32) -> Option<(FileId, Library)> {
+    let dir = proc.join(pid.to_string());
+    let exe = std::fs::read_link(dir.join("exe")).ok()?;
+    let exe = exe.to_str()?.to_owned();
+    let maps = std::fs::read_to_string(dir.join("maps")).ok()?;
+    let (dev, inode, path) = maps
+        .lines()
+        .filter_map(parse_maps_line)
+        .find(|(_, _, path)| *path == exe)?;
+    Some((
+        (dev, inode),
+        Library {
+            open_path: dir.join("root").join(path.trim_start_matches('/')),
+            path,
+            kind: "go",
+            pids: vec![pid],
+        },
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

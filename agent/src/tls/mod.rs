@@ -7,6 +7,7 @@
 //! (`Probes::status`), so an empty result is never mistaken for "no traffic".
 
 pub mod discover;
+pub mod go;
 pub mod slices;
 pub mod status;
 
@@ -35,6 +36,11 @@ use crate::{
 };
 use discover::{FileId, Library};
 use slices::TlsRow;
+
+/// Go's probes (`agent-ebpf/src/gotls.rs`): entries, and the program put on every `RET`.
+const GO_WRITE_PROGRAM: &str = "remora_go_write";
+const GO_READ_PROGRAM: &str = "remora_go_read";
+const GO_RETURN_PROGRAM: &str = "remora_go_ret";
 
 /// Entry probes: (program, symbol).
 const ENTRIES: [(&str, &str); 5] = [
@@ -65,6 +71,8 @@ pub struct LibraryStatus {
     pub missing: Vec<String>,
     /// Why it is not hooked.
     pub error: Option<String>,
+    /// What was hooked (Go: the version and the RETs probed).
+    pub detail: Option<String>,
 }
 
 /// The TLS probes: what is attached, and to what.
@@ -77,6 +85,8 @@ pub struct Probes {
     /// (a library loaded later with dlopen).
     scanned: std::collections::HashSet<u32>,
     full_scan_at: Instant,
+    /// Executables read already that are not Go (not read again).
+    not_go: std::collections::HashSet<FileId>,
 }
 
 /// How often every process's maps are read again.
@@ -93,7 +103,12 @@ impl Probes {
     /// Loads the TLS programs of `ebpf` (nothing attached yet); returns the probes and their
     /// ring.
     pub fn load(ebpf: &mut Ebpf) -> Result<(Self, Ring)> {
-        for name in ENTRIES.iter().map(|(p, _)| *p).chain([RETURN_PROGRAM]) {
+        for name in ENTRIES.iter().map(|(p, _)| *p).chain([
+            RETURN_PROGRAM,
+            GO_WRITE_PROGRAM,
+            GO_READ_PROGRAM,
+            GO_RETURN_PROGRAM,
+        ]) {
             let program: &mut UProbe = ebpf
                 .program_mut(name)
                 .ok_or_else(|| AgentError::Load(format!("program {name} missing from object")))?
@@ -121,6 +136,7 @@ impl Probes {
                 proc: PathBuf::from("/proc"),
                 scanned: Default::default(),
                 full_scan_at: Instant::now(),
+                not_go: Default::default(),
             },
             Ring {
                 ring,
@@ -147,7 +163,15 @@ impl Probes {
             }
         }
         let scanned = &mut self.scanned;
-        let found = discover::scan(&self.proc, &mut |pid| scanned.insert(pid));
+        let mut new_pids = Vec::new();
+        let found = discover::scan(&self.proc, &mut |pid| {
+            let new = scanned.insert(pid);
+            if new {
+                new_pids.push(pid);
+            }
+            new
+        });
+        hooked_go(self, ebpf, &new_pids);
         {
             let mut by_pid = self.libs_by_pid.lock().unwrap_or_else(|p| p.into_inner());
             for lib in found.values() {
@@ -188,6 +212,100 @@ impl Probes {
     }
 }
 
+/// Hooks the Go executables of `pids` not seen before.
+fn hooked_go(probes: &mut Probes, ebpf: &mut Ebpf, pids: &[u32]) {
+    for &pid in pids {
+        let Some((id, exe)) = discover::executable(&probes.proc, pid) else {
+            continue;
+        };
+        if probes.not_go.contains(&id) {
+            continue;
+        }
+        if let Some(known) = probes.libraries.get_mut(&id) {
+            if !known.pids.contains(&pid) {
+                known.pids.push(pid);
+            }
+            continue;
+        }
+        let status = match go::targets(&exe.open_path) {
+            Err(go::GoError::NotGo | go::GoError::Unreadable(_)) => {
+                probes.not_go.insert(id);
+                continue;
+            }
+            Err(e) => LibraryStatus {
+                path: exe.path.clone(),
+                kind: "go",
+                pids: vec![pid],
+                hooked: false,
+                missing: Vec::new(),
+                error: Some(e.to_string()),
+                detail: None,
+            },
+            Ok(targets) => attach_go(ebpf, &exe, pid, &targets),
+        };
+        match &status.error {
+            None => tracing::info!(binary = %exe.path, pid, "reading Go TLS plaintext"),
+            Some(e) => tracing::warn!(binary = %exe.path, error = %e, "Go binary not hooked"),
+        }
+        probes.libraries.insert(id, status);
+    }
+}
+
+/// Attaches Go's probes to one executable: both entries, and every `RET` of both functions.
+fn attach_go(ebpf: &mut Ebpf, exe: &Library, pid: u32, targets: &go::GoTargets) -> LibraryStatus {
+    use aya::programs::uprobe::UProbeAttachLocation;
+    let mut status = LibraryStatus {
+        path: exe.path.clone(),
+        kind: "go",
+        pids: vec![pid],
+        hooked: false,
+        missing: Vec::new(),
+        error: None,
+        detail: None,
+    };
+    let mut points: Vec<(&str, UProbeAttachLocation<'_>)> = vec![
+        (GO_WRITE_PROGRAM, UProbeAttachLocation::Symbol(go::WRITE)),
+        (GO_READ_PROGRAM, UProbeAttachLocation::Symbol(go::READ)),
+    ];
+    for off in &targets.write_returns {
+        points.push((
+            GO_RETURN_PROGRAM,
+            UProbeAttachLocation::SymbolOffset(go::WRITE, *off),
+        ));
+    }
+    for off in &targets.read_returns {
+        points.push((
+            GO_RETURN_PROGRAM,
+            UProbeAttachLocation::SymbolOffset(go::READ, *off),
+        ));
+    }
+    for (program, location) in points {
+        let result = ebpf
+            .program_mut(program)
+            .ok_or_else(|| format!("program {program} missing"))
+            .and_then(|p| {
+                let probe: &mut UProbe = p
+                    .try_into()
+                    .map_err(|e: aya::programs::ProgramError| e.to_string())?;
+                probe
+                    .attach(location, &exe.open_path, UProbeScope::AllProcesses)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            });
+        if let Err(e) = result {
+            status.error = Some(format!("{} ({}): {e}", program, targets.version));
+            return status;
+        }
+    }
+    status.hooked = true;
+    status.detail = Some(format!(
+        "{}: entries and {} RETs probed",
+        targets.version,
+        targets.write_returns.len() + targets.read_returns.len()
+    ));
+    status
+}
+
 /// Attaches every probe to one library file.
 fn attach(ebpf: &mut Ebpf, lib: &Library) -> LibraryStatus {
     let mut status = LibraryStatus {
@@ -197,6 +315,7 @@ fn attach(ebpf: &mut Ebpf, lib: &Library) -> LibraryStatus {
         hooked: false,
         missing: Vec::new(),
         error: None,
+        detail: None,
     };
     let mut attach_one = |program: &str, symbol: &str| -> std::result::Result<(), String> {
         let probe: &mut UProbe = ebpf

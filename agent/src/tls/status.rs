@@ -135,7 +135,8 @@ fn classify_executable(path: &Path) -> Option<(&'static str, &'static str)> {
     if has(b".go.buildinfo") || has(b"\xff Go buildinf:") {
         return Some((
             "go",
-            "Go's crypto/tls is compiled into the binary; Remora does not hook Go yet",
+            "a Go binary not hooked (yet: new executables are read every second; or TLS \
+             plaintext is off)",
         ));
     }
     if has(b"rustls") {
@@ -239,6 +240,18 @@ pub fn processes(
             status.stack = "nss";
             status.library = Some(lib);
             status.reason = Some("NSS: unsupported".into());
+        } else if let Some(go) = libraries
+            .into_iter()
+            .flatten()
+            .find(|l| l.kind == "go" && l.path == status.exe)
+        {
+            status.stack = "go";
+            status.library = Some(go.path.clone());
+            status.decrypted = go.hooked;
+            status.reason = go
+                .error
+                .clone()
+                .map(|e| format!("its Go binary could not be hooked: {e}"));
         } else if let Some((stack, reason)) = exes.classify(&dir.join("exe")) {
             status.stack = stack;
             status.reason = Some(reason.into());

@@ -5,13 +5,17 @@
 //!   Python's ssl module drives a client and a server over memory BIOs (no sockets, no network:
 //!   only the TLS calls and the probes), `--calls` round trips of 1 KiB each way per round, the
 //!   two modes alternating over `--runs` rounds. Added latency per call = (with − without) / 4
-//!   (each round trip is two writes and two reads).
+//!   (each round trip is two writes and two reads). Two more figures split it: the time the
+//!   agent's BPF programs run per call (the kernel's `bpf_stats`, read with bpftool), and the
+//!   trap a uprobe costs on this machine whatever runs in it (a tracefs uprobe with no program,
+//!   on the two functions, in a third mode).
 //! - `cpu`: the agent's CPU while wrk (OpenSSL) drives nginx over TLS between two network
 //!   namespaces as fast as it can, with TLS plaintext recorded and without (packets only),
 //!   normalised to 10,000 requests per second; and wrk's rate both ways (what the probes cost
 //!   the traffic).
 
 use std::{
+    io::Write as _,
     path::{Path, PathBuf},
     process::Stdio,
     time::{Duration, Instant},
@@ -160,6 +164,8 @@ fn latency(args: &Args, dir: &Path) -> anyhow::Result<()> {
         Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
     };
     let (mut off, mut on, mut added) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut bpf_us, mut trap_us) = (Vec::new(), Vec::new());
+    let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1");
     println!(
         "latency: {} round trips (1 KiB each way: 2 SSL_write_ex + 2 SSL_read_ex) per round",
         args.calls
@@ -175,11 +181,19 @@ fn latency(args: &Args, dir: &Path) -> anyhow::Result<()> {
         for probes in order {
             let agent = probes.then(|| agent(&ns, dir, true));
             let ns_per_trip = run_loop()?;
+            if probes && let Some(per_call) = bpf_us_per_call() {
+                bpf_us.push(per_call);
+            }
             if let Some(a) = agent {
                 a.stop();
             }
             this[usize::from(probes)] = ns_per_trip;
         }
+        // The trap alone: an entry uprobe with no program on both functions (one trap a call).
+        let bare = bare_uprobes()?;
+        let trap = (run_loop()? - this[0]) / 4.0 / 1000.0;
+        drop(bare);
+        trap_us.push(trap);
         let per_call_us = (this[1] - this[0]) / 4.0 / 1000.0;
         println!(
             "  round {}: without probes {:.0} ns/trip, with {:.0} ns/trip: +{per_call_us:.2} µs per call",
@@ -200,7 +214,91 @@ fn latency(args: &Args, dir: &Path) -> anyhow::Result<()> {
         median(&mut off),
         median(&mut on)
     );
+    if !bpf_us.is_empty() {
+        println!(
+            "latency: of which the agent's BPF programs (entry + return) {:.2} µs per call \
+             (spread {})",
+            median(&mut bpf_us.clone()),
+            spread(&bpf_us)
+        );
+    }
+    println!(
+        "latency: one uprobe trap with no program on this machine {:.2} µs (spread {}); each \
+         SSL call takes two (entry and return)",
+        median(&mut trap_us.clone()),
+        spread(&trap_us)
+    );
     Ok(())
+}
+
+/// µs the agent's TLS programs ran per SSL call, from `bpftool prog show` (bpf_stats on).
+fn bpf_us_per_call() -> Option<f64> {
+    let out = std::process::Command::new("bpftool")
+        .args(["-j", "prog", "show"])
+        .output()
+        .ok()?;
+    let progs: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    let (mut entry, mut ret) = ((0.0, 0.0), (0.0, 0.0));
+    for p in progs.as_array()? {
+        let name = p["name"].as_str().unwrap_or("");
+        let (t, n) = (
+            p["run_time_ns"].as_f64().unwrap_or(0.0),
+            p["run_cnt"].as_f64().unwrap_or(0.0),
+        );
+        match name {
+            "remora_ssl_write_ex"
+            | "remora_ssl_read_ex"
+            | "remora_ssl_write"
+            | "remora_ssl_read" => entry = (entry.0 + t, entry.1 + n),
+            "remora_ssl_ret" => ret = (ret.0 + t, ret.1 + n),
+            _ => {}
+        }
+    }
+    (entry.1 > 0.0 && ret.1 > 0.0).then(|| (entry.0 / entry.1 + ret.0 / ret.1) / 1000.0)
+}
+
+/// Entry uprobes with no program on SSL_write_ex and SSL_read_ex (tracefs), removed on drop.
+struct BareUprobes;
+
+const TRACEFS: &str = "/sys/kernel/tracing";
+
+fn bare_uprobes() -> anyhow::Result<BareUprobes> {
+    let lib = "/usr/lib/x86_64-linux-gnu/libssl.so.3";
+    let syms = std::process::Command::new("readelf")
+        .args(["-Ws", "--dyn-syms", lib])
+        .output()
+        .context("readelf")?;
+    let text = String::from_utf8_lossy(&syms.stdout);
+    for (event, symbol) in [("rbench_w", "SSL_write_ex"), ("rbench_r", "SSL_read_ex")] {
+        let offset = text
+            .lines()
+            .find_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.len() >= 8 && f[7].split('@').next() == Some(symbol)).then(|| f[1].to_owned())
+            })
+            .with_context(|| format!("{symbol} in {lib}"))?;
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(format!("{TRACEFS}/uprobe_events"))?
+            .write_all(format!("p:uprobes/{event} {lib}:0x{offset}\n").as_bytes())?;
+        std::fs::write(format!("{TRACEFS}/events/uprobes/{event}/enable"), "1")?;
+    }
+    Ok(BareUprobes)
+}
+
+impl Drop for BareUprobes {
+    fn drop(&mut self) {
+        for event in ["rbench_w", "rbench_r"] {
+            let _ = std::fs::write(format!("{TRACEFS}/events/uprobes/{event}/enable"), "0");
+            if let Ok(mut f) = std::fs::OpenOptions::new()
+                .append(true)
+                .open(format!("{TRACEFS}/uprobe_events"))
+            {
+                let _ = f.write_all(format!("-:uprobes/{event}\n").as_bytes());
+            }
+        }
+        let _ = std::fs::write(format!("{TRACEFS}/trace"), "");
+    }
 }
 
 /// User + system CPU seconds of `pid` so far.
