@@ -22,6 +22,7 @@ pub mod decode;
 pub mod drops;
 pub mod ebpf;
 pub mod error;
+pub mod event_ring;
 pub mod flags;
 pub mod interfaces;
 pub mod metrics;

@@ -182,8 +182,8 @@ async fn boundaries(State(state): State<Arc<ApiState>>) -> Json<Value> {
     let in_slices = crate::drops::sum_slices(&all);
     Json(json!({
         "node": state.node,
-        "oldest_ts": all.iter().map(|s| ms(s.start_ns)).min(),
-        "newest_ts": all.iter().map(|s| ms(s.end_ns)).max(),
+        "oldest_ts": store::recorded_span(&all).map(|(first, _)| ms(first)),
+        "newest_ts": store::recorded_span(&all).map(|(_, last)| ms(last)),
         "kinds": kinds,
         "drops": {
             "packets": totals.dropped_packets,

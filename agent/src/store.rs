@@ -97,6 +97,18 @@ pub fn list_node(node_dir: &Path) -> Vec<SliceFile> {
     all
 }
 
+/// The window a node's slices cover, as snapshots may trust it: its packet slices'. The other
+/// kinds are written only when there are events and sealed on their own, so their newest end
+/// says nothing about what is published: a node whose first packet slice is not out yet has
+/// recorded nothing a snapshot can rely on. `(oldest start, newest end)`, ns.
+pub fn recorded_span(slices: &[SliceFile]) -> Option<(i64, i64)> {
+    let packets = || slices.iter().filter(|s| s.kind == "packets");
+    Some((
+        packets().map(|s| s.start_ns).min()?,
+        packets().map(|s| s.end_ns).max()?,
+    ))
+}
+
 /// Deletes temporary files a killed writer left behind; returns how many.
 pub fn sweep_temp_files(dir: &Path) -> usize {
     let Ok(entries) = fs::read_dir(dir) else {

@@ -610,25 +610,7 @@ impl Nginx {
         fs::write(root.join("big.bin"), big).expect("big");
         let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
         let tls_server = if tls {
-            let made = Command::new("openssl")
-                .args([
-                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                ])
-                .args([
-                    "-subj",
-                    "/CN=remora.test",
-                    "-addext",
-                    "subjectAltName=DNS:remora.test",
-                ])
-                .arg("-keyout")
-                .arg(&key)
-                .arg("-out")
-                .arg(&cert)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .expect("openssl runs (Debian package openssl)");
-            assert!(made.success(), "openssl could not make a test certificate");
+            self_signed(&cert, &key, "remora.test");
             format!(
                 "server {{ listen {addr}:{tls_port} ssl http2; root {r};\n\
                    ssl_certificate {cert}; ssl_certificate_key {key};\n\
@@ -697,6 +679,25 @@ impl Drop for Nginx {
             }
         }
     }
+}
+
+/// Writes a self-signed certificate for `name` (and its key) with openssl, for test servers.
+pub fn self_signed(cert: &Path, key: &Path, name: &str) {
+    let made = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args(["-subj", &format!("/CN={name}")])
+        .args(["-addext", &format!("subjectAltName=DNS:{name}")])
+        .arg("-keyout")
+        .arg(key)
+        .arg("-out")
+        .arg(cert)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl runs (Debian package openssl)");
+    assert!(made.success(), "openssl could not make a test certificate");
 }
 
 /// A memory field of `/proc/<pid>/status` (`"VmRSS"`, `"VmHWM"`, ...) in bytes; `pid` may be

@@ -11,7 +11,7 @@ use arrow::array::{Array as _, AsArray as _};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use remora_bpf_tests::{
     netns::{ADDR_A, ADDR_B, VethPair},
-    proc::{AgentProc, Nginx},
+    proc::{AgentProc, Nginx, self_signed},
     require_root, require_tool,
 };
 use serde_json::json;
@@ -236,19 +236,7 @@ fn https_calls_are_dissected_from_plaintext_once_with_their_hellos() {
     // What is not decrypted is said, with why: wget (GnuTLS) connected to a TLS server that
     // never answers, while nginx's TLS is read.
     let (cert, key) = (tmp.path().join("cert.pem"), tmp.path().join("key.pem"));
-    let made = std::process::Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=x",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("openssl");
-    assert!(made.success());
+    self_signed(&cert, &key, "silent.test");
     let mut silent = pair
         .b
         .command("openssl")

@@ -437,32 +437,7 @@ impl Engine {
             } else {
                 1
             };
-            TcpConn {
-                id: *next_id,
-                sides: [src, dst],
-                client,
-                first_ns: ts_ns,
-                last_ns: ts_ns,
-                syn_ns: None,
-                last_syn_ns: None,
-                syn_seq: None,
-                synack_ns: None,
-                handshake_us: None,
-                halves: [HalfStream::default(), HalfStream::default()],
-                packets: [0; 2],
-                bytes: [0; 2],
-                fins: 0,
-                fin_by: [false; 2],
-                resets: 0,
-                rst_by: None,
-                rst_ns: None,
-                analysis: TcpAnalysis::default(),
-                l7: L7::Unknown,
-                calls: 0,
-                held: 0,
-                plaintext: false,
-                tls_info: None,
-            }
+            TcpConn::new(*next_id, [src, dst], client, ts_ns)
         });
         let dir = usize::from(conn.sides[0] != src);
         conn.last_ns = ts_ns;
@@ -610,35 +585,11 @@ impl Engine {
                 self.next_id += 1;
                 self.next_id
             });
-            self.tcp.insert(
-                k,
-                TcpConn {
-                    id,
-                    sides: [local, peer],
-                    client: 0,
-                    first_ns: ts_ns,
-                    last_ns: ts_ns,
-                    syn_ns: None,
-                    last_syn_ns: None,
-                    syn_seq: None,
-                    synack_ns: None,
-                    handshake_us,
-                    halves: [HalfStream::default(), HalfStream::default()],
-                    packets: [0; 2],
-                    bytes: [0; 2],
-                    fins: 0,
-                    fin_by: [false; 2],
-                    resets: 0,
-                    rst_by: None,
-                    rst_ns: None,
-                    analysis: TcpAnalysis::default(),
-                    l7: L7::Unknown,
-                    calls: 0,
-                    held: 0,
-                    plaintext: true,
-                    tls_info,
-                },
-            );
+            let mut conn = TcpConn::new(id, [local, peer], 0, ts_ns);
+            conn.handshake_us = handshake_us;
+            conn.plaintext = true;
+            conn.tls_info = tls_info;
+            self.tcp.insert(k, conn);
         }
         let Some(conn) = self.tcp.get_mut(&k) else {
             return;
@@ -975,6 +926,36 @@ fn on_chunk(l7: &mut L7, dir: usize, ports: (u16, u16), chunk: Chunk<'_>, stats:
 }
 
 impl TcpConn {
+    /// A connection between `sides` (side 0 sent the first packet) first seen at `ts_ns`.
+    fn new(id: u64, sides: [Endpoint; 2], client: usize, ts_ns: i64) -> Self {
+        Self {
+            id,
+            sides,
+            client,
+            first_ns: ts_ns,
+            last_ns: ts_ns,
+            syn_ns: None,
+            last_syn_ns: None,
+            syn_seq: None,
+            synack_ns: None,
+            handshake_us: None,
+            halves: [HalfStream::default(), HalfStream::default()],
+            packets: [0; 2],
+            bytes: [0; 2],
+            fins: 0,
+            fin_by: [false; 2],
+            resets: 0,
+            rst_by: None,
+            rst_ns: None,
+            analysis: TcpAnalysis::default(),
+            l7: L7::Unknown,
+            calls: 0,
+            held: 0,
+            plaintext: false,
+            tls_info: None,
+        }
+    }
+
     /// Bytes this connection holds.
     fn buffered(&self) -> usize {
         let l7 = match &self.l7 {

@@ -10,13 +10,9 @@ pub mod record;
 pub mod slices;
 
 use std::{
-    os::fd::AsRawFd as _,
     path::{Path, PathBuf},
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::{Duration, Instant},
+    sync::{Arc, atomic::AtomicBool},
+    time::Duration,
 };
 
 use aya::{
@@ -167,83 +163,95 @@ impl SocketHooks {
 
     /// Events written and lost so far, over all CPUs.
     pub fn counters(&self) -> SocketCounters {
-        let mut total = SocketCounters::default();
-        if let Ok(values) = self.counters.get(&0, 0) {
-            for v in values.iter() {
-                total.events += v.events;
-                total.dropped += v.dropped;
-            }
-        }
-        total
+        total(&self.counters)
     }
+}
+
+fn total(map: &PerCpuArray<MapData, SocketCounters>) -> SocketCounters {
+    let mut total = SocketCounters::default();
+    if let Ok(values) = map.get(&0, 0) {
+        for v in values.iter() {
+            total.events += v.events;
+            total.dropped += v.dropped;
+        }
+    }
+    total
 }
 
 /// Drains the ring into `sockets` slices under `dir` until `stop`; a slice is sealed every
 /// `period` (and at the end).
 pub fn run_writer(
-    mut hooks: SocketHooks,
+    hooks: SocketHooks,
     dir: PathBuf,
     node: String,
     period: Duration,
     ids: SocketIds,
     stop: Arc<AtomicBool>,
 ) {
-    let mut clock = TaiToUtc::sample();
-    let mut clock_at = Instant::now();
-    let mut rows: Vec<SocketRow> = Vec::new();
-    let mut opened = Instant::now();
-    let mut warned_drops = 0;
-    loop {
-        let stopping = stop.load(Ordering::Acquire);
-        let mut pollfd = libc::pollfd {
-            fd: hooks.ring.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        if !stopping {
-            // SAFETY: one valid pollfd for the duration of the call.
-            unsafe { libc::poll(&mut pollfd, 1, 100) };
-        }
-        if clock_at.elapsed() > Duration::from_secs(10) {
-            clock = TaiToUtc::sample();
-            clock_at = Instant::now();
-        }
-        while let Some(item) = hooks.ring.next() {
-            if item.len() < SOCKET_EVENT_BYTES {
-                continue;
-            }
-            // SAFETY: `SocketEvent` is plain old data and the item holds at least its size;
-            // read unaligned since the ring gives no alignment guarantee to Rust.
-            let event: SocketEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
-            if let Some(row) = record::row(&event, &clock, &ids) {
-                rows.push(row);
-            }
-        }
-        if (stopping || opened.elapsed() >= period) && !rows.is_empty() {
-            rows.sort_by_key(|r| r.ts_ns);
-            match slices::write_slice(&dir, &node, &rows) {
-                Ok(path) => {
-                    tracing::debug!(path = %path.display(), rows = rows.len(), "sockets slice")
-                }
-                Err(e) => tracing::warn!(
-                    dir = %dir.display(),
-                    error = %e,
-                    "writing a sockets slice failed; its events are lost (free space on the data disk)"
-                ),
-            }
-            rows.clear();
-            opened = Instant::now();
-            let dropped = hooks.counters().dropped;
-            if dropped > warned_drops {
-                tracing::warn!(
-                    lost = dropped - warned_drops,
-                    "socket events lost to a full ring"
-                );
-                warned_drops = dropped;
-            }
-        }
-        if stopping {
+    let SocketHooks {
+        mut ring,
+        counters,
+        _links,
+    } = hooks;
+    let mut rows = Rows {
+        counters,
+        dir,
+        node,
+        ids,
+        rows: Vec::new(),
+        warned_drops: 0,
+    };
+    crate::event_ring::drain(&mut ring, period, &stop, &mut rows);
+    drop(_links);
+}
+
+/// Socket events on their way to a slice.
+struct Rows {
+    counters: PerCpuArray<MapData, SocketCounters>,
+    dir: PathBuf,
+    node: String,
+    ids: SocketIds,
+    rows: Vec<SocketRow>,
+    warned_drops: u64,
+}
+
+impl crate::event_ring::EventRows for Rows {
+    fn take(&mut self, record: &[u8], clock: &TaiToUtc) {
+        if record.len() < SOCKET_EVENT_BYTES {
             return;
+        }
+        // SAFETY: `SocketEvent` is plain old data and the record holds at least its size;
+        // read unaligned since the ring gives no alignment guarantee to Rust.
+        let event: SocketEvent = unsafe { std::ptr::read_unaligned(record.as_ptr().cast()) };
+        if let Some(row) = record::row(&event, clock, &self.ids) {
+            self.rows.push(row);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    fn seal(&mut self) {
+        self.rows.sort_by_key(|r| r.ts_ns);
+        match slices::write_slice(&self.dir, &self.node, &self.rows) {
+            Ok(path) => {
+                tracing::debug!(path = %path.display(), rows = self.rows.len(), "sockets slice")
+            }
+            Err(e) => tracing::warn!(
+                dir = %self.dir.display(),
+                error = %e,
+                "writing a sockets slice failed; its events are lost (free space on the data disk)"
+            ),
+        }
+        self.rows.clear();
+        let dropped = total(&self.counters).dropped;
+        if dropped > self.warned_drops {
+            tracing::warn!(
+                lost = dropped - self.warned_drops,
+                "socket events lost to a full ring"
+            );
+            self.warned_drops = dropped;
         }
     }
 }

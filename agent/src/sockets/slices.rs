@@ -5,6 +5,7 @@
 //! rename to `<first>-<last>.parquet`, fsync of the directory.
 
 use std::{
+    net::SocketAddr,
     path::{Path, PathBuf},
     sync::Arc,
 };
@@ -50,27 +51,47 @@ pub fn sockets_schema() -> SchemaRef {
     ]))
 }
 
+/// A dictionary-encoded text column (nulls where `None`).
+pub(crate) fn dict<'a>(values: impl Iterator<Item = Option<&'a str>>) -> ArrayRef {
+    let mut b = StringDictionaryBuilder::<Int32Type>::new();
+    for v in values {
+        match v {
+            Some(v) => {
+                b.append_value(v);
+            }
+            None => b.append_null(),
+        }
+    }
+    Arc::new(b.finish())
+}
+
+/// The `ts` column (UTC ns).
+pub(crate) fn ts_column(ts: impl Iterator<Item = i64>) -> ArrayRef {
+    Arc::new(TimestampNanosecondArray::from_iter_values(ts).with_timezone("UTC"))
+}
+
+/// `src_ip`, `src_port`, `dst_ip`, `dst_port` from each row's (own, peer) ends.
+pub(crate) fn endpoint_columns(
+    ends: impl Iterator<Item = (Option<SocketAddr>, Option<SocketAddr>)> + Clone,
+) -> [ArrayRef; 4] {
+    let ip = |e: Option<SocketAddr>| e.map(|s| s.ip().to_string());
+    let port = |e: Option<SocketAddr>| e.map(|s| s.port());
+    [
+        Arc::new(ends.clone().map(|(s, _)| ip(s)).collect::<StringArray>()),
+        Arc::new(ends.clone().map(|(s, _)| port(s)).collect::<UInt16Array>()),
+        Arc::new(ends.clone().map(|(_, d)| ip(d)).collect::<StringArray>()),
+        Arc::new(ends.map(|(_, d)| port(d)).collect::<UInt16Array>()),
+    ]
+}
+
 /// The record batch of `rows` from `node`.
 pub fn batch(node: &str, rows: &[SocketRow]) -> Result<RecordBatch, arrow::error::ArrowError> {
-    let dict = |values: &mut dyn Iterator<Item = Option<&str>>| {
-        let mut b = StringDictionaryBuilder::<Int32Type>::new();
-        for v in values {
-            match v {
-                Some(v) => {
-                    b.append_value(v);
-                }
-                None => b.append_null(),
-            }
-        }
-        Arc::new(b.finish()) as ArrayRef
-    };
+    let [src_ip, src_port, dst_ip, dst_port] =
+        endpoint_columns(rows.iter().map(|r| (r.src, r.dst)));
     let columns: Vec<ArrayRef> = vec![
-        Arc::new(
-            TimestampNanosecondArray::from_iter_values(rows.iter().map(|r| r.ts_ns))
-                .with_timezone("UTC"),
-        ),
-        dict(&mut rows.iter().map(|_| Some(node))),
-        dict(&mut rows.iter().map(|r| Some(r.event))),
+        ts_column(rows.iter().map(|r| r.ts_ns)),
+        dict(rows.iter().map(|_| Some(node))),
+        dict(rows.iter().map(|r| Some(r.event))),
         Arc::new(
             rows.iter()
                 .map(|r| r.process.as_ref().map(|p| p.pid))
@@ -90,28 +111,12 @@ pub fn batch(node: &str, rows: &[SocketRow]) -> Result<RecordBatch, arrow::error
         Arc::new(rows.iter().map(|r| r.fd).collect::<Int32Array>()),
         Arc::new(rows.iter().map(|r| r.socket_id).collect::<UInt64Array>()),
         Arc::new(rows.iter().map(|r| r.protocol).collect::<UInt8Array>()),
-        Arc::new(
-            rows.iter()
-                .map(|r| r.src.map(|s| s.ip().to_string()))
-                .collect::<StringArray>(),
-        ),
-        Arc::new(
-            rows.iter()
-                .map(|r| r.src.map(|s| s.port()))
-                .collect::<UInt16Array>(),
-        ),
-        Arc::new(
-            rows.iter()
-                .map(|r| r.dst.map(|s| s.ip().to_string()))
-                .collect::<StringArray>(),
-        ),
-        Arc::new(
-            rows.iter()
-                .map(|r| r.dst.map(|s| s.port()))
-                .collect::<UInt16Array>(),
-        ),
-        dict(&mut rows.iter().map(|r| r.old_state)),
-        dict(&mut rows.iter().map(|r| r.new_state)),
+        src_ip,
+        src_port,
+        dst_ip,
+        dst_port,
+        dict(rows.iter().map(|r| r.old_state)),
+        dict(rows.iter().map(|r| r.new_state)),
     ];
     RecordBatch::try_new(sockets_schema(), columns)
 }

@@ -113,8 +113,49 @@ fn returns(file: &object::File<'_>, name: &'static str) -> Result<Vec<u64>, GoEr
     Ok(out)
 }
 
+/// Whether the ELF file at `path` has a Go section, from its section headers alone (a few KiB
+/// read, not the whole binary: every new process's executable is asked).
+fn has_go_section(path: &Path) -> std::io::Result<bool> {
+    use std::os::unix::fs::FileExt as _;
+    let file = std::fs::File::open(path)?;
+    let mut header = [0u8; 64];
+    file.read_exact_at(&mut header, 0)?;
+    // 64-bit little-endian ELF only (the probes are amd64 anyway).
+    if &header[..4] != b"\x7fELF" || header[4] != 2 || header[5] != 1 {
+        return Ok(false);
+    }
+    let u16_at = |b: &[u8], at: usize| u16::from_le_bytes([b[at], b[at + 1]]);
+    let u64_at =
+        |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap_or([0; 8]));
+    let (shoff, shentsize, shnum, shstrndx) = (
+        u64_at(&header, 0x28),
+        usize::from(u16_at(&header, 0x3a)),
+        usize::from(u16_at(&header, 0x3c)),
+        usize::from(u16_at(&header, 0x3e)),
+    );
+    if shentsize < 64 || shnum == 0 || shnum > 4096 || shstrndx >= shnum {
+        return Ok(false);
+    }
+    let mut table = vec![0u8; shentsize * shnum];
+    file.read_exact_at(&mut table, shoff)?;
+    let names_header = &table[shstrndx * shentsize..];
+    let (names_off, names_len) = (u64_at(names_header, 0x18), u64_at(names_header, 0x20));
+    if names_len > 1 << 20 {
+        return Ok(false);
+    }
+    let mut names = vec![0u8; names_len as usize];
+    file.read_exact_at(&mut names, names_off)?;
+    Ok(memchr::memmem::find(&names, b".go.buildinfo").is_some()
+        || memchr::memmem::find(&names, b".gopclntab").is_some())
+}
+
 /// Where to probe the executable at `path`.
 pub fn targets(path: &Path) -> Result<GoTargets, GoError> {
+    match has_go_section(path) {
+        Ok(true) => {}
+        Ok(false) => return Err(GoError::NotGo),
+        Err(e) => return Err(GoError::Unreadable(e.to_string())),
+    }
     let bytes = std::fs::read(path).map_err(|e| GoError::Unreadable(e.to_string()))?;
     let file = object::File::parse(&*bytes).map_err(|e| GoError::Unreadable(e.to_string()))?;
     if file.section_by_name(".go.buildinfo").is_none()

@@ -13,12 +13,8 @@ pub mod status;
 
 use std::{
     collections::{BTreeMap, HashMap},
-    os::fd::AsRawFd as _,
     path::{Path, PathBuf},
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::{Arc, Mutex, atomic::AtomicBool},
     time::{Duration, Instant},
 };
 
@@ -357,74 +353,85 @@ fn attach(ebpf: &mut Ebpf, lib: &Library) -> LibraryStatus {
 
 /// Drains the TLS ring into `tls` slices under `dir` until `stop`, a slice every `period`.
 pub fn run_writer(
-    mut ring: Ring,
+    ring: Ring,
     dir: PathBuf,
     node: String,
     period: Duration,
     ids: SocketIds,
     stop: Arc<AtomicBool>,
 ) {
-    let mut clock = TaiToUtc::sample();
-    let mut clock_at = Instant::now();
-    let mut rows: Vec<TlsRow> = Vec::new();
-    let mut bytes = 0usize;
-    let mut opened = Instant::now();
-    let mut warned = TlsCounters::default();
-    loop {
-        let stopping = stop.load(Ordering::Acquire);
-        let mut pollfd = libc::pollfd {
-            fd: ring.ring.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        if !stopping {
-            // SAFETY: one valid pollfd for the duration of the call.
-            unsafe { libc::poll(&mut pollfd, 1, 100) };
-        }
-        if clock_at.elapsed() > Duration::from_secs(10) {
-            clock = TaiToUtc::sample();
-            clock_at = Instant::now();
-        }
-        {
-            let mut libs = ring.libs_by_pid.lock().unwrap_or_else(|p| p.into_inner());
-            while let Some(item) = ring.ring.next() {
-                if item.len() < TLS_CHUNK_HEADER_BYTES {
-                    continue;
-                }
-                // SAFETY: plain old data, the item holds at least the header; unaligned read.
-                let header: TlsChunkHeader =
-                    unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
-                let end = (TLS_CHUNK_HEADER_BYTES + header.len as usize).min(item.len());
-                let data = &item[TLS_CHUNK_HEADER_BYTES..end];
-                // A process started since the last scan: its maps name the file.
-                let lib = libs
-                    .entry(header.pid)
-                    .or_insert_with(|| library_of(header.pid).unwrap_or_else(|| "libssl".into()));
-                bytes += data.len();
-                rows.push(slices::row(&header, data, &clock, &ids, lib));
-            }
-        }
-        let full = bytes >= 32 << 20;
-        if (stopping || full || opened.elapsed() >= period) && !rows.is_empty() {
-            rows.sort_by_key(|r| r.ts_ns);
-            if let Err(e) = slices::write_slice(&dir, &node, &rows) {
-                tracing::warn!(dir = %dir.display(), error = %e, "writing a tls slice failed; its plaintext is lost (free space on the data disk)");
-            }
-            rows.clear();
-            bytes = 0;
-            opened = Instant::now();
-            let now = counters(&ring.counters);
-            if now.dropped > warned.dropped || now.unreadable > warned.unreadable {
-                tracing::warn!(
-                    lost = now.dropped - warned.dropped,
-                    unreadable = now.unreadable - warned.unreadable,
-                    "TLS chunks lost to a full ring, or whose plaintext could not be read"
-                );
-                warned = now;
-            }
-        }
-        if stopping {
+    let Ring {
+        ring: mut events,
+        counters,
+        libs_by_pid,
+    } = ring;
+    let mut rows = Rows {
+        counters,
+        libs_by_pid,
+        dir,
+        node,
+        ids,
+        rows: Vec::new(),
+        bytes: 0,
+        warned: TlsCounters::default(),
+    };
+    crate::event_ring::drain(&mut events, period, &stop, &mut rows);
+}
+
+/// TLS chunks on their way to a slice.
+struct Rows {
+    counters: PerCpuArray<MapData, TlsCounters>,
+    libs_by_pid: Arc<Mutex<HashMap<u32, String>>>,
+    dir: PathBuf,
+    node: String,
+    ids: SocketIds,
+    rows: Vec<TlsRow>,
+    bytes: usize,
+    warned: TlsCounters,
+}
+
+impl crate::event_ring::EventRows for Rows {
+    fn take(&mut self, record: &[u8], clock: &TaiToUtc) {
+        if record.len() < TLS_CHUNK_HEADER_BYTES {
             return;
+        }
+        // SAFETY: plain old data, the record holds at least the header; unaligned read.
+        let header: TlsChunkHeader = unsafe { std::ptr::read_unaligned(record.as_ptr().cast()) };
+        let end = (TLS_CHUNK_HEADER_BYTES + header.len as usize).min(record.len());
+        let data = &record[TLS_CHUNK_HEADER_BYTES..end];
+        let mut libs = self.libs_by_pid.lock().unwrap_or_else(|p| p.into_inner());
+        // A process started since the last scan: its maps name the file.
+        let lib = libs
+            .entry(header.pid)
+            .or_insert_with(|| library_of(header.pid).unwrap_or_else(|| "libssl".into()));
+        self.bytes += data.len();
+        self.rows
+            .push(slices::row(&header, data, clock, &self.ids, lib));
+    }
+
+    fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    fn is_full(&self) -> bool {
+        self.bytes >= 32 << 20
+    }
+
+    fn seal(&mut self) {
+        self.rows.sort_by_key(|r| r.ts_ns);
+        if let Err(e) = slices::write_slice(&self.dir, &self.node, &self.rows) {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "writing a tls slice failed; its plaintext is lost (free space on the data disk)");
+        }
+        self.rows.clear();
+        self.bytes = 0;
+        let now = counters(&self.counters);
+        if now.dropped > self.warned.dropped || now.unreadable > self.warned.unreadable {
+            tracing::warn!(
+                lost = now.dropped - self.warned.dropped,
+                unreadable = now.unreadable - self.warned.unreadable,
+                "TLS chunks lost to a full ring, or whose plaintext could not be read"
+            );
+            self.warned = now;
         }
     }
 }

@@ -8,11 +8,10 @@ use std::{
 
 use arrow::{
     array::{
-        ArrayRef, BinaryArray, BooleanArray, Int32Array, RecordBatch, StringArray,
-        StringDictionaryBuilder, TimestampNanosecondArray, UInt8Array, UInt16Array, UInt32Array,
-        UInt64Array,
+        ArrayRef, BinaryArray, BooleanArray, Int32Array, RecordBatch, StringArray, UInt8Array,
+        UInt32Array, UInt64Array,
     },
-    datatypes::{DataType, Field, Int32Type, Schema, SchemaRef, TimeUnit},
+    datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit},
 };
 use remora_agent_common::{TLS_TRUNCATED, TlsChunkHeader};
 
@@ -122,19 +121,12 @@ pub fn tls_schema() -> SchemaRef {
 
 /// The record batch of `rows` from `node`.
 pub fn batch(node: &str, rows: &[TlsRow]) -> Result<RecordBatch, arrow::error::ArrowError> {
-    let dict = |values: &mut dyn Iterator<Item = &str>| {
-        let mut b = StringDictionaryBuilder::<Int32Type>::new();
-        for v in values {
-            b.append_value(v);
-        }
-        Arc::new(b.finish()) as ArrayRef
-    };
+    use crate::sockets::slices::{dict, endpoint_columns, ts_column};
+    let [src_ip, src_port, dst_ip, dst_port] =
+        endpoint_columns(rows.iter().map(|r| (r.src, r.dst)));
     let columns: Vec<ArrayRef> = vec![
-        Arc::new(
-            TimestampNanosecondArray::from_iter_values(rows.iter().map(|r| r.ts_ns))
-                .with_timezone("UTC"),
-        ),
-        dict(&mut rows.iter().map(|_| node)),
+        ts_column(rows.iter().map(|r| r.ts_ns)),
+        dict(rows.iter().map(|_| Some(node))),
         Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| r.pid))),
         Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| r.tid))),
         Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.comm))),
@@ -145,31 +137,15 @@ pub fn batch(node: &str, rows: &[TlsRow]) -> Result<RecordBatch, arrow::error::A
         Arc::new(UInt8Array::from_iter_values(
             rows.iter().map(|r| r.direction),
         )),
-        dict(&mut rows.iter().map(|r| r.lib.as_str())),
+        dict(rows.iter().map(|r| Some(r.lib.as_str()))),
         Arc::new(UInt64Array::from_iter_values(
             rows.iter().map(|r| r.conn_id),
         )),
         Arc::new(rows.iter().map(|r| r.socket_id).collect::<UInt64Array>()),
-        Arc::new(
-            rows.iter()
-                .map(|r| r.src.map(|s| s.ip().to_string()))
-                .collect::<StringArray>(),
-        ),
-        Arc::new(
-            rows.iter()
-                .map(|r| r.src.map(|s| s.port()))
-                .collect::<UInt16Array>(),
-        ),
-        Arc::new(
-            rows.iter()
-                .map(|r| r.dst.map(|s| s.ip().to_string()))
-                .collect::<StringArray>(),
-        ),
-        Arc::new(
-            rows.iter()
-                .map(|r| r.dst.map(|s| s.port()))
-                .collect::<UInt16Array>(),
-        ),
+        src_ip,
+        src_port,
+        dst_ip,
+        dst_port,
         Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| r.offset))),
         Arc::new(UInt32Array::from_iter_values(
             rows.iter().map(|r| r.call_len),

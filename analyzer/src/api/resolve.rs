@@ -309,8 +309,9 @@ pub async fn coverage(State(s): State<Arc<AnalyzerState>>) -> Api<Json<Value>> {
     let mut recording = std::collections::BTreeSet::new();
     for name in crate::services::snapshots::recorded_nodes(&s.data) {
         let slices = remora_agent::store::list_node(&capture.join(&name));
-        let first = slices.iter().map(|f| f.start_ns).min().map(ms);
-        let last = slices.iter().map(|f| f.end_ns).max().map(ms);
+        let span = remora_agent::store::recorded_span(&slices);
+        let first = span.map(|(first, _)| ms(first));
+        let last = span.map(|(_, last)| ms(last));
         let live = last.is_some_and(|l| now_ms - l <= RECORDING_WITHIN_MS)
             || s.local_node.get() == Some(&name);
         if live {

@@ -26,10 +26,7 @@ pub async fn boundaries(State(s): State<Arc<AnalyzerState>>) -> Api<Json<Value>>
     let (mut oldest, mut newest) = (i64::MAX, i64::MIN);
     for name in crate::services::snapshots::recorded_nodes(&s.data) {
         let slices = remora_agent::store::list_node(&capture.join(&name));
-        let (Some(first), Some(last)) = (
-            slices.iter().map(|f| f.start_ns).min(),
-            slices.iter().map(|f| f.end_ns).max(),
-        ) else {
+        let Some((first, last)) = remora_agent::store::recorded_span(&slices) else {
             continue;
         };
         oldest = oldest.min(first);

@@ -144,7 +144,9 @@ pub fn dissect_file(
         } else {
             indicatif::ProgressBar::hidden()
         };
-        let nodes = [(node.to_owned(), input.to_owned())];
+        // A snapshot (or a data directory): each node's packets, with its socket events and TLS
+        // plaintext beside them; any other directory: the packet slices found below it.
+        let nodes = node_dirs(input).unwrap_or_else(|| vec![(node.to_owned(), input.to_owned())]);
         let summary = dissect_nodes(&nodes, out, &NoWorkloads, &|packets, _| {
             bar.set_position(packets);
             true
@@ -153,6 +155,24 @@ pub fn dissect_file(
         return Ok(summary);
     }
     dissect_capture(input, out, node, progress)
+}
+
+/// `(node, packets dir)` of every node under `dir/capture/`, when `dir` is laid out as a
+/// snapshot or a data directory.
+fn node_dirs(dir: &Path) -> Option<Vec<(String, PathBuf)>> {
+    let mut nodes: Vec<(String, PathBuf)> = std::fs::read_dir(dir.join("capture"))
+        .ok()?
+        .flatten()
+        .filter(|e| e.path().join("packets").is_dir())
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                e.path().join("packets"),
+            )
+        })
+        .collect();
+    nodes.sort();
+    (!nodes.is_empty()).then_some(nodes)
 }
 
 /// How a packet that appears more than once in the input is counted.

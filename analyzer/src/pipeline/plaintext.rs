@@ -100,27 +100,7 @@ impl Plaintext {
     }
 
     fn read_file(&mut self, path: &Path, sockets: Option<&super::processes::Processes>) {
-        let reader = std::fs::File::open(path)
-            .map_err(|e| e.to_string())
-            .and_then(|f| {
-                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
-                    .and_then(|b| b.build())
-                    .map_err(|e| e.to_string())
-            });
-        let reader = match reader {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "unreadable tls slice; its plaintext is not dissected");
-                return;
-            }
-        };
-        for batch in reader {
-            let ok = batch.ok().is_some_and(|b| self.add(&b, sockets).is_some());
-            if !ok {
-                tracing::warn!(path = %path.display(), "a tls slice without the expected columns; skipped");
-                return;
-            }
-        }
+        super::processes::each_batch(path, "tls", |batch| self.add(batch, sockets));
     }
 
     fn add(

@@ -199,6 +199,20 @@ impl Processes {
 }
 
 fn read_file(path: &Path, out: &mut Vec<Row>) {
+    each_batch(path, "sockets", |batch| {
+        out.extend(rows(batch)?);
+        Some(())
+    });
+}
+
+/// Calls `take` with every record batch of the slice at `path` (of `kind`); an unreadable
+/// slice, or one whose batch `take` refuses (`None`: columns missing), is logged and skipped:
+/// the dissection goes on without it.
+pub(super) fn each_batch(
+    path: &Path,
+    kind: &str,
+    mut take: impl FnMut(&RecordBatch) -> Option<()>,
+) {
     let reader = std::fs::File::open(path)
         .map_err(|e| e.to_string())
         .and_then(|f| {
@@ -209,17 +223,14 @@ fn read_file(path: &Path, out: &mut Vec<Row>) {
     let reader = match reader {
         Ok(r) => r,
         Err(e) => {
-            tracing::warn!(path = %path.display(), error = %e, "unreadable sockets slice; its processes are not named");
+            tracing::warn!(path = %path.display(), error = %e, "unreadable {kind} slice; skipped");
             return;
         }
     };
     for batch in reader {
-        match batch.ok().as_ref().and_then(rows) {
-            Some(rows) => out.extend(rows),
-            None => {
-                tracing::warn!(path = %path.display(), "a sockets slice without the expected columns; skipped");
-                return;
-            }
+        if batch.ok().as_ref().and_then(&mut take).is_none() {
+            tracing::warn!(path = %path.display(), "a {kind} slice without the expected columns; skipped");
+            return;
         }
     }
 }

@@ -24,7 +24,8 @@ use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchR
 
 use super::PipelineError;
 
-/// Every `*.parquet` file below `dir` (hidden temp files excluded), sorted by path.
+/// Every `*.parquet` packet slice below `dir` (hidden temp files, and the directories of the
+/// other kinds of slices, excluded), sorted by path.
 pub fn slice_files(dir: &Path) -> Result<Vec<PathBuf>, PipelineError> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_owned()];
@@ -40,7 +41,9 @@ pub fn slice_files(dir: &Path) -> Result<Vec<PathBuf>, PipelineError> {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
             if path.is_dir() {
-                stack.push(path);
+                if name != super::processes::SOCKETS_DIR && name != super::plaintext::TLS_DIR {
+                    stack.push(path);
+                }
             } else if name.ends_with(".parquet") && !name.starts_with('.') {
                 out.push(path);
             }

@@ -17,7 +17,6 @@
 use std::{
     io::Write as _,
     path::{Path, PathBuf},
-    process::Stdio,
     time::{Duration, Instant},
 };
 
@@ -25,7 +24,7 @@ use anyhow::{Context as _, bail};
 use clap::Parser;
 use remora_bpf_tests::{
     netns::{ADDR_B, NetNs, VethPair},
-    proc::{AgentProc, Nginx},
+    proc::{AgentProc, Nginx, self_signed},
 };
 
 /// TLS cost figures.
@@ -94,25 +93,10 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn certificate(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+fn certificate(dir: &Path) -> (PathBuf, PathBuf) {
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let ok = std::process::Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=b",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .context("running openssl")?
-        .success();
-    if !ok {
-        bail!("openssl could not make a certificate");
-    }
-    Ok((cert, key))
+    self_signed(&cert, &key, "bench.test");
+    (cert, key)
 }
 
 fn agent(ns: &NetNs, dir: &Path, tls: bool) -> AgentProc {
@@ -147,7 +131,7 @@ fn spread(v: &[f64]) -> String {
 }
 
 fn latency(args: &Args, dir: &Path) -> anyhow::Result<()> {
-    let (cert, key) = certificate(dir)?;
+    let (cert, key) = certificate(dir);
     let ns = NetNs::new("btl");
     let run_loop = || -> anyhow::Result<f64> {
         let out = ns
