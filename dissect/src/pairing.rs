@@ -31,27 +31,13 @@ pub(crate) fn tls_call(
     let client_dir = t.client.as_ref().map_or(1, |(d, _, _)| *d);
     let mut call = Call::new("TLS", sides[client_dir], sides[1 - client_dir]);
     call.conn_id = conn_id;
-    let mut info = TlsInfo::default();
-    if let Some((_, ts, ch)) = &t.client {
+    let info = tls_info(t).unwrap_or_default();
+    if let Some((_, ts, _)) = &t.client {
         call.timestamp_ns = *ts;
         call.has_request = true;
-        info = ch.clone();
     }
-    if let Some((
-        ts,
-        Hello::Server {
-            version,
-            supported,
-            alpn,
-            cipher,
-        },
-    )) = &t.server
-    {
+    if let Some((ts, _)) = &t.server {
         call.has_response = true;
-        info.server_version = Some(*version);
-        info.server_supported_version = *supported;
-        info.server_alpn = alpn.clone();
-        info.cipher = Some(*cipher);
         match &t.client {
             Some((_, start, _)) => call.elapsed_us = Some((ts - start) / 1000),
             None => call.timestamp_ns = *ts,

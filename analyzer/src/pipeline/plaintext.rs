@@ -80,19 +80,8 @@ impl Plaintext {
         sockets: Option<&super::processes::Processes>,
     ) -> Self {
         let mut out = Self::default();
-        for (_, packets) in nodes {
-            let Some(dir) = packets.parent().map(|d| d.join(TLS_DIR)) else {
-                continue;
-            };
-            let Ok(entries) = std::fs::read_dir(&dir) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                let path = entry.path();
-                if path.extension().is_some_and(|e| e == "parquet") {
-                    out.read_file(&path, sockets);
-                }
-            }
+        for path in super::processes::kind_files(nodes, TLS_DIR) {
+            out.read_file(&path, sockets);
         }
         // Stable: the chunks of one call keep their order.
         out.chunks.sort_by_key(|c| c.ts_ns);

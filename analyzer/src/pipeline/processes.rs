@@ -105,19 +105,8 @@ impl Processes {
     /// when there are none (an older recording, an imported capture).
     pub fn load(nodes: &[(String, PathBuf)]) -> Option<Self> {
         let mut all = Vec::new();
-        for (_, packets) in nodes {
-            let Some(dir) = packets.parent().map(|d| d.join(SOCKETS_DIR)) else {
-                continue;
-            };
-            let Ok(entries) = std::fs::read_dir(&dir) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                let path = entry.path();
-                if path.extension().is_some_and(|e| e == "parquet") {
-                    read_file(&path, &mut all);
-                }
-            }
+        for path in kind_files(nodes, SOCKETS_DIR) {
+            read_file(&path, &mut all);
         }
         (!all.is_empty()).then(|| Self::from_rows(all))
     }
@@ -203,6 +192,33 @@ fn read_file(path: &Path, out: &mut Vec<Row>) {
         out.extend(rows(batch)?);
         Some(())
     });
+}
+
+/// The slices of kind `dir` (`sockets`, `tls`) beside the packets of `nodes`
+/// (`(node, packets dir)`), in name (time) order per node.
+pub(super) fn kind_files(nodes: &[(String, PathBuf)], dir: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for (_, packets) in nodes {
+        let Some(dir) = packets.parent().map(|d| d.join(dir)) else {
+            continue;
+        };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        let mut here: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.extension().is_some_and(|e| e == "parquet")
+                    && !p
+                        .file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+            })
+            .collect();
+        here.sort();
+        out.extend(here);
+    }
+    out
 }
 
 /// Calls `take` with every record batch of the slice at `path` (of `kind`); an unreadable
