@@ -319,17 +319,37 @@ fn start_socket_events(
         }
         Err(e) => return Err(e),
     };
-    let dir = config.kind_dir(crate::sockets::slices::SOCKETS_KIND);
+    let writer = spawn_event_writer(
+        config,
+        crate::sockets::slices::SOCKETS_KIND,
+        move |dir, node, period, stop| {
+            crate::sockets::run_writer(hooks, dir, node, period, ids, stop)
+        },
+    )?;
+    tracing::info!("recording socket events (tracepoints sock:*, syscalls:*)");
+    Ok(Some(writer))
+}
+
+/// Prepares `<data>/capture/<node>/<kind>/` (temp files of a killed run swept) and starts the
+/// thread `remora-<kind>` running `write(dir, node, period, stop)`; returns its stop flag and
+/// handle.
+fn spawn_event_writer(
+    config: &AgentConfig,
+    kind: &str,
+    write: impl FnOnce(std::path::PathBuf, String, std::time::Duration, Arc<AtomicBool>)
+    + Send
+    + 'static,
+) -> Result<(Arc<AtomicBool>, std::thread::JoinHandle<()>)> {
+    let dir = config.kind_dir(kind);
     prepare_dir(&dir)?;
     store::sweep_temp_files(&dir);
     let stop = Arc::new(AtomicBool::new(false));
     let (node, period, flag) = (config.node.clone(), config.slice_duration, stop.clone());
     let thread = std::thread::Builder::new()
-        .name("remora-sockets".into())
-        .spawn(move || crate::sockets::run_writer(hooks, dir, node, period, ids, flag))
-        .map_err(|e| AgentError::io("starting the socket events thread", e))?;
-    tracing::info!("recording socket events (tracepoints sock:*, syscalls:*)");
-    Ok(Some((stop, thread)))
+        .name(format!("remora-{kind}"))
+        .spawn(move || write(dir, node, period, flag))
+        .map_err(|e| AgentError::io(format!("starting the {kind} writer thread"), e))?;
+    Ok((stop, thread))
 }
 
 /// Loads the TLS uprobes, hooks the libraries mapped now and starts the thread that writes
@@ -354,16 +374,12 @@ fn start_tls(
         }
         Err(e) => return Err(e),
     };
-    let dir = config.kind_dir(crate::tls::slices::TLS_KIND);
-    prepare_dir(&dir)?;
-    store::sweep_temp_files(&dir);
-    let stop = Arc::new(AtomicBool::new(false));
-    let (node, period, flag) = (config.node.clone(), config.slice_duration, stop.clone());
-    let thread = std::thread::Builder::new()
-        .name("remora-tls".into())
-        .spawn(move || crate::tls::run_writer(ring, dir, node, period, ids, flag))
-        .map_err(|e| AgentError::io("starting the TLS thread", e))?;
-    Ok(Some((stop, thread)))
+    let writer = spawn_event_writer(
+        config,
+        crate::tls::slices::TLS_KIND,
+        move |dir, node, period, stop| crate::tls::run_writer(ring, dir, node, period, ids, stop),
+    )?;
+    Ok(Some(writer))
 }
 
 /// `port` at every address of this namespace; none (so the port is excluded instead) when

@@ -58,10 +58,20 @@ pub fn parse_maps_line(line: &str) -> Option<(String, u64, String)> {
     Some((fields.get(3)?.to_string(), inode, path.to_owned()))
 }
 
-/// The TLS libraries mapped by the processes under `proc` (normally `/proc`) that `wanted`
-/// accepts, by file; `wanted` also learns every pid seen.
-pub fn scan(proc: &Path, wanted: &mut dyn FnMut(u32) -> bool) -> BTreeMap<FileId, Library> {
-    let mut found: BTreeMap<FileId, Library> = BTreeMap::new();
+/// What one scan of `/proc` found.
+#[derive(Debug, Default)]
+pub struct Found {
+    /// The TLS libraries mapped, by file.
+    pub libraries: BTreeMap<FileId, Library>,
+    /// Each scanned process's executable: (pid, file id, paths).
+    pub executables: Vec<(u32, FileId, Library)>,
+}
+
+/// The TLS libraries and the executables of the processes under `proc` (normally `/proc`)
+/// that `wanted` accepts; `wanted` also learns every pid seen. Each process's maps are read
+/// once for both.
+pub fn scan(proc: &Path, wanted: &mut dyn FnMut(u32) -> bool) -> Found {
+    let mut found = Found::default();
     let Ok(entries) = std::fs::read_dir(proc) else {
         return found;
     };
@@ -79,46 +89,45 @@ pub fn scan(proc: &Path, wanted: &mut dyn FnMut(u32) -> bool) -> BTreeMap<FileId
         let Ok(maps) = std::fs::read_to_string(entry.path().join("maps")) else {
             continue;
         };
+        let exe = std::fs::read_link(entry.path().join("exe")).ok();
+        let exe = exe.as_deref().and_then(Path::to_str);
+        let open_path = |path: &str| entry.path().join("root").join(path.trim_start_matches('/'));
+        let mut exe_seen = false;
         for line in maps.lines() {
             let Some((dev, inode, path)) = parse_maps_line(line) else {
                 continue;
             };
+            if !exe_seen && exe == Some(path.as_str()) {
+                exe_seen = true;
+                found.executables.push((
+                    pid,
+                    (dev.clone(), inode),
+                    Library {
+                        open_path: open_path(&path),
+                        path: path.clone(),
+                        kind: "go",
+                        pids: vec![pid],
+                    },
+                ));
+            }
             let Some(kind) = library_kind(&path) else {
                 continue;
             };
-            let lib = found.entry((dev, inode)).or_insert_with(|| Library {
-                open_path: entry.path().join("root").join(path.trim_start_matches('/')),
-                path: path.clone(),
-                kind,
-                pids: Vec::new(),
-            });
+            let lib = found
+                .libraries
+                .entry((dev, inode))
+                .or_insert_with(|| Library {
+                    open_path: open_path(&path),
+                    path: path.clone(),
+                    kind,
+                    pids: Vec::new(),
+                });
             if lib.pids.last() != Some(&pid) {
                 lib.pids.push(pid);
             }
         }
     }
     found
-}
-
-/// The executable of process `pid`: its file id and paths.
-pub fn executable(proc: &Path, pid: u32) -> Option<(FileId, Library)> {
-    let dir = proc.join(pid.to_string());
-    let exe = std::fs::read_link(dir.join("exe")).ok()?;
-    let exe = exe.to_str()?.to_owned();
-    let maps = std::fs::read_to_string(dir.join("maps")).ok()?;
-    let (dev, inode, path) = maps
-        .lines()
-        .filter_map(parse_maps_line)
-        .find(|(_, _, path)| *path == exe)?;
-    Some((
-        (dev, inode),
-        Library {
-            open_path: dir.join("root").join(path.trim_start_matches('/')),
-            path,
-            kind: "go",
-            pids: vec![pid],
-        },
-    ))
 }
 
 #[cfg(test)]
@@ -163,7 +172,13 @@ mod tests {
     fn this_process_is_found_when_it_maps_libssl() {
         // The test binary does not link libssl; a scan must at least not fail, and every
         // library it finds must name a process whose root opens it.
-        for lib in scan(Path::new("/proc"), &mut |_| true).values() {
+        let found = scan(Path::new("/proc"), &mut |_| true);
+        let me = std::process::id();
+        assert!(
+            found.executables.iter().any(|(pid, ..)| *pid == me),
+            "this process's executable is found"
+        );
+        for lib in found.libraries.values() {
             assert!(!lib.pids.is_empty());
             assert!(lib.open_path.starts_with("/proc/"));
         }

@@ -159,25 +159,18 @@ impl Probes {
             }
         }
         let scanned = &mut self.scanned;
-        let mut new_pids = Vec::new();
-        let found = discover::scan(&self.proc, &mut |pid| {
-            let new = scanned.insert(pid);
-            if new {
-                new_pids.push(pid);
-            }
-            new
-        });
-        hooked_go(self, ebpf, &new_pids);
+        let found = discover::scan(&self.proc, &mut |pid| scanned.insert(pid));
+        hooked_go(self, ebpf, found.executables);
         {
             let mut by_pid = self.libs_by_pid.lock().unwrap_or_else(|p| p.into_inner());
-            for lib in found.values() {
+            for lib in found.libraries.values() {
                 for pid in &lib.pids {
                     by_pid.insert(*pid, lib.path.clone());
                 }
             }
         }
         let mut hooked = 0;
-        for (id, lib) in found {
+        for (id, lib) in found.libraries {
             if let Some(known) = self.libraries.get_mut(&id) {
                 for pid in lib.pids {
                     if !known.pids.contains(&pid) {
@@ -208,12 +201,9 @@ impl Probes {
     }
 }
 
-/// Hooks the Go executables of `pids` not seen before.
-fn hooked_go(probes: &mut Probes, ebpf: &mut Ebpf, pids: &[u32]) {
-    for &pid in pids {
-        let Some((id, exe)) = discover::executable(&probes.proc, pid) else {
-            continue;
-        };
+/// Hooks the Go executables among `executables` (of newly scanned processes) not seen before.
+fn hooked_go(probes: &mut Probes, ebpf: &mut Ebpf, executables: Vec<(u32, FileId, Library)>) {
+    for (pid, id, exe) in executables {
         if probes.not_go.contains(&id) {
             continue;
         }

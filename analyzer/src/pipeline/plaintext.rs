@@ -21,8 +21,8 @@ use arrow::array::{
 };
 use remora_dissect::{Endpoint, Engine};
 
-/// The kind directory of TLS slices, next to `packets/`.
-pub const TLS_DIR: &str = "tls";
+/// The kind directory of TLS slices, next to `packets/` (the agent's name for it).
+pub use remora_agent::tls::slices::TLS_KIND as TLS_DIR;
 
 /// One chunk of plaintext.
 #[derive(Debug, Clone)]

@@ -17,8 +17,8 @@ use arrow::array::{
 };
 use remora_dissect::Endpoint;
 
-/// The kind directory of socket slices, next to `packets/`.
-pub const SOCKETS_DIR: &str = "sockets";
+/// The kind directory of socket slices, next to `packets/` (the agent's name for it).
+pub use remora_agent::sockets::slices::SOCKETS_KIND as SOCKETS_DIR;
 
 /// A process seen on a socket, from `ts_ns` on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,23 +197,25 @@ fn read_file(path: &Path, out: &mut Vec<Row>) {
 /// The slices of kind `dir` (`sockets`, `tls`) beside the packets of `nodes`
 /// (`(node, packets dir)`), in name (time) order per node.
 pub(super) fn kind_files(nodes: &[(String, PathBuf)], dir: &str) -> Vec<PathBuf> {
+    parquet_files(
+        nodes
+            .iter()
+            .filter_map(|(_, packets)| packets.parent().map(|d| d.join(dir))),
+    )
+}
+
+/// The Parquet files directly in each of `dirs` (temp files end in `.tmp`, so are not among
+/// them), in name (time) order per directory; a directory that cannot be read has none.
+pub fn parquet_files(dirs: impl IntoIterator<Item = PathBuf>) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    for (_, packets) in nodes {
-        let Some(dir) = packets.parent().map(|d| d.join(dir)) else {
-            continue;
-        };
+    for dir in dirs {
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
         };
         let mut here: Vec<PathBuf> = entries
             .flatten()
             .map(|e| e.path())
-            .filter(|p| {
-                p.extension().is_some_and(|e| e == "parquet")
-                    && !p
-                        .file_name()
-                        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-            })
+            .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
             .collect();
         here.sort();
         out.extend(here);

@@ -185,23 +185,12 @@ async fn register(ctx: &SessionContext, name: &str, file: &Path) -> Result<(), S
     .map_err(SqlError::Execution)
 }
 
-/// The Parquet slices in `dirs`, in name (time) order.
+/// The Parquet slices in `dirs`, in name (time) order, as the paths DataFusion takes.
 fn packet_files(dirs: &[PathBuf]) -> Vec<String> {
-    let mut files = Vec::new();
-    for dir in dirs {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            continue;
-        };
-        let mut here: Vec<String> = entries
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
-            .map(|p| p.to_string_lossy().into_owned())
-            .collect();
-        here.sort();
-        files.extend(here);
-    }
-    files
+    crate::pipeline::processes::parquet_files(dirs.iter().cloned())
+        .into_iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect()
 }
 
 /// Checks that `plan` only reads: every node, subqueries included, is a query node.
