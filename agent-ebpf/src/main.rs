@@ -25,11 +25,12 @@ use core::{ffi::c_void, ptr};
 use aya_ebpf::{
     EbpfContext as _, Global,
     bindings::{BPF_F_CURRENT_CPU, TC_ACT_UNSPEC, bpf_hdr_start_off::BPF_HDR_START_NET},
+    helpers::generated::bpf_skb_load_bytes,
     helpers::generated::{
         bpf_ktime_get_tai_ns, bpf_perf_event_output, bpf_skb_cgroup_id, bpf_skb_load_bytes_relative,
     },
     macros::{classifier, map},
-    maps::{Array, HashMap, PerCpuArray, PerfEventArray},
+    maps::{Array, HashMap, PerCpuArray, PerfEventArray, RingBuf},
     programs::TcContext,
 };
 use remora_agent_common::{
@@ -60,6 +61,17 @@ static EXCLUDED_ENDPOINTS: HashMap<EndpointKey, u8> =
 #[map]
 static PACKETS: PerfEventArray<PacketEventHeader> = PerfEventArray::new(0);
 
+/// The other packet transport (`--packet-ring ringbuf`): one ring shared by every CPU, each
+/// record a `PacketEventHeader` followed by the frame bytes padded to a size class. Sized at
+/// load time (a page when the perf rings are used).
+#[map]
+static PACKET_RING: RingBuf = RingBuf::with_byte_size(4096, 0);
+
+/// Bytes waiting in `PACKET_RING` after which a write wakes the collector (a quarter of the
+/// ring, set at load time).
+#[unsafe(no_mangle)]
+static PACKET_RING_WAKE: Global<u64> = Global::new(1 << 20);
+
 /// Per-CPU packet, byte and drop counters (slot 0).
 #[map]
 static COUNTERS: PerCpuArray<CpuCounters> = PerCpuArray::with_max_entries(1, 0);
@@ -76,19 +88,42 @@ const IPPROTO_UDP: u8 = 17;
 /// Records packets arriving on an interface.
 #[classifier]
 pub fn remora_tc_ingress(ctx: TcContext) -> i32 {
-    record(&ctx, DIRECTION_INGRESS);
+    record(&ctx, DIRECTION_INGRESS, Transport::PerfRings);
     TC_ACT_UNSPEC
 }
 
 /// Records packets leaving an interface.
 #[classifier]
 pub fn remora_tc_egress(ctx: TcContext) -> i32 {
-    record(&ctx, DIRECTION_EGRESS);
+    record(&ctx, DIRECTION_EGRESS, Transport::PerfRings);
     TC_ACT_UNSPEC
 }
 
+/// Records packets arriving on an interface, into the shared ring buffer.
+#[classifier]
+pub fn remora_tc_ingress_rb(ctx: TcContext) -> i32 {
+    record(&ctx, DIRECTION_INGRESS, Transport::RingBuffer);
+    TC_ACT_UNSPEC
+}
+
+/// Records packets leaving an interface, into the shared ring buffer.
+#[classifier]
+pub fn remora_tc_egress_rb(ctx: TcContext) -> i32 {
+    record(&ctx, DIRECTION_EGRESS, Transport::RingBuffer);
+    TC_ACT_UNSPEC
+}
+
+/// Where a program writes its packets.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    /// `PACKETS`, this CPU's perf ring, through `bpf_perf_event_output`.
+    PerfRings,
+    /// `PACKET_RING`, reserved then filled with `bpf_skb_load_bytes`.
+    RingBuffer,
+}
+
 #[inline(always)]
-fn record(ctx: &TcContext, direction: u8) {
+fn record(ctx: &TcContext, direction: u8, transport: Transport) {
     let skb = ctx.skb.skb;
     let frame_len = ctx.len();
     // SAFETY: `skb` is the context pointer the kernel handed to this program; the verifier
@@ -125,18 +160,25 @@ fn record(ctx: &TcContext, direction: u8) {
         direction,
         reserved: 0,
     };
-    // The upper 32 bits ask the kernel to append `cap_len` bytes of the skb after `header`.
-    let flags = (u64::from(cap_len) << 32) | BPF_F_CURRENT_CPU;
-    // SAFETY: `PACKETS` is a map definition the loader relocates to the map's fd; `header` lives
-    // on this stack frame for the duration of the call and its size is passed with it.
-    let rc = unsafe {
-        bpf_perf_event_output(
-            ctx.as_ptr(),
-            ptr::addr_of!(PACKETS).cast_mut().cast::<c_void>(),
-            flags,
-            ptr::addr_of!(header).cast_mut().cast::<c_void>(),
-            core::mem::size_of::<PacketEventHeader>() as u64,
-        )
+    let rc = match transport {
+        Transport::PerfRings => {
+            // The upper 32 bits ask the kernel to append `cap_len` bytes of the skb after
+            // `header`.
+            let flags = (u64::from(cap_len) << 32) | BPF_F_CURRENT_CPU;
+            // SAFETY: `PACKETS` is a map definition the loader relocates to the map's fd;
+            // `header` lives on this stack frame for the duration of the call and its size is
+            // passed with it.
+            unsafe {
+                bpf_perf_event_output(
+                    ctx.as_ptr(),
+                    ptr::addr_of!(PACKETS).cast_mut().cast::<c_void>(),
+                    flags,
+                    ptr::addr_of!(header).cast_mut().cast::<c_void>(),
+                    core::mem::size_of::<PacketEventHeader>() as u64,
+                )
+            }
+        }
+        Transport::RingBuffer => ring_output(ctx, &header),
     };
 
     if let Some(counters) = COUNTERS.get_ptr_mut(0) {
@@ -150,6 +192,75 @@ fn record(ctx: &TcContext, direction: u8) {
             }
         }
     }
+}
+
+/// A ring-buffer record of one size class: the verifier wants a constant reservation size.
+#[repr(C)]
+struct PacketRecord<const N: usize> {
+    header: PacketEventHeader,
+    frame: [u8; N],
+}
+
+/// Writes `header` and `header.cap_len` frame bytes into `PACKET_RING`, in the smallest size
+/// class that holds them; 0 on success, like `bpf_perf_event_output`.
+#[inline(always)]
+fn ring_output(ctx: &TcContext, header: &PacketEventHeader) -> i64 {
+    // Classes fit the common frames closely: bare ACKs, 1500-byte MTU frames, the default
+    // 4096-byte snaplen (+ link header); above that the waste is at most half a record.
+    match header.cap_len {
+        0 => -1,
+        1..=96 => ring_write::<96>(ctx, header),
+        97..=256 => ring_write::<256>(ctx, header),
+        257..=512 => ring_write::<512>(ctx, header),
+        513..=1024 => ring_write::<1024>(ctx, header),
+        1025..=1536 => ring_write::<1536>(ctx, header),
+        1537..=2048 => ring_write::<2048>(ctx, header),
+        2049..=3072 => ring_write::<3072>(ctx, header),
+        3073..=4160 => ring_write::<4160>(ctx, header),
+        4161..=8192 => ring_write::<8192>(ctx, header),
+        8193..=16384 => ring_write::<16384>(ctx, header),
+        16385..=32768 => ring_write::<32768>(ctx, header),
+        _ => ring_write::<65536>(ctx, header),
+    }
+}
+
+#[inline(always)]
+fn ring_write<const N: usize>(ctx: &TcContext, header: &PacketEventHeader) -> i64 {
+    // The verifier's bound on the copy: within the class, never zero. A volatile read, so that
+    // the compiler (which knows the class's range from the caller) keeps the checks.
+    // SAFETY: reading a field of a live reference.
+    let mut len = unsafe { ptr::read_volatile(&header.cap_len) };
+    if len > N as u32 {
+        len = N as u32;
+    }
+    if len == 0 {
+        return -1;
+    }
+    let wake = wakeup_flags(&PACKET_RING, PACKET_RING_WAKE.load());
+    let Some(mut entry) = PACKET_RING.reserve::<PacketRecord<N>>(0) else {
+        return -1;
+    };
+    let record = entry.as_mut_ptr();
+    // SAFETY: `record` points at a reservation of `size_of::<PacketRecord<N>>()` bytes; the
+    // header is written whole and the helper copies at most `N` bytes into `frame`.
+    let rc = unsafe {
+        ptr::addr_of_mut!((*record).header).write(PacketEventHeader {
+            cap_len: len,
+            ..*header
+        });
+        bpf_skb_load_bytes(
+            ctx.as_ptr(),
+            0,
+            ptr::addr_of_mut!((*record).frame).cast::<c_void>(),
+            len,
+        )
+    };
+    if rc == 0 {
+        entry.submit(wake);
+    } else {
+        entry.discard(u64::from(aya_ebpf::bindings::BPF_RB_NO_WAKEUP));
+    }
+    rc
 }
 
 /// True when the packet's TCP/UDP source or destination port is in `EXCLUDED_PORTS`, or its
@@ -247,16 +358,17 @@ fn load_net<T: Copy + Default>(ctx: &TcContext, offset: u32) -> Option<T> {
     (rc == 0).then_some(value)
 }
 
-/// Ring-buffer bytes waiting after which a write wakes the agent up; below, the agent finds
-/// them on its next poll (every 100 ms). A wakeup per record costs an inter-processor
-/// interrupt, which in a VM is a VM exit: tens of microseconds charged to the traced call.
+/// Ring-buffer bytes waiting after which a TLS or socket event wakes the agent up; below, the
+/// agent finds them on its next poll (every 100 ms). A wakeup per record costs an
+/// inter-processor interrupt, which in a VM is a VM exit: tens of microseconds charged to the
+/// traced call.
 const WAKE_AT_BYTES: u64 = 512 << 10;
 
-/// The flags for a ring-buffer write: wake the reader only when a batch is waiting.
+/// The flags for a ring-buffer write: wake the reader only when `wake_at` bytes are waiting.
 #[inline(always)]
-fn wakeup_flags(ring: &aya_ebpf::maps::RingBuf) -> u64 {
+fn wakeup_flags(ring: &RingBuf, wake_at: u64) -> u64 {
     use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
-    if ring.query(u64::from(BPF_RB_AVAIL_DATA)) >= WAKE_AT_BYTES {
+    if ring.query(u64::from(BPF_RB_AVAIL_DATA)) >= wake_at {
         u64::from(BPF_RB_FORCE_WAKEUP)
     } else {
         u64::from(BPF_RB_NO_WAKEUP)

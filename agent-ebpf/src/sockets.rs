@@ -78,7 +78,10 @@ fn event(kind: u8) -> SocketEvent {
 #[inline(always)]
 fn emit(event: &SocketEvent) {
     let lost = SOCKET_EVENTS
-        .output::<SocketEvent>(event, crate::wakeup_flags(&SOCKET_EVENTS))
+        .output::<SocketEvent>(
+            event,
+            crate::wakeup_flags(&SOCKET_EVENTS, crate::WAKE_AT_BYTES),
+        )
         .is_err();
     if let Some(counters) = SOCKET_COUNTERS.get_ptr_mut(0) {
         // SAFETY: per-CPU slot, only this CPU writes it while this program runs.

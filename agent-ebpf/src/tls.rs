@@ -259,7 +259,10 @@ pub fn emit(call: &TlsCall, total: u64, pid_tgid: u64) -> Option<()> {
             )
         };
         if TLS_EVENTS
-            .output::<[u8]>(bytes, crate::wakeup_flags(&TLS_EVENTS))
+            .output::<[u8]>(
+                bytes,
+                crate::wakeup_flags(&TLS_EVENTS, crate::WAKE_AT_BYTES),
+            )
             .is_ok()
         {
             count(|c| c.chunks += 1);

@@ -31,7 +31,7 @@ use crate::{
     decode::{Decoder, PacketMeta},
     metrics::{Metrics, add},
     packets_parquet::{EncodedRowGroup, PageRows},
-    perf_ring::{Record, Ring, record_at, record_size, record_ts},
+    perf_ring::{Record, Ring},
     slice::{SliceEncoder, SliceMsg},
 };
 
@@ -263,14 +263,14 @@ impl<R: Ring> Collector<R> {
             let (ring, cursor) = (&self.rings[i], &mut self.cursors[i]);
             // A run from one ring: everything up to the other rings' next record.
             while cursor.next_ts.is_some_and(|ts| ts <= limit) {
-                let Some(size) = record_size(ring, cursor.pos) else {
+                let Some(size) = ring.record_size(cursor.pos) else {
                     // A corrupt record: skip the rest of this ring's data this round.
                     bad += 1;
                     cursor.pos = cursor.head;
                     cursor.next_ts = None;
                     break;
                 };
-                match record_at(ring, cursor.pos, &mut self.scratch) {
+                match ring.record_at(cursor.pos, &mut self.scratch) {
                     Record::Sample(sample) => match decoder.split(sample) {
                         Ok((meta, payload)) => self.out.push(&meta, payload)?,
                         Err(_) => bad += 1,
@@ -317,16 +317,6 @@ impl<R: Ring> Collector<R> {
     /// descriptors that the kernel ends when one is a quarter full, with a timeout. A quiet
     /// recorder so wakes ten times a second, and a busy one takes large batches.
     pub fn run(mut self, stop: &std::sync::atomic::AtomicBool) {
-        let mut fds: Vec<libc::pollfd> = self
-            .rings
-            .iter()
-            .filter_map(Ring::wait_fd)
-            .map(|fd| libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
-            })
-            .collect();
         loop {
             // Read the flag before the round: after a stop, one last round takes what is left.
             let stopping = stop.load(Ordering::Acquire);
@@ -341,38 +331,18 @@ impl<R: Ring> Collector<R> {
             if stats.busy() {
                 std::thread::sleep(BUSY_POLL);
             } else {
-                wait(&mut fds, IDLE_WAIT);
+                R::wait(&self.rings, IDLE_WAIT);
             }
         }
     }
 }
 
-/// Waits until a ring is past its wakeup watermark, or `timeout`.
-fn wait(fds: &mut [libc::pollfd], timeout: Duration) {
-    if fds.is_empty() {
-        std::thread::sleep(timeout);
-        return;
-    }
-    for fd in fds.iter_mut() {
-        fd.revents = 0;
-    }
-    // SAFETY: `fds` is a valid, writable array of pollfd of the length passed; the descriptors
-    // belong to the rings, which outlive this call.
-    unsafe {
-        libc::poll(
-            fds.as_mut_ptr(),
-            fds.len() as libc::nfds_t,
-            timeout.as_millis() as i32,
-        )
-    };
-}
-
 fn peek(ring: &impl Ring, cursor: &Cursor) -> Option<u64> {
-    if cursor.pos >= cursor.head {
+    if cursor.pos >= cursor.head || !ring.committed(cursor.pos) {
         return None;
     }
     // A record that carries no timestamp is taken at once.
-    Some(record_ts(ring, cursor.pos).unwrap_or(0))
+    Some(ring.record_ts(cursor.pos).unwrap_or(0))
 }
 
 #[cfg(test)]

@@ -57,6 +57,20 @@ pub struct AgentConfig {
     pub socket_events: HookMode,
     /// Whether TLS plaintext is recorded (`tls` slices).
     pub tls: HookMode,
+    /// How packets travel from the TC programs to the collector.
+    pub packet_transport: PacketTransport,
+}
+
+/// How packets travel from the TC programs to the collector (docs/capture.md compares the two).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PacketTransport {
+    /// One perf ring per CPU of `ring_bytes` each; the kernel appends the frame bytes to the
+    /// event itself (`bpf_perf_event_output` with a context length).
+    #[default]
+    PerfRings,
+    /// One BPF ring buffer of `ring_bytes` × CPUs shared by every CPU; records are reserved in
+    /// size classes and filled with `bpf_skb_load_bytes`.
+    RingBuffer,
 }
 
 /// Whether a family of hooks (socket tracepoints, TLS uprobes) is attached.
@@ -93,6 +107,7 @@ impl AgentConfig {
             attach_mode: AttachMode::Auto,
             socket_events: HookMode::Auto,
             tls: HookMode::Auto,
+            packet_transport: PacketTransport::PerfRings,
         }
     }
 
@@ -139,6 +154,23 @@ impl AgentConfig {
     /// Directory of one kind of slice (`packets`, `tls`, `sockets`) of this node.
     pub fn kind_dir(&self, kind: &str) -> PathBuf {
         self.data_dir.join("capture").join(&self.node).join(kind)
+    }
+
+    /// Bytes of the shared ring buffer (`--packet-ring ringbuf`): `ring_bytes` per possible
+    /// CPU, rounded down to a power of two, as the kernel requires.
+    pub fn ring_buffer_bytes(&self) -> Result<u32> {
+        let cpus = aya::util::nr_cpus()
+            .map_err(|(what, e)| AgentError::io(format!("reading {what}"), e))?
+            .max(1);
+        let per_cpu = self.ring_pages() * page_size();
+        let total = per_cpu.saturating_mul(cpus);
+        let total = if total.is_power_of_two() {
+            total
+        } else {
+            total.next_power_of_two() / 2
+        };
+        u32::try_from(total.min(1 << 30))
+            .map_err(|_| AgentError::Config(format!("a ring buffer of {total} bytes is too large")))
     }
 
     /// Number of pages per CPU ring: a power of two, as perf requires.

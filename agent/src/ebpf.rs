@@ -25,7 +25,7 @@ pub fn endpoint_key(addr: &std::net::SocketAddr) -> EndpointKey {
 }
 
 use crate::{
-    config::{AgentConfig, AttachMode},
+    config::{AgentConfig, AttachMode, PacketTransport},
     error::{AgentError, Result},
     interfaces::Interface,
 };
@@ -33,10 +33,18 @@ use crate::{
 /// The compiled eBPF object (built from `agent-ebpf` by `build.rs`).
 pub static TC_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/remora-tc"));
 
-/// Program names inside [`TC_OBJECT`].
-pub const INGRESS_PROGRAM: &str = "remora_tc_ingress";
-/// See [`INGRESS_PROGRAM`].
-pub const EGRESS_PROGRAM: &str = "remora_tc_egress";
+/// Program names inside [`TC_OBJECT`] (ingress, egress) writing to the per-CPU perf rings.
+pub const PERF_PROGRAMS: [&str; 2] = ["remora_tc_ingress", "remora_tc_egress"];
+/// The same programs writing to the shared BPF ring buffer.
+pub const RING_BUFFER_PROGRAMS: [&str; 2] = ["remora_tc_ingress_rb", "remora_tc_egress_rb"];
+
+/// The map a transport's programs write packets to.
+pub enum PacketMap {
+    /// `PACKETS`, a `BPF_MAP_TYPE_PERF_EVENT_ARRAY` whose slots the agent fills with rings.
+    PerfEventArray(MapData),
+    /// `PACKET_RING`, a `BPF_MAP_TYPE_RINGBUF`.
+    RingBuffer(MapData),
+}
 
 /// Links of one interface, to detach it again.
 #[derive(Debug)]
@@ -55,6 +63,9 @@ pub struct Recorder {
     counters: PerCpuArray<MapData, CpuCounters>,
     attached: HashMap<u32, Attachment>,
     mode: AttachMode,
+    /// The ingress and egress programs in use (one of [`PERF_PROGRAMS`],
+    /// [`RING_BUFFER_PROGRAMS`]).
+    programs: [&'static str; 2],
     tls: Option<crate::tls::Probes>,
 }
 
@@ -70,10 +81,19 @@ impl Recorder {
         let snaplen = config.snaplen + MAX_L2_HEADER_BYTES;
         let exclude = u32::from(!exclude_ports.is_empty());
         let exclude_eps = u32::from(!exclude_endpoints.is_empty());
+        let (programs, ring_bytes) = match config.packet_transport {
+            PacketTransport::PerfRings => (PERF_PROGRAMS, crate::config::page_size() as u32),
+            PacketTransport::RingBuffer => (RING_BUFFER_PROGRAMS, config.ring_buffer_bytes()?),
+        };
+        // A write wakes the collector once a quarter of the ring is waiting, like the perf
+        // rings' watermark.
+        let ring_wake = u64::from(ring_bytes / 4);
         let mut ebpf = EbpfLoader::new()
             .override_global("SNAPLEN", &snaplen, true)
             .override_global("EXCLUDE_PORTS", &exclude, true)
             .override_global("EXCLUDE_ENDPOINTS", &exclude_eps, true)
+            .override_global("PACKET_RING_WAKE", &ring_wake, true)
+            .map_max_entries("PACKET_RING", ring_bytes)
             .load(TC_OBJECT)
             .map_err(load_error)?;
         {
@@ -107,7 +127,7 @@ impl Recorder {
             }
         }
 
-        for name in [INGRESS_PROGRAM, EGRESS_PROGRAM] {
+        for name in programs {
             let program: &mut SchedClassifier = ebpf
                 .program_mut(name)
                 .ok_or_else(|| AgentError::Load(format!("program {name} missing from object")))?
@@ -125,6 +145,7 @@ impl Recorder {
             counters,
             attached: HashMap::new(),
             mode: config.attach_mode,
+            programs,
             tls: None,
         })
     }
@@ -180,16 +201,22 @@ impl Recorder {
         self.tls.as_ref().map(crate::tls::Probes::status)
     }
 
-    /// Takes the per-CPU perf rings' map (`BPF_MAP_TYPE_PERF_EVENT_ARRAY`, once).
-    pub fn take_packet_rings(&mut self) -> Result<MapData> {
-        match self.ebpf.take_map("PACKETS") {
-            Some(Map::PerfEventArray(map)) => Ok(map),
-            Some(_) => Err(AgentError::Load(
-                "map PACKETS is not a perf event array".into(),
-            )),
-            None => Err(AgentError::Load(
-                "map PACKETS missing or already taken".into(),
-            )),
+    /// Takes the map the programs in use write packets to (once).
+    pub fn take_packet_map(&mut self) -> Result<PacketMap> {
+        let name = if self.programs == PERF_PROGRAMS {
+            "PACKETS"
+        } else {
+            "PACKET_RING"
+        };
+        match self.ebpf.take_map(name) {
+            Some(Map::PerfEventArray(map)) if name == "PACKETS" => {
+                Ok(PacketMap::PerfEventArray(map))
+            }
+            Some(Map::RingBuf(map)) if name == "PACKET_RING" => Ok(PacketMap::RingBuffer(map)),
+            Some(_) => Err(AgentError::Load(format!("map {name} has the wrong type"))),
+            None => Err(AgentError::Load(format!(
+                "map {name} missing or already taken"
+            ))),
         }
     }
 
@@ -197,12 +224,14 @@ impl Recorder {
     /// SIGKILL; TCX links do not). Returns how many program attachments were removed.
     pub fn sweep_leftovers(iface: &str) -> usize {
         let mut removed = 0;
-        for (kind, name) in [
-            (TcAttachType::Ingress, INGRESS_PROGRAM),
-            (TcAttachType::Egress, EGRESS_PROGRAM),
-        ] {
-            if tc::qdisc_detach_program(iface, kind, name).is_ok() {
-                removed += 1;
+        for [ingress, egress] in [PERF_PROGRAMS, RING_BUFFER_PROGRAMS] {
+            for (kind, name) in [
+                (TcAttachType::Ingress, ingress),
+                (TcAttachType::Egress, egress),
+            ] {
+                if tc::qdisc_detach_program(iface, kind, name).is_ok() {
+                    removed += 1;
+                }
             }
         }
         removed
@@ -229,7 +258,7 @@ impl Recorder {
             Err(e) => {
                 if let Some(link) = ingress {
                     let _ = self
-                        .program(INGRESS_PROGRAM)
+                        .program(self.programs[0])
                         .and_then(|p| p.detach(link).map_err(|e| AgentError::Load(e.to_string())));
                 }
                 return Err(e);
@@ -252,8 +281,8 @@ impl Recorder {
         kind: TcAttachType,
     ) -> Result<SchedClassifierLinkId> {
         let (name, direction) = match kind {
-            TcAttachType::Ingress => (INGRESS_PROGRAM, "ingress"),
-            _ => (EGRESS_PROGRAM, "egress"),
+            TcAttachType::Ingress => (self.programs[0], "ingress"),
+            _ => (self.programs[1], "egress"),
         };
         let mode = self.mode;
         let program = self.program(name)?;
@@ -286,10 +315,11 @@ impl Recorder {
         let Some(att) = self.attached.remove(&ifindex) else {
             return;
         };
-        if let (Some(link), Ok(p)) = (att.ingress, self.program(INGRESS_PROGRAM)) {
+        let [ingress, egress] = self.programs;
+        if let (Some(link), Ok(p)) = (att.ingress, self.program(ingress)) {
             let _ = p.detach(link);
         }
-        if let (Some(link), Ok(p)) = (att.egress, self.program(EGRESS_PROGRAM)) {
+        if let (Some(link), Ok(p)) = (att.egress, self.program(egress)) {
             let _ = p.detach(link);
         }
         tracing::info!(interface = %att.name, "detached");

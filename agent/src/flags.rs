@@ -5,7 +5,8 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::Args;
 
 use crate::config::{
-    AgentConfig, AttachMode, DEFAULT_NODE_API_PORT, HookMode, parse_duration, parse_size,
+    AgentConfig, AttachMode, DEFAULT_NODE_API_PORT, HookMode, PacketTransport, parse_duration,
+    parse_size,
 };
 
 /// Recorder flags.
@@ -68,6 +69,10 @@ pub struct RecordArgs {
     /// `on` (required) or `off`
     #[arg(long, default_value = "auto", value_parser = ["auto", "on", "off"])]
     pub tls: String,
+    /// How packets reach the agent: `perf` (a perf ring per CPU, the default) or `ringbuf`
+    /// (one BPF ring buffer shared by the CPUs); docs/capture.md has the measured costs
+    #[arg(long, default_value = "perf", value_parser = ["perf", "ringbuf"])]
+    pub packet_ring: String,
 }
 
 impl RecordArgs {
@@ -109,6 +114,10 @@ impl RecordArgs {
             _ => HookMode::Auto,
         };
         config.socket_events = mode(&self.socket_events);
+        config.packet_transport = match self.packet_ring.as_str() {
+            "ringbuf" => PacketTransport::RingBuffer,
+            _ => PacketTransport::PerfRings,
+        };
         config.tls = mode(&self.tls);
         Ok(config)
     }

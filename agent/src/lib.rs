@@ -30,6 +30,7 @@ pub mod node_api;
 pub mod packets_parquet;
 pub mod parse;
 pub mod perf_ring;
+pub mod ring_buffer;
 pub mod run;
 pub mod schema;
 pub mod slice;

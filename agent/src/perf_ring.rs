@@ -61,7 +61,10 @@ struct MapUpdateAttr {
 /// The data area of a perf ring and its two positions: the kernel writes records at `head`,
 /// the reader gives space back by moving `tail`. Positions grow forever; a record at position
 /// `p` starts at byte `p % size` of the data area.
-pub trait Ring {
+///
+/// The record layout defaults to the perf ABI's; the BPF ring buffer
+/// ([`crate::ring_buffer::BpfRing`]) overrides the record methods.
+pub trait Ring: Sized {
     /// Size of the data area in bytes (a power of two).
     fn size(&self) -> usize;
     /// Where position `pos` falls in the data area.
@@ -84,6 +87,52 @@ pub trait Ring {
     /// the ring has one.
     fn wait_fd(&self) -> Option<std::os::fd::RawFd> {
         None
+    }
+    /// Whether the record at `pos` (before head) may be read: a BPF ring buffer's reserved
+    /// records sit before its head until they are committed.
+    #[inline]
+    fn committed(&self, _pos: u64) -> bool {
+        true
+    }
+    /// The size in ring bytes of the record at `pos` ([`record_size`]).
+    #[inline]
+    fn record_size(&self, pos: u64) -> Option<u64> {
+        record_size(self, pos)
+    }
+    /// The event timestamp of the record at `pos` ([`record_ts`]).
+    #[inline]
+    fn record_ts(&self, pos: u64) -> Option<u64> {
+        record_ts(self, pos)
+    }
+    /// The record at `pos` ([`record_at`]).
+    #[inline]
+    fn record_at<'a>(&'a self, pos: u64, scratch: &'a mut Vec<u8>) -> Record<'a> {
+        record_at(self, pos, scratch)
+    }
+    /// Waits until one of `rings` has a batch to read, or `timeout`.
+    fn wait(rings: &[Self], timeout: std::time::Duration) {
+        let mut fds: Vec<libc::pollfd> = rings
+            .iter()
+            .filter_map(Ring::wait_fd)
+            .map(|fd| libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        if fds.is_empty() {
+            std::thread::sleep(timeout);
+            return;
+        }
+        // SAFETY: `fds` is a valid, writable array of pollfd of the length passed; the
+        // descriptors belong to the rings, which outlive this call.
+        unsafe {
+            libc::poll(
+                fds.as_mut_ptr(),
+                fds.len() as libc::nfds_t,
+                timeout.as_millis() as i32,
+            )
+        };
     }
 }
 

@@ -18,17 +18,29 @@ use crate::{
     collector::{Collector, SharedDecoder, WriterLink},
     config::{AgentConfig, HookMode},
     decode::{Decoder, LinkHeaders},
-    ebpf::Recorder,
+    ebpf::{PacketMap, Recorder},
     error::{AgentError, Result},
     interfaces::{self, Interface},
     metrics::{Metrics, add},
     node_api::{self as api, ApiState},
-    perf_ring::open_per_cpu,
+    perf_ring::{Ring, open_per_cpu},
+    ring_buffer::BpfRing,
     schema::PACKETS_KIND,
     slice::{SliceEncoder, SliceFiles},
     store::{self, prepare_dir},
     writer::{WriterSettings, run_writer},
 };
+
+/// Runs `collector` on its own thread until `stop` is set.
+fn spawn_collector<R: Ring + Send + 'static>(
+    collector: Collector<R>,
+    stop: Arc<AtomicBool>,
+) -> Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("remora-collect".into())
+        .spawn(move || collector.run(&stop))
+        .map_err(|e| AgentError::io("starting the collector thread", e))
+}
 
 /// Resolves on Ctrl-C or SIGTERM (what `remora-agent` and `remora up` stop on).
 pub async fn shutdown_signal() {
@@ -144,7 +156,7 @@ pub async fn run_with_routes(
     let token = load_or_create_token(&config.token_file)?;
 
     let mut recorder = Recorder::load(&config, &exclude, &exclude_endpoints)?;
-    let rings = recorder.take_packet_rings()?;
+    let packet_map = recorder.take_packet_map()?;
     let ids = crate::sockets::record::SocketIds::new();
     let sockets = start_socket_events(&config, &mut recorder, ids)?;
     let tls = start_tls(&config, &mut recorder, ids)?;
@@ -156,7 +168,6 @@ pub async fn run_with_routes(
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let stop_collector = Arc::new(AtomicBool::new(false));
-    let perf_rings = open_per_cpu(rings.fd(), config.ring_pages())?;
     // A few row groups in flight at most: a slow disk turns into full rings and counted drops,
     // not into memory.
     let (to_writer, from_collector) = std::sync::mpsc::sync_channel(ROW_GROUPS_IN_FLIGHT);
@@ -167,22 +178,43 @@ pub async fn run_with_routes(
         config.slice_max_bytes,
     )
     .map_err(|e| AgentError::io("creating the payload compressor", e))?;
-    let collector = Collector::new(
-        perf_rings,
-        decoder.clone(),
-        encoder,
-        WriterLink {
-            to_writer,
-            written: written_rx,
-        },
-        SliceEncoder::page_payload_limit(config.slice_max_bytes),
-        metrics.clone(),
-    );
+    let link = WriterLink {
+        to_writer,
+        written: written_rx,
+    };
+    let page_limit = SliceEncoder::page_payload_limit(config.slice_max_bytes);
     let stop = stop_collector.clone();
-    let collector = std::thread::Builder::new()
-        .name("remora-collect".into())
-        .spawn(move || collector.run(&stop))
-        .map_err(|e| AgentError::io("starting the collector thread", e))?;
+    // Held until the agent stops: the kernel empties a perf event array when its last
+    // user-space descriptor closes.
+    let mut _perf_array = None;
+    let collector = match packet_map {
+        PacketMap::PerfEventArray(map) => {
+            let rings = open_per_cpu(map.fd(), config.ring_pages())?;
+            _perf_array = Some(map);
+            let collector = Collector::new(
+                rings,
+                decoder.clone(),
+                encoder,
+                link,
+                page_limit,
+                metrics.clone(),
+            );
+            spawn_collector(collector, stop)?
+        }
+        PacketMap::RingBuffer(map) => {
+            let ring = BpfRing::open(map)
+                .map_err(|e| AgentError::io("mapping the packet ring buffer", e))?;
+            let collector = Collector::new(
+                vec![ring],
+                decoder.clone(),
+                encoder,
+                link,
+                page_limit,
+                metrics.clone(),
+            );
+            spawn_collector(collector, stop)?
+        }
+    };
     // The kernel's drop counters, sampled for the slices to carry (`drops`).
     let drop_totals = Arc::new(crate::drops::DropTotals::default());
     drop_totals.update(&recorder.cpu_counters());

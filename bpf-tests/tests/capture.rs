@@ -215,6 +215,78 @@ fn records_exactly_what_tcpdump_records_on_a_veth() {
     assert_eq!(duck.trim(), expected, "DuckDB disagrees");
 }
 
+/// The other packet transport, the shared BPF ring buffer, records the same packets, byte for
+/// byte: at the largest snaplen, so that every record size class is used (bare ACKs, MTU
+/// frames, GSO frames of tens of kilobytes).
+#[test]
+fn ring_buffer_transport_records_exactly_what_tcpdump_records() {
+    preflight();
+    let pair = VethPair::new("rbuf");
+    let _nginx = Nginx::start(&pair.b, ADDR_B, 8080);
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let snaplen = 64_986u32;
+    let agent = AgentProc::start(
+        &pair.a,
+        &data,
+        18803,
+        &[
+            "--interfaces",
+            IF_A,
+            "--snaplen",
+            &snaplen.to_string(),
+            "--packet-ring",
+            "ringbuf",
+            "--slice-duration",
+            "2s",
+        ],
+    );
+    let pcap = tmp.path().join("ref.pcap");
+    let dump = Tcpdump::start(&pair.a, IF_A, snaplen + 14, &pcap, true, &["-B", "65536"]);
+    for path in ["/", "/big.bin", "/missing", "/big.bin"] {
+        pair.a.exec_ok(
+            "curl",
+            &[
+                "-sS",
+                "-o",
+                "/dev/null",
+                &format!("http://{ADDR_B}:8080{path}"),
+            ],
+        );
+    }
+    for size in ["56", "1400", "3000", "9000"] {
+        pair.a
+            .exec_ok("ping", &["-c", "3", "-i", "0.05", "-q", "-s", size, ADDR_B]);
+    }
+    blast(&pair.a, &format!("{ADDR_B}:9999"), 300, 200, 3000);
+    std::thread::sleep(Duration::from_millis(300));
+    let stats = dump.stop();
+    let log = agent.stop();
+    assert!(log.contains("0 packets dropped"), "{log}");
+    assert_eq!(stats.dropped, 0, "tcpdump dropped packets");
+
+    let dir = data.join("capture/test/packets");
+    for file in slice_files(&dir) {
+        let rows = read_slice(&file);
+        assert!(
+            rows.windows(2).all(|w| w[0].ts_ns <= w[1].ts_ns),
+            "{} is not sorted by ts",
+            file.display()
+        );
+    }
+    let ours = read_all(&dir);
+    let reference = read_pcap(&pcap);
+    assert_eq!(stats.captured as usize, reference.len());
+    let report = compare_with_pcap(&ours, &reference, 14, snaplen);
+    eprintln!("ring buffer: {report}");
+    assert_eq!(count_udp_to(&ours, 9999), 300);
+    let biggest = ours.iter().map(|p| p.payload.len()).max().unwrap_or(0);
+    assert!(
+        biggest > 16_384,
+        "no GSO frame above 16 KiB was recorded (largest {biggest} bytes)"
+    );
+}
+
 /// Upper-case hex, as DuckDB's `hex()` prints a blob.
 fn hex(bytes: Option<&Vec<u8>>) -> String {
     bytes

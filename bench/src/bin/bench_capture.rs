@@ -37,6 +37,9 @@ struct Args {
     /// Skip the iperf3 part
     #[arg(long)]
     no_tcp: bool,
+    /// Rounds of the iperf3 part (each runs every recorder once)
+    #[arg(long, default_value_t = 1)]
+    rounds: u32,
     /// Run only the recorders whose label contains this text (e.g. "remora", "64986")
     #[arg(long)]
     only: Option<String>,
@@ -73,6 +76,9 @@ enum Recorder {
     None,
     Remora {
         snaplen: u32,
+        /// Packets through the shared BPF ring buffer (`--packet-ring ringbuf`) rather than
+        /// the per-CPU perf rings.
+        ring_buffer: bool,
     },
     Tcpdump {
         snaplen: u32,
@@ -84,7 +90,14 @@ impl Recorder {
     fn label(&self) -> String {
         match self {
             Recorder::None => "none".into(),
-            Recorder::Remora { snaplen } => format!("remora (snaplen {snaplen})"),
+            Recorder::Remora {
+                snaplen,
+                ring_buffer: false,
+            } => format!("remora (snaplen {snaplen})"),
+            Recorder::Remora {
+                snaplen,
+                ring_buffer: true,
+            } => format!("remora (snaplen {snaplen}, ringbuf)"),
             Recorder::Tcpdump { snaplen, extra } => {
                 format!("tcpdump -s {snaplen} {}", extra.join(" "))
                     .trim()
@@ -112,8 +125,12 @@ fn start(pair: &VethPair, rec: &Recorder, out: &Path) -> Running {
             out: out.to_owned(),
             startup_cpu_s: 0.0,
         },
-        Recorder::Remora { snaplen } => {
+        Recorder::Remora {
+            snaplen,
+            ring_buffer,
+        } => {
             let snap = snaplen.to_string();
+            let transport = if *ring_buffer { "ringbuf" } else { "perf" };
             let agent = AgentProc::start(
                 &pair.a,
                 &out.join("data"),
@@ -125,6 +142,8 @@ fn start(pair: &VethPair, rec: &Recorder, out: &Path) -> Running {
                     &snap,
                     "--retention-bytes",
                     "256GiB",
+                    "--packet-ring",
+                    transport,
                 ],
             );
             let startup_cpu_s = agent.pid().map_or(0.0, |p| cpu_and_peak_rss(p).0);
@@ -328,7 +347,14 @@ fn main() -> anyhow::Result<()> {
 
     let udp_recorders = [
         Recorder::None,
-        Recorder::Remora { snaplen: 4096 },
+        Recorder::Remora {
+            snaplen: 4096,
+            ring_buffer: false,
+        },
+        Recorder::Remora {
+            snaplen: 4096,
+            ring_buffer: true,
+        },
         Recorder::Tcpdump {
             snaplen: 262_144,
             extra: &[],
@@ -355,27 +381,43 @@ fn main() -> anyhow::Result<()> {
         // tcpdump's from the Ethernet header (14 bytes more).
         let tcp_recorders = [
             Recorder::None,
-            Recorder::Remora { snaplen: 114 },
+            Recorder::Remora {
+                snaplen: 114,
+                ring_buffer: false,
+            },
             Recorder::Tcpdump {
                 snaplen: 128,
                 extra: &[],
             },
-            Recorder::Remora { snaplen: 4096 },
+            Recorder::Remora {
+                snaplen: 4096,
+                ring_buffer: false,
+            },
+            Recorder::Remora {
+                snaplen: 4096,
+                ring_buffer: true,
+            },
             Recorder::Tcpdump {
                 snaplen: 4110,
                 extra: &[],
             },
-            Recorder::Remora { snaplen: 64_986 },
+            Recorder::Remora {
+                snaplen: 64_986,
+                ring_buffer: false,
+            },
             Recorder::Tcpdump {
                 snaplen: 262_144,
                 extra: &["-B", "65536"],
             },
         ];
-        for rec in tcp_recorders.iter().filter(|r| args.selects(r)) {
-            eprintln!("bench: iperf3 with {}", rec.label());
-            let row = tcp_run(&pair, rec, args.seconds, &scratch)?;
-            eprintln!("  {row:?}");
-            rows.push(row);
+        // Rounds interleave the recorders, so that drift in the machine's speed is shared.
+        for round in 1..=args.rounds {
+            for rec in tcp_recorders.iter().filter(|r| args.selects(r)) {
+                eprintln!("bench: round {round}: iperf3 with {}", rec.label());
+                let row = tcp_run(&pair, rec, args.seconds, &scratch)?;
+                eprintln!("  {row:?}");
+                rows.push(row);
+            }
         }
         let _ = server.kill();
         let _ = server.wait();
