@@ -35,7 +35,11 @@ const CLOSED_GRACE_NS: i64 = 1_000_000_000;
 /// A DNS query without an answer after this long is a `timeout` row.
 const DNS_TIMEOUT_NS: i64 = 30_000_000_000;
 /// Capture time between two sweeps for finished connections and expired queries.
-const SWEEP_EVERY_NS: i64 = 1_000_000_000;
+pub(crate) const SWEEP_EVERY_NS: i64 = 1_000_000_000;
+
+/// Ids of plaintext streams without recorded packets start above this (frame numbers stay
+/// below it).
+const PLAINTEXT_IDS: u64 = 1 << 48;
 
 /// Bounds on what the engine holds, whatever the input.
 #[derive(Debug, Clone, Copy)]
@@ -133,7 +137,14 @@ pub struct Engine {
     /// Calls in `out.calls` already given their NAT view.
     nat_annotated: usize,
     tcp: HashMap<FlowKey, TcpConn>,
-    next_id: u64,
+    /// Number of the frame being read (1-based): a connection or UDP flow takes the number of
+    /// its first frame as its id, which stays the same however the input is split
+    /// (`crate::shard`).
+    frame: u64,
+    /// Ids of plaintext streams whose packets were not recorded (above every frame number).
+    plain_ids: u64,
+    /// Sweeps are ordered by the caller ([`Engine::sweep_at`]), not by `push`.
+    outside_sweeps: bool,
     dns_pending: HashMap<(FlowKey, u16), (Call, i64)>,
     /// UDP flows: id, last packet, calls so far.
     udp_ids: HashMap<FlowKey, (u64, i64, u32)>,
@@ -206,15 +217,35 @@ impl Engine {
         self
     }
 
+    /// Leaves the sweeps for finished connections to the caller ([`Engine::sweep_at`]), which
+    /// orders them for several engines at once (`crate::shard`).
+    pub fn sweeps_from_outside(mut self) -> Self {
+        self.outside_sweeps = true;
+        self
+    }
+
     /// Feeds one packet: its time, its bytes from the IP header on (possibly cut), and its
-    /// length on the wire from the IP header on.
+    /// length on the wire from the IP header on. It is the next frame of the input.
     pub fn push(&mut self, ts_ns: i64, l3: &[u8], wire_len: u32) {
+        self.push_frame(self.frame + 1, ts_ns, l3, wire_len);
+    }
+
+    /// Feeds frame number `frame` of the input (1-based; some frames may go to other engines).
+    pub fn push_frame(&mut self, frame: u64, ts_ns: i64, l3: &[u8], wire_len: u32) {
+        self.frame = frame;
         self.out.stats.packets += 1;
         self.push_at_depth(ts_ns, l3, wire_len, 0);
-        if ts_ns - self.last_sweep_ns >= SWEEP_EVERY_NS {
-            self.sweep(ts_ns);
-            self.last_sweep_ns = ts_ns;
+        if !self.outside_sweeps && ts_ns - self.last_sweep_ns >= SWEEP_EVERY_NS {
+            self.sweep_at(ts_ns);
         }
+    }
+
+    /// Finishes closed and idle connections and expires unanswered DNS queries, as of
+    /// `now_ns` (`push` does it every second of capture time unless
+    /// [`Engine::sweeps_from_outside`]).
+    pub fn sweep_at(&mut self, now_ns: i64) {
+        self.sweep(now_ns);
+        self.last_sweep_ns = now_ns;
     }
 
     /// Rows finished so far, taken out of the engine (call now and then to bound memory; the
@@ -425,9 +456,8 @@ impl Engine {
         if !self.tcp.contains_key(&k) && self.tcp.len() >= self.limits.max_conns {
             self.enforce_limits();
         }
-        let next_id = &mut self.next_id;
+        let id = self.frame;
         let conn = self.tcp.entry(k).or_insert_with(|| {
-            *next_id += 1;
             // The initiator: the SYN's sender, the SYN-ACK's receiver, else the sender of the
             // first packet unless it comes from the lower (server-like) port.
             let client = if syn && ack {
@@ -437,7 +467,7 @@ impl Engine {
             } else {
                 1
             };
-            TcpConn::new(*next_id, [src, dst], client, ts_ns)
+            TcpConn::new(id, [src, dst], client, ts_ns)
         });
         let dir = usize::from(conn.sides[0] != src);
         conn.last_ns = ts_ns;
@@ -582,8 +612,8 @@ impl Engine {
                 }
             }
             let id = id.unwrap_or_else(|| {
-                self.next_id += 1;
-                self.next_id
+                self.plain_ids += 1;
+                PLAINTEXT_IDS + self.plain_ids
             });
             let mut conn = TcpConn::new(id, [local, peer], 0, ts_ns);
             conn.handshake_us = handshake_us;
@@ -828,11 +858,8 @@ impl Engine {
 
     fn dns_udp(&mut self, ts_ns: i64, src: Endpoint, dst: Endpoint, data: &[u8]) {
         let k = key(src, dst);
-        let next_id = &mut self.next_id;
-        let entry = self.udp_ids.entry(k).or_insert_with(|| {
-            *next_id += 1;
-            (*next_id, ts_ns, 0)
-        });
+        let id = self.frame;
+        let entry = self.udp_ids.entry(k).or_insert_with(|| (id, ts_ns, 0));
         entry.1 = ts_ns;
         let flow = DnsFlow {
             conn_id: entry.0,

@@ -24,6 +24,7 @@ pub mod net;
 pub mod output;
 mod pairing;
 pub mod reassembly;
+pub mod shard;
 pub mod tcp_analysis;
 pub mod tls;
 
@@ -31,15 +32,31 @@ pub use call::{Call, Conn, Endpoint, Translated};
 pub use engine::{Engine, Limits};
 pub use error::DissectError;
 pub use output::{Output, Stats};
+pub use shard::{Router, ShardRange, Sharded};
 
-/// Dissects a whole pcap/pcapng file held in memory (frames in file order).
+/// Dissects a whole pcap/pcapng file held in memory (frames in file order), split by flow as
+/// `remora dissect` does on any number of threads ([`shard`]): the same rows in the same order.
 pub fn dissect_capture(file: &[u8]) -> Result<Output, DissectError> {
     let mut reader = capture::CaptureReader::new(file)?;
-    let mut engine = Engine::new();
+    let mut sharded = Sharded::default();
+    let (mut calls, mut conns) = (Vec::new(), Vec::new());
     while let Some((info, data)) = reader.next_frame()? {
-        feed_frame(&mut engine, info, data);
+        if let Some(l3) = capture::l3_of(info.linktype, data) {
+            let l2 = (data.len() - l3.len()) as u32;
+            sharded.push(info.ts_ns, l3, info.orig_len.saturating_sub(l2));
+            if sharded.frames().is_multiple_of(shard::EPOCH_FRAMES) {
+                let (c, n) = sharded.take_rows();
+                calls.extend(c);
+                conns.extend(n);
+            }
+        }
     }
-    Ok(engine.finish())
+    let mut out = sharded.finish();
+    calls.append(&mut out.calls);
+    conns.append(&mut out.conns);
+    out.calls = calls;
+    out.conns = conns;
+    Ok(out)
 }
 
 /// Feeds one captured frame to the engine (link header removed, wire length adjusted).

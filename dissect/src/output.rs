@@ -27,6 +27,34 @@ pub struct Stats {
     pub duplicates: u64,
 }
 
+impl Stats {
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: &Stats) {
+        let Stats {
+            packets,
+            undecodable,
+            fragments,
+            dns_errors,
+            http_errors,
+            reassembled,
+            evicted_conns,
+            defrag_dropped,
+            h2c_upgrades,
+            duplicates,
+        } = other;
+        self.packets += packets;
+        self.undecodable += undecodable;
+        self.fragments += fragments;
+        self.dns_errors += dns_errors;
+        self.http_errors += http_errors;
+        self.reassembled += reassembled;
+        self.evicted_conns += evicted_conns;
+        self.defrag_dropped += defrag_dropped;
+        self.h2c_upgrades += h2c_upgrades;
+        self.duplicates += duplicates;
+    }
+}
+
 /// Everything a dissection produced.
 #[derive(Debug, Default)]
 pub struct Output {

@@ -16,14 +16,22 @@ pub struct DissectArgs {
     /// Node name written into the rows.
     #[arg(long, default_value = "pcap")]
     node: String,
+    /// Threads to dissect with (the rows are the same for any number) [default: every core]
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 /// Dissects and prints the summary.
 pub fn run(args: &DissectArgs) -> anyhow::Result<()> {
     super::allocator::keep_freed_memory();
     let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let summary = crate::pipeline::dissect_file(&args.capture, &args.out, &args.node, progress)
-        .with_context(|| format!("dissecting {}", args.capture.display()))?;
+    let threads = args
+        .threads
+        .unwrap_or_else(crate::pipeline::default_threads)
+        .max(1);
+    let summary =
+        crate::pipeline::dissect_file(&args.capture, &args.out, &args.node, progress, threads)
+            .with_context(|| format!("dissecting {}", args.capture.display()))?;
     println!("{summary}");
     println!(
         "wrote {} and {}",

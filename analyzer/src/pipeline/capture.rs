@@ -4,9 +4,9 @@
 use std::{path::Path, time::Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use remora_dissect::{Engine, capture::CaptureReader};
+use remora_dissect::capture::{CaptureReader, l3_of};
 
-use super::{PipelineError, Summary, sink::Sink};
+use super::{PipelineError, Summary, parallel::Dissector, sink::Sink};
 use crate::services::workloads::NoWorkloads;
 
 /// Counts bytes read, for the progress bar.
@@ -23,13 +23,15 @@ impl<R: std::io::Read> std::io::Read for CountingReader<R> {
     }
 }
 
-/// Dissects the capture file `input` into `<out>/calls.parquet` and `<out>/conns.parquet`; rows
-/// name `node` as their node and `pcap` as their capture source.
+/// Dissects the capture file `input` into `<out>/calls.parquet` and `<out>/conns.parquet` on
+/// `threads` threads (the rows are the same for any number); rows name `node` as their node and
+/// `pcap` as their capture source.
 pub fn dissect_capture(
     input: &Path,
     out: &Path,
     node: &str,
     progress: bool,
+    threads: usize,
 ) -> Result<Summary, PipelineError> {
     let started = Instant::now();
     let file = std::fs::File::open(input)
@@ -59,20 +61,23 @@ pub fn dissect_capture(
     };
     let mut sink = Sink::new(out, "pcap", &NoWorkloads)?;
     sink.node = node.to_owned();
-    let mut engine = Engine::new();
+    let mut dissector = Dissector::new(threads, sink)?;
     while let Some((info, data)) = reader
         .next_frame()
         .map_err(|e| PipelineError::input(input, e))?
     {
-        remora_dissect::feed_frame(&mut engine, info, data);
+        // A frame of a link type Remora does not read is counted, not dissected.
+        let Some(l3) = l3_of(info.linktype, data) else {
+            continue;
+        };
+        let l2 = (data.len() - l3.len()) as u32;
+        dissector.push(info.ts_ns, l3, info.orig_len.saturating_sub(l2))?;
         if reader.frames() % 65536 == 0 {
             bar.set_position(reader.inner().read);
-            sink.drain(&mut engine)?;
         }
     }
     bar.finish_and_clear();
     let frames = reader.frames();
-    let output = engine.finish();
-    sink.write(output.calls, output.conns)?;
-    sink.close(frames, output.stats, started)
+    let (sink, stats) = dissector.finish()?;
+    sink.close(frames, stats, started)
 }

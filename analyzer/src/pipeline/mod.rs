@@ -11,6 +11,7 @@
 
 pub mod capture;
 mod origin;
+mod parallel;
 pub mod plaintext;
 pub mod processes;
 mod sink;
@@ -27,6 +28,7 @@ use std::{
 use remora_dissect::{Engine, Stats};
 
 pub use capture::dissect_capture;
+pub use parallel::default_threads;
 pub use sink::calls_batch;
 
 use crate::services::workloads::{NoWorkloads, Resolve};
@@ -62,6 +64,9 @@ pub enum PipelineError {
     /// Writing a table failed.
     #[error(transparent)]
     Write(#[from] remora_tables::WriteError),
+    /// A dissection thread could not start or stopped early.
+    #[error("{0}")]
+    Worker(String),
 }
 
 impl PipelineError {
@@ -137,6 +142,7 @@ pub fn dissect_file(
     out: &Path,
     node: &str,
     progress: bool,
+    threads: usize,
 ) -> Result<Summary, PipelineError> {
     if input.is_dir() {
         let bar = if progress {
@@ -154,7 +160,7 @@ pub fn dissect_file(
         bar.finish_and_clear();
         return Ok(summary);
     }
-    dissect_capture(input, out, node, progress)
+    dissect_capture(input, out, node, progress, threads)
 }
 
 /// `(node, packets dir)` of every node under `dir/capture/`, when `dir` is laid out as a
@@ -235,7 +241,7 @@ pub fn dissect_nodes_with(
         };
         let mut plain = plaintext::Plaintext::load(&nodes[tag..=tag], sink.processes.as_ref());
         let stats = stream(&files, engine, &mut plain, &mut sink, &mut total, progress)?;
-        add_stats(&mut summary_stats, &stats);
+        summary_stats.add(&stats);
     }
     if !progress(total, sink.calls_total()) {
         return Err(PipelineError::Cancelled);
@@ -330,19 +336,6 @@ pub fn empty_tables(out: &Path) -> Result<Summary, PipelineError> {
     Sink::new(out, "ebpf", &NoWorkloads)?.close(0, Stats::default(), Instant::now())
 }
 
-fn add_stats(into: &mut Stats, s: &Stats) {
-    into.packets += s.packets;
-    into.undecodable += s.undecodable;
-    into.fragments += s.fragments;
-    into.dns_errors += s.dns_errors;
-    into.http_errors += s.http_errors;
-    into.reassembled += s.reassembled;
-    into.evicted_conns += s.evicted_conns;
-    into.defrag_dropped += s.defrag_dropped;
-    into.h2c_upgrades += s.h2c_upgrades;
-    into.duplicates += s.duplicates;
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -362,7 +355,7 @@ mod tests {
             fixture.display()
         );
         let out = tempfile::tempdir().unwrap();
-        let summary = dissect_file(&fixture, out.path(), "test", false).unwrap();
+        let summary = dissect_file(&fixture, out.path(), "test", false, 2).unwrap();
         assert_eq!(summary.calls.get("HTTP"), Some(&1));
         let file = File::open(out.path().join("calls.parquet")).unwrap();
         let batch = ParquetRecordBatchReaderBuilder::try_new(file)
@@ -396,7 +389,7 @@ mod tests {
             .map(|b| b.unwrap().num_rows())
             .sum();
         assert_eq!(rows, 1);
-        assert!(dissect_file(Path::new("/nonexistent.pcap"), out.path(), "t", false).is_err());
+        assert!(dissect_file(Path::new("/nonexistent.pcap"), out.path(), "t", false, 1).is_err());
     }
 
     use std::fs::File;

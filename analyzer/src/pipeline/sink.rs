@@ -32,7 +32,7 @@ pub fn calls_batch(
 }
 
 /// The `conns` rows of `conns` as a record batch, attributed as [`calls_batch`] does.
-fn conns_batch(
+pub(super) fn conns_batch(
     node: &str,
     conns: &[Conn],
     workloads: &dyn Resolve,
@@ -121,7 +121,7 @@ pub(super) struct Sink<'w> {
     workloads: &'w dyn Resolve,
     /// The node the rows now written come from.
     pub(super) node: String,
-    source: &'static str,
+    pub(super) source: &'static str,
     calls_out: TableWriter,
     conns_out: TableWriter,
     calls: BTreeMap<&'static str, u64>,
@@ -246,6 +246,28 @@ impl<'w> Sink<'w> {
                 self.conns_out
                     .write(&conns_batch(node, conns, workloads)?)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Writes rows already made into batches (by [`super::parallel`]'s workers), with their
+    /// counts.
+    pub(super) fn write_batches(
+        &mut self,
+        calls: Option<&RecordBatch>,
+        conns: Option<&RecordBatch>,
+        counted: super::parallel::Counted,
+    ) -> Result<(), PipelineError> {
+        for (protocol, n) in counted.calls {
+            *self.calls.entry(protocol).or_default() += n;
+        }
+        self.unpaired += counted.unpaired;
+        self.conns += counted.conns;
+        if let Some(batch) = calls {
+            self.calls_out.write(batch)?;
+        }
+        if let Some(batch) = conns {
+            self.conns_out.write(batch)?;
         }
         Ok(())
     }

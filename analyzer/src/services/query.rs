@@ -297,7 +297,7 @@ mod tests {
             .join("../../shared/fixtures/pcap/http-simple-get.pcap");
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("dissections/s/d");
-        crate::pipeline::dissect_file(&fixture, &dir, "test", false).unwrap();
+        crate::pipeline::dissect_file(&fixture, &dir, "test", false, 2).unwrap();
         let cache = TableCache::default();
         cache.session(&dir).await.unwrap();
         assert!(!cache.calls_spans(&dir).is_empty(), "cached with its spans");

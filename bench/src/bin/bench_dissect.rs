@@ -31,9 +31,71 @@ struct Args {
     /// Reuse an existing capture instead of making one
     #[arg(long)]
     pcap: Option<std::path::PathBuf>,
-    /// Rounds, each running both tools (this VM's speed drifts by ±30% over minutes)
+    /// Rounds, each on a freshly made capture and running every tool on it (this VM's speed
+    /// drifts by ±30% over minutes)
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// Then dissect the last capture looped to this many GiB and compare the peak RSS with the
+    /// rounds' (memory must follow live connections, not the capture)
+    #[arg(long)]
+    loop_gib: Option<u64>,
+}
+
+/// Writes `src` (a little-endian pcap) again and again into `dst` until it holds `target`
+/// bytes, each copy shifted in time past the last (and past the idle timeout, so that its
+/// connections are new ones). Returns the packets written.
+fn loop_capture(src: &Path, dst: &Path, target: u64) -> anyhow::Result<u64> {
+    use std::io::Write as _;
+    let data = fs::read(src)?;
+    anyhow::ensure!(data.len() >= 24, "{} is not a pcap", src.display());
+    let magic = u32::from_le_bytes(data[0..4].try_into()?);
+    let per_second: u64 = match magic {
+        0xa1b2_c3d4 => 1_000_000,
+        0xa1b2_3c4d => 1_000_000_000,
+        _ => anyhow::bail!("{}: only little-endian pcap can be looped", src.display()),
+    };
+    // The records, and the capture's span in its own time unit.
+    let mut records = Vec::new();
+    let mut at = 24;
+    while at + 16 <= data.len() {
+        let caplen = u32::from_le_bytes(data[at + 8..at + 12].try_into()?) as usize;
+        if at + 16 + caplen > data.len() {
+            break;
+        }
+        records.push(at);
+        at += 16 + caplen;
+    }
+    let ts = |at: usize| -> u64 {
+        let sec = u64::from(u32::from_le_bytes(
+            data[at..at + 4].try_into().unwrap_or([0; 4]),
+        ));
+        let frac = u64::from(u32::from_le_bytes(
+            data[at + 4..at + 8].try_into().unwrap_or([0; 4]),
+        ));
+        sec * per_second + frac
+    };
+    let (Some(&first), Some(&last)) = (records.first(), records.last()) else {
+        anyhow::bail!("{} holds no packets", src.display());
+    };
+    let shift_each = ts(last) - ts(first) + 300 * per_second;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, fs::File::create(dst)?);
+    out.write_all(&data[..24])?;
+    let (mut written, mut packets, mut copy) = (24u64, 0u64, 0u64);
+    while written < target {
+        let shift = copy * shift_each;
+        for &r in &records {
+            let t = ts(r) + shift;
+            let caplen = u32::from_le_bytes(data[r + 8..r + 12].try_into()?) as usize;
+            out.write_all(&((t / per_second) as u32).to_le_bytes())?;
+            out.write_all(&((t % per_second) as u32).to_le_bytes())?;
+            out.write_all(&data[r + 8..r + 16 + caplen])?;
+            written += 16 + caplen as u64;
+            packets += 1;
+        }
+        copy += 1;
+    }
+    out.flush()?;
+    Ok(packets)
 }
 
 /// One measured run: (wall s, CPU s, peak RSS bytes).
@@ -136,6 +198,137 @@ fn make_capture(pcap: &Path, seconds: u64) -> anyhow::Result<u64> {
     Ok(stats.captured)
 }
 
+/// One round's figures for one run of a tool.
+#[derive(Clone, Copy, Debug)]
+struct Run {
+    wall: f64,
+    cpu: f64,
+    rss: u64,
+}
+
+/// What one round measured.
+struct Round {
+    packets: f64,
+    bytes: u64,
+    composition: String,
+    tshark: Run,
+    one_core: Run,
+    all_cores: Run,
+}
+
+impl Round {
+    fn ratio(&self) -> f64 {
+        self.tshark.wall / self.one_core.wall
+    }
+    fn scaling(&self) -> f64 {
+        self.one_core.wall / self.all_cores.wall
+    }
+}
+
+/// `remora dissect` of `pcap` into `out` on `threads` threads (pinned to one core for one).
+fn remora_run(
+    remora: &Path,
+    pcap: &Path,
+    out: &Path,
+    threads: usize,
+    summary: &Path,
+) -> anyhow::Result<Run> {
+    let _ = fs::remove_dir_all(out);
+    let mut cmd = if threads == 1 {
+        on_one_core(remora)
+    } else {
+        Command::new(remora)
+    };
+    cmd.args(["dissect", "--threads", &threads.to_string()])
+        .arg(pcap)
+        .arg("--out")
+        .arg(out)
+        .stdout(fs::File::create(summary)?);
+    let (wall, cpu, rss) = measured(&format!("remora dissect --threads {threads}"), cmd)?;
+    Ok(Run { wall, cpu, rss })
+}
+
+fn tshark_run(pcap: &Path, fields: &Path) -> anyhow::Result<Run> {
+    let mut cmd = on_one_core(Path::new("tshark"));
+    cmd.args([
+        "-n",
+        "-o",
+        "tcp.reassemble_out_of_order:TRUE",
+        "-o",
+        "http.desegment_body:FALSE",
+    ])
+    .args(["-d", "tcp.port==8081,http2", "-r"])
+    .arg(pcap)
+    .args([
+        "-Y",
+        "http.request || http.response || http2.type == 1 || dns",
+    ])
+    .args([
+        "-T",
+        "fields",
+        "-e",
+        "frame.number",
+        "-e",
+        "http.request.method",
+        "-e",
+        "http.response.code",
+    ])
+    .args([
+        "-e",
+        "http2.headers.method",
+        "-e",
+        "http2.headers.status",
+        "-e",
+        "dns.qry.name",
+    ])
+    .stdout(fs::File::create(fields)?)
+    .stderr(Stdio::null());
+    let (wall, cpu, rss) = measured("tshark", cmd)?;
+    Ok(Run { wall, cpu, rss })
+}
+
+/// The rows of a table file, for comparing two dissections row for row.
+fn table_rows(path: &Path) -> anyhow::Result<Vec<arrow::array::RecordBatch>> {
+    let file = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let reader =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)?.build()?;
+    let batches: Vec<_> = reader.collect::<Result<_, _>>()?;
+    let Some(first) = batches.first() else {
+        return Ok(Vec::new());
+    };
+    Ok(vec![arrow::compute::concat_batches(
+        &first.schema(),
+        &batches,
+    )?])
+}
+
+/// Fails unless both dissections wrote the same rows in the same order.
+fn same_rows(a: &Path, b: &Path) -> anyhow::Result<()> {
+    for table in ["calls.parquet", "conns.parquet"] {
+        let (x, y) = (table_rows(&a.join(table))?, table_rows(&b.join(table))?);
+        anyhow::ensure!(
+            x == y,
+            "{table} differs between one thread ({}) and all cores ({}): the dissection must \
+             give the same rows whatever the number of threads",
+            a.display(),
+            b.display()
+        );
+    }
+    Ok(())
+}
+
+/// The figures of `remora dissect`'s summary line: packets, calls per protocol, connections.
+fn composition(summary: &str) -> (f64, String) {
+    let first = summary.lines().next().unwrap_or("");
+    let packets = first
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0.0);
+    let calls = first.split_once("): ").map_or(first, |(_, rest)| rest);
+    (packets, calls.to_owned())
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     require_root();
@@ -146,126 +339,172 @@ fn main() -> anyhow::Result<()> {
     }
     let out_root = workspace_root().join("bench-out");
     fs::create_dir_all(&out_root)?;
-    let pcap = match &args.pcap {
-        Some(p) => p.clone(),
-        None => {
-            let pcap = out_root.join("dissect.pcap");
-            let captured = make_capture(&pcap, args.seconds)?;
-            eprintln!("bench: captured {captured} packets into {}", pcap.display());
-            pcap
-        }
-    };
-    let size = fs::metadata(&pcap)?.len();
-
     let remora = sibling_binary("remora");
-    let out_dir = out_root.join("dissect-out");
-    let _ = fs::remove_dir_all(&out_dir);
-    // This VM's speed drifts by ±30% over minutes: the tools take turns, round by round, and
-    // the table shows each one's median round and the median of the per-round ratios.
+    let one_dir = out_root.join("dissect-out-1");
+    let all_dir = out_root.join("dissect-out-all");
     let tshark_out = out_root.join("tshark-fields.txt");
+    let summary_path = out_root.join("remora-summary.txt");
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+
+    // Each round dissects a capture made afresh (unless one is given): the figures then
+    // spread over inputs as well as over runs. The tools take turns on the same capture, as
+    // this VM's speed drifts by ±30% over minutes.
     let rounds = args.rounds.max(1);
-    let (mut remora_runs, mut tshark_runs) = (Vec::new(), Vec::new());
+    let mut results = Vec::new();
     for round in 1..=rounds {
         eprintln!("bench: round {round} of {rounds}");
-        let mut cmd = on_one_core(&remora);
-        cmd.args(["dissect"])
-            .arg(&pcap)
-            .arg("--out")
-            .arg(&out_dir)
-            .stdout(fs::File::create(out_root.join("remora-summary.txt"))?);
-        remora_runs.push(measured("remora dissect", cmd)?);
-        let mut cmd = on_one_core(Path::new("tshark"));
-        cmd.args([
-            "-n",
-            "-o",
-            "tcp.reassemble_out_of_order:TRUE",
-            "-o",
-            "http.desegment_body:FALSE",
-        ])
-        .args(["-d", "tcp.port==8081,http2", "-r"])
-        .arg(&pcap)
-        .args([
-            "-Y",
-            "http.request || http.response || http2.type == 1 || dns",
-        ])
-        .args([
-            "-T",
-            "fields",
-            "-e",
-            "frame.number",
-            "-e",
-            "http.request.method",
-            "-e",
-            "http.response.code",
-        ])
-        .args([
-            "-e",
-            "http2.headers.method",
-            "-e",
-            "http2.headers.status",
-            "-e",
-            "dns.qry.name",
-        ])
-        .stdout(fs::File::create(&tshark_out)?)
-        .stderr(Stdio::null());
-        tshark_runs.push(measured("tshark", cmd)?);
+        let pcap = match &args.pcap {
+            Some(p) => p.clone(),
+            None => {
+                let pcap = out_root.join("dissect.pcap");
+                let captured = make_capture(&pcap, args.seconds)?;
+                eprintln!("bench: captured {captured} packets into {}", pcap.display());
+                pcap
+            }
+        };
+        let bytes = fs::metadata(&pcap)?.len();
+        let tshark = tshark_run(&pcap, &tshark_out)?;
+        let one_core = remora_run(&remora, &pcap, &one_dir, 1, &summary_path)?;
+        let summary = fs::read_to_string(&summary_path)?;
+        let all_cores = remora_run(&remora, &pcap, &all_dir, threads, &summary_path)?;
+        same_rows(&one_dir, &all_dir)?;
+        let (packets, composition) = composition(&summary);
+        let r = Round {
+            packets,
+            bytes,
+            composition,
+            tshark,
+            one_core,
+            all_cores,
+        };
+        eprintln!(
+            "bench: round {round}: {:.1}× tshark on one core, {:.2}× on {threads} cores",
+            r.ratio(),
+            r.scaling()
+        );
+        results.push(r);
     }
-    let mut ratios: Vec<f64> = remora_runs
-        .iter()
-        .zip(&tshark_runs)
-        .map(|(r, t)| t.0 / r.0)
-        .collect();
-    let ratio = median_by(&mut ratios, |r| *r);
-    let (r_wall, r_cpu, r_rss) = median_by(&mut remora_runs, |r| r.0);
-    let (t_wall, t_cpu, t_rss) = median_by(&mut tshark_runs, |r| r.0);
-    let summary = fs::read_to_string(out_root.join("remora-summary.txt"))?;
-    let frames: f64 = summary
-        .split_whitespace()
-        .next()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0.0);
-    let r_calls: f64 = summary
-        .split(" calls ")
-        .next()
-        .and_then(|s| s.rsplit(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0.0);
-
-    let t_rows = fs::read_to_string(&tshark_out)?.lines().count() as f64;
 
     let mut t = String::new();
     let _ = writeln!(
         t,
-        "capture: {frames:.0} packets, {:.0} MB",
-        size as f64 / 1e6
+        "| round | capture | remora 1 core pkt/s | peak RSS | remora {threads} cores pkt/s | CPU s | peak RSS | tshark pkt/s | × tshark (1 core) | scaling ({threads} cores) |"
     );
+    let _ = writeln!(t, "|---|---|---|---|---|---|---|---|---|---|");
+    let mib = |b: u64| b as f64 / 1048576.0;
+    for (i, r) in results.iter().enumerate() {
+        let _ = writeln!(
+            t,
+            "| {} | {:.0} packets, {:.0} MB | {:.0} | {:.0} MiB | {:.0} | {:.2} | {:.0} MiB | {:.0} | {:.1}× | {:.2}× |",
+            i + 1,
+            r.packets,
+            r.bytes as f64 / 1e6,
+            r.packets / r.one_core.wall,
+            mib(r.one_core.rss),
+            r.packets / r.all_cores.wall,
+            r.all_cores.cpu,
+            mib(r.all_cores.rss),
+            r.packets / r.tshark.wall,
+            r.ratio(),
+            r.scaling(),
+        );
+    }
+    let _ = writeln!(t, "\ncomposition of each capture (remora's reading):");
+    for (i, r) in results.iter().enumerate() {
+        let _ = writeln!(t, "- round {}: {}", i + 1, r.composition);
+    }
+    let mut ratios: Vec<f64> = results.iter().map(Round::ratio).collect();
+    let mut scalings: Vec<f64> = results.iter().map(Round::scaling).collect();
+    let ratio = median_by(&mut ratios, |r| *r);
+    let scaling = median_by(&mut scalings, |r| *r);
+    let mut failures_big = None;
     let _ = writeln!(
         t,
-        "| tool | wall s | packets/s | transactions | transactions/s | CPU s | peak RSS |"
+        "\nmedian: {ratio:.1}× tshark's packets/s on one core (both pinned to core 0); \
+         {scaling:.2}× the one-core rate on {threads} cores; rows identical in every round"
     );
-    let _ = writeln!(t, "|---|---|---|---|---|---|---|");
-    let _ = writeln!(
-        t,
-        "| remora dissect | {r_wall:.2} | {:.0} | {r_calls:.0} calls | {:.0} | {r_cpu:.2} | {:.0} MiB |",
-        frames / r_wall,
-        r_calls / r_wall,
-        r_rss as f64 / 1048576.0
-    );
-    let _ = writeln!(
-        t,
-        "| tshark -Y (http, http2, dns) -T fields | {t_wall:.2} | {:.0} | {t_rows:.0} messages | {:.0} | {t_cpu:.2} | {:.0} MiB |",
-        frames / t_wall,
-        t_rows / t_wall,
-        t_rss as f64 / 1048576.0
-    );
-    let _ = writeln!(
-        t,
-        "\nremora's throughput is {ratio:.1}× tshark's (packets/s, same capture, both pinned to \
-         one core; median of {} rounds, each running both tools)",
-        rounds
-    );
-    let _ = writeln!(t, "\nremora summary: {}", summary.trim());
+    if let Some(gib) = args.loop_gib {
+        let pcap = args
+            .pcap
+            .clone()
+            .unwrap_or_else(|| out_root.join("dissect.pcap"));
+        let big = out_root.join("dissect-looped.pcap");
+        eprintln!("bench: looping the capture to {gib} GiB");
+        let packets = loop_capture(&pcap, &big, gib << 30)?;
+        let small_rss = results.iter().map(|r| r.all_cores.rss).max().unwrap_or(0);
+        let run = remora_run(&remora, &big, &all_dir, threads, &summary_path);
+        let _ = fs::remove_file(&big);
+        let run = run?;
+        let _ = writeln!(
+            t,
+            "
+looped to {gib} GiB ({packets} packets): {:.0} packets/s on {threads} cores, peak RSS \
+             {:.0} MiB (the rounds' largest: {:.0} MiB)",
+            packets as f64 / run.wall,
+            mib(run.rss),
+            mib(small_rss)
+        );
+        // Memory follows the live connections: the same traffic, however long, within a
+        // quarter more than one copy of it.
+        if run.rss > small_rss + small_rss / 4 {
+            failures_big = Some(format!(
+                "the {gib} GiB capture peaked at {:.0} MiB, above the rounds' {:.0} MiB",
+                mib(run.rss),
+                mib(small_rss)
+            ));
+        }
+    }
     println!("{t}");
     fs::write(out_root.join("dissect.md"), &t)?;
+
+    // The targets (docs/dissection.md): every round, not only the median.
+    let slow: Vec<String> = results
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.ratio() < TARGET_RATIO)
+        .map(|(i, r)| format!("round {} at {:.1}×", i + 1, r.ratio()))
+        .collect();
+    let fat: Vec<String> = results
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.one_core.rss > TARGET_RSS)
+        .map(|(i, r)| format!("round {} at {:.0} MiB", i + 1, mib(r.one_core.rss)))
+        .collect();
+    let flat: Vec<String> = results
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| threads >= 2 && r.scaling() < TARGET_SCALING)
+        .map(|(i, r)| format!("round {} at {:.2}×", i + 1, r.scaling()))
+        .collect();
+    let mut failures: Vec<String> = failures_big.into_iter().collect();
+    if !slow.is_empty() {
+        failures.push(format!(
+            "below {TARGET_RATIO}× tshark on one core: {}",
+            slow.join(", ")
+        ));
+    }
+    if !fat.is_empty() {
+        failures.push(format!(
+            "peak RSS above {} MiB: {}",
+            TARGET_RSS >> 20,
+            fat.join(", ")
+        ));
+    }
+    if !flat.is_empty() {
+        failures.push(format!(
+            "below {TARGET_SCALING}× the one-core rate on {threads} cores: {}",
+            flat.join(", ")
+        ));
+    }
+    anyhow::ensure!(
+        failures.is_empty(),
+        "dissection below its targets: {}",
+        failures.join("; ")
+    );
     Ok(())
 }
+
+/// Targets of `bench dissect` (issue 20): one core against tshark, memory, and all cores.
+const TARGET_RATIO: f64 = 25.0;
+const TARGET_RSS: u64 = 200 << 20;
+const TARGET_SCALING: f64 = 1.8;

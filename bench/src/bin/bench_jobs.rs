@@ -109,7 +109,7 @@ async fn main() -> anyhow::Result<()> {
         // (1) remora dissect on the slice directory.
         let out = args.dir.join(format!("direct-{round}"));
         let direct =
-            tokio::task::block_in_place(|| pipeline::dissect_file(&packets, &out, NODE, false))?;
+            tokio::task::block_in_place(|| pipeline::dissect_file(&packets, &out, NODE, false, 1))?;
         direct_calls = direct.calls.values().sum::<u64>();
         direct_s = direct_s.min(direct.seconds);
         if round == 0 {

@@ -1,0 +1,378 @@
+//! Dissection split by flow, so that it can use every core and give the same rows whatever the
+//! number of cores.
+//!
+//! Connections are independent, so the packets are split by flow into [`SHARDS`] shards, each
+//! with its own [`Engine`]. A [`Router`] reads the packets in order and names each one's shard
+//! (a hash of its flow, the same both ways); it also puts IP fragments back together, because a
+//! fragment after the first carries no ports to route by. The shards are then divided into
+//! contiguous ranges ([`ShardRange`]), one per thread.
+//!
+//! What makes the output independent of the number of threads:
+//! - the number of shards is fixed, so a shard's engine sees the same packets, in the same
+//!   order, whether it runs alone or beside the others;
+//! - the router decides when every shard sweeps for finished connections (once per second of
+//!   capture time, as one engine would) and the thread running a shard obeys;
+//! - connection ids are the frame number of the connection's first packet, not a counter;
+//! - rows are taken out in epochs of [`EPOCH_FRAMES`] frames, and within an epoch in shard
+//!   order: one thread taking its shards in order, or several threads whose ranges are then
+//!   written one after the other, produce the same sequence.
+//!
+//! Pure, like the rest of the crate: threads and channels are the caller's.
+
+use std::hash::{Hash as _, Hasher as _};
+
+use crate::{
+    call::{Call, Conn, Endpoint},
+    defrag::Defrag,
+    engine::{Engine, Limits, SWEEP_EVERY_NS},
+    flow::key,
+    net,
+    output::{Output, Stats},
+};
+
+/// Shards a dissection is split into (the most threads it can use).
+pub const SHARDS: usize = 64;
+
+/// Frames between two takings of the rows (one batch per shard range per epoch).
+pub const EPOCH_FRAMES: u64 = 65_536;
+
+/// Tunnels looked into for the inner flow, at most this deep (as the engine does).
+const MAX_TUNNEL_DEPTH: u8 = 3;
+
+/// Names each packet's shard, puts fragments together, and says when the shards sweep.
+#[derive(Default)]
+pub struct Router {
+    defrag: Defrag,
+    /// Frames routed so far (the last frame's number, 1-based).
+    frames: u64,
+    last_sweep_ns: i64,
+    /// Counters of what the router itself handled (fragments).
+    stats: Stats,
+    /// A datagram put back together, as an unfragmented IP packet.
+    rebuilt: Vec<u8>,
+}
+
+/// Where one frame goes.
+pub struct Routed<'a> {
+    /// The frame's number (1-based, in input order): a connection it opens takes it as id.
+    pub frame: u64,
+    /// The packet to give the shard: the frame's own bytes, or a datagram its fragment
+    /// completed; `None` when there is nothing to give (a fragment of an incomplete datagram).
+    pub packet: Option<(usize, &'a [u8], u32)>,
+    /// Every shard sweeps at this time after the packet (finished connections, expired
+    /// queries), as one engine would.
+    pub sweep: Option<i64>,
+}
+
+impl Router {
+    /// A router at the start of an input.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Routes one packet (its time, its bytes from the IP header on, its length on the wire).
+    pub fn route<'a>(&'a mut self, ts_ns: i64, l3: &'a [u8], wire_len: u32) -> Routed<'a> {
+        self.frames += 1;
+        let frame = self.frames;
+        let sweep = (ts_ns - self.last_sweep_ns >= SWEEP_EVERY_NS).then(|| {
+            self.last_sweep_ns = ts_ns;
+            self.stats.defrag_dropped += self.defrag.expire(ts_ns);
+            ts_ns
+        });
+        let Some(ip) = net::ip(l3, wire_len) else {
+            // The shard's engine counts it as undecodable.
+            return Routed {
+                frame,
+                packet: Some((0, l3, wire_len)),
+                sweep,
+            };
+        };
+        let Some(frag) = ip.fragment else {
+            return Routed {
+                frame,
+                packet: Some((shard_of(&ip, 0), l3, wire_len)),
+                sweep,
+            };
+        };
+        self.stats.fragments += 1;
+        // A fragment cut by the snaplen cannot complete its datagram.
+        let whole = ip.payload.len() as u32 >= ip.payload_wire_len;
+        let datagram = whole
+            .then(|| {
+                self.defrag
+                    .add(ts_ns, (ip.src, ip.dst, ip.proto, frag.id), frag, ip.payload)
+            })
+            .flatten();
+        let Some(datagram) = datagram else {
+            return Routed {
+                frame,
+                packet: None,
+                sweep,
+            };
+        };
+        self.stats.reassembled += 1;
+        rebuild(&mut self.rebuilt, ip.src, ip.dst, ip.proto, &datagram);
+        let len = self.rebuilt.len() as u32;
+        let shard = net::ip(&self.rebuilt, len).map_or(0, |ip| shard_of(&ip, 0));
+        Routed {
+            frame,
+            packet: Some((shard, &self.rebuilt, len)),
+            sweep,
+        }
+    }
+
+    /// Frames routed so far.
+    pub fn frames(&self) -> u64 {
+        self.frames
+    }
+
+    /// What the router counted (fragments), to add to the shards' counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+}
+
+/// The shard of a packet's flow: its transport ends when it has them (inside tunnels, the
+/// innermost packet's), else its addresses.
+fn shard_of(ip: &net::Ip<'_>, depth: u8) -> usize {
+    if depth < MAX_TUNNEL_DEPTH
+        && ip.fragment.is_none()
+        && let Some(inner) = net::decapsulate(ip.proto, ip.payload)
+    {
+        let wire = ip
+            .payload_wire_len
+            .saturating_sub((ip.payload.len() - inner.len()) as u32);
+        if let Some(inner_ip) = net::ip(inner, wire) {
+            return shard_of(&inner_ip, depth + 1);
+        }
+    }
+    let ports = match (ip.proto, ip.fragment) {
+        (6 | 17 | 132, None) if ip.payload.len() >= 4 => (
+            u16::from_be_bytes([ip.payload[0], ip.payload[1]]),
+            u16::from_be_bytes([ip.payload[2], ip.payload[3]]),
+        ),
+        _ => (0, 0),
+    };
+    let flow = key(
+        Endpoint {
+            ip: ip.src,
+            port: ports.0,
+        },
+        Endpoint {
+            ip: ip.dst,
+            port: ports.1,
+        },
+    );
+    let mut hasher = rustc_hash::FxHasher::default();
+    flow.hash(&mut hasher);
+    // FxHash's low bits are weak: mix, then take the top bits.
+    let mixed = hasher.finish().wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (mixed >> (64 - SHARDS.trailing_zeros())) as usize
+}
+
+/// Writes an unfragmented IP packet carrying `datagram` into `out`.
+fn rebuild(
+    out: &mut Vec<u8>,
+    src: std::net::IpAddr,
+    dst: std::net::IpAddr,
+    proto: u8,
+    datagram: &[u8],
+) {
+    use std::net::IpAddr;
+    out.clear();
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            let total = (20 + datagram.len()).min(usize::from(u16::MAX)) as u16;
+            out.extend_from_slice(&[0x45, 0]);
+            out.extend_from_slice(&total.to_be_bytes());
+            out.extend_from_slice(&[0, 0, 0, 0, 64, proto, 0, 0]);
+            out.extend_from_slice(&s.octets());
+            out.extend_from_slice(&d.octets());
+        }
+        _ => {
+            let to16 = |a: IpAddr| match a {
+                IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+                IpAddr::V6(v6) => v6.octets(),
+            };
+            let len = datagram.len().min(usize::from(u16::MAX)) as u16;
+            out.extend_from_slice(&[0x60, 0, 0, 0]);
+            out.extend_from_slice(&len.to_be_bytes());
+            out.extend_from_slice(&[proto, 64]);
+            out.extend_from_slice(&to16(src));
+            out.extend_from_slice(&to16(dst));
+        }
+    }
+    out.extend_from_slice(datagram);
+}
+
+/// The engines of a contiguous range of shards (all of them when one thread dissects).
+pub struct ShardRange {
+    first: usize,
+    engines: Vec<Engine>,
+}
+
+impl ShardRange {
+    /// The engines of shards `range`, each with its share of `limits` (a shard holds a
+    /// sixteenth of the connections and bytes one engine may: hashing spreads flows evenly, and
+    /// the margin covers the unevenness).
+    pub fn new(range: std::ops::Range<usize>, limits: Limits) -> Self {
+        let share = Limits {
+            max_conns: (limits.max_conns / 16).max(1024),
+            max_buffered: (limits.max_buffered / 16).max(4 << 20),
+        };
+        Self {
+            first: range.start,
+            engines: range
+                .map(|_| Engine::with_limits(share).sweeps_from_outside())
+                .collect(),
+        }
+    }
+
+    /// The ranges `threads` threads take: contiguous, as even as can be.
+    pub fn split(threads: usize) -> Vec<std::ops::Range<usize>> {
+        let threads = threads.clamp(1, SHARDS);
+        (0..threads)
+            .map(|t| t * SHARDS / threads..(t + 1) * SHARDS / threads)
+            .collect()
+    }
+
+    /// Feeds frame `frame` to shard `shard` (which must be in this range).
+    pub fn push(&mut self, shard: usize, frame: u64, ts_ns: i64, l3: &[u8], wire_len: u32) {
+        if let Some(engine) = self.engines.get_mut(shard - self.first) {
+            engine.push_frame(frame, ts_ns, l3, wire_len);
+        }
+    }
+
+    /// Every shard sweeps at `now_ns`.
+    pub fn sweep(&mut self, now_ns: i64) {
+        for engine in &mut self.engines {
+            engine.sweep_at(now_ns);
+        }
+    }
+
+    /// The rows finished so far, shard after shard.
+    pub fn take_rows(&mut self) -> (Vec<Call>, Vec<Conn>) {
+        let (mut calls, mut conns) = (Vec::new(), Vec::new());
+        for engine in &mut self.engines {
+            let (c, n) = engine.take_rows();
+            calls.extend(c);
+            conns.extend(n);
+        }
+        (calls, conns)
+    }
+
+    /// Live connections and pending queries across the range.
+    pub fn live(&self) -> (usize, usize) {
+        self.engines.iter().fold((0, 0), |(c, q), e| {
+            let (ec, eq) = e.live();
+            (c + ec, q + eq)
+        })
+    }
+
+    /// Ends the input: every shard's remaining rows, shard after shard, and the counters.
+    pub fn finish(self) -> Output {
+        let mut out = Output::default();
+        for engine in self.engines {
+            let o = engine.finish();
+            out.calls.extend(o.calls);
+            out.conns.extend(o.conns);
+            out.stats.add(&o.stats);
+        }
+        out
+    }
+}
+
+/// One thread's whole dissection: the router and every shard, so that the rows are the ones
+/// several threads give.
+pub struct Sharded {
+    router: Router,
+    shards: ShardRange,
+}
+
+impl Default for Sharded {
+    fn default() -> Self {
+        Self::new(Limits::default())
+    }
+}
+
+impl Sharded {
+    /// All shards in this thread, with `limits` shared out as [`ShardRange::new`] does.
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            router: Router::new(),
+            shards: ShardRange::new(0..SHARDS, limits),
+        }
+    }
+
+    /// Feeds one packet (see [`Engine::push`]).
+    pub fn push(&mut self, ts_ns: i64, l3: &[u8], wire_len: u32) {
+        let routed = self.router.route(ts_ns, l3, wire_len);
+        if let Some((shard, packet, wire)) = routed.packet {
+            self.shards.push(shard, routed.frame, ts_ns, packet, wire);
+        }
+        if let Some(now) = routed.sweep {
+            self.shards.sweep(now);
+        }
+    }
+
+    /// Frames fed so far.
+    pub fn frames(&self) -> u64 {
+        self.router.frames()
+    }
+
+    /// The rows finished so far, in shard order (take them every [`EPOCH_FRAMES`] frames for
+    /// the order several threads give).
+    pub fn take_rows(&mut self) -> (Vec<Call>, Vec<Conn>) {
+        self.shards.take_rows()
+    }
+
+    /// Ends the input.
+    pub fn finish(self) -> Output {
+        let mut out = self.shards.finish();
+        out.stats.add(self.router.stats());
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_cover_every_shard_once() {
+        for threads in [1, 2, 3, 7, 64, 100] {
+            let ranges = ShardRange::split(threads);
+            assert_eq!(ranges.first().map(|r| r.start), Some(0));
+            assert_eq!(ranges.last().map(|r| r.end), Some(SHARDS));
+            assert!(ranges.windows(2).all(|w| w[0].end == w[1].start));
+        }
+    }
+
+    #[test]
+    fn both_directions_of_a_flow_share_a_shard() {
+        let packet = |src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16| {
+            let mut p = vec![0x45, 0, 0, 40, 0, 0, 0, 0, 64, 6, 0, 0];
+            p.extend_from_slice(&src);
+            p.extend_from_slice(&dst);
+            p.extend_from_slice(&sport.to_be_bytes());
+            p.extend_from_slice(&dport.to_be_bytes());
+            p.extend_from_slice(&[0; 16]);
+            p
+        };
+        let mut shards = std::collections::HashSet::new();
+        for port in 10_000..10_200u16 {
+            let a = packet([198, 18, 0, 1], [198, 18, 0, 2], port, 80);
+            let b = packet([198, 18, 0, 2], [198, 18, 0, 1], 80, port);
+            let mut router = Router::new();
+            let sa = router.route(0, &a, 40).packet.map(|p| p.0);
+            let sb = router.route(0, &b, 40).packet.map(|p| p.0);
+            assert_eq!(sa, sb);
+            shards.insert(sa);
+        }
+        assert!(
+            shards.len() > SHARDS / 2,
+            "flows spread over {} shards",
+            shards.len()
+        );
+    }
+}
