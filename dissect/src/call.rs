@@ -30,7 +30,7 @@ pub struct Call {
     pub timestamp_ns: i64,
     /// Request start → response end, µs; `None` when unpaired.
     pub elapsed_us: Option<i64>,
-    /// Connection (or UDP flow) number within this dissection.
+    /// Connection (or UDP flow) id within this dissection: the number of its first frame.
     pub conn_id: u64,
     /// Position of the call in its connection.
     pub index: u32,
@@ -147,7 +147,7 @@ impl Call {
 /// One TCP connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Conn {
-    /// Connection number within this dissection.
+    /// Connection id within this dissection: the number of its first frame.
     pub conn_id: u64,
     /// Client (sender of the SYN, or of the requests).
     pub src: Endpoint,

@@ -259,6 +259,16 @@ impl Engine {
         )
     }
 
+    /// Moves the rows finished so far to the end of `calls` and `conns`: the engine keeps its
+    /// buffers and the caller reuses its own, so that no memory is allocated for rows once both
+    /// have grown to a batch's size.
+    pub fn take_rows_into(&mut self, calls: &mut Vec<Call>, conns: &mut Vec<Conn>) {
+        self.annotate_nat();
+        self.nat_annotated = 0;
+        calls.append(&mut self.out.calls);
+        conns.append(&mut self.out.conns);
+    }
+
     /// Live connections and pending queries (memory is proportional to these).
     pub fn live(&self) -> (usize, usize) {
         (self.tcp.len(), self.dns_pending.len())

@@ -45,9 +45,7 @@ pub fn dissect_capture(file: &[u8]) -> Result<Output, DissectError> {
             let l2 = (data.len() - l3.len()) as u32;
             sharded.push(info.ts_ns, l3, info.orig_len.saturating_sub(l2));
             if sharded.frames().is_multiple_of(shard::EPOCH_FRAMES) {
-                let (c, n) = sharded.take_rows();
-                calls.extend(c);
-                conns.extend(n);
+                sharded.take_rows_into(&mut calls, &mut conns);
             }
         }
     }

@@ -36,7 +36,7 @@ pub fn record_batch<R>(
 ) -> Result<RecordBatch, ArrowError> {
     let mut builders: Vec<Builder> = columns
         .iter()
-        .map(|c| Builder::new(&c.get, c.encoding, rows.len()))
+        .map(|c| Builder::new(&c.get, c.encoding, rows))
         .collect();
     for chunk in rows.chunks(CHUNK_ROWS) {
         for (column, builder) in columns.iter().zip(&mut builders) {
@@ -67,7 +67,11 @@ enum Builder {
 }
 
 impl Builder {
-    fn new<R>(get: &Get<R>, encoding: Encoding, n: usize) -> Self {
+    /// A builder for `rows`, sized for them up front where the sizes are cheap to know: a
+    /// growing buffer is copied at each doubling and touches fresh pages, which the kernel
+    /// zeroes (bodies and header lists are most of a batch's bytes).
+    fn new<R>(get: &Get<R>, encoding: Encoding, rows: &[R]) -> Self {
+        let n = rows.len();
         match get {
             Get::Bool(_) => Self::Bool(BooleanBuilder::with_capacity(n)),
             Get::UInt16(_) => Self::UInt16(Vec::with_capacity(n)),
@@ -80,13 +84,30 @@ impl Builder {
                 if encoding == Encoding::Dictionary {
                     Self::Dictionary(Box::new(TextState::new(DictionaryText::default())))
                 } else {
+                    let bytes = match get {
+                        Get::Str(f) => rows.iter().map(|r| f(r).len()).sum(),
+                        Get::OptStr(f) => rows.iter().map(|r| f(r).map_or(0, str::len)).sum(),
+                        _ => n * 8,
+                    };
                     Self::Text(Box::new(TextState::new(PlainText(
-                        StringBuilder::with_capacity(n, n * 8),
+                        StringBuilder::with_capacity(n, bytes),
                     ))))
                 }
             }
-            Get::Binary(_) => Self::Binary(BinaryBuilder::with_capacity(n, 0)),
-            Get::List(_) => Self::List(ListBuilder::with_capacity(StringBuilder::new(), n)),
+            Get::Binary(f) => {
+                let bytes = rows.iter().map(|r| f(r).len()).sum();
+                Self::Binary(BinaryBuilder::with_capacity(n, bytes))
+            }
+            Get::List(f) => {
+                let (items, bytes) = rows.iter().fold((0, 0), |(i, b), r| {
+                    let list = f(r);
+                    (i + list.len(), b + list.iter().map(String::len).sum::<usize>())
+                });
+                Self::List(ListBuilder::with_capacity(
+                    StringBuilder::with_capacity(items, bytes),
+                    n,
+                ))
+            }
             Get::Map(_) => Self::Map(Box::new((
                 MapBuilder::with_capacity(None, StringBuilder::new(), StringBuilder::new(), n),
                 String::new(),

@@ -28,7 +28,7 @@ use Get::{Int64, Ip, OptStr, OptTimestamp, Str, Timestamp, UInt16, UInt32, UInt6
 #[rustfmt::skip]
 pub fn columns<'a>() -> Vec<Column<ConnRow<'a>>> {
     vec![
-        Column::new("conn_id", "conn_id", UInt64(|r| r.conn.conn_id), Unique, "all", "Connection number within the dissection; `calls.conn_id` refers to it.", "conn_id == 12"),
+        Column::new("conn_id", "conn_id", UInt64(|r| r.conn.conn_id), Unique, "all", "Connection id within the dissection: the number of its first packet's frame (in a capture file, as tshark numbers frames); `calls.conn_id` refers to it.", "conn_id == 12"),
         Column::new("node", "node", Str(|r| r.node), Plain, "all", "Node whose recording the connection came from.", r#"node == "worker-1""#),
         Column::new("src.ip", "src_ip", Ip(|r| r.conn.src.ip), Plain, "all", "Client address (sender of the SYN, else of the first request).", r#"src.ip == "198.18.0.1""#),
         Column::new("src.port", "src_port", UInt16(|r| r.conn.src.port), Plain, "all", "Client port.", "src.port >= 32768"),

@@ -41,9 +41,14 @@ pub enum WriteError {
 ///   windows and `status >= 500`-style filters prune with. Min/max of text, bodies, lists and
 ///   maps prune next to nothing (rows are in time order, not sorted by any text) and cost a
 ///   whole-value comparison per row: ~15% of a dissection for bodies and maps;
-/// - zstd level 1.
+/// - zstd level 1;
+/// - row groups of at most [`ROW_GROUP_ROWS`] rows: the writer holds the open row group's
+///   encoded pages in memory, so with the crate's default (a million rows) the calls of a
+///   whole capture sat in memory until the end, and dissection's memory followed the capture,
+///   not its live connections.
 pub fn properties(table: Table) -> WriterProperties {
     let mut props = WriterProperties::builder()
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_statistics_enabled(EnabledStatistics::None)
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()));
     for c in table.columns() {
@@ -67,6 +72,9 @@ pub fn properties(table: Table) -> WriterProperties {
     }
     props.build()
 }
+
+/// Rows per row group of `calls` and `conns`.
+pub const ROW_GROUP_ROWS: usize = 65_536;
 
 /// A table's Parquet file written batch by batch into a temp file and published atomically by
 /// [`TableWriter::finish`] (fsync, then rename); dropped unfinished, it leaves nothing behind.

@@ -83,7 +83,7 @@ pub(super) struct Counted {
 }
 
 impl Counted {
-    fn of(calls: &[Call], conns: &[Conn]) -> Self {
+    pub(super) fn of(calls: &[Call], conns: &[Conn]) -> Self {
         let mut counted = Counted {
             conns: conns.len() as u64,
             ..Counted::default()
@@ -100,6 +100,9 @@ impl Counted {
 pub(super) struct Dissector<'w> {
     mode: Mode,
     sink: Sink<'w>,
+    /// Rows taken at an epoch's end, written, then cleared: the buffers stay allocated.
+    calls: Vec<Call>,
+    conns: Vec<Conn>,
 }
 
 enum Mode {
@@ -143,6 +146,8 @@ impl<'w> Dissector<'w> {
             return Ok(Self {
                 mode: Mode::Inline(Box::new(Sharded::new(Limits::default()))),
                 sink,
+                calls: Vec::new(),
+                conns: Vec::new(),
             });
         }
         let ranges = ShardRange::split(threads);
@@ -192,6 +197,8 @@ impl<'w> Dissector<'w> {
                 },
             }),
             sink,
+            calls: Vec::new(),
+            conns: Vec::new(),
         })
     }
 
@@ -206,8 +213,8 @@ impl<'w> Dissector<'w> {
             Mode::Inline(sharded) => {
                 sharded.push(ts_ns, l3, wire_len);
                 if sharded.frames().is_multiple_of(EPOCH_FRAMES) {
-                    let (calls, conns) = sharded.take_rows();
-                    self.sink.write(calls, conns)?;
+                    sharded.take_rows_into(&mut self.calls, &mut self.conns);
+                    self.sink.write_rows(&mut self.calls, &mut self.conns)?;
                 }
                 Ok(())
             }
@@ -228,8 +235,8 @@ impl<'w> Dissector<'w> {
         let mut sink = self.sink;
         match self.mode {
             Mode::Inline(sharded) => {
-                let output = sharded.finish();
-                sink.write(output.calls, output.conns)?;
+                let mut output = sharded.finish();
+                sink.write_rows(&mut output.calls, &mut output.conns)?;
                 Ok((sink, output.stats))
             }
             Mode::Threads(mut t) => {
@@ -323,18 +330,23 @@ fn work(
     let mut shards = ShardRange::new(range, Limits::default());
     // Epochs seen; the last one, numbered after them, carries what `finish` gives.
     let mut epochs = 0;
+    // Rows of an epoch, made into batches, then cleared: the buffers stay allocated.
+    let (mut calls, mut conns) = (Vec::new(), Vec::new());
     let finished = |epoch: u64,
-                    calls: Vec<Call>,
-                    conns: Vec<Conn>,
+                    calls: &mut Vec<Call>,
+                    conns: &mut Vec<Conn>,
                     stats: Option<Stats>|
      -> Result<Finished, PipelineError> {
-        let counted = Counted::of(&calls, &conns);
-        let calls = (!calls.is_empty())
-            .then(|| super::calls_batch(node, source, &calls, &NoWorkloads))
+        let counted = Counted::of(calls, conns);
+        let call_batch = (!calls.is_empty())
+            .then(|| super::calls_batch(node, source, calls, &NoWorkloads))
             .transpose()?;
-        let conns = (!conns.is_empty())
-            .then(|| super::sink::conns_batch(node, &conns, &NoWorkloads))
+        let conn_batch = (!conns.is_empty())
+            .then(|| super::sink::conns_batch(node, conns, &NoWorkloads))
             .transpose()?;
+        calls.clear();
+        conns.clear();
+        let (calls, conns) = (call_batch, conn_batch);
         Ok(Finished {
             epoch,
             worker,
@@ -361,8 +373,8 @@ fn work(
                 Item::Sweep(now) => shards.sweep(now),
                 Item::EndEpoch(epoch) => {
                     epochs = epoch + 1;
-                    let (calls, conns) = shards.take_rows();
-                    let result = finished(epoch, calls, conns, None);
+                    shards.take_rows_into(&mut calls, &mut conns);
+                    let result = finished(epoch, &mut calls, &mut conns, None);
                     if done.send(result).is_err() {
                         return;
                     }
@@ -372,8 +384,13 @@ fn work(
         batch.bytes.clear();
         let _ = spares.try_send(batch);
     }
-    let output = shards.finish();
-    let result = finished(epochs, output.calls, output.conns, Some(output.stats));
+    let mut output = shards.finish();
+    let result = finished(
+        epochs,
+        &mut output.calls,
+        &mut output.conns,
+        Some(output.stats),
+    );
     let _ = done.send(result);
 }
 

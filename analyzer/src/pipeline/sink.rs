@@ -250,6 +250,32 @@ impl<'w> Sink<'w> {
         Ok(())
     }
 
+    /// Writes `calls` and `conns` and empties them, keeping their buffers (a capture file's
+    /// rows: no window, no nodes to split them by).
+    pub(super) fn write_rows(
+        &mut self,
+        calls: &mut Vec<Call>,
+        conns: &mut Vec<Conn>,
+    ) -> Result<(), PipelineError> {
+        if self.window.is_some()
+            || self.origins.is_some()
+            || self.sockets.is_some()
+            || self.processes.is_some()
+        {
+            return self.write(std::mem::take(calls), std::mem::take(conns));
+        }
+        let counted = super::parallel::Counted::of(calls, conns);
+        let call_batch = (!calls.is_empty())
+            .then(|| calls_batch(&self.node, self.source, calls, self.workloads))
+            .transpose()?;
+        let conn_batch = (!conns.is_empty())
+            .then(|| conns_batch(&self.node, conns, self.workloads))
+            .transpose()?;
+        calls.clear();
+        conns.clear();
+        self.write_batches(call_batch.as_ref(), conn_batch.as_ref(), counted)
+    }
+
     /// Writes rows already made into batches (by [`super::parallel`]'s workers), with their
     /// counts.
     pub(super) fn write_batches(
