@@ -101,7 +101,10 @@ impl Builder {
             Get::List(f) => {
                 let (items, bytes) = rows.iter().fold((0, 0), |(i, b), r| {
                     let list = f(r);
-                    (i + list.len(), b + list.iter().map(String::len).sum::<usize>())
+                    (
+                        i + list.len(),
+                        b + list.iter().map(String::len).sum::<usize>(),
+                    )
                 });
                 Self::List(ListBuilder::with_capacity(
                     StringBuilder::with_capacity(items, bytes),

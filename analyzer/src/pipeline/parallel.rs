@@ -23,13 +23,23 @@ use remora_dissect::{
     shard::{EPOCH_FRAMES, SHARDS},
 };
 
+use remora_tables::TableWriter;
+
 use super::{PipelineError, sink::Sink};
 use crate::services::workloads::NoWorkloads;
 
 /// Frames a batch for a worker holds before it is sent.
 const BATCH_FRAMES: usize = 1024;
-/// Batches waiting for each worker, at most.
-const QUEUED_BATCHES: usize = 4;
+/// Batches waiting for each worker, at most: enough that a worker does not run dry while the
+/// reader waits on another one.
+const QUEUED_BATCHES: usize = 16;
+/// Epochs of record batches waiting for the writer thread, at most.
+const QUEUED_WRITES: usize = 8;
+
+/// The record batches of one epoch of one worker, for the writer thread.
+type Write = (Option<RecordBatch>, Option<RecordBatch>);
+/// What the writer thread gives back: the table writers, and the first error.
+type WriterEnd = (TableWriter, TableWriter, Result<(), PipelineError>);
 
 /// The number of threads to dissect with by default: every core this process may use.
 pub fn default_threads() -> usize {
@@ -123,6 +133,8 @@ struct Threads {
     /// may itself be waiting for that worker's queue), and the writing order's state.
     done: Receiver<Result<Finished, PipelineError>>,
     order: Order,
+    /// Parquet encoding runs on its own thread, so that the reader keeps feeding the workers.
+    writer: JoinHandle<WriterEnd>,
 }
 
 /// Puts the workers' batches into (epoch, worker) order.
@@ -134,6 +146,7 @@ struct Order {
     /// Workers whose last epoch (with their counters) was written.
     ended: usize,
     failed: Option<PipelineError>,
+    to_writer: Option<SyncSender<Write>>,
 }
 
 impl<'w> Dissector<'w> {
@@ -177,6 +190,24 @@ impl<'w> Dissector<'w> {
             spares.push(spare_rx);
         }
         drop(done_tx);
+        let (to_writer, writes) = sync_channel::<Write>(QUEUED_WRITES);
+        let mut sink = sink;
+        let (mut calls_out, mut conns_out) = sink.take_writers();
+        let writer = std::thread::Builder::new()
+            .name("remora-dissect-write".into())
+            .spawn(move || {
+                let mut result = Ok(());
+                for (calls, conns) in writes {
+                    if result.is_ok() {
+                        result = calls
+                            .map_or(Ok(()), |b| calls_out.write(&b))
+                            .and_then(|()| conns.map_or(Ok(()), |b| conns_out.write(&b)))
+                            .map_err(PipelineError::from);
+                    }
+                }
+                (calls_out, conns_out, result)
+            })
+            .map_err(|e| PipelineError::Worker(format!("starting the writer thread: {e}")))?;
         Ok(Self {
             mode: Mode::Threads(Threads {
                 router: Router::new(),
@@ -194,7 +225,9 @@ impl<'w> Dissector<'w> {
                     stats: Stats::default(),
                     ended: 0,
                     failed: None,
+                    to_writer: Some(to_writer),
                 },
+                writer,
             }),
             sink,
             calls: Vec::new(),
@@ -254,6 +287,12 @@ impl<'w> Dissector<'w> {
                 for worker in t.workers {
                     let _ = worker.join();
                 }
+                t.order.to_writer = None;
+                let (calls_out, conns_out, written) = t.writer.join().map_err(|_| {
+                    PipelineError::Worker("the dissection's writer thread panicked".into())
+                })?;
+                sink.put_writers(calls_out, conns_out);
+                written?;
                 let mut stats = t.order.end()?;
                 stats.add(&router_stats);
                 Ok((sink, stats))
@@ -406,10 +445,13 @@ impl Order {
             }
         }
         while let Some(f) = self.waiting.remove(&self.next) {
-            if self.failed.is_none()
-                && let Err(e) = sink.write_batches(f.calls.as_ref(), f.conns.as_ref(), f.counted)
+            sink.count(f.counted);
+            if (f.calls.is_some() || f.conns.is_some())
+                && let Some(to_writer) = &self.to_writer
+                && to_writer.send((f.calls, f.conns)).is_err()
             {
-                self.failed = Some(e);
+                // The writer stopped on an error, which `finish` reports.
+                self.to_writer = None;
             }
             if let Some(s) = &f.stats {
                 self.stats.add(s);

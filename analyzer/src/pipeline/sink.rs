@@ -276,19 +276,23 @@ impl<'w> Sink<'w> {
         self.write_batches(call_batch.as_ref(), conn_batch.as_ref(), counted)
     }
 
-    /// Writes rows already made into batches (by [`super::parallel`]'s workers), with their
-    /// counts.
+    /// Counts rows written elsewhere (batches from [`super::parallel`]'s workers).
+    pub(super) fn count(&mut self, counted: super::parallel::Counted) {
+        for (protocol, n) in counted.calls {
+            *self.calls.entry(protocol).or_default() += n;
+        }
+        self.unpaired += counted.unpaired;
+        self.conns += counted.conns;
+    }
+
+    /// Writes rows already made into batches, with their counts.
     pub(super) fn write_batches(
         &mut self,
         calls: Option<&RecordBatch>,
         conns: Option<&RecordBatch>,
         counted: super::parallel::Counted,
     ) -> Result<(), PipelineError> {
-        for (protocol, n) in counted.calls {
-            *self.calls.entry(protocol).or_default() += n;
-        }
-        self.unpaired += counted.unpaired;
-        self.conns += counted.conns;
+        self.count(counted);
         if let Some(batch) = calls {
             self.calls_out.write(batch)?;
         }
@@ -296,6 +300,22 @@ impl<'w> Sink<'w> {
             self.conns_out.write(batch)?;
         }
         Ok(())
+    }
+
+    /// Lends the two table writers out (to a writer thread); [`Sink::put_writers`] gives them
+    /// back before [`Sink::close`].
+    pub(super) fn take_writers(&mut self) -> (TableWriter, TableWriter) {
+        let lent = |table| TableWriter::new(table, Path::new("/nonexistent/lent.parquet"));
+        (
+            std::mem::replace(&mut self.calls_out, lent(Table::Calls)),
+            std::mem::replace(&mut self.conns_out, lent(Table::Conns)),
+        )
+    }
+
+    /// Takes the table writers back.
+    pub(super) fn put_writers(&mut self, calls: TableWriter, conns: TableWriter) {
+        self.calls_out = calls;
+        self.conns_out = conns;
     }
 
     /// Writes the rows the engine finished so far.

@@ -39,6 +39,11 @@ struct Args {
     /// rounds' (memory must follow live connections, not the capture)
     #[arg(long)]
     loop_gib: Option<u64>,
+    /// (Internal) compare two dissections' tables row for row and exit: run as a child, so
+    /// that the tables read do not swell this process, whose resident size every later child
+    /// would inherit in its peak RSS (Linux carries it across fork and exec)
+    #[arg(long, num_args = 2, hide = true)]
+    compare: Option<Vec<std::path::PathBuf>>,
 }
 
 /// Writes `src` (a little-endian pcap) again and again into `dst` until it holds `target`
@@ -331,6 +336,9 @@ fn composition(summary: &str) -> (f64, String) {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some([a, b]) = args.compare.as_deref() {
+        return same_rows(a, b);
+    }
     require_root();
     for tool in [
         "tcpdump", "tshark", "wrk", "h2load", "dnsperf", "dnsmasq", "nginx", "taskset",
@@ -367,7 +375,15 @@ fn main() -> anyhow::Result<()> {
         let one_core = remora_run(&remora, &pcap, &one_dir, 1, &summary_path)?;
         let summary = fs::read_to_string(&summary_path)?;
         let all_cores = remora_run(&remora, &pcap, &all_dir, threads, &summary_path)?;
-        same_rows(&one_dir, &all_dir)?;
+        let status = Command::new(std::env::current_exe()?)
+            .arg("--compare")
+            .arg(&one_dir)
+            .arg(&all_dir)
+            .status()?;
+        anyhow::ensure!(
+            status.success(),
+            "the rows differ between one thread and all cores"
+        );
         let (packets, composition) = composition(&summary);
         let r = Round {
             packets,
