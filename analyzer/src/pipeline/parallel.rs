@@ -117,7 +117,7 @@ pub(super) struct Dissector<'w> {
 
 enum Mode {
     Inline(Box<Sharded>),
-    Threads(Threads),
+    Threads(Box<Threads>),
 }
 
 struct Threads {
@@ -209,7 +209,7 @@ impl<'w> Dissector<'w> {
             })
             .map_err(|e| PipelineError::Worker(format!("starting the writer thread: {e}")))?;
         Ok(Self {
-            mode: Mode::Threads(Threads {
+            mode: Mode::Threads(Box::new(Threads {
                 router: Router::new(),
                 owner,
                 batches: (0..threads).map(|_| Batch::default()).collect(),
@@ -228,7 +228,7 @@ impl<'w> Dissector<'w> {
                     to_writer: Some(to_writer),
                 },
                 writer,
-            }),
+            })),
             sink,
             calls: Vec::new(),
             conns: Vec::new(),
@@ -272,7 +272,8 @@ impl<'w> Dissector<'w> {
                 sink.write_rows(&mut output.calls, &mut output.conns)?;
                 Ok((sink, output.stats))
             }
-            Mode::Threads(mut t) => {
+            Mode::Threads(t) => {
+                let mut t = *t;
                 // The rest goes as the workers' last epoch, which their engines' `finish`
                 // ends (rows not yet taken, then the connections still open, shard by shard,
                 // as one thread's `finish` gives them).
