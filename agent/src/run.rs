@@ -31,11 +31,29 @@ use crate::{
     writer::{WriterSettings, run_writer},
 };
 
-/// Runs `collector` on its own thread until `stop` is set.
+/// What a collector needs besides its rings.
+struct CollectorParts {
+    decoder: SharedDecoder,
+    encoder: SliceEncoder,
+    link: WriterLink,
+    page_limit: usize,
+    metrics: Arc<Metrics>,
+}
+
+/// Runs a collector over `rings` on its own thread until `stop` is set.
 fn spawn_collector<R: Ring + Send + 'static>(
-    collector: Collector<R>,
+    rings: Vec<R>,
+    parts: CollectorParts,
     stop: Arc<AtomicBool>,
 ) -> Result<std::thread::JoinHandle<()>> {
+    let CollectorParts {
+        decoder,
+        encoder,
+        link,
+        page_limit,
+        metrics,
+    } = parts;
+    let collector = Collector::new(rings, decoder, encoder, link, page_limit, metrics);
     std::thread::Builder::new()
         .name("remora-collect".into())
         .spawn(move || collector.run(&stop))
@@ -187,32 +205,23 @@ pub async fn run_with_routes(
     // Held until the agent stops: the kernel empties a perf event array when its last
     // user-space descriptor closes.
     let mut _perf_array = None;
+    let parts = CollectorParts {
+        decoder: decoder.clone(),
+        encoder,
+        link,
+        page_limit,
+        metrics: metrics.clone(),
+    };
     let collector = match packet_map {
         PacketMap::PerfEventArray(map) => {
             let rings = open_per_cpu(map.fd(), config.ring_pages())?;
             _perf_array = Some(map);
-            let collector = Collector::new(
-                rings,
-                decoder.clone(),
-                encoder,
-                link,
-                page_limit,
-                metrics.clone(),
-            );
-            spawn_collector(collector, stop)?
+            spawn_collector(rings, parts, stop)?
         }
         PacketMap::RingBuffer(map) => {
             let ring = BpfRing::open(map)
                 .map_err(|e| AgentError::io("mapping the packet ring buffer", e))?;
-            let collector = Collector::new(
-                vec![ring],
-                decoder.clone(),
-                encoder,
-                link,
-                page_limit,
-                metrics.clone(),
-            );
-            spawn_collector(collector, stop)?
+            spawn_collector(vec![ring], parts, stop)?
         }
     };
     // The kernel's drop counters, sampled for the slices to carry (`drops`).

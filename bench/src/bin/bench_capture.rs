@@ -86,6 +86,14 @@ enum Recorder {
     },
 }
 
+/// Remora keeping `snaplen` bytes, through the ring buffer or the perf rings.
+const fn remora(snaplen: u32, ring_buffer: bool) -> Recorder {
+    Recorder::Remora {
+        snaplen,
+        ring_buffer,
+    }
+}
+
 impl Recorder {
     fn label(&self) -> String {
         match self {
@@ -347,14 +355,8 @@ fn main() -> anyhow::Result<()> {
 
     let udp_recorders = [
         Recorder::None,
-        Recorder::Remora {
-            snaplen: 4096,
-            ring_buffer: false,
-        },
-        Recorder::Remora {
-            snaplen: 4096,
-            ring_buffer: true,
-        },
+        remora(4096, false),
+        remora(4096, true),
         Recorder::Tcpdump {
             snaplen: 262_144,
             extra: &[],
@@ -381,30 +383,18 @@ fn main() -> anyhow::Result<()> {
         // tcpdump's from the Ethernet header (14 bytes more).
         let tcp_recorders = [
             Recorder::None,
-            Recorder::Remora {
-                snaplen: 114,
-                ring_buffer: false,
-            },
+            remora(114, false),
             Recorder::Tcpdump {
                 snaplen: 128,
                 extra: &[],
             },
-            Recorder::Remora {
-                snaplen: 4096,
-                ring_buffer: false,
-            },
-            Recorder::Remora {
-                snaplen: 4096,
-                ring_buffer: true,
-            },
+            remora(4096, false),
+            remora(4096, true),
             Recorder::Tcpdump {
                 snaplen: 4110,
                 extra: &[],
             },
-            Recorder::Remora {
-                snaplen: 64_986,
-                ring_buffer: false,
-            },
+            remora(64_986, false),
             Recorder::Tcpdump {
                 snaplen: 262_144,
                 extra: &["-B", "65536"],

@@ -349,7 +349,14 @@ impl Jobs {
                 return Err(e);
             }
         };
-        job.set(|s| {
+        let mut checksums = BTreeMap::new();
+        for table in ["calls.parquet", "conns.parquet"] {
+            let path = partial.join(table);
+            if path.exists() {
+                checksums.insert(table.to_owned(), checksum(&path)?);
+            }
+        }
+        let complete = |s: &mut JobStatus| {
             s.status = JobState::Completed;
             s.progress = 100.0;
             s.finished_at = now_ms();
@@ -359,17 +366,15 @@ impl Jobs {
                 s.calls_by_protocol = sum.calls.clone();
                 s.conns = sum.conns;
             }
-        });
-        let mut checksums = BTreeMap::new();
-        for table in ["calls.parquet", "conns.parquet"] {
-            let path = partial.join(table);
-            if path.exists() {
-                checksums.insert(table.to_owned(), checksum(&path)?);
-            }
-        }
-        job.set(|s| s.checksums = checksums);
-        write_status(&partial, &job.snapshot())?;
+            s.checksums = checksums.clone();
+        };
+        // `completed` is said only once the tables are where another analyzer (or a restart)
+        // finds them: a caller that saw it and opened the db at once used to find nothing.
+        let mut done = job.snapshot();
+        complete(&mut done);
+        write_status(&partial, &done)?;
         fs::rename(&partial, &final_dir)?;
+        job.set(|s| *s = done);
         let _ = remora_agent::store::sync_dir(&parent);
         Ok(())
     }
