@@ -26,40 +26,19 @@ fn preflight() {
 
 #[test]
 fn records_exactly_what_tcpdump_records_on_a_veth() {
-    preflight();
-    let pair = VethPair::new("cmp");
-    let _nginx = Nginx::start(&pair.b, ADDR_B, 8080);
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
     let snaplen = 4096u32;
-    let agent = AgentProc::start(
-        &pair.a,
-        &data,
-        18801,
-        &[
-            "--interfaces",
-            IF_A,
-            "--snaplen",
-            "4096",
-            "--slice-duration",
-            "2s",
-        ],
-    );
-    let pcap = tmp.path().join("ref.pcap");
-    let dump = Tcpdump::start(&pair.a, IF_A, snaplen + 14, &pcap, true, &[]);
+    let Recording {
+        pair,
+        _nginx,
+        tmp: _tmp,
+        data,
+        agent,
+        pcap,
+        dump,
+    } = start_recording("cmp", 18801, snaplen, &[], &[]);
 
     // Known traffic: 4 HTTP requests (one a 200 KB download), 5 pings, 300 UDP datagrams.
-    for path in ["/", "/index.html", "/big.bin", "/missing"] {
-        pair.a.exec_ok(
-            "curl",
-            &[
-                "-sS",
-                "-o",
-                "/dev/null",
-                &format!("http://{ADDR_B}:8080{path}"),
-            ],
-        );
-    }
+    fetch(&pair, &["/", "/index.html", "/big.bin", "/missing"]);
     pair.a
         .exec_ok("ping", &["-c", "5", "-i", "0.05", "-q", ADDR_B]);
     blast(&pair.a, &format!("{ADDR_B}:9999"), 300, 200, 3000);
@@ -118,15 +97,7 @@ fn records_exactly_what_tcpdump_records_on_a_veth() {
     );
 
     let dir = data.join("capture/test/packets");
-    for file in slice_files(&dir) {
-        let rows = read_slice(&file);
-        assert!(
-            rows.windows(2).all(|w| w[0].ts_ns <= w[1].ts_ns),
-            "{} is not sorted by ts",
-            file.display()
-        );
-    }
-    let ours = read_all(&dir);
+    let ours = sorted_rows(&dir);
     let reference = read_pcap(&pcap);
     assert_eq!(stats.captured as usize, reference.len());
     let report = compare_with_pcap(&ours, &reference, 14, snaplen);
@@ -220,30 +191,93 @@ fn records_exactly_what_tcpdump_records_on_a_veth() {
 /// frames, GSO frames of tens of kilobytes).
 #[test]
 fn ring_buffer_transport_records_exactly_what_tcpdump_records() {
+    let snaplen = 64_986u32;
+    let rec = start_recording(
+        "rbuf",
+        18803,
+        snaplen,
+        &["--packet-ring", "ringbuf"],
+        &["-B", "65536"],
+    );
+    let (pair, data, pcap) = (&rec.pair, &rec.data, &rec.pcap);
+    fetch(pair, &["/", "/big.bin", "/missing", "/big.bin"]);
+    for size in ["56", "1400", "3000", "9000"] {
+        pair.a
+            .exec_ok("ping", &["-c", "3", "-i", "0.05", "-q", "-s", size, ADDR_B]);
+    }
+    blast(&pair.a, &format!("{ADDR_B}:9999"), 300, 200, 3000);
+    std::thread::sleep(Duration::from_millis(300));
+    let stats = rec.dump.stop();
+    let log = rec.agent.stop();
+    assert!(log.contains("0 packets dropped"), "{log}");
+    assert_eq!(stats.dropped, 0, "tcpdump dropped packets");
+
+    let dir = data.join("capture/test/packets");
+    let ours = sorted_rows(&dir);
+    let reference = read_pcap(pcap);
+    assert_eq!(stats.captured as usize, reference.len());
+    let report = compare_with_pcap(&ours, &reference, 14, snaplen);
+    eprintln!("ring buffer: {report}");
+    assert_eq!(count_udp_to(&ours, 9999), 300);
+    let biggest = ours.iter().map(|p| p.payload.len()).max().unwrap_or(0);
+    assert!(
+        biggest > 16_384,
+        "no GSO frame above 16 KiB was recorded (largest {biggest} bytes)"
+    );
+}
+
+/// An agent and tcpdump recording interface A of a fresh veth pair, with nginx on B.
+struct Recording {
+    pair: VethPair,
+    _nginx: Nginx,
+    tmp: tempfile::TempDir,
+    data: std::path::PathBuf,
+    agent: AgentProc,
+    pcap: std::path::PathBuf,
+    dump: Tcpdump,
+}
+
+/// Starts a [`Recording`]: the agent on API port `port` keeping `snaplen` bytes, with `extra`
+/// flags; tcpdump keeping the same bytes, with `tcpdump_extra` flags.
+fn start_recording(
+    name: &str,
+    port: u16,
+    snaplen: u32,
+    extra: &[&str],
+    tcpdump_extra: &[&str],
+) -> Recording {
     preflight();
-    let pair = VethPair::new("rbuf");
-    let _nginx = Nginx::start(&pair.b, ADDR_B, 8080);
+    let pair = VethPair::new(name);
+    let nginx = Nginx::start(&pair.b, ADDR_B, 8080);
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let snaplen = 64_986u32;
-    let agent = AgentProc::start(
-        &pair.a,
-        &data,
-        18803,
-        &[
-            "--interfaces",
-            IF_A,
-            "--snaplen",
-            &snaplen.to_string(),
-            "--packet-ring",
-            "ringbuf",
-            "--slice-duration",
-            "2s",
-        ],
-    );
+    let snap = snaplen.to_string();
+    let mut args = vec![
+        "--interfaces",
+        IF_A,
+        "--snaplen",
+        &snap,
+        "--slice-duration",
+        "2s",
+    ];
+    args.extend_from_slice(extra);
+    let agent = AgentProc::start(&pair.a, &data, port, &args);
     let pcap = tmp.path().join("ref.pcap");
-    let dump = Tcpdump::start(&pair.a, IF_A, snaplen + 14, &pcap, true, &["-B", "65536"]);
-    for path in ["/", "/big.bin", "/missing", "/big.bin"] {
+    let dump = Tcpdump::start(&pair.a, IF_A, snaplen + 14, &pcap, true, tcpdump_extra);
+    Recording {
+        pair,
+        _nginx: nginx,
+        tmp,
+        data,
+        agent,
+        pcap,
+        dump,
+    }
+}
+
+/// GETs each of `paths` from nginx on B.
+fn fetch(pair: &VethPair, paths: &[&str]) {
+    for path in paths {
         pair.a.exec_ok(
             "curl",
             &[
@@ -254,19 +288,11 @@ fn ring_buffer_transport_records_exactly_what_tcpdump_records() {
             ],
         );
     }
-    for size in ["56", "1400", "3000", "9000"] {
-        pair.a
-            .exec_ok("ping", &["-c", "3", "-i", "0.05", "-q", "-s", size, ADDR_B]);
-    }
-    blast(&pair.a, &format!("{ADDR_B}:9999"), 300, 200, 3000);
-    std::thread::sleep(Duration::from_millis(300));
-    let stats = dump.stop();
-    let log = agent.stop();
-    assert!(log.contains("0 packets dropped"), "{log}");
-    assert_eq!(stats.dropped, 0, "tcpdump dropped packets");
+}
 
-    let dir = data.join("capture/test/packets");
-    for file in slice_files(&dir) {
+/// Every packet of the slices in `dir`, after checking that each slice is in time order.
+fn sorted_rows(dir: &std::path::Path) -> Vec<remora_bpf_tests::slices::Packet> {
+    for file in slice_files(dir) {
         let rows = read_slice(&file);
         assert!(
             rows.windows(2).all(|w| w[0].ts_ns <= w[1].ts_ns),
@@ -274,17 +300,7 @@ fn ring_buffer_transport_records_exactly_what_tcpdump_records() {
             file.display()
         );
     }
-    let ours = read_all(&dir);
-    let reference = read_pcap(&pcap);
-    assert_eq!(stats.captured as usize, reference.len());
-    let report = compare_with_pcap(&ours, &reference, 14, snaplen);
-    eprintln!("ring buffer: {report}");
-    assert_eq!(count_udp_to(&ours, 9999), 300);
-    let biggest = ours.iter().map(|p| p.payload.len()).max().unwrap_or(0);
-    assert!(
-        biggest > 16_384,
-        "no GSO frame above 16 KiB was recorded (largest {biggest} bytes)"
-    );
+    read_all(dir)
 }
 
 /// Upper-case hex, as DuckDB's `hex()` prints a blob.
