@@ -30,6 +30,17 @@ pub trait EventRows {
     fn seal(&mut self);
 }
 
+/// The fixed-size head of a ring record (an event or a chunk header), when the record is long
+/// enough to hold it. The ring gives no alignment guarantee to Rust, so it is read unaligned.
+pub fn record_head<T: aya::Pod>(record: &[u8]) -> Option<T> {
+    if record.len() < std::mem::size_of::<T>() {
+        return None;
+    }
+    // SAFETY: `T` is plain old data (every bit pattern is a value) and the record holds at
+    // least its size.
+    Some(unsafe { std::ptr::read_unaligned(record.as_ptr().cast()) })
+}
+
 /// Drains `ring` into `rows` until `stop`, sealing every `period`.
 pub fn drain(
     ring: &mut RingBuf<MapData>,

@@ -20,7 +20,7 @@ use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
     programs::{TracePoint, trace_point::TracePointLinkId},
 };
-use remora_agent_common::{SOCKET_EVENT_BYTES, SocketCounters, SocketEvent};
+use remora_agent_common::{SocketCounters, SocketEvent};
 
 use crate::{
     clock::TaiToUtc,
@@ -217,12 +217,9 @@ struct Rows {
 
 impl crate::event_ring::EventRows for Rows {
     fn take(&mut self, record: &[u8], clock: &TaiToUtc) {
-        if record.len() < SOCKET_EVENT_BYTES {
+        let Some(event) = crate::event_ring::record_head::<SocketEvent>(record) else {
             return;
-        }
-        // SAFETY: `SocketEvent` is plain old data and the record holds at least its size;
-        // read unaligned since the ring gives no alignment guarantee to Rust.
-        let event: SocketEvent = unsafe { std::ptr::read_unaligned(record.as_ptr().cast()) };
+        };
         if let Some(row) = record::row(&event, clock, &self.ids) {
             self.rows.push(row);
         }

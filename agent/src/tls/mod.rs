@@ -382,11 +382,9 @@ struct Rows {
 
 impl crate::event_ring::EventRows for Rows {
     fn take(&mut self, record: &[u8], clock: &TaiToUtc) {
-        if record.len() < TLS_CHUNK_HEADER_BYTES {
+        let Some(header) = crate::event_ring::record_head::<TlsChunkHeader>(record) else {
             return;
-        }
-        // SAFETY: plain old data, the record holds at least the header; unaligned read.
-        let header: TlsChunkHeader = unsafe { std::ptr::read_unaligned(record.as_ptr().cast()) };
+        };
         let end = (TLS_CHUNK_HEADER_BYTES + header.len as usize).min(record.len());
         let data = &record[TLS_CHUNK_HEADER_BYTES..end];
         let mut libs = self.libs_by_pid.lock().unwrap_or_else(|p| p.into_inner());

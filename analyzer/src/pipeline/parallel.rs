@@ -377,16 +377,8 @@ fn work(
                     conns: &mut Vec<Conn>,
                     stats: Option<Stats>|
      -> Result<Finished, PipelineError> {
-        let counted = Counted::of(calls, conns);
-        let call_batch = (!calls.is_empty())
-            .then(|| super::calls_batch(node, source, calls, &NoWorkloads))
-            .transpose()?;
-        let conn_batch = (!conns.is_empty())
-            .then(|| super::sink::conns_batch(node, conns, &NoWorkloads))
-            .transpose()?;
-        calls.clear();
-        conns.clear();
-        let (calls, conns) = (call_batch, conn_batch);
+        let (calls, conns, counted) =
+            super::sink::take_batches(node, source, calls, conns, &NoWorkloads)?;
         Ok(Finished {
             epoch,
             worker,

@@ -7,7 +7,7 @@ use arrow::{array::RecordBatch, error::ArrowError};
 use remora_dissect::{Call, Conn, Endpoint, Engine, Stats, Translated};
 use remora_tables::{Peer, Table, TableWriter, calls, conns};
 
-use super::{PipelineError, Summary, translation};
+use super::{PipelineError, Summary, parallel::Counted, translation};
 use crate::services::workloads::Resolve;
 
 /// The `calls` rows of `calls` as a record batch, each side attributed by `workloads` at the
@@ -32,7 +32,7 @@ pub fn calls_batch(
 }
 
 /// The `conns` rows of `conns` as a record batch, attributed as [`calls_batch`] does.
-pub(super) fn conns_batch(
+fn conns_batch(
     node: &str,
     conns: &[Conn],
     workloads: &dyn Resolve,
@@ -43,6 +43,27 @@ pub(super) fn conns_batch(
         .collect();
     let peers: Vec<_> = sides.iter().map(|s| (s.src(), s.dst())).collect();
     conns::attributed(node, conns, &peers)
+}
+
+/// `calls` and `conns` as record batches (none for an empty list) with their counts; both are
+/// emptied, keeping their buffers. What [`Sink::write_rows`] and the parallel workers write.
+pub(super) fn take_batches(
+    node: &str,
+    source: &str,
+    calls: &mut Vec<Call>,
+    conns: &mut Vec<Conn>,
+    workloads: &dyn Resolve,
+) -> Result<(Option<RecordBatch>, Option<RecordBatch>, Counted), PipelineError> {
+    let counted = Counted::of(calls, conns);
+    let call_batch = (!calls.is_empty())
+        .then(|| calls_batch(node, source, calls, workloads))
+        .transpose()?;
+    let conn_batch = (!conns.is_empty())
+        .then(|| conns_batch(node, conns, workloads))
+        .transpose()?;
+    calls.clear();
+    conns.clear();
+    Ok((call_batch, conn_batch, counted))
 }
 
 /// Who both ends of a row are: the workload by address (borrowed), or an owned copy when the
@@ -187,11 +208,7 @@ impl<'w> Sink<'w> {
             conns.retain(|c| c.last_ns >= start && c.first_ns <= end);
             self.outside += (before - calls.len() - conns.len()) as u64;
         }
-        for c in &calls {
-            *self.calls.entry(c.protocol).or_default() += 1;
-            self.unpaired += u64::from(c.error_type.is_some());
-        }
-        self.conns += conns.len() as u64;
+        self.count(Counted::of(&calls, &conns));
         let by_socket;
         let workloads: &dyn Resolve = if self.sockets.is_some() || self.processes.is_some() {
             by_socket = super::sockets::BySocket {
@@ -264,20 +281,13 @@ impl<'w> Sink<'w> {
         {
             return self.write(std::mem::take(calls), std::mem::take(conns));
         }
-        let counted = super::parallel::Counted::of(calls, conns);
-        let call_batch = (!calls.is_empty())
-            .then(|| calls_batch(&self.node, self.source, calls, self.workloads))
-            .transpose()?;
-        let conn_batch = (!conns.is_empty())
-            .then(|| conns_batch(&self.node, conns, self.workloads))
-            .transpose()?;
-        calls.clear();
-        conns.clear();
+        let (call_batch, conn_batch, counted) =
+            take_batches(&self.node, self.source, calls, conns, self.workloads)?;
         self.write_batches(call_batch.as_ref(), conn_batch.as_ref(), counted)
     }
 
     /// Counts rows written elsewhere (batches from [`super::parallel`]'s workers).
-    pub(super) fn count(&mut self, counted: super::parallel::Counted) {
+    pub(super) fn count(&mut self, counted: Counted) {
         for (protocol, n) in counted.calls {
             *self.calls.entry(protocol).or_default() += n;
         }
@@ -290,7 +300,7 @@ impl<'w> Sink<'w> {
         &mut self,
         calls: Option<&RecordBatch>,
         conns: Option<&RecordBatch>,
-        counted: super::parallel::Counted,
+        counted: Counted,
     ) -> Result<(), PipelineError> {
         self.count(counted);
         if let Some(batch) = calls {
