@@ -99,12 +99,6 @@ impl Default for Unacked {
 }
 
 impl Unacked {
-    /// Forgets every segment: a SYN starts the direction's sequence tracking again.
-    fn clear(&mut self) {
-        self.segments.clear();
-        self.ordered = true;
-    }
-
     fn push(&mut self, end: u32, ts_ns: i64) {
         if let Some(&(last, _)) = self.segments.back()
             && !after(end, last)
@@ -237,15 +231,18 @@ impl TcpAnalysis {
         }
 
         // The data round trip, as Wireshark's `ack_rtt`: from the peer's segment that ends
-        // exactly where this ACK points, the first sent among equals (so a lost segment's
-        // round trip includes the wait for its retransmission). A zero gap says the clock
-        // could not tell them apart; tshark shows no RTT then.
+        // exactly where this packet's acknowledgment field points, the first sent among equals
+        // (so a lost segment's round trip includes the wait for its retransmission). As in
+        // Wireshark, every packet's field is read, the ACK flag or not: a retransmitted SYN's
+        // zero "covers" a SYN-ACK whose sequence number is in the upper half of the space, and
+        // the client's ACK is then timed from the retransmitted SYN-ACK. A zero gap says the
+        // clock could not tell them apart; tshark shows no RTT then.
+        let sent = peer.unacked.acknowledge(s.ack);
+        if let Some(sent) = sent.filter(|sent| *sent != s.ts_ns) {
+            self.rtt_sum_ns += s.ts_ns - sent;
+            self.rtt_samples += 1;
+        }
         if has_ack {
-            let sent = peer.unacked.acknowledge(s.ack);
-            if let Some(sent) = sent.filter(|sent| *sent != s.ts_ns) {
-                self.rtt_sum_ns += s.ts_ns - sent;
-                self.rtt_samples += 1;
-            }
             this.acked_to = Some(s.ack);
         }
         // Every packet's acknowledgment field counts, as in Wireshark, so that an ACK repeating
@@ -253,12 +250,6 @@ impl TcpAnalysis {
         this.last_ack = Some(s.ack);
         this.last_ack_ns = s.ts_ns;
         if seq_len > 0 {
-            // A (retransmitted) SYN or SYN-ACK replaces the earlier one, as in Wireshark: the
-            // ACK that follows a retransmitted SYN-ACK is timed from the retransmission, not
-            // from the lost original a second earlier.
-            if s.flags & SYN != 0 {
-                this.unacked.clear();
-            }
             this.unacked.push(end, s.ts_ns);
         }
         if seq_len > 0 && this.next_seq.is_none_or(|n| after(end, n)) {
@@ -278,19 +269,25 @@ impl TcpAnalysis {
 mod tests {
     use super::*;
 
-    /// The SYN-ACK is lost after the capture point: the client retransmits its SYN after 1 s,
-    /// the server answers again, and the client's ACK is timed from the second SYN-ACK.
+    /// The SYN-ACK is lost after the capture point: the client retransmits its SYN after 1 s and
+    /// the server answers again. Which SYN-ACK the client's ACK is timed from depends, in
+    /// Wireshark, on where the server's sequence number lies relative to the retransmitted
+    /// SYN's acknowledgment field (zero): in the lower half of the space the first SYN-ACK is
+    /// still waiting and times the ACK (1 s), in the upper half the zero "covers" it and the
+    /// retransmission times the ACK (2 ms). Both read from tshark 4.0 on captures made here.
     #[test]
-    fn a_retransmitted_syn_ack_times_the_ack_from_itself() {
-        let mut a = TcpAnalysis::default();
-        a.packet(0, &seg(0, 100, 0, SYN, 0));
-        a.packet(1, &seg(1, 500, 101, SYN | ACK, 0));
-        a.packet(0, &seg(1000, 100, 0, SYN, 0));
-        a.packet(1, &seg(1001, 500, 101, SYN | ACK, 0));
-        a.packet(0, &seg(1003, 101, 501, ACK, 0));
-        // Samples: SYN → SYN-ACK (1 ms), SYN again → SYN-ACK again (1 ms), SYN-ACK → ACK (2 ms).
-        assert_eq!(a.rtt_samples, 3);
-        assert_eq!(a.rtt_sum_ns, 4_000_000);
+    fn a_retransmitted_syn_ack_is_timed_as_wireshark_times_it() {
+        for (server_isn, want_sum_ms) in [(500u32, 1 + 1 + 1002), (3_000_000_000, 1 + 1 + 2)] {
+            let mut a = TcpAnalysis::default();
+            a.packet(0, &seg(0, 100, 0, SYN, 0));
+            a.packet(1, &seg(1, server_isn, 101, SYN | ACK, 0));
+            a.packet(0, &seg(1000, 100, 0, SYN, 0));
+            a.packet(1, &seg(1001, server_isn, 101, SYN | ACK, 0));
+            a.packet(0, &seg(1003, 101, server_isn + 1, ACK, 0));
+            // Samples: SYN → SYN-ACK, SYN again → SYN-ACK again, a SYN-ACK → the ACK.
+            assert_eq!(a.rtt_samples, 3, "server ISN {server_isn}");
+            assert_eq!(a.rtt_sum_ns, want_sum_ms * 1_000_000, "server ISN {server_isn}");
+        }
     }
 
     fn seg(ts_ms: i64, seq: u32, ack: u32, flags: u8, len: u32) -> Segment {
