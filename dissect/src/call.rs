@@ -87,7 +87,7 @@ pub struct Call {
     /// gRPC status from the trailers.
     pub grpc_status: Option<u32>,
     /// TLS hellos (`tlsx_*` fields), for protocol `TLS`.
-    pub tls: Option<crate::tls::TlsInfo>,
+    pub tls: Option<Box<crate::tls::TlsInfo>>,
     /// The connection's SYN → SYN-ACK → ACK time, µs, when it was seen (TCP only).
     pub tcp_handshake_us: Option<i64>,
     /// The request half was seen.

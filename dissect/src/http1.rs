@@ -174,6 +174,17 @@ impl Parser {
             + self.messages.iter().map(Message::held).sum::<usize>()
     }
 
+    /// Returns the room of buffers that hold nothing now (a closed connection waits out its
+    /// grace period holding them, thousands at a time).
+    pub fn release_spare(&mut self) {
+        if self.buf.is_empty() {
+            self.buf = Vec::new();
+        }
+        if self.messages.is_empty() {
+            self.messages = Vec::new();
+        }
+    }
+
     /// After a `101` to h2c: the bytes that followed it (HTTP/2 frames), once. The parser is
     /// done with the stream afterwards.
     pub fn take_switched(&mut self) -> Option<Vec<u8>> {

@@ -47,7 +47,7 @@ pub(crate) fn tls_call(
         call.error_type = Some("pair_not_found");
     }
     call.path = info.sni.clone();
-    call.tls = Some(info);
+    call.tls = Some(Box::new(info));
     Some(call)
 }
 

@@ -286,7 +286,11 @@ mod tests {
             a.packet(0, &seg(1003, 101, server_isn + 1, ACK, 0));
             // Samples: SYN → SYN-ACK, SYN again → SYN-ACK again, a SYN-ACK → the ACK.
             assert_eq!(a.rtt_samples, 3, "server ISN {server_isn}");
-            assert_eq!(a.rtt_sum_ns, want_sum_ms * 1_000_000, "server ISN {server_isn}");
+            assert_eq!(
+                a.rtt_sum_ns,
+                want_sum_ms * 1_000_000,
+                "server ISN {server_isn}"
+            );
         }
     }
 

@@ -79,11 +79,11 @@ fn sample_calls() -> Vec<Call> {
     let mut b = Call::new("TLS", ep("2001:db8::1", 50000), ep("198.18.0.2", 443));
     b.timestamp_ns = a.timestamp_ns + 1;
     b.error_type = Some("pair_not_found");
-    b.tls = Some(TlsInfo {
+    b.tls = Some(Box::new(TlsInfo {
         sni: "shop.example".into(),
         alpn: vec!["h2".into(), "http/1.1".into()],
         ..TlsInfo::default()
-    });
+    }));
     let mut c = Call::new("DNS", ep("198.18.0.1", 5353), ep("198.18.0.53", 53));
     c.transport = "udp";
     c.dns_questions = vec!["app.test".into()];
