@@ -326,7 +326,7 @@ fn tls(rng: &mut Rng, src: Endpoint) -> Call {
     let mut c = Call::new("TLS", src, dst);
     let sni = (*rng.pick(&["api.example.com", "google.com", "", "payments.shop.svc"])).to_owned();
     let v13 = rng.chance(60);
-    c.tls = Some(remora_dissect::tls::TlsInfo {
+    c.tls = Some(Box::new(remora_dissect::tls::TlsInfo {
         client_version: 0x0303,
         supported_versions: if v13 {
             vec![0x0304, 0x0303]
@@ -343,7 +343,7 @@ fn tls(rng: &mut Rng, src: Endpoint) -> Call {
         server_supported_version: v13.then_some(0x0304),
         server_alpn: None,
         cipher: Some(0x1301),
-    });
+    }));
     c.path = sni;
     c
 }
