@@ -182,6 +182,87 @@ fn compare(pcap: &Path) -> [u64; 5] {
     totals
 }
 
+/// A capture of a handshake whose first SYN-ACK was lost after the capture point: SYN,
+/// SYN-ACK, the SYN again 1 s later, the SYN-ACK again 1 ms after it, the client's ACK 2 ms
+/// later, then one request and its acknowledgment.
+fn lost_syn_ack_capture(server_isn: u32) -> Vec<u8> {
+    const SYN: u8 = 0x02;
+    const ACK: u8 = 0x10;
+    const PSH: u8 = 0x08;
+    let client_isn = 100u32;
+    let (client, server) = (([198, 18, 0, 1], 40000u16), ([198, 18, 0, 2], 8000u16));
+    // (ms, from the client, seq, ack, flags, payload length)
+    let packets = [
+        (0u32, true, client_isn, 0, SYN, 0),
+        (1, false, server_isn, client_isn + 1, SYN | ACK, 0),
+        (1000, true, client_isn, 0, SYN, 0),
+        (1001, false, server_isn, client_isn + 1, SYN | ACK, 0),
+        (
+            1003,
+            true,
+            client_isn + 1,
+            server_isn.wrapping_add(1),
+            ACK,
+            0,
+        ),
+        (
+            1004,
+            true,
+            client_isn + 1,
+            server_isn.wrapping_add(1),
+            PSH | ACK,
+            40,
+        ),
+        (
+            1006,
+            false,
+            server_isn.wrapping_add(1),
+            client_isn + 41,
+            ACK,
+            0,
+        ),
+    ];
+    let mut out = Vec::new();
+    // Classic pcap header: microseconds, snaplen 65535, Ethernet.
+    out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&4u16.to_le_bytes());
+    out.extend_from_slice(&[0; 8]);
+    out.extend_from_slice(&65535u32.to_le_bytes());
+    out.extend_from_slice(&1u32.to_le_bytes());
+    for (ms, from_client, seq, ack, flags, len) in packets {
+        let (src, dst) = if from_client {
+            (client, server)
+        } else {
+            (server, client)
+        };
+        let mut frame = Vec::new();
+        frame.extend_from_slice(&[2, 0, 0, 0, 0, if from_client { 2 } else { 1 }]);
+        frame.extend_from_slice(&[2, 0, 0, 0, 0, if from_client { 1 } else { 2 }]);
+        frame.extend_from_slice(&0x0800u16.to_be_bytes());
+        let total = 20 + 20 + len as u16;
+        frame.extend_from_slice(&[0x45, 0]);
+        frame.extend_from_slice(&total.to_be_bytes());
+        frame.extend_from_slice(&[0, 0, 0x40, 0, 64, 6, 0, 0]);
+        frame.extend_from_slice(&src.0);
+        frame.extend_from_slice(&dst.0);
+        frame.extend_from_slice(&src.1.to_be_bytes());
+        frame.extend_from_slice(&dst.1.to_be_bytes());
+        frame.extend_from_slice(&seq.to_be_bytes());
+        frame.extend_from_slice(&ack.to_be_bytes());
+        frame.extend_from_slice(&[0x50, flags]);
+        frame.extend_from_slice(&64240u16.to_be_bytes());
+        frame.extend_from_slice(&[0; 4]);
+        frame.extend(std::iter::repeat_n(b'x', len as usize));
+        out.extend_from_slice(&(ms / 1000).to_le_bytes());
+        out.extend_from_slice(&((ms % 1000) * 1000).to_le_bytes());
+        out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        out.extend_from_slice(&frame);
+    }
+    out
+}
+
 #[test]
 fn tcp_insights_agree_with_tshark_on_every_fixture() {
     require_tool("tshark");
@@ -194,17 +275,18 @@ fn tcp_insights_agree_with_tshark_on_every_fixture() {
         .collect();
     files.sort();
     assert!(files.len() > 20, "only {} fixtures", files.len());
-    // Captures of this test's impaired traffic on which Remora once disagreed with tshark.
-    let ours = workspace_root().join("bpf-tests/captures");
-    let mut kept: Vec<_> = std::fs::read_dir(&ours)
-        .unwrap_or_else(|e| panic!("kept captures missing at {}: {e}", ours.display()))
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "pcap"))
-        .collect();
-    kept.sort();
-    assert!(!kept.is_empty(), "no kept captures in {}", ours.display());
-    files.extend(kept);
+    // The handshake on which Remora once disagreed with tshark (found on impaired traffic):
+    // the first SYN-ACK is lost after the capture point, so the client retransmits its SYN.
+    // Which SYN-ACK times the client's ACK depends on the half of the sequence space the
+    // server's ISN lies in; one capture for each half.
+    let tmp = tempfile::tempdir().unwrap();
+    for server_isn in [500u32, 3_000_000_000] {
+        let path = tmp
+            .path()
+            .join(format!("lost-syn-ack-isn-{server_isn}.pcap"));
+        std::fs::write(&path, lost_syn_ack_capture(server_isn)).unwrap();
+        files.push(path);
+    }
     let mut events = 0;
     for f in &files {
         events += compare(f).iter().sum::<u64>();
