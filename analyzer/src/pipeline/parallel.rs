@@ -23,8 +23,6 @@ use remora_dissect::{
     shard::{EPOCH_FRAMES, SHARDS},
 };
 
-use remora_tables::TableWriter;
-
 use super::{PipelineError, sink::Sink};
 use crate::services::workloads::NoWorkloads;
 
@@ -33,13 +31,6 @@ const BATCH_FRAMES: usize = 1024;
 /// Batches waiting for each worker, at most: enough that a worker does not run dry while the
 /// reader waits on another one.
 const QUEUED_BATCHES: usize = 16;
-/// Epochs of record batches waiting for the writer thread, at most.
-const QUEUED_WRITES: usize = 8;
-
-/// The record batches of one epoch of one worker, for the writer thread.
-type Write = (Option<RecordBatch>, Option<RecordBatch>);
-/// What the writer thread gives back: the table writers, and the first error.
-type WriterEnd = (TableWriter, TableWriter, Result<(), PipelineError>);
 
 /// The number of threads to dissect with by default: every core this process may use.
 pub fn default_threads() -> usize {
@@ -133,8 +124,6 @@ struct Threads {
     /// may itself be waiting for that worker's queue), and the writing order's state.
     done: Receiver<Result<Finished, PipelineError>>,
     order: Order,
-    /// Parquet encoding runs on its own thread, so that the reader keeps feeding the workers.
-    writer: JoinHandle<WriterEnd>,
 }
 
 /// Puts the workers' batches into (epoch, worker) order.
@@ -146,13 +135,12 @@ struct Order {
     /// Workers whose last epoch (with their counters) was written.
     ended: usize,
     failed: Option<PipelineError>,
-    to_writer: Option<SyncSender<Write>>,
 }
 
 impl<'w> Dissector<'w> {
     /// A dissection on `threads` threads (at most [`SHARDS`]) writing into `sink`, which
     /// writes every row it gets as it is (no window, no attribution beyond `NoWorkloads`): a
-    /// capture file's dissection. The reader's thread writes the tables.
+    /// capture file's dissection. With one thread, the reader's thread encodes the tables; with more, a writer thread does.
     pub(super) fn new(threads: usize, sink: Sink<'w>) -> Result<Self, PipelineError> {
         let threads = threads.clamp(1, SHARDS);
         if threads == 1 {
@@ -190,24 +178,9 @@ impl<'w> Dissector<'w> {
             spares.push(spare_rx);
         }
         drop(done_tx);
-        let (to_writer, writes) = sync_channel::<Write>(QUEUED_WRITES);
         let mut sink = sink;
-        let (mut calls_out, mut conns_out) = sink.take_writers();
-        let writer = std::thread::Builder::new()
-            .name("remora-dissect-write".into())
-            .spawn(move || {
-                let mut result = Ok(());
-                for (calls, conns) in writes {
-                    if result.is_ok() {
-                        result = calls
-                            .map_or(Ok(()), |b| calls_out.write(&b))
-                            .and_then(|()| conns.map_or(Ok(()), |b| conns_out.write(&b)))
-                            .map_err(PipelineError::from);
-                    }
-                }
-                (calls_out, conns_out, result)
-            })
-            .map_err(|e| PipelineError::Worker(format!("starting the writer thread: {e}")))?;
+        // Parquet encoding runs on its own thread, so that the reader keeps feeding the workers.
+        sink.write_in_background()?;
         Ok(Self {
             mode: Mode::Threads(Box::new(Threads {
                 router: Router::new(),
@@ -225,9 +198,7 @@ impl<'w> Dissector<'w> {
                     stats: Stats::default(),
                     ended: 0,
                     failed: None,
-                    to_writer: Some(to_writer),
                 },
-                writer,
             })),
             sink,
             calls: Vec::new(),
@@ -288,12 +259,6 @@ impl<'w> Dissector<'w> {
                 for worker in t.workers {
                     let _ = worker.join();
                 }
-                t.order.to_writer = None;
-                let (calls_out, conns_out, written) = t.writer.join().map_err(|_| {
-                    PipelineError::Worker("the dissection's writer thread panicked".into())
-                })?;
-                sink.put_writers(calls_out, conns_out);
-                written?;
                 let mut stats = t.order.end()?;
                 stats.add(&router_stats);
                 Ok((sink, stats))
@@ -438,13 +403,9 @@ impl Order {
             }
         }
         while let Some(f) = self.waiting.remove(&self.next) {
-            sink.count(f.counted);
-            if (f.calls.is_some() || f.conns.is_some())
-                && let Some(to_writer) = &self.to_writer
-                && to_writer.send((f.calls, f.conns)).is_err()
-            {
-                // The writer stopped on an error, which `finish` reports.
-                self.to_writer = None;
+            // A writer that stopped on an error says so when the sink closes.
+            if let Err(e) = sink.write_batches(f.calls, f.conns, f.counted) {
+                self.failed.get_or_insert(e);
             }
             if let Some(s) = &f.stats {
                 self.stats.add(s);

@@ -7,7 +7,7 @@ use arrow::{array::RecordBatch, error::ArrowError};
 use remora_dissect::{Call, Conn, Endpoint, Engine, Stats, Translated};
 use remora_tables::{Peer, Table, TableWriter, calls, conns};
 
-use super::{PipelineError, Summary, parallel::Counted, translation};
+use super::{PipelineError, Summary, parallel::Counted, tables::Tables, translation};
 use crate::services::workloads::Resolve;
 
 /// The `calls` rows of `calls` as a record batch, each side attributed by `workloads` at the
@@ -143,8 +143,7 @@ pub(super) struct Sink<'w> {
     /// The node the rows now written come from.
     pub(super) node: String,
     pub(super) source: &'static str,
-    calls_out: TableWriter,
-    conns_out: TableWriter,
+    tables: Option<Tables>,
     calls: BTreeMap<&'static str, u64>,
     unpaired: u64,
     conns: u64,
@@ -178,8 +177,10 @@ impl<'w> Sink<'w> {
             workloads,
             node: String::new(),
             source,
-            calls_out: TableWriter::new(Table::Calls, &out.join("calls.parquet")),
-            conns_out: TableWriter::new(Table::Conns, &out.join("conns.parquet")),
+            tables: Some(Tables::here(
+                TableWriter::new(Table::Calls, &out.join("calls.parquet")),
+                TableWriter::new(Table::Conns, &out.join("conns.parquet")),
+            )),
             calls: BTreeMap::new(),
             unpaired: 0,
             conns: 0,
@@ -254,15 +255,18 @@ impl<'w> Sink<'w> {
             Some(origins) => origins.nodes.iter().map(String::as_str).collect(),
             None => vec![self.node.as_str()],
         };
+        let mut batches = Vec::with_capacity(by_node.len());
         for (node, (calls, conns)) in nodes.into_iter().zip(&by_node) {
-            if !calls.is_empty() {
-                self.calls_out
-                    .write(&calls_batch(node, self.source, calls, workloads)?)?;
-            }
-            if !conns.is_empty() {
-                self.conns_out
-                    .write(&conns_batch(node, conns, workloads)?)?;
-            }
+            let calls = (!calls.is_empty())
+                .then(|| calls_batch(node, self.source, calls, workloads))
+                .transpose()?;
+            let conns = (!conns.is_empty())
+                .then(|| conns_batch(node, conns, workloads))
+                .transpose()?;
+            batches.push((calls, conns));
+        }
+        for (calls, conns) in batches {
+            self.tables_mut()?.write(calls, conns)?;
         }
         Ok(())
     }
@@ -283,7 +287,7 @@ impl<'w> Sink<'w> {
         }
         let (call_batch, conn_batch, counted) =
             take_batches(&self.node, self.source, calls, conns, self.workloads)?;
-        self.write_batches(call_batch.as_ref(), conn_batch.as_ref(), counted)
+        self.write_batches(call_batch, conn_batch, counted)
     }
 
     /// Counts rows written elsewhere (batches from [`super::parallel`]'s workers).
@@ -298,34 +302,31 @@ impl<'w> Sink<'w> {
     /// Writes rows already made into batches, with their counts.
     pub(super) fn write_batches(
         &mut self,
-        calls: Option<&RecordBatch>,
-        conns: Option<&RecordBatch>,
+        calls: Option<RecordBatch>,
+        conns: Option<RecordBatch>,
         counted: Counted,
     ) -> Result<(), PipelineError> {
         self.count(counted);
-        if let Some(batch) = calls {
-            self.calls_out.write(batch)?;
-        }
-        if let Some(batch) = conns {
-            self.conns_out.write(batch)?;
-        }
+        self.tables_mut()?.write(calls, conns)
+    }
+
+    /// From now on, Parquet encodes on a writer thread while the caller goes on.
+    pub(super) fn write_in_background(&mut self) -> Result<(), PipelineError> {
+        let tables = self.take_tables()?;
+        self.tables = Some(tables.into_thread()?);
         Ok(())
     }
 
-    /// Lends the two table writers out (to a writer thread); [`Sink::put_writers`] gives them
-    /// back before [`Sink::close`].
-    pub(super) fn take_writers(&mut self) -> (TableWriter, TableWriter) {
-        let lent = |table| TableWriter::new(table, Path::new("/nonexistent/lent.parquet"));
-        (
-            std::mem::replace(&mut self.calls_out, lent(Table::Calls)),
-            std::mem::replace(&mut self.conns_out, lent(Table::Conns)),
-        )
+    fn tables_mut(&mut self) -> Result<&mut Tables, PipelineError> {
+        self.tables
+            .as_mut()
+            .ok_or_else(|| PipelineError::Worker("the tables were already closed".into()))
     }
 
-    /// Takes the table writers back.
-    pub(super) fn put_writers(&mut self, calls: TableWriter, conns: TableWriter) {
-        self.calls_out = calls;
-        self.conns_out = conns;
+    fn take_tables(&mut self) -> Result<Tables, PipelineError> {
+        self.tables
+            .take()
+            .ok_or_else(|| PipelineError::Worker("the tables were already closed".into()))
     }
 
     /// Writes the rows the engine finished so far.
@@ -341,14 +342,14 @@ impl<'w> Sink<'w> {
         stats: Stats,
         started: Instant,
     ) -> Result<Summary, PipelineError> {
-        self.calls_out.finish()?;
-        self.conns_out.finish()?;
+        let mut sink = self;
+        sink.take_tables()?.finish()?;
         Ok(Summary {
             frames,
-            calls: self.calls,
-            unpaired: self.unpaired,
-            conns: self.conns,
-            outside_window: self.outside,
+            calls: sink.calls,
+            unpaired: sink.unpaired,
+            conns: sink.conns,
+            outside_window: sink.outside,
             stats,
             seconds: started.elapsed().as_secs_f64(),
         })
