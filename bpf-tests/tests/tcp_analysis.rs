@@ -14,6 +14,7 @@ use std::{
 
 use remora_bpf_tests::{
     netns::{ADDR_B, IF_A, VethPair},
+    pcap::PcapWriter,
     proc::{Tcpdump, wait_until},
     require_root, require_tool, workspace_root,
 };
@@ -189,78 +190,59 @@ fn lost_syn_ack_capture(server_isn: u32) -> Vec<u8> {
     const SYN: u8 = 0x02;
     const ACK: u8 = 0x10;
     const PSH: u8 = 0x08;
+    const MS: u64 = 1000;
     let client_isn = 100u32;
     let (client, server) = (([198, 18, 0, 1], 40000u16), ([198, 18, 0, 2], 8000u16));
-    // (ms, from the client, seq, ack, flags, payload length)
-    let packets = [
-        (0u32, true, client_isn, 0, SYN, 0),
-        (1, false, server_isn, client_isn + 1, SYN | ACK, 0),
-        (1000, true, client_isn, 0, SYN, 0),
-        (1001, false, server_isn, client_isn + 1, SYN | ACK, 0),
-        (
-            1003,
-            true,
-            client_isn + 1,
-            server_isn.wrapping_add(1),
-            ACK,
-            0,
-        ),
-        (
-            1004,
-            true,
-            client_isn + 1,
-            server_isn.wrapping_add(1),
-            PSH | ACK,
-            40,
-        ),
-        (
-            1006,
-            false,
-            server_isn.wrapping_add(1),
-            client_isn + 41,
-            ACK,
-            0,
-        ),
-    ];
-    let mut out = Vec::new();
-    // Classic pcap header: microseconds, snaplen 65535, Ethernet.
-    out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
-    out.extend_from_slice(&2u16.to_le_bytes());
-    out.extend_from_slice(&4u16.to_le_bytes());
-    out.extend_from_slice(&[0; 8]);
-    out.extend_from_slice(&65535u32.to_le_bytes());
-    out.extend_from_slice(&1u32.to_le_bytes());
-    for (ms, from_client, seq, ack, flags, len) in packets {
-        let (src, dst) = if from_client {
-            (client, server)
-        } else {
-            (server, client)
-        };
-        let mut frame = Vec::new();
-        frame.extend_from_slice(&[2, 0, 0, 0, 0, if from_client { 2 } else { 1 }]);
-        frame.extend_from_slice(&[2, 0, 0, 0, 0, if from_client { 1 } else { 2 }]);
-        frame.extend_from_slice(&0x0800u16.to_be_bytes());
-        let total = 20 + 20 + len as u16;
-        frame.extend_from_slice(&[0x45, 0]);
-        frame.extend_from_slice(&total.to_be_bytes());
-        frame.extend_from_slice(&[0, 0, 0x40, 0, 64, 6, 0, 0]);
-        frame.extend_from_slice(&src.0);
-        frame.extend_from_slice(&dst.0);
-        frame.extend_from_slice(&src.1.to_be_bytes());
-        frame.extend_from_slice(&dst.1.to_be_bytes());
-        frame.extend_from_slice(&seq.to_be_bytes());
-        frame.extend_from_slice(&ack.to_be_bytes());
-        frame.extend_from_slice(&[0x50, flags]);
-        frame.extend_from_slice(&64240u16.to_be_bytes());
-        frame.extend_from_slice(&[0; 4]);
-        frame.extend(std::iter::repeat_n(b'x', len as usize));
-        out.extend_from_slice(&(ms / 1000).to_le_bytes());
-        out.extend_from_slice(&((ms % 1000) * 1000).to_le_bytes());
-        out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
-        out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
-        out.extend_from_slice(&frame);
-    }
-    out
+    let server_next = server_isn.wrapping_add(1);
+    let mut pcap = PcapWriter::default();
+    pcap.tcp(0, client, server, client_isn, 0, SYN, &[]);
+    pcap.tcp(
+        MS,
+        server,
+        client,
+        server_isn,
+        client_isn + 1,
+        SYN | ACK,
+        &[],
+    );
+    pcap.tcp(1000 * MS, client, server, client_isn, 0, SYN, &[]);
+    pcap.tcp(
+        1001 * MS,
+        server,
+        client,
+        server_isn,
+        client_isn + 1,
+        SYN | ACK,
+        &[],
+    );
+    pcap.tcp(
+        1003 * MS,
+        client,
+        server,
+        client_isn + 1,
+        server_next,
+        ACK,
+        &[],
+    );
+    pcap.tcp(
+        1004 * MS,
+        client,
+        server,
+        client_isn + 1,
+        server_next,
+        PSH | ACK,
+        &[b'x'; 40],
+    );
+    pcap.tcp(
+        1006 * MS,
+        server,
+        client,
+        server_next,
+        client_isn + 41,
+        ACK,
+        &[],
+    );
+    pcap.bytes
 }
 
 #[test]
