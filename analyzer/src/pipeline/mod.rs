@@ -227,7 +227,7 @@ pub fn dissect_nodes_with(
     // One engine reads the slices (dedup, the NAT join and the TLS plaintext need every
     // packet in one place); Parquet encoding, a fifth of the time, runs beside it.
     if default_threads() > 1 {
-        sink.write_in_background()?;
+        sink = sink.in_background()?;
     }
     sink.window = window;
     sink.sockets = sockets::SocketOwners::load(nodes);

@@ -140,7 +140,8 @@ struct Order {
 impl<'w> Dissector<'w> {
     /// A dissection on `threads` threads (at most [`SHARDS`]) writing into `sink`, which
     /// writes every row it gets as it is (no window, no attribution beyond `NoWorkloads`): a
-    /// capture file's dissection. With one thread, the reader's thread encodes the tables; with more, a writer thread does.
+    /// capture file's dissection. With one thread, the reader's thread encodes the tables; with
+    /// more, a writer thread does.
     pub(super) fn new(threads: usize, sink: Sink<'w>) -> Result<Self, PipelineError> {
         let threads = threads.clamp(1, SHARDS);
         if threads == 1 {
@@ -178,9 +179,8 @@ impl<'w> Dissector<'w> {
             spares.push(spare_rx);
         }
         drop(done_tx);
-        let mut sink = sink;
         // Parquet encoding runs on its own thread, so that the reader keeps feeding the workers.
-        sink.write_in_background()?;
+        let sink = sink.in_background()?;
         Ok(Self {
             mode: Mode::Threads(Box::new(Threads {
                 router: Router::new(),

@@ -143,7 +143,7 @@ pub(super) struct Sink<'w> {
     /// The node the rows now written come from.
     pub(super) node: String,
     pub(super) source: &'static str,
-    tables: Option<Tables>,
+    tables: Tables,
     calls: BTreeMap<&'static str, u64>,
     unpaired: u64,
     conns: u64,
@@ -177,10 +177,10 @@ impl<'w> Sink<'w> {
             workloads,
             node: String::new(),
             source,
-            tables: Some(Tables::here(
+            tables: Tables::here(
                 TableWriter::new(Table::Calls, &out.join("calls.parquet")),
                 TableWriter::new(Table::Conns, &out.join("conns.parquet")),
-            )),
+            ),
             calls: BTreeMap::new(),
             unpaired: 0,
             conns: 0,
@@ -255,7 +255,6 @@ impl<'w> Sink<'w> {
             Some(origins) => origins.nodes.iter().map(String::as_str).collect(),
             None => vec![self.node.as_str()],
         };
-        let mut batches = Vec::with_capacity(by_node.len());
         for (node, (calls, conns)) in nodes.into_iter().zip(&by_node) {
             let calls = (!calls.is_empty())
                 .then(|| calls_batch(node, self.source, calls, workloads))
@@ -263,10 +262,7 @@ impl<'w> Sink<'w> {
             let conns = (!conns.is_empty())
                 .then(|| conns_batch(node, conns, workloads))
                 .transpose()?;
-            batches.push((calls, conns));
-        }
-        for (calls, conns) in batches {
-            self.tables_mut()?.write(calls, conns)?;
+            self.tables.write(calls, conns)?;
         }
         Ok(())
     }
@@ -307,26 +303,13 @@ impl<'w> Sink<'w> {
         counted: Counted,
     ) -> Result<(), PipelineError> {
         self.count(counted);
-        self.tables_mut()?.write(calls, conns)
+        self.tables.write(calls, conns)
     }
 
-    /// From now on, Parquet encodes on a writer thread while the caller goes on.
-    pub(super) fn write_in_background(&mut self) -> Result<(), PipelineError> {
-        let tables = self.take_tables()?;
-        self.tables = Some(tables.into_thread()?);
-        Ok(())
-    }
-
-    fn tables_mut(&mut self) -> Result<&mut Tables, PipelineError> {
-        self.tables
-            .as_mut()
-            .ok_or_else(|| PipelineError::Worker("the tables were already closed".into()))
-    }
-
-    fn take_tables(&mut self) -> Result<Tables, PipelineError> {
-        self.tables
-            .take()
-            .ok_or_else(|| PipelineError::Worker("the tables were already closed".into()))
+    /// The same sink, with Parquet encoding on a writer thread while the caller goes on.
+    pub(super) fn in_background(mut self) -> Result<Self, PipelineError> {
+        self.tables = self.tables.into_thread()?;
+        Ok(self)
     }
 
     /// Writes the rows the engine finished so far.
@@ -342,14 +325,13 @@ impl<'w> Sink<'w> {
         stats: Stats,
         started: Instant,
     ) -> Result<Summary, PipelineError> {
-        let mut sink = self;
-        sink.take_tables()?.finish()?;
+        self.tables.finish()?;
         Ok(Summary {
             frames,
-            calls: sink.calls,
-            unpaired: sink.unpaired,
-            conns: sink.conns,
-            outside_window: sink.outside,
+            calls: self.calls,
+            unpaired: self.unpaired,
+            conns: self.conns,
+            outside_window: self.outside,
             stats,
             seconds: started.elapsed().as_secs_f64(),
         })
