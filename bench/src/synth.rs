@@ -129,11 +129,8 @@ const GRPC_METHODS: [&str; 3] = [
     "/grpc.health.v1.Health/Check",
 ];
 
-fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect()
+fn headers(pairs: &[(&str, &str)]) -> remora_dissect::Headers {
+    pairs.iter().copied().collect()
 }
 
 /// `n` calls starting at `start_ns`, about 1 ms apart, connection ids from `first_conn`.
@@ -203,8 +200,9 @@ fn http1(rng: &mut Rng, src: Endpoint) -> Call {
     c.host = (*rng.pick(&["shop.example", "checkout", "cart:8080"])).to_owned();
     c.http_version = (*rng.pick(&["HTTP/1.1", "HTTP/1.1", "HTTP/1.0"])).to_owned();
     c.status_code = *rng.pick(&STATUSES);
+    let owned_host = c.host.clone();
     let mut req = vec![
-        ("Host", c.host.as_str()),
+        ("Host", owned_host.as_str()),
         (
             "User-Agent",
             *rng.pick(&["curl/8.5.0", "Go-http-client/1.1", "python-requests/2.31"]),
@@ -228,11 +226,7 @@ fn http1(rng: &mut Rng, src: Endpoint) -> Call {
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
         ));
     }
-    let owned_host = c.host.clone();
     c.request_headers = headers(&req);
-    if let Some(h) = c.request_headers.first_mut() {
-        h.1 = owned_host;
-    }
     let mut resp = vec![(
         "Content-Type",
         *rng.pick(&["application/json", "text/html", "application/javascript"]),
@@ -271,8 +265,8 @@ fn http2(rng: &mut Rng, src: Endpoint, grpc: bool) -> Call {
         c.grpc_status = *rng.pick(&[Some(0), Some(0), Some(0), Some(2), Some(14), None]);
         c.request_headers = headers(&[("content-type", "application/grpc"), ("te", "trailers")]);
         c.response_headers = match c.grpc_status {
-            Some(s) => vec![("grpc-status".into(), s.to_string())],
-            None => Vec::new(),
+            Some(s) => headers(&[("grpc-status", &s.to_string())]),
+            None => remora_dissect::Headers::new(),
         };
     } else {
         c.method = (*rng.pick(&["GET", "POST"])).to_owned();

@@ -55,9 +55,9 @@ pub struct Call {
     /// HTTP status, or the DNS rcode; 0 when there is no response.
     pub status_code: u16,
     /// Request header fields.
-    pub request_headers: Vec<(String, String)>,
-    /// Response header fields.
-    pub response_headers: Vec<(String, String)>,
+    pub request_headers: crate::Headers,
+    /// Response header fields (and trailers, after them).
+    pub response_headers: crate::Headers,
     /// Request body preview.
     pub request_body: Vec<u8>,
     /// Response body preview.
@@ -118,8 +118,8 @@ impl Call {
             host: String::new(),
             http_version: String::new(),
             status_code: 0,
-            request_headers: Vec::new(),
-            response_headers: Vec::new(),
+            request_headers: crate::Headers::new(),
+            response_headers: crate::Headers::new(),
             request_body: Vec::new(),
             response_body: Vec::new(),
             request_body_size: 0,
@@ -206,18 +206,67 @@ const CORRELATION: [&str; 6] = [
 
 /// Fills `correlation_id` and `trace_id` from request headers.
 pub fn correlate(call: &mut Call) {
-    let find = |name: &str| {
-        call.request_headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.clone())
+    // One pass over the fields (this runs for every HTTP call): the first value of each
+    // correlation header, by name in any case.
+    let mut found: [Option<&str>; CORRELATION.len()] = [None; CORRELATION.len()];
+    for (name, value) in &call.request_headers {
+        for (slot, wanted) in found.iter_mut().zip(CORRELATION) {
+            if slot.is_none() && name.len() == wanted.len() && name.eq_ignore_ascii_case(wanted) {
+                *slot = Some(value);
+            }
+        }
+    }
+    let correlation = found.iter().find_map(|v| *v).map(str::to_owned);
+    let trace = match (found[2], found[3]) {
+        (Some(traceparent), _) => Some(traceparent.split('-').nth(1).unwrap_or("").to_owned()),
+        (None, Some(b3)) => Some(b3.to_owned()),
+        (None, None) => None,
     };
-    if let Some(v) = CORRELATION.iter().find_map(|n| find(n)) {
+    if let Some(v) = correlation {
         call.correlation_id = v;
     }
-    if let Some(tp) = find("traceparent") {
-        call.trace_id = tp.split('-').nth(1).unwrap_or("").to_owned();
-    } else if let Some(b3) = find("x-b3-traceid") {
-        call.trace_id = b3;
+    if let Some(t) = trace {
+        call.trace_id = t;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call_with(headers: &[(&str, &str)]) -> Call {
+        let end = Endpoint {
+            ip: IpAddr::from([198, 18, 0, 1]),
+            port: 80,
+        };
+        let mut call = Call::new("HTTP", end, end);
+        call.request_headers = headers.iter().copied().collect();
+        correlate(&mut call);
+        call
+    }
+
+    #[test]
+    fn correlation_prefers_the_first_header_of_the_list_and_reads_trace_ids() {
+        let c = call_with(&[
+            (
+                "TraceParent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
+            ("X-Correlation-Id", "corr-1"),
+            ("x-request-id", "req-1"),
+            ("x-request-id", "req-2"),
+        ]);
+        assert_eq!(
+            c.correlation_id, "req-1",
+            "x-request-id first, its first value"
+        );
+        assert_eq!(c.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+
+        let c = call_with(&[("X-B3-TraceId", "80f198ee56343ba864fe8b2a57d3eff7")]);
+        assert_eq!(c.correlation_id, "80f198ee56343ba864fe8b2a57d3eff7");
+        assert_eq!(c.trace_id, "80f198ee56343ba864fe8b2a57d3eff7");
+
+        let c = call_with(&[("x-request", "no"), ("accept", "*/*")]);
+        assert_eq!((c.correlation_id.as_str(), c.trace_id.as_str()), ("", ""));
     }
 }

@@ -189,7 +189,7 @@ impl Decoder {
 
     /// Decodes one complete header block. Fields past [`MAX_HEADER_LIST`] decoded bytes are
     /// left out, and `truncated` says so.
-    pub fn decode(&mut self, buf: &[u8]) -> Result<Vec<(String, String)>, HpackError> {
+    pub fn decode(&mut self, buf: &[u8]) -> Result<crate::Headers, HpackError> {
         self.decode_bounded(buf).map(|d| d.fields)
     }
 
@@ -203,7 +203,7 @@ impl Decoder {
                 out.truncated = true;
             } else {
                 kept += size;
-                out.fields.push((name.to_owned(), value.to_owned()));
+                out.fields.push(name, value);
             }
         };
         let mut at = 0;
@@ -244,7 +244,7 @@ impl Decoder {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Decoded {
     /// The fields, in order, up to [`MAX_HEADER_LIST`] decoded bytes.
-    pub fields: Vec<(String, String)>,
+    pub fields: crate::Headers,
     /// Fields were left out past the bound.
     pub truncated: bool,
 }
@@ -274,14 +274,9 @@ mod tests {
         for headers in blocks {
             let block = enc.encode(headers.iter().map(|(n, v)| (*n, *v)));
             let got = dec.decode(&block).unwrap();
-            let want: Vec<(String, String)> = headers
+            let want: crate::Headers = headers
                 .iter()
-                .map(|(n, v)| {
-                    (
-                        String::from_utf8_lossy(n).into_owned(),
-                        String::from_utf8_lossy(v).into_owned(),
-                    )
-                })
+                .map(|(n, v)| (String::from_utf8_lossy(n), String::from_utf8_lossy(v)))
                 .collect();
             assert_eq!(got, want);
         }
@@ -291,10 +286,7 @@ mod tests {
             0x90, 0xf4, 0xff,
         ];
         let got = Decoder::default().decode(&c41).unwrap();
-        assert_eq!(
-            got[3],
-            (":authority".to_owned(), "www.example.com".to_owned())
-        );
+        assert_eq!(got.iter().nth(3), Some((":authority", "www.example.com")));
         for garbage in [
             &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff][..],
             &[0x7f],
@@ -331,7 +323,10 @@ mod tests {
         assert_eq!(d.fields.len(), MAX_HEADER_LIST / 3033);
         // The next block still decodes against the same table.
         let next = dec.decode_bounded(&[0x80 | 62]).unwrap();
-        assert_eq!(next.fields, vec![("x".to_owned(), "v".repeat(3000))]);
+        assert_eq!(
+            next.fields.iter().collect::<Vec<_>>(),
+            [("x", "v".repeat(3000).as_str())]
+        );
         assert!(!next.truncated);
         // A table size update over the bound.
         assert_eq!(

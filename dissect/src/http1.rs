@@ -30,7 +30,7 @@ pub struct Message {
     /// `HTTP/1.0` or `HTTP/1.1`.
     pub version: String,
     /// Header fields in order, names as sent.
-    pub headers: Vec<(String, String)>,
+    pub headers: crate::Headers,
     /// Bytes of the head (start line and fields).
     pub head_size: u64,
     /// Body bytes (decoded chunk framing removed).
@@ -44,11 +44,7 @@ pub struct Message {
 impl Message {
     /// Bytes the message holds in memory, about.
     pub fn held(&self) -> usize {
-        let fields: usize = self
-            .headers
-            .iter()
-            .map(|(n, v)| n.len() + v.len() + 32)
-            .sum();
+        let fields = self.headers.held();
         self.method.len()
             + self.target.len()
             + self.version.len()
@@ -59,10 +55,7 @@ impl Message {
 
     /// The value of a header field (case-insensitive name).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.get(name)
     }
 }
 
@@ -286,11 +279,17 @@ impl Parser {
                 ..Message::default()
             };
         }
+        // A head that starts in this segment is parsed where it lies; only a head split
+        // across segments is gathered in `buf` (copying every segment in first copied its
+        // body along with the head).
         let before = self.buf.len();
-        self.buf.extend_from_slice(bytes);
+        if before > 0 {
+            self.buf.extend_from_slice(bytes);
+        }
+        let input: &[u8] = if before > 0 { &self.buf } else { bytes };
         let parsed = match self.role {
-            Role::Request => parse_request(&self.buf, &mut self.current),
-            Role::Response => parse_response(&self.buf, &mut self.current),
+            Role::Request => parse_request(input, &mut self.current),
+            Role::Response => parse_response(input, &mut self.current),
         };
         match parsed {
             Ok(Some(head_len)) => {
@@ -300,7 +299,12 @@ impl Parser {
                 self.start_body();
                 head_len - before
             }
-            Ok(None) if self.buf.len() <= MAX_HEAD => bytes.len(),
+            Ok(None) if before + bytes.len() <= MAX_HEAD => {
+                if before == 0 {
+                    self.buf.extend_from_slice(bytes);
+                }
+                bytes.len()
+            }
             _ => {
                 self.parse_errors += 1;
                 self.buf.clear();
@@ -345,6 +349,10 @@ impl Parser {
             if n == 0 {
                 State::Head
             } else {
+                // The preview's final size is known: one allocation instead of one per
+                // doubling as segments arrive.
+                let preview = usize::try_from(n).unwrap_or(MAX_PREVIEW).min(MAX_PREVIEW);
+                self.current.body_preview.reserve_exact(preview);
                 State::Body(Body::Length(n))
             }
         } else if self.role == Role::Request {
@@ -517,15 +525,17 @@ pub fn decoded_preview(message: &mut Message) -> Vec<u8> {
 }
 
 fn copy_headers(headers: &[httparse::Header<'_>], m: &mut Message) {
-    m.headers = headers
-        .iter()
-        .map(|h| {
-            (
-                h.name.to_owned(),
-                String::from_utf8_lossy(h.value).into_owned(),
-            )
-        })
-        .collect();
+    let bytes = headers.iter().map(|h| h.name.len() + h.value.len()).sum();
+    let mut out = crate::Headers::with_capacity(headers.len(), bytes);
+    for h in headers {
+        // Values are almost always ASCII: validate first, and only build a lossy copy for the
+        // rare value that is not UTF-8 (the lossy path checks byte by byte).
+        match std::str::from_utf8(h.value) {
+            Ok(value) => out.push(h.name, value),
+            Err(_) => out.push(h.name, &String::from_utf8_lossy(h.value)),
+        }
+    }
+    m.headers = out;
 }
 
 fn version(v: Option<u8>) -> String {
@@ -580,7 +590,7 @@ mod tests {
         let body = gz.finish().unwrap_or_default();
         assert!(body.len() < MAX_PREVIEW, "{} bytes of gzip", body.len());
         let mut m = Message {
-            headers: vec![("Content-Encoding".into(), "gzip".into())],
+            headers: [("Content-Encoding", "gzip")].into_iter().collect(),
             body_preview: body,
             ..Message::default()
         };

@@ -5,7 +5,7 @@
 //! HPACK state cannot survive a hole in the stream: after a gap in a direction, that direction's
 //! headers can no longer be decoded, and its open streams end as truncated.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use crate::http1::MAX_PREVIEW;
 
@@ -46,9 +46,9 @@ pub fn looks_like_server_settings(bytes: &[u8]) -> bool {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Half {
     /// Header fields, pseudo-headers included, names as sent (HPACK names are lower case).
-    pub headers: Vec<(String, String)>,
+    pub headers: crate::Headers,
     /// Trailer fields.
-    pub trailers: Vec<(String, String)>,
+    pub trailers: crate::Headers,
     /// DATA bytes (after padding).
     pub body_size: u64,
     /// First DATA bytes.
@@ -64,11 +64,7 @@ pub struct Half {
 impl Half {
     /// A header value by name.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .chain(self.trailers.iter())
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.get(name).or_else(|| self.trailers.get(name))
     }
 }
 
@@ -152,9 +148,7 @@ impl Conn {
     /// Bytes this connection holds: partial frames, open header blocks, the open streams'
     /// decoded headers and previews, finished streams not taken yet, and the HPACK tables.
     pub fn buffered(&self) -> usize {
-        let fields =
-            |f: &[(String, String)]| f.iter().map(|(n, v)| n.len() + v.len() + 32).sum::<usize>();
-        let half = |h: &Half| fields(&h.headers) + fields(&h.trailers) + h.body_preview.len();
+        let half = |h: &Half| h.headers.held() + h.trailers.held() + h.body_preview.len();
         let exchanges: usize = self
             .streams
             .values()
@@ -354,7 +348,7 @@ impl Conn {
         let informational = !from_client
             && fields
                 .iter()
-                .find(|(n, _)| n == ":status")
+                .find(|&(n, _)| n == ":status")
                 .is_some_and(|(_, v)| v.starts_with('1') && v.len() == 3);
         if informational {
             return; // 1xx: the final response follows
@@ -395,14 +389,6 @@ fn unpad(flags: u8, payload: &[u8]) -> Option<&[u8]> {
     }
     let pad = usize::from(*payload.first()?);
     payload.get(1..payload.len().checked_sub(pad)?)
-}
-
-/// Header fields with the same name joined (for lookups that want one value).
-pub fn header_map(fields: &[(String, String)]) -> HashMap<&str, &str> {
-    fields
-        .iter()
-        .map(|(n, v)| (n.as_str(), v.as_str()))
-        .collect()
 }
 
 #[cfg(test)]

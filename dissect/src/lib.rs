@@ -15,6 +15,7 @@ pub mod dns;
 pub mod engine;
 pub mod error;
 mod flow;
+pub mod headers;
 pub mod hpack;
 pub mod http1;
 pub mod http2;
@@ -31,6 +32,7 @@ pub mod tls;
 pub use call::{Call, Conn, Endpoint, Translated};
 pub use engine::{Engine, Limits};
 pub use error::DissectError;
+pub use headers::Headers;
 pub use output::{Output, Stats};
 pub use shard::{Router, ShardRange, Sharded};
 

@@ -137,23 +137,22 @@ pub(crate) fn h2_half(req: Message) -> http2::Half {
         "proxy-connection",
         "transfer-encoding",
     ];
-    let mut headers = vec![
-        (":method".to_owned(), req.method.clone()),
-        (":scheme".to_owned(), "http".to_owned()),
-        (":path".to_owned(), req.target.clone()),
-    ];
+    let mut headers = crate::Headers::with_capacity(req.headers.len() + 4, req.headers.text_len());
+    headers.push(":method", &req.method);
+    headers.push(":scheme", "http");
+    headers.push(":path", &req.target);
     if let Some(host) = req.header("host") {
-        headers.push((":authority".to_owned(), host.to_owned()));
+        headers.push(":authority", host);
     }
-    for (name, value) in req.headers {
+    for (name, value) in &req.headers {
         let name = name.to_ascii_lowercase();
         if name != "host" && !HOP_BY_HOP.contains(&name.as_str()) {
-            headers.push((name, value));
+            headers.push(&name, value);
         }
     }
     http2::Half {
         headers,
-        trailers: Vec::new(),
+        trailers: crate::Headers::new(),
         body_size: req.body_size,
         body_preview: req.body_preview,
         head_size: req.head_size,
@@ -191,13 +190,8 @@ pub(crate) fn h2_call(
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     call.request_headers = ex.request.headers.clone();
-    call.response_headers = ex
-        .response
-        .headers
-        .iter()
-        .chain(ex.response.trailers.iter())
-        .cloned()
-        .collect();
+    call.response_headers = ex.response.headers.clone();
+    call.response_headers.extend_from(&ex.response.trailers);
     call.request_body = ex.request.body_preview.clone();
     call.response_body = ex.response.body_preview.clone();
     call.request_body_size = ex.request.body_size;

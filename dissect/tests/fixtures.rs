@@ -104,7 +104,7 @@ fn gzip_and_chunked_bodies_are_decoded_for_the_preview() {
             .response_headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case("content-encoding"))
-            .map(|(_, v)| v.as_str());
+            .map(|(_, v)| v);
         assert_eq!(
             coding,
             Some("gzip"),

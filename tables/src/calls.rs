@@ -43,7 +43,7 @@ fn query_string(url: &str, entries: &mut MapEntries<'_>) {
     }
 }
 
-fn headers(items: &[(String, String)], entries: &mut MapEntries<'_>) {
+fn headers(items: &remora_dissect::Headers, entries: &mut MapEntries<'_>) {
     for (k, v) in items {
         entries.insert_lowercase(k, v);
     }

@@ -71,8 +71,8 @@ fn sample_calls() -> Vec<Call> {
     a.url = "/api/v1/items?page=2&q=a%20b#frag".into();
     a.path = "/api/v1/items".into();
     a.status_code = 503;
-    a.request_headers = vec![("X-Request-ID".into(), "r-1".into())];
-    a.response_headers = vec![("content-type".into(), "text/plain".into())];
+    a.request_headers = [("X-Request-ID", "r-1")].into_iter().collect();
+    a.response_headers = [("content-type", "text/plain")].into_iter().collect();
     a.request_body = b"hello".to_vec();
     a.has_request = true;
     a.has_response = true;

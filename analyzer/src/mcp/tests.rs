@@ -34,8 +34,8 @@ fn big_db(data: &std::path::Path) {
             c.path = format!("/api/v1/items/{i}");
             c.url = format!("/api/v1/items/{i}?q={}", "a".repeat(200));
             c.status_code = if i % 10 == 0 { 503 } else { 200 };
-            c.request_headers = vec![("cookie".into(), "c".repeat(2048))];
-            c.response_headers = vec![("x-trace".into(), "t".repeat(512))];
+            c.request_headers = [("cookie", "c".repeat(2048))].into_iter().collect();
+            c.response_headers = [("x-trace", "t".repeat(512))].into_iter().collect();
             c.request_body = vec![b'x'; 16 * 1024];
             c.response_body = vec![b'y'; 16 * 1024];
             c.has_request = true;
