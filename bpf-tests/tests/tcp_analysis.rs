@@ -195,26 +195,22 @@ fn lost_syn_ack_capture(server_isn: u32) -> Vec<u8> {
     let (client, server) = (([198, 18, 0, 1], 40000u16), ([198, 18, 0, 2], 8000u16));
     let server_next = server_isn.wrapping_add(1);
     let mut pcap = PcapWriter::default();
+    // The same SYN-ACK both times: only the time differs.
+    let syn_ack = |pcap: &mut PcapWriter, at: u64| {
+        pcap.tcp(
+            at,
+            server,
+            client,
+            server_isn,
+            client_isn + 1,
+            SYN | ACK,
+            &[],
+        );
+    };
     pcap.tcp(0, client, server, client_isn, 0, SYN, &[]);
-    pcap.tcp(
-        MS,
-        server,
-        client,
-        server_isn,
-        client_isn + 1,
-        SYN | ACK,
-        &[],
-    );
+    syn_ack(&mut pcap, MS);
     pcap.tcp(1000 * MS, client, server, client_isn, 0, SYN, &[]);
-    pcap.tcp(
-        1001 * MS,
-        server,
-        client,
-        server_isn,
-        client_isn + 1,
-        SYN | ACK,
-        &[],
-    );
+    syn_ack(&mut pcap, 1001 * MS);
     pcap.tcp(
         1003 * MS,
         client,

@@ -216,8 +216,12 @@ pub fn correlate(call: &mut Call) {
             }
         }
     }
+    let first = |name: &str| {
+        let at = CORRELATION.iter().position(|c| *c == name)?;
+        found[at]
+    };
     let correlation = found.iter().find_map(|v| *v).map(str::to_owned);
-    let trace = match (found[2], found[3]) {
+    let trace = match (first("traceparent"), first("x-b3-traceid")) {
         (Some(traceparent), _) => Some(traceparent.split('-').nth(1).unwrap_or("").to_owned()),
         (None, Some(b3)) => Some(b3.to_owned()),
         (None, None) => None,

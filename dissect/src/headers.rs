@@ -49,13 +49,6 @@ impl Headers {
         self.ends.push((name_end, value_end));
     }
 
-    /// Appends every field of `other` (trailers after headers).
-    pub fn extend_from(&mut self, other: &Headers) {
-        for (name, value) in other {
-            self.push(name, value);
-        }
-    }
-
     /// Number of fields.
     pub fn len(&self) -> usize {
         self.ends.len()
@@ -133,9 +126,7 @@ impl<'a> IntoIterator for &'a Headers {
 impl<N: AsRef<str>, V: AsRef<str>> FromIterator<(N, V)> for Headers {
     fn from_iter<I: IntoIterator<Item = (N, V)>>(iter: I) -> Self {
         let mut headers = Headers::new();
-        for (name, value) in iter {
-            headers.push(name.as_ref(), value.as_ref());
-        }
+        headers.extend(iter);
         headers
     }
 }
@@ -177,10 +168,10 @@ mod tests {
     }
 
     #[test]
-    fn extend_from_appends_after_the_existing_fields() {
+    fn extend_appends_after_the_existing_fields() {
         let mut headers: Headers = [(":status", "200")].into_iter().collect();
         let trailers: Headers = [("grpc-status", "0")].into_iter().collect();
-        headers.extend_from(&trailers);
+        headers.extend(&trailers);
         assert_eq!(
             headers.iter().collect::<Vec<_>>(),
             [(":status", "200"), ("grpc-status", "0")]

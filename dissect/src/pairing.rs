@@ -191,7 +191,7 @@ pub(crate) fn h2_call(
         .unwrap_or(0);
     call.request_headers = ex.request.headers.clone();
     call.response_headers = ex.response.headers.clone();
-    call.response_headers.extend_from(&ex.response.trailers);
+    call.response_headers.extend(&ex.response.trailers);
     call.request_body = ex.request.body_preview.clone();
     call.response_body = ex.response.body_preview.clone();
     call.request_body_size = ex.request.body_size;
