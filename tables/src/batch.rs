@@ -84,11 +84,18 @@ impl Builder {
                 if encoding == Encoding::Dictionary {
                     Self::Dictionary(Box::new(TextState::new(DictionaryText::default())))
                 } else {
-                    let bytes = match get {
+                    let bytes: usize = match get {
                         Get::Str(f) => rows.iter().map(|r| f(r).len()).sum(),
                         Get::OptStr(f) => rows.iter().map(|r| f(r).map_or(0, str::len)).sum(),
                         _ => n * 8,
                     };
+                    // Never zero: a builder without capacity has no allocation, and every
+                    // empty value of its array then points at a dangling address. The Parquet
+                    // writer compares each value with glibc's `memcmp`, whose AVX-512 masked
+                    // load takes a microcode assist on an unmapped page even for zero bytes:
+                    // a column of empty strings cost 4× the same column with an allocation
+                    // (docs/dissection.md, "Parquet's share").
+                    let bytes = bytes.max(1);
                     Self::Text(Box::new(TextState::new(PlainText(
                         StringBuilder::with_capacity(n, bytes),
                     ))))

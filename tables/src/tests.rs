@@ -197,6 +197,71 @@ fn calls_round_trip_through_parquet() {
 }
 
 #[test]
+fn dictionary_pages_only_where_values_repeat() {
+    let calls = sample_calls();
+    let mut rows = calls::Rows::new("node-1", "ebpf");
+    for c in &calls {
+        rows.push(c, None, None);
+    }
+    let batch = rows.finish().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("calls.parquet");
+    let mut w = TableWriter::new(Table::Calls, &path);
+    w.write(&batch).unwrap_or_else(|e| panic!("{e}"));
+    w.finish().unwrap_or_else(|e| panic!("{e}"));
+    let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{e}"));
+    let reader = parquet::file::serialized_reader::SerializedFileReader::new(file)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let group = parquet::file::reader::FileReader::metadata(&reader).row_group(0);
+    let dictionary = |leaf: &str| {
+        let chunk = group
+            .columns()
+            .iter()
+            .find(|c| c.column_path().string() == leaf)
+            .unwrap_or_else(|| panic!("no leaf {leaf}"));
+        chunk.dictionary_page_offset().is_some()
+    };
+    for leaf in ["node", "path", "src_pod_name", "tlsx_sni"] {
+        assert!(dictionary(leaf), "{leaf} repeats: a dictionary page");
+    }
+    for leaf in [
+        "id",
+        "url",
+        "correlation_id",
+        "trace_id",
+        "request_headers.entries.keys",
+        "request_headers.entries.values",
+        "response_headers.entries.keys",
+        "query_string.entries.keys",
+    ] {
+        assert!(!dictionary(leaf), "{leaf}: no dictionary page");
+    }
+}
+
+#[test]
+fn a_column_of_empty_strings_has_an_allocation() {
+    let mut call = Call::new("HTTP", ep("198.18.0.1", 40000), ep("198.18.0.2", 80));
+    call.method = "GET".into();
+    let calls = vec![call.clone(), call];
+    let mut rows = calls::Rows::new("node-1", "ebpf");
+    for c in &calls {
+        rows.push(c, None, None);
+    }
+    let batch = rows.finish().unwrap_or_else(|e| panic!("{e}"));
+    for name in ["correlation_id", "trace_id", "tlsx_sni"] {
+        let column = batch
+            .column_by_name(name)
+            .unwrap_or_else(|| panic!("no column {name}"));
+        let values = column.as_string::<i32>().values();
+        assert!(values.is_empty(), "{name} holds only empty strings");
+        assert!(
+            values.capacity() > 0,
+            "{name}: empty values must still point into an allocation"
+        );
+    }
+}
+
+#[test]
 fn conns_and_workloads_round_trip() {
     let conn = Conn {
         conn_id: 3,

@@ -36,7 +36,8 @@ pub enum WriteError {
 
 /// The Parquet layout of `table`'s files, from its columns:
 ///
-/// - no dictionary for [`Encoding::Unique`] columns (a map's values, for maps);
+/// - no dictionary for [`Encoding::Unique`] columns (a map's values, for maps), nor for any
+///   map's keys;
 /// - min/max statistics per page only for numbers, times and flags: those are what time
 ///   windows and `status >= 500`-style filters prune with. Min/max of text, bodies, lists and
 ///   maps prune next to nothing (rows are in time order, not sorted by any text) and cost a
@@ -52,6 +53,19 @@ pub fn properties(table: Table) -> WriterProperties {
         .set_statistics_enabled(EnabledStatistics::None)
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()));
     for c in table.columns() {
+        if c.kind == Kind::Utf8Map {
+            // Header names repeat, but interning each of them (millions per capture, a map
+            // has several entries per row) cost more than the dictionary saves: plain names
+            // compress as well under zstd, and a map's keys are plain text in Arrow anyway.
+            props = props.set_column_dictionary_enabled(
+                ColumnPath::new(vec![
+                    c.name.to_owned(),
+                    "entries".to_owned(),
+                    "keys".to_owned(),
+                ]),
+                false,
+            );
+        }
         if c.encoding == Encoding::Unique {
             let leaf = match c.kind {
                 Kind::Utf8Map => ColumnPath::new(vec![

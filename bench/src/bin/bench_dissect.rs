@@ -103,12 +103,35 @@ fn loop_capture(src: &Path, dst: &Path, target: u64) -> anyhow::Result<u64> {
     Ok(packets)
 }
 
-/// One measured run: (wall s, CPU s, peak RSS bytes).
-fn measured(what: &str, mut cmd: Command) -> anyhow::Result<(f64, f64, u64)> {
+/// The machine's CPU time so far, in clock ticks: (stolen by the hypervisor, all).
+fn cpu_ticks() -> (u64, u64) {
+    let stat = fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...: steal is the eighth.
+    let steal = fields.get(7).copied().unwrap_or(0);
+    (steal, fields.iter().take(8).sum())
+}
+
+/// One measured run: (wall s, CPU s, peak RSS bytes, share of the machine's CPU time the
+/// hypervisor took meanwhile).
+fn measured(what: &str, mut cmd: Command) -> anyhow::Result<(f64, f64, u64, f64)> {
+    let before = cpu_ticks();
     let (wall, cpu, rss, status) = run_measured(&mut cmd)?;
+    let after = cpu_ticks();
     anyhow::ensure!(status.success(), "{what} failed");
-    eprintln!("bench: {what}: {wall:.2} s wall, {cpu:.2} s CPU");
-    Ok((wall, cpu, rss))
+    let steal = (after.0 - before.0) as f64 / (after.1 - before.1).max(1) as f64;
+    eprintln!(
+        "bench: {what}: {wall:.2} s wall, {cpu:.2} s CPU, {:.0}% of the machine stolen by the host",
+        steal * 100.0
+    );
+    Ok((wall, cpu, rss, steal))
 }
 
 /// The median of `values` (not empty) by `key`.
@@ -209,6 +232,9 @@ struct Run {
     wall: f64,
     cpu: f64,
     rss: u64,
+    /// Share of the machine's CPU time the hypervisor took during the run: a VM whose host is
+    /// busy runs slower, and its two-core runs slowest.
+    steal: f64,
 }
 
 /// What one round measured.
@@ -249,8 +275,13 @@ fn remora_run(
         .arg("--out")
         .arg(out)
         .stdout(fs::File::create(summary)?);
-    let (wall, cpu, rss) = measured(&format!("remora dissect --threads {threads}"), cmd)?;
-    Ok(Run { wall, cpu, rss })
+    let (wall, cpu, rss, steal) = measured(&format!("remora dissect --threads {threads}"), cmd)?;
+    Ok(Run {
+        wall,
+        cpu,
+        rss,
+        steal,
+    })
 }
 
 fn tshark_run(pcap: &Path, fields: &Path) -> anyhow::Result<Run> {
@@ -288,8 +319,13 @@ fn tshark_run(pcap: &Path, fields: &Path) -> anyhow::Result<Run> {
     ])
     .stdout(fs::File::create(fields)?)
     .stderr(Stdio::null());
-    let (wall, cpu, rss) = measured("tshark", cmd)?;
-    Ok(Run { wall, cpu, rss })
+    let (wall, cpu, rss, steal) = measured("tshark", cmd)?;
+    Ok(Run {
+        wall,
+        cpu,
+        rss,
+        steal,
+    })
 }
 
 /// The rows of a table file, for comparing two dissections row for row.
@@ -404,14 +440,14 @@ fn main() -> anyhow::Result<()> {
     let mut t = String::new();
     let _ = writeln!(
         t,
-        "| round | capture | remora 1 core pkt/s | peak RSS | remora {threads} cores pkt/s | CPU s | peak RSS | tshark pkt/s | × tshark (1 core) | scaling ({threads} cores) |"
+        "| round | capture | remora 1 core pkt/s | peak RSS | remora {threads} cores pkt/s | CPU s | peak RSS | tshark pkt/s | × tshark (1 core) | scaling ({threads} cores) | stolen (tshark / 1 / {threads}) |"
     );
-    let _ = writeln!(t, "|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(t, "|---|---|---|---|---|---|---|---|---|---|---|");
     let mib = |b: u64| b as f64 / 1048576.0;
     for (i, r) in results.iter().enumerate() {
         let _ = writeln!(
             t,
-            "| {} | {:.0} packets, {:.0} MB | {:.0} | {:.0} MiB | {:.0} | {:.2} | {:.0} MiB | {:.0} | {:.1}× | {:.2}× |",
+            "| {} | {:.0} packets, {:.0} MB | {:.0} | {:.0} MiB | {:.0} | {:.2} | {:.0} MiB | {:.0} | {:.1}× | {:.2}× | {:.0}% / {:.0}% / {:.0}% |",
             i + 1,
             r.packets,
             r.bytes as f64 / 1e6,
@@ -423,6 +459,9 @@ fn main() -> anyhow::Result<()> {
             r.packets / r.tshark.wall,
             r.ratio(),
             r.scaling(),
+            r.tshark.steal * 100.0,
+            r.one_core.steal * 100.0,
+            r.all_cores.steal * 100.0,
         );
     }
     let _ = writeln!(t, "\ncomposition of each capture (remora's reading):");
