@@ -117,6 +117,25 @@ fn read_back(path: &std::path::Path) -> RecordBatch {
     arrow::compute::concat_batches(&schema, &batches).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// The `calls` batch of `calls`, both sides unknown.
+fn unattributed_batch(calls: &[Call]) -> RecordBatch {
+    let mut rows = calls::Rows::new("node-1", "ebpf");
+    for c in calls {
+        rows.push(c, None, None);
+    }
+    rows.finish().unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `batch` written as `calls.parquet` in a new temp directory (kept alive by the caller).
+fn write_calls(batch: &RecordBatch) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("calls.parquet");
+    let mut w = TableWriter::new(Table::Calls, &path);
+    w.write(batch).unwrap_or_else(|e| panic!("{e}"));
+    w.finish().unwrap_or_else(|e| panic!("{e}"));
+    (dir, path)
+}
+
 #[test]
 fn calls_round_trip_through_parquet() {
     let calls = sample_calls();
@@ -131,11 +150,7 @@ fn calls_round_trip_through_parquet() {
     rows.push(&calls[1], None, None);
     rows.push(&calls[2], Some(&frontend), None);
     let batch = rows.finish().unwrap_or_else(|e| panic!("{e}"));
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let path = dir.path().join("calls.parquet");
-    let mut w = TableWriter::new(Table::Calls, &path);
-    w.write(&batch).unwrap_or_else(|e| panic!("{e}"));
-    w.finish().unwrap_or_else(|e| panic!("{e}"));
+    let (_dir, path) = write_calls(&batch);
     let back = read_back(&path);
     assert_eq!(
         back.schema(),
@@ -198,17 +213,7 @@ fn calls_round_trip_through_parquet() {
 
 #[test]
 fn dictionary_pages_only_where_values_repeat() {
-    let calls = sample_calls();
-    let mut rows = calls::Rows::new("node-1", "ebpf");
-    for c in &calls {
-        rows.push(c, None, None);
-    }
-    let batch = rows.finish().unwrap_or_else(|e| panic!("{e}"));
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let path = dir.path().join("calls.parquet");
-    let mut w = TableWriter::new(Table::Calls, &path);
-    w.write(&batch).unwrap_or_else(|e| panic!("{e}"));
-    w.finish().unwrap_or_else(|e| panic!("{e}"));
+    let (_dir, path) = write_calls(&unattributed_batch(&sample_calls()));
     let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{e}"));
     let reader = parquet::file::serialized_reader::SerializedFileReader::new(file)
         .unwrap_or_else(|e| panic!("{e}"));
@@ -242,12 +247,7 @@ fn dictionary_pages_only_where_values_repeat() {
 fn a_column_of_empty_strings_has_an_allocation() {
     let mut call = Call::new("HTTP", ep("198.18.0.1", 40000), ep("198.18.0.2", 80));
     call.method = "GET".into();
-    let calls = vec![call.clone(), call];
-    let mut rows = calls::Rows::new("node-1", "ebpf");
-    for c in &calls {
-        rows.push(c, None, None);
-    }
-    let batch = rows.finish().unwrap_or_else(|e| panic!("{e}"));
+    let batch = unattributed_batch(&[call.clone(), call]);
     for name in ["correlation_id", "trace_id", "tlsx_sni"] {
         let column = batch
             .column_by_name(name)

@@ -53,26 +53,23 @@ pub fn properties(table: Table) -> WriterProperties {
         .set_statistics_enabled(EnabledStatistics::None)
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()));
     for c in table.columns() {
+        // A map's leaves are `<name>.entries.keys` and `<name>.entries.values`.
+        let map_leaf = |leaf: &str| {
+            ColumnPath::new(vec![
+                c.name.to_owned(),
+                "entries".to_owned(),
+                leaf.to_owned(),
+            ])
+        };
         if c.kind == Kind::Utf8Map {
             // Header names repeat, but interning each of them (millions per capture, a map
             // has several entries per row) cost more than the dictionary saves: plain names
             // compress as well under zstd, and a map's keys are plain text in Arrow anyway.
-            props = props.set_column_dictionary_enabled(
-                ColumnPath::new(vec![
-                    c.name.to_owned(),
-                    "entries".to_owned(),
-                    "keys".to_owned(),
-                ]),
-                false,
-            );
+            props = props.set_column_dictionary_enabled(map_leaf("keys"), false);
         }
         if c.encoding == Encoding::Unique {
             let leaf = match c.kind {
-                Kind::Utf8Map => ColumnPath::new(vec![
-                    c.name.to_owned(),
-                    "entries".to_owned(),
-                    "values".to_owned(),
-                ]),
+                Kind::Utf8Map => map_leaf("values"),
                 _ => ColumnPath::new(vec![c.name.to_owned()]),
             };
             props = props.set_column_dictionary_enabled(leaf, false);

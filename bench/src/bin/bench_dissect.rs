@@ -119,9 +119,8 @@ fn cpu_ticks() -> (u64, u64) {
     (steal, fields.iter().take(8).sum())
 }
 
-/// One measured run: (wall s, CPU s, peak RSS bytes, share of the machine's CPU time the
-/// hypervisor took meanwhile).
-fn measured(what: &str, mut cmd: Command) -> anyhow::Result<(f64, f64, u64, f64)> {
+/// One measured run of `cmd`.
+fn measured(what: &str, mut cmd: Command) -> anyhow::Result<Run> {
     let before = cpu_ticks();
     let (wall, cpu, rss, status) = run_measured(&mut cmd)?;
     let after = cpu_ticks();
@@ -131,7 +130,12 @@ fn measured(what: &str, mut cmd: Command) -> anyhow::Result<(f64, f64, u64, f64)
         "bench: {what}: {wall:.2} s wall, {cpu:.2} s CPU, {:.0}% of the machine stolen by the host",
         steal * 100.0
     );
-    Ok((wall, cpu, rss, steal))
+    Ok(Run {
+        wall,
+        cpu,
+        rss,
+        steal,
+    })
 }
 
 /// The median of `values` (not empty) by `key`.
@@ -275,13 +279,7 @@ fn remora_run(
         .arg("--out")
         .arg(out)
         .stdout(fs::File::create(summary)?);
-    let (wall, cpu, rss, steal) = measured(&format!("remora dissect --threads {threads}"), cmd)?;
-    Ok(Run {
-        wall,
-        cpu,
-        rss,
-        steal,
-    })
+    measured(&format!("remora dissect --threads {threads}"), cmd)
 }
 
 fn tshark_run(pcap: &Path, fields: &Path) -> anyhow::Result<Run> {
@@ -319,13 +317,7 @@ fn tshark_run(pcap: &Path, fields: &Path) -> anyhow::Result<Run> {
     ])
     .stdout(fs::File::create(fields)?)
     .stderr(Stdio::null());
-    let (wall, cpu, rss, steal) = measured("tshark", cmd)?;
-    Ok(Run {
-        wall,
-        cpu,
-        rss,
-        steal,
-    })
+    measured("tshark", cmd)
 }
 
 /// The rows of a table file, for comparing two dissections row for row.
