@@ -6,7 +6,7 @@
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -90,8 +90,10 @@ fn a_hostile_snapshot_fails_its_job_while_capture_keeps_writing() {
 
     // Steady traffic the whole time, so there is always something to record.
     let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicUsize::new(0));
     let traffic = {
         let stop = stop.clone();
+        let answered = answered.clone();
         let ns = pair.a.name.clone();
         std::thread::spawn(move || {
             for i in 0..3_000 {
@@ -99,14 +101,29 @@ fn a_hostile_snapshot_fails_its_job_while_capture_keeps_writing() {
                     break;
                 }
                 let url = format!("http://{ADDR_B}:8080/t{i}");
-                let _ = std::process::Command::new("ip")
+                let done = std::process::Command::new("ip")
                     .args(["netns", "exec", &ns, "curl", "-sS", "-o", "/dev/null", &url])
-                    .output();
+                    .status();
+                if done.is_ok_and(|s| s.success()) {
+                    answered.fetch_add(1, Ordering::SeqCst);
+                }
                 std::thread::sleep(Duration::from_millis(20));
             }
         })
     };
-    std::thread::sleep(Duration::from_millis(2500));
+    // Counted, not timed: on a slow host 2.5 s held 7 requests, and the assertion below wants
+    // more than 10 calls in the snapshot.
+    let waiting = Instant::now();
+    while answered.load(Ordering::SeqCst) < 20 {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(60),
+            "only {} curl requests answered in 60 s: is the web server up in the test namespace?",
+            answered.load(Ordering::SeqCst)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The last requests' slice is sealed within a slice duration.
+    std::thread::sleep(Duration::from_millis(1500));
 
     // An ordinary snapshot dissects under the limit.
     let (status, v) = agent.api_post("/mcp/snapshots", &json!({"name": "ok", "duration": "5m"}));

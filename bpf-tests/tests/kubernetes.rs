@@ -184,9 +184,18 @@ fn watchers_name_every_call_by_time_through_relists_ip_reuse_and_restarts() {
         "pods",
         fake_kube::pod("payment-1", "shop", ADDR_B, "node-c", &[("app", "payment")]),
     );
+    // What the history held, printed each time it changes: shown if the wait fails.
+    let seen = std::cell::RefCell::new(Vec::new());
     let relisted = agent.wait_for("/mcp/coverage", |c| {
-        watch(c, "pods")["relists"].as_u64() >= Some(1)
-            && records(&agent, &format!("ip={ADDR_B}")).len() == 2
+        let held = records(&agent, &format!("ip={ADDR_B}"));
+        if *seen.borrow() != held {
+            eprintln!("{ADDR_B} held by: {held:?}");
+            seen.replace(held.clone());
+        }
+        if held.len() > 2 {
+            panic!("{ADDR_B} has more than its two owners: {held:?}\ncoverage: {c}");
+        }
+        watch(c, "pods")["relists"].as_u64() >= Some(1) && held.len() == 2
     });
     assert!(
         watch(&relisted, "pods")["relists"].as_u64() >= Some(1),

@@ -24,7 +24,6 @@ pub struct DissectArgs {
 /// Dissects and prints the summary.
 pub fn run(args: &DissectArgs) -> anyhow::Result<()> {
     super::allocator::no_huge_pages();
-    super::allocator::keep_freed_memory();
     let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let threads = args
         .threads

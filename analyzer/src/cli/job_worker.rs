@@ -61,7 +61,6 @@ pub fn run(args: &JobWorkerArgs) -> anyhow::Result<()> {
     die_with_parent();
     // The kernel's OOM killer takes this process before the recorder.
     let _ = std::fs::write("/proc/self/oom_score_adj", "1000");
-    super::allocator::keep_freed_memory();
     let nodes = args
         .nodes
         .iter()
