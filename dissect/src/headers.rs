@@ -80,6 +80,14 @@ impl Headers {
             .map(|(_, v)| v)
     }
 
+    /// Every field back to back, and per field where its name ends and where its value ends
+    /// in that text (the name starts where the previous value ended, the first at 0): for
+    /// writers that copy fields in bulk rather than one by one. Every end is a character
+    /// boundary.
+    pub fn as_parts(&self) -> (&str, &[(u32, u32)]) {
+        (&self.text, &self.ends)
+    }
+
     /// Bytes held, about: the text, and per field its offsets and the 32 bytes of overhead
     /// HPACK counts per field.
     pub fn held(&self) -> usize {
@@ -160,6 +168,15 @@ mod tests {
         ];
         let headers: Headers = fields.iter().copied().collect();
         assert_eq!(headers.len(), fields.len());
+        let (text, ends) = headers.as_parts();
+        assert_eq!(text.len(), headers.text_len());
+        assert_eq!(ends.len(), fields.len());
+        let mut start = 0;
+        for (&(name_end, value_end), (name, value)) in ends.iter().zip(fields) {
+            assert_eq!(&text[start..name_end as usize], name);
+            assert_eq!(&text[name_end as usize..value_end as usize], value);
+            start = value_end as usize;
+        }
         assert_eq!(headers.iter().collect::<Vec<_>>(), fields);
         assert_eq!(headers.get("host"), Some("a.example"), "first, any case");
         assert_eq!(headers.get("X-EMPTY"), Some(""));

@@ -13,15 +13,16 @@ use std::{
 use arrow::{
     array::{
         ArrayBuilder as _, ArrayRef, BinaryBuilder, BooleanBuilder, DictionaryArray, Int32Array,
-        Int64Builder, ListBuilder, MapBuilder, RecordBatch, StringBuilder,
-        TimestampNanosecondArray, UInt16Array, UInt32Array, UInt64Array,
+        Int64Builder, ListBuilder, MapArray, MapBuilder, RecordBatch, StringArray, StringBuilder,
+        StructArray, TimestampNanosecondArray, UInt16Array, UInt32Array, UInt64Array,
     },
-    buffer::NullBuffer,
-    datatypes::{Int32Type, SchemaRef},
+    buffer::{NullBuffer, OffsetBuffer},
+    datatypes::{DataType, Int32Type, SchemaRef},
     error::ArrowError,
 };
+use remora_dissect::Headers;
 
-use crate::column::{Column, Encoding, Get, MapEntries};
+use crate::column::{Column, Encoding, Get, MapEntries, utf8_map_type};
 
 /// Rows per chunk: a chunk of calls (a few hundred bytes each, plus what they point to) stays
 /// in a core's L2 cache while every column reads it.
@@ -63,7 +64,8 @@ enum Builder {
     Dictionary(Box<TextState<DictionaryText>>),
     Binary(BinaryBuilder),
     List(ListBuilder<StringBuilder>),
-    Map(Box<(MapBuilder<StringBuilder, StringBuilder>, String)>),
+    Map(Box<MapBuilder<StringBuilder, StringBuilder>>),
+    Headers(Box<HeaderMap>),
 }
 
 impl Builder {
@@ -118,9 +120,16 @@ impl Builder {
                     n,
                 ))
             }
-            Get::Map(_) => Self::Map(Box::new((
-                MapBuilder::with_capacity(None, StringBuilder::new(), StringBuilder::new(), n),
-                String::new(),
+            Get::Map(_) => Self::Map(Box::new(MapBuilder::with_capacity(
+                None,
+                StringBuilder::new(),
+                StringBuilder::new(),
+                n,
+            ))),
+            Get::Headers(f) => Self::Headers(Box::new(HeaderMap::with_capacity(
+                n,
+                rows.iter().map(|r| f(r).len()).sum(),
+                rows.iter().map(|r| f(r).text_len()).sum(),
             ))),
         }
     }
@@ -157,17 +166,15 @@ impl Builder {
                     b.append(true);
                 }
             }
-            (Get::Map(f), Self::Map(map)) => {
-                let (b, scratch) = &mut **map;
+            (Get::Map(f), Self::Map(b)) => {
                 for r in rows {
-                    f(
-                        r,
-                        &mut MapEntries {
-                            builder: b,
-                            scratch,
-                        },
-                    );
+                    f(r, &mut MapEntries { builder: b });
                     b.append(true)?;
+                }
+            }
+            (Get::Headers(f), Self::Headers(map)) => {
+                for r in rows {
+                    map.push(f(r))?;
                 }
             }
             _ => {
@@ -194,9 +201,111 @@ impl Builder {
             Self::Dictionary(t) => t.out.finish()?,
             Self::Binary(mut b) => Arc::new(b.finish()),
             Self::List(mut b) => Arc::new(b.finish()),
-            Self::Map(mut map) => Arc::new(map.0.finish()),
+            Self::Map(mut b) => Arc::new(b.finish()),
+            Self::Headers(map) => map.finish()?,
         })
     }
+}
+
+/// A `Map(Utf8, Utf8)` column of header fields, built from each row's [`Headers`] buffer with
+/// one pass over its bytes: names are copied and lower-cased in the same loop, values copied
+/// whole, and the offsets come from the buffer's field ends. (Through `MapBuilder` every entry
+/// cost two builder appends, a validity bit each, and a scan for upper case before a copy to
+/// lower it.)
+struct HeaderMap {
+    /// Per row, where its entries start; one more for the end.
+    entry_offsets: Vec<i32>,
+    name_offsets: Vec<i32>,
+    names: Vec<u8>,
+    value_offsets: Vec<i32>,
+    values: Vec<u8>,
+}
+
+impl HeaderMap {
+    fn with_capacity(rows: usize, fields: usize, bytes: usize) -> Self {
+        let mut map = Self {
+            entry_offsets: Vec::with_capacity(rows + 1),
+            name_offsets: Vec::with_capacity(fields + 1),
+            names: Vec::with_capacity(bytes / 3),
+            value_offsets: Vec::with_capacity(fields + 1),
+            values: Vec::with_capacity(bytes),
+        };
+        map.entry_offsets.push(0);
+        map.name_offsets.push(0);
+        map.value_offsets.push(0);
+        map
+    }
+
+    fn push(&mut self, headers: &Headers) -> Result<(), ArrowError> {
+        let (text, ends) = headers.as_parts();
+        let text = text.as_bytes();
+        let mut start = 0;
+        for &(name_end, value_end) in ends {
+            let (name_end, value_end) = (name_end as usize, value_end as usize);
+            let (Some(name), Some(value)) =
+                (text.get(start..name_end), text.get(name_end..value_end))
+            else {
+                return Err(ArrowError::InvalidArgumentError(
+                    "a header field outside its buffer".into(),
+                ));
+            };
+            // ASCII upper case to lower case without a branch per byte; every other byte
+            // (UTF-8 sequences included) is left as it is, so the text stays valid UTF-8.
+            self.names.extend(
+                name.iter()
+                    .map(|&b| b | (u8::from(b.is_ascii_uppercase()) << 5)),
+            );
+            self.values.extend_from_slice(value);
+            self.name_offsets.push(offset(self.names.len())?);
+            self.value_offsets.push(offset(self.values.len())?);
+            start = value_end;
+        }
+        self.entry_offsets
+            .push(offset(self.name_offsets.len() - 1)?);
+        Ok(())
+    }
+
+    fn finish(self) -> Result<ArrayRef, ArrowError> {
+        let DataType::Map(entries, sorted) = utf8_map_type() else {
+            return Err(ArrowError::InvalidArgumentError(
+                "a header map's type is not a map".into(),
+            ));
+        };
+        let DataType::Struct(fields) = entries.data_type() else {
+            return Err(ArrowError::InvalidArgumentError(
+                "a map's entries are not a struct".into(),
+            ));
+        };
+        // `try_new` checks the text is UTF-8: a pass over the bytes, a small price for no
+        // `unsafe` here.
+        let names = StringArray::try_new(
+            OffsetBuffer::new(self.name_offsets.into()),
+            self.names.into(),
+            None,
+        )?;
+        let values = StringArray::try_new(
+            OffsetBuffer::new(self.value_offsets.into()),
+            self.values.into(),
+            None,
+        )?;
+        let entries_array = StructArray::try_new(
+            fields.clone(),
+            vec![Arc::new(names) as ArrayRef, Arc::new(values)],
+            None,
+        )?;
+        Ok(Arc::new(MapArray::try_new(
+            entries.clone(),
+            OffsetBuffer::new(self.entry_offsets.into()),
+            entries_array,
+            None,
+            sorted,
+        )?))
+    }
+}
+
+/// `len` as an Arrow offset, or the error a builder gives when a batch outgrows 2 GiB.
+fn offset(len: usize) -> Result<i32, ArrowError> {
+    i32::try_from(len).map_err(|_| ArrowError::OffsetOverflowError(len))
 }
 
 /// A text column being built, with what its getter kind needs between chunks.
@@ -403,6 +512,55 @@ mod tests {
     };
 
     use super::*;
+
+    #[test]
+    fn header_maps_lower_case_names_and_keep_rows_apart() {
+        let rows: Vec<Headers> = vec![
+            [("Content-Type", "text/plain"), ("X-ÜNÏ-Id", "Wert Ä")]
+                .into_iter()
+                .collect(),
+            Headers::new(),
+            [("", "no name"), ("ACCEPT", ""), ("set-cookie", "a=1")]
+                .into_iter()
+                .collect(),
+            [("@[`{Z", "edges of A-Z")].into_iter().collect(),
+        ];
+        let columns = [Column::new(
+            "h",
+            "h",
+            Get::Headers(|r: &Headers| r),
+            Encoding::Unique,
+            "all",
+            "",
+            "",
+        )];
+        let schema = Arc::new(arrow::datatypes::Schema::new(vec![
+            arrow::datatypes::Field::new("h", utf8_map_type(), true),
+        ]));
+        let batch = record_batch(&columns, schema, &rows).unwrap_or_else(|e| panic!("{e}"));
+        let map = batch.column(0).as_map();
+        assert_eq!(map.len(), rows.len());
+        assert_eq!(map.null_count(), 0);
+        for (i, headers) in rows.iter().enumerate() {
+            let entries = map.value(i);
+            let names = entries.column(0).as_string::<i32>();
+            let values = entries.column(1).as_string::<i32>();
+            let got: Vec<(&str, &str)> = (0..entries.len())
+                .map(|j| (names.value(j), values.value(j)))
+                .collect();
+            let want: Vec<(String, &str)> = headers
+                .iter()
+                .map(|(n, v)| (n.to_ascii_lowercase(), v))
+                .collect();
+            let want: Vec<(&str, &str)> = want.iter().map(|(n, v)| (n.as_str(), *v)).collect();
+            assert_eq!(got, want, "row {i}");
+        }
+        assert_eq!(
+            map.value(0).column(0).as_string::<i32>().value(1),
+            "x-ÜnÏ-id"
+        );
+        assert_eq!(map.value(3).column(0).as_string::<i32>().value(0), "@[`{z");
+    }
 
     #[test]
     fn same_is_byte_equality() {

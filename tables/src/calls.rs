@@ -28,9 +28,30 @@ pub struct CallRow<'a> {
 /// Writes a call's `id`, `<node>/<conn_id>/<index>`, into `out` (cleared first). The API's
 /// pages find calls again by this text, so this is the one place that makes it.
 pub fn write_call_id(out: &mut String, node: &str, conn_id: u64, index: u32) {
-    use std::fmt::Write as _;
     out.clear();
-    let _ = write!(out, "{node}/{conn_id}/{index}");
+    out.push_str(node);
+    out.push('/');
+    push_decimal(out, conn_id);
+    out.push('/');
+    push_decimal(out, u64::from(index));
+}
+
+/// Appends `n` in decimal: the id is made for every row, and `write!` through the formatting
+/// machinery cost more than the rest of the column.
+fn push_decimal(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[at..] {
+        out.push(char::from(d));
+    }
 }
 
 /// Query parameters of a request target, percent-decoded.
@@ -40,12 +61,6 @@ fn query_string(url: &str, entries: &mut MapEntries<'_>) {
         for (k, v) in form_urlencoded::parse(query.as_bytes()) {
             entries.insert(&k, &v);
         }
-    }
-}
-
-fn headers(items: &remora_dissect::Headers, entries: &mut MapEntries<'_>) {
-    for (k, v) in items {
-        entries.insert_lowercase(k, v);
     }
 }
 
@@ -65,7 +80,8 @@ const HTTP_DNS: &str = "HTTP, HTTP/2, gRPC, DNS";
 
 use Encoding::{Default as Plain, Dictionary as Dict, Unique};
 use Get::{
-    Binary, Bool, Int64, Ip, List, Map, OptStr, Str, Text, Timestamp, UInt16, UInt32, UInt64,
+    Binary, Bool, Headers, Int64, Ip, List, Map, OptStr, Str, Text, Timestamp, UInt16, UInt32,
+    UInt64,
 };
 
 /// The columns of `calls`, in file order.
@@ -112,8 +128,8 @@ pub fn columns<'a>() -> Vec<Column<CallRow<'a>>> {
         Column::new("query_string", "query_string", Map(|r, e| query_string(&r.call.url, e)), Unique, HTTPISH, "Query parameters, decoded.", r#"query_string["page"] == "2""#),
         Column::new("http_version", "http_version", Str(|r| &r.call.http_version), Dict, HTTPISH, "`HTTP/1.0`, `HTTP/1.1`, `HTTP/2`.", r#"http_version == "HTTP/1.0""#),
         Column::new("status_code", "status_code", UInt16(|r| r.call.status_code), Plain, HTTP_DNS, "HTTP status; DNS rcode; 0 when there is no response.", "status_code >= 500"),
-        Column::new("request.headers", "request_headers", Map(|r, e| headers(&r.call.request_headers, e)), Unique, HTTPISH, "Request header fields; names in lower case.", r#"request.headers["content-type"] == "application/json""#),
-        Column::new("response.headers", "response_headers", Map(|r, e| headers(&r.call.response_headers, e)), Unique, HTTPISH, "Response header fields (and trailers); names in lower case.", r#""set-cookie" in response.headers"#),
+        Column::new("request.headers", "request_headers", Headers(|r| &r.call.request_headers), Unique, HTTPISH, "Request header fields; names in lower case.", r#"request.headers["content-type"] == "application/json""#),
+        Column::new("response.headers", "response_headers", Headers(|r| &r.call.response_headers), Unique, HTTPISH, "Response header fields (and trailers); names in lower case.", r#""set-cookie" in response.headers"#),
         Column::new("request_body", "request_body", Binary(|r| &r.call.request_body), Unique, HTTPISH, "Request body preview (decoded when gzip/deflate), at most 64 KiB.", "size(request_body) > 0"),
         Column::new("response_body", "response_body", Binary(|r| &r.call.response_body), Unique, HTTPISH, "Response body preview, at most 64 KiB.", "size(response_body) == 0"),
         Column::new("request_body_size", "request_body_size", UInt64(|r| r.call.request_body_size), Plain, HTTPISH, "Request body bytes on the wire.", "request_body_size > 1048576"),

@@ -334,3 +334,18 @@ fn an_unfinished_writer_leaves_nothing_and_an_empty_table_is_readable() {
     let reader = ParquetRecordBatchReaderBuilder::try_new(file).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(reader.schema(), &Table::Conns.schema());
 }
+
+#[test]
+fn call_ids_are_node_conn_and_index_in_decimal() {
+    let mut id = String::from("left over");
+    for (conn, index) in [
+        (0, 0),
+        (7, 1),
+        (10, 99),
+        (u64::MAX, u32::MAX),
+        (1_000_000, 10),
+    ] {
+        crate::calls::write_call_id(&mut id, "node-1", conn, index);
+        assert_eq!(id, format!("node-1/{conn}/{index}"));
+    }
+}
