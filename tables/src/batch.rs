@@ -17,12 +17,12 @@ use arrow::{
         StructArray, TimestampNanosecondArray, UInt16Array, UInt32Array, UInt64Array,
     },
     buffer::{NullBuffer, OffsetBuffer},
-    datatypes::{DataType, Int32Type, SchemaRef},
+    datatypes::{Int32Type, SchemaRef},
     error::ArrowError,
 };
 use remora_dissect::Headers;
 
-use crate::column::{Column, Encoding, Get, MapEntries, utf8_map_type};
+use crate::column::{Column, Encoding, Get, MapEntries, utf8_map_entries, utf8_map_entry_fields};
 
 /// Rows per chunk: a chunk of calls (a few hundred bytes each, plus what they point to) stays
 /// in a core's L2 cache while every column reads it.
@@ -266,16 +266,6 @@ impl HeaderMap {
     }
 
     fn finish(self) -> Result<ArrayRef, ArrowError> {
-        let DataType::Map(entries, sorted) = utf8_map_type() else {
-            return Err(ArrowError::InvalidArgumentError(
-                "a header map's type is not a map".into(),
-            ));
-        };
-        let DataType::Struct(fields) = entries.data_type() else {
-            return Err(ArrowError::InvalidArgumentError(
-                "a map's entries are not a struct".into(),
-            ));
-        };
         // `try_new` checks the text is UTF-8: a pass over the bytes, a small price for no
         // `unsafe` here.
         let names = StringArray::try_new(
@@ -288,17 +278,17 @@ impl HeaderMap {
             self.values.into(),
             None,
         )?;
-        let entries_array = StructArray::try_new(
-            fields.clone(),
+        let entries = StructArray::try_new(
+            utf8_map_entry_fields(),
             vec![Arc::new(names) as ArrayRef, Arc::new(values)],
             None,
         )?;
         Ok(Arc::new(MapArray::try_new(
-            entries.clone(),
+            utf8_map_entries(),
             OffsetBuffer::new(self.entry_offsets.into()),
-            entries_array,
+            entries,
             None,
-            sorted,
+            false,
         )?))
     }
 }
@@ -535,7 +525,7 @@ mod tests {
             "",
         )];
         let schema = Arc::new(arrow::datatypes::Schema::new(vec![
-            arrow::datatypes::Field::new("h", utf8_map_type(), true),
+            arrow::datatypes::Field::new("h", crate::column::utf8_map_type(), true),
         ]));
         let batch = record_batch(&columns, schema, &rows).unwrap_or_else(|e| panic!("{e}"));
         let map = batch.column(0).as_map();

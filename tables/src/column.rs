@@ -4,7 +4,7 @@ use std::{net::IpAddr, sync::Arc};
 
 use arrow::{
     array::{MapBuilder, StringBuilder},
-    datatypes::{DataType, Field, Fields, TimeUnit},
+    datatypes::{DataType, Field, FieldRef, Fields, TimeUnit},
 };
 
 /// How a column's value is read from a row of type `R`. The variant is the column's type: a
@@ -236,17 +236,24 @@ impl ColumnInfo {
     }
 }
 
-/// `Map(Utf8, Utf8)` as every map column stores it: entries `keys` (never null) and `values`.
+/// `Map(Utf8, Utf8)` as every map column stores it (keys not sorted).
 pub(crate) fn utf8_map_type() -> DataType {
-    DataType::Map(
-        Arc::new(Field::new(
-            "entries",
-            DataType::Struct(Fields::from(vec![
-                Field::new("keys", DataType::Utf8, false),
-                Field::new("values", DataType::Utf8, true),
-            ])),
-            false,
-        )),
+    DataType::Map(utf8_map_entries(), false)
+}
+
+/// The entries field of [`utf8_map_type`]: a struct of [`utf8_map_entry_fields`].
+pub(crate) fn utf8_map_entries() -> FieldRef {
+    Arc::new(Field::new(
+        "entries",
+        DataType::Struct(utf8_map_entry_fields()),
         false,
-    )
+    ))
+}
+
+/// A map entry's fields: `keys` (never null) and `values`.
+pub(crate) fn utf8_map_entry_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("keys", DataType::Utf8, false),
+        Field::new("values", DataType::Utf8, true),
+    ])
 }
