@@ -24,13 +24,15 @@ use crate::{
     reassembly::{Chunk, HalfStream},
     tcp_analysis::{Segment, TcpAnalysis},
     tls::{self, Hello, TlsHandshake},
+    udp_flows::{UdpDatagram, UdpFlows},
 };
 
 /// Tunnels inside tunnels followed at most this deep.
 const MAX_TUNNEL_DEPTH: u8 = 3;
 /// A connection with no packet for this long is finished (its rows are written, its memory
-/// freed); so is a closed (FIN both ways, or RST) one after a short grace for stragglers.
-const IDLE_NS: i64 = 120_000_000_000;
+/// freed); so is a closed (FIN both ways, or RST) one after a short grace for stragglers. UDP
+/// flows end after the same time.
+const IDLE_NS: i64 = crate::udp_flows::IDLE_NS;
 const CLOSED_GRACE_NS: i64 = 1_000_000_000;
 /// A DNS query without an answer after this long is a `timeout` row.
 const DNS_TIMEOUT_NS: i64 = 30_000_000_000;
@@ -148,8 +150,10 @@ pub struct Engine {
     /// Sweeps are ordered by the caller ([`Engine::sweep_at`]), not by `push`.
     outside_sweeps: bool,
     dns_pending: HashMap<(FlowKey, u16), (Call, i64)>,
-    /// UDP flows: id, last packet, calls so far.
-    udp_ids: HashMap<FlowKey, (u64, i64, u32)>,
+    /// UDP flows carrying DNS, numbered here when the caller does not ([`Engine::push_routed`]).
+    udp_flows: UdpFlows,
+    /// The place on its UDP flow of the frame being read, when the caller numbered it.
+    routed_datagram: Option<UdpDatagram>,
     out: Output,
     last_sweep_ns: i64,
 }
@@ -232,6 +236,23 @@ impl Engine {
         self.push_frame(self.frame + 1, ts_ns, l3, wire_len);
     }
 
+    /// Feeds frame number `frame` of the input, as [`crate::Router`] routed it: `datagram` is
+    /// its place on its UDP flow when it is DNS over UDP (the router numbers those, since the
+    /// messages of one flow go to several shards; see `crate::udp_flows`).
+    pub fn push_routed(
+        &mut self,
+        frame: u64,
+        ts_ns: i64,
+        l3: &[u8],
+        wire_len: u32,
+        datagram: Option<UdpDatagram>,
+    ) {
+        self.routed_datagram = datagram;
+        self.push_frame(frame, ts_ns, l3, wire_len);
+        // Taken by the DNS message it numbers; a packet that turned out to be none drops it.
+        self.routed_datagram = None;
+    }
+
     /// Feeds frame number `frame` of the input (1-based; some frames may go to other engines).
     pub fn push_frame(&mut self, frame: u64, ts_ns: i64, l3: &[u8], wire_len: u32) {
         self.frame = frame;
@@ -308,8 +329,7 @@ impl Engine {
                 self.out.calls.push(call);
             }
         }
-        self.udp_ids
-            .retain(|_, (_, last, _)| now_ns - *last <= IDLE_NS);
+        self.udp_flows.expire(now_ns);
         self.out.stats.defrag_dropped += self.defrag.expire(now_ns);
         self.enforce_limits();
         self.annotate_nat();
@@ -883,17 +903,19 @@ impl Engine {
     }
 
     fn dns_udp(&mut self, ts_ns: i64, src: Endpoint, dst: Endpoint, data: &[u8]) {
-        let k = key(src, dst);
-        let id = self.frame;
-        let entry = self.udp_ids.entry(k).or_insert_with(|| (id, ts_ns, 0));
-        entry.1 = ts_ns;
+        let datagram = match self.routed_datagram.take() {
+            Some(numbered) => numbered,
+            None => self.udp_flows.datagram(key(src, dst), self.frame, ts_ns),
+        };
+        // A call this datagram starts takes the datagram's number (`crate::udp_flows`).
+        let mut numbered_before = datagram.number.saturating_sub(1);
         let flow = DnsFlow {
-            conn_id: entry.0,
+            conn_id: datagram.flow_id,
             ts_ns,
             src,
             dst,
             transport: "udp",
-            calls: &mut entry.2,
+            calls: &mut numbered_before,
         };
         dns_message(&mut self.out, &mut self.dns_pending, flow, data);
     }

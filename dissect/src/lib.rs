@@ -28,6 +28,7 @@ pub mod reassembly;
 pub mod shard;
 pub mod tcp_analysis;
 pub mod tls;
+mod udp_flows;
 
 pub use call::{Call, Conn, Endpoint, Translated};
 pub use engine::{Engine, Limits};
@@ -35,6 +36,7 @@ pub use error::DissectError;
 pub use headers::Headers;
 pub use output::{Output, Stats};
 pub use shard::{Router, ShardRange, Sharded};
+pub use udp_flows::UdpDatagram;
 
 /// Dissects a whole pcap/pcapng file held in memory (frames in file order), split by flow as
 /// `remora dissect` does on any number of threads ([`shard`]): the same rows in the same order.

@@ -7,6 +7,12 @@
 //! fragment after the first carries no ports to route by. The shards are then divided into
 //! contiguous ranges ([`ShardRange`]), one per thread.
 //!
+//! DNS over UDP is split finer: a query and its answer share a flow and a DNS id, and nothing
+//! else ties the messages of a flow together, so they are routed by flow and id. A resolver
+//! that sends every query from one socket (a node-local cache, a forwarder, a load generator)
+//! is spread over every shard instead of loading one thread. The router numbers these datagrams
+//! on their flow (`crate::udp_flows`), so that the calls' ids are the ones one engine gives.
+//!
 //! What makes the output independent of the number of threads:
 //! - the number of shards is fixed, so a shard's engine sees the same packets, in the same
 //!   order, whether it runs alone or beside the others;
@@ -25,9 +31,10 @@ use crate::{
     call::{Call, Conn, Endpoint},
     defrag::Defrag,
     engine::{Engine, Limits, SWEEP_EVERY_NS},
-    flow::key,
+    flow::{FlowKey, key},
     net,
     output::{Output, Stats},
+    udp_flows::{UdpDatagram, UdpFlows},
 };
 
 /// Shards a dissection is split into (the most threads it can use).
@@ -52,6 +59,8 @@ pub struct Router {
     stats: Stats,
     /// A datagram put back together, as an unfragmented IP packet.
     rebuilt: Vec<u8>,
+    /// UDP flows carrying DNS, whose datagrams the router numbers (see the module's docs).
+    udp_flows: UdpFlows,
 }
 
 /// Where one frame goes.
@@ -64,6 +73,9 @@ pub struct Routed<'a> {
     /// Every shard sweeps at this time after the packet (finished connections, expired
     /// queries), as one engine would.
     pub sweep: Option<i64>,
+    /// The packet's place on its UDP flow when it is DNS over UDP: the shard's engine takes
+    /// it ([`Engine::push_routed`]).
+    pub datagram: Option<UdpDatagram>,
 }
 
 impl Router {
@@ -81,20 +93,43 @@ impl Router {
             self.stats.defrag_dropped += self.defrag.expire(ts_ns);
             ts_ns
         });
+        let (packet, datagram) = self.destination(frame, ts_ns, l3, wire_len);
+        if let Some(now) = sweep {
+            // After the packet, as the engines sweep after it.
+            self.udp_flows.expire(now);
+        }
+        let packet = match packet {
+            Some((shard, true, wire)) => Some((shard, &self.rebuilt[..], wire)),
+            Some((shard, false, wire)) => Some((shard, l3, wire)),
+            None => None,
+        };
+        Routed {
+            frame,
+            packet,
+            sweep,
+            datagram,
+        }
+    }
+
+    /// The shard of frame `frame`, whether its packet is the datagram rebuilt from fragments,
+    /// and its wire length; and its place on its UDP flow. `None` for a fragment of a datagram
+    /// not yet complete.
+    #[allow(clippy::type_complexity)]
+    fn destination(
+        &mut self,
+        frame: u64,
+        ts_ns: i64,
+        l3: &[u8],
+        wire_len: u32,
+    ) -> (Option<(usize, bool, u32)>, Option<UdpDatagram>) {
         let Some(ip) = net::ip(l3, wire_len) else {
             // The shard's engine counts it as undecodable.
-            return Routed {
-                frame,
-                packet: Some((0, l3, wire_len)),
-                sweep,
-            };
+            return (Some((0, false, wire_len)), None);
         };
         let Some(frag) = ip.fragment else {
-            return Routed {
-                frame,
-                packet: Some((shard_of(&ip, 0), l3, wire_len)),
-                sweep,
-            };
+            let flow = flow_of(&ip, 0);
+            let datagram = self.number(&flow, frame, ts_ns);
+            return (Some((flow.shard(), false, wire_len)), datagram);
         };
         self.stats.fragments += 1;
         // A fragment cut by the snaplen cannot complete its datagram.
@@ -106,21 +141,23 @@ impl Router {
             })
             .flatten();
         let Some(datagram) = datagram else {
-            return Routed {
-                frame,
-                packet: None,
-                sweep,
-            };
+            return (None, None);
         };
         self.stats.reassembled += 1;
         rebuild(&mut self.rebuilt, ip.src, ip.dst, ip.proto, &datagram);
         let len = self.rebuilt.len() as u32;
-        let shard = net::ip(&self.rebuilt, len).map_or(0, |ip| shard_of(&ip, 0));
-        Routed {
-            frame,
-            packet: Some((shard, &self.rebuilt, len)),
-            sweep,
-        }
+        let Some(flow) = net::ip(&self.rebuilt, len).map(|ip| flow_of(&ip, 0)) else {
+            return (Some((0, true, len)), None);
+        };
+        let numbered = self.number(&flow, frame, ts_ns);
+        (Some((flow.shard(), true, len)), numbered)
+    }
+
+    /// Numbers a DNS datagram over UDP on its flow.
+    fn number(&mut self, flow: &Flow, frame: u64, ts_ns: i64) -> Option<UdpDatagram> {
+        flow.dns_id
+            .is_some()
+            .then(|| self.udp_flows.datagram(flow.key, frame, ts_ns))
     }
 
     /// Frames routed so far.
@@ -134,9 +171,31 @@ impl Router {
     }
 }
 
-/// The shard of a packet's flow: its transport ends when it has them (inside tunnels, the
-/// innermost packet's), else its addresses.
-fn shard_of(ip: &net::Ip<'_>, depth: u8) -> usize {
+/// What a packet is routed by: its innermost flow, and its DNS id when it is DNS over UDP.
+struct Flow {
+    key: FlowKey,
+    /// `Some` for a UDP datagram to or from port 53 (0 when too short to hold an id: the
+    /// engine counts it as a bad DNS message).
+    dns_id: Option<u16>,
+}
+
+impl Flow {
+    /// The flow's shard; a DNS message over UDP's also depends on its id.
+    fn shard(&self) -> usize {
+        let mut hasher = rustc_hash::FxHasher::default();
+        self.key.hash(&mut hasher);
+        if let Some(id) = self.dns_id {
+            id.hash(&mut hasher);
+        }
+        // FxHash's low bits are weak: mix, then take the top bits.
+        let mixed = hasher.finish().wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        (mixed >> (64 - SHARDS.trailing_zeros())) as usize
+    }
+}
+
+/// A packet's flow: its transport ends when it has them (inside tunnels, the innermost
+/// packet's, as the engine reads it), else its addresses.
+fn flow_of(ip: &net::Ip<'_>, depth: u8) -> Flow {
     if depth < MAX_TUNNEL_DEPTH
         && ip.fragment.is_none()
         && let Some(inner) = net::decapsulate(ip.proto, ip.payload)
@@ -145,17 +204,31 @@ fn shard_of(ip: &net::Ip<'_>, depth: u8) -> usize {
             .payload_wire_len
             .saturating_sub((ip.payload.len() - inner.len()) as u32);
         if let Some(inner_ip) = net::ip(inner, wire) {
-            return shard_of(&inner_ip, depth + 1);
+            return flow_of(&inner_ip, depth + 1);
         }
     }
+    let mut dns_id = None;
     let ports = match (ip.proto, ip.fragment) {
-        (6 | 17 | 132, None) if ip.payload.len() >= 4 => (
+        // As the engine reads a UDP datagram (`net::udp`), so that both see the same DNS.
+        (17, None) => match net::udp(ip.payload) {
+            Some((sport, dport, data)) => {
+                if sport == 53 || dport == 53 {
+                    dns_id = Some(
+                        data.get(..2)
+                            .map_or(0, |id| u16::from_be_bytes([id[0], id[1]])),
+                    );
+                }
+                (sport, dport)
+            }
+            None => (0, 0),
+        },
+        (6 | 132, None) if ip.payload.len() >= 4 => (
             u16::from_be_bytes([ip.payload[0], ip.payload[1]]),
             u16::from_be_bytes([ip.payload[2], ip.payload[3]]),
         ),
         _ => (0, 0),
     };
-    let flow = key(
+    let key = key(
         Endpoint {
             ip: ip.src,
             port: ports.0,
@@ -165,11 +238,7 @@ fn shard_of(ip: &net::Ip<'_>, depth: u8) -> usize {
             port: ports.1,
         },
     );
-    let mut hasher = rustc_hash::FxHasher::default();
-    flow.hash(&mut hasher);
-    // FxHash's low bits are weak: mix, then take the top bits.
-    let mixed = hasher.finish().wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    (mixed >> (64 - SHARDS.trailing_zeros())) as usize
+    Flow { key, dns_id }
 }
 
 /// Writes an unfragmented IP packet carrying `datagram` into `out`.
@@ -238,10 +307,19 @@ impl ShardRange {
             .collect()
     }
 
-    /// Feeds frame `frame` to shard `shard` (which must be in this range).
-    pub fn push(&mut self, shard: usize, frame: u64, ts_ns: i64, l3: &[u8], wire_len: u32) {
+    /// Feeds frame `frame` to shard `shard` (which must be in this range), with its place on
+    /// its UDP flow when the router numbered it ([`Routed::datagram`]).
+    pub fn push(
+        &mut self,
+        shard: usize,
+        frame: u64,
+        ts_ns: i64,
+        l3: &[u8],
+        wire_len: u32,
+        datagram: Option<UdpDatagram>,
+    ) {
         if let Some(engine) = self.engines.get_mut(shard - self.first) {
-            engine.push_frame(frame, ts_ns, l3, wire_len);
+            engine.push_routed(frame, ts_ns, l3, wire_len, datagram);
         }
     }
 
@@ -308,7 +386,8 @@ impl Sharded {
     pub fn push(&mut self, ts_ns: i64, l3: &[u8], wire_len: u32) {
         let routed = self.router.route(ts_ns, l3, wire_len);
         if let Some((shard, packet, wire)) = routed.packet {
-            self.shards.push(shard, routed.frame, ts_ns, packet, wire);
+            self.shards
+                .push(shard, routed.frame, ts_ns, packet, wire, routed.datagram);
         }
         if let Some(now) = routed.sweep {
             self.shards.sweep(now);
@@ -346,6 +425,129 @@ mod tests {
             assert_eq!(ranges.last().map(|r| r.end), Some(SHARDS));
             assert!(ranges.windows(2).all(|w| w[0].end == w[1].start));
         }
+    }
+
+    /// A DNS message over UDP/IPv4 between 198.18.0.1:`port` and 198.18.0.2:53 (`answer`:
+    /// from the server), with DNS id `id`, asking for `name` A.
+    fn dns(port: u16, id: u16, answer: bool, name: &str) -> Vec<u8> {
+        let flags: [u8; 2] = if answer { [0x81, 0x80] } else { [0x01, 0] };
+        let mut dns = id.to_be_bytes().to_vec();
+        dns.extend_from_slice(&flags);
+        dns.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
+        for label in name.split('.') {
+            dns.push(label.len() as u8);
+            dns.extend_from_slice(label.as_bytes());
+        }
+        dns.extend_from_slice(&[0, 0, 1, 0, 1]);
+        udp(port, answer, &dns)
+    }
+
+    fn udp(port: u16, answer: bool, payload: &[u8]) -> Vec<u8> {
+        let (client, server) = ([198, 18, 0, 1], [198, 18, 0, 2]);
+        let (src, dst, sport, dport) = if answer {
+            (server, client, 53, port)
+        } else {
+            (client, server, port, 53)
+        };
+        let total = (28 + payload.len()) as u16;
+        let mut p = vec![0x45, 0];
+        p.extend_from_slice(&total.to_be_bytes());
+        p.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
+        p.extend_from_slice(&src);
+        p.extend_from_slice(&dst);
+        p.extend_from_slice(&sport.to_be_bytes());
+        p.extend_from_slice(&dport.to_be_bytes());
+        p.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+        p.extend_from_slice(&[0, 0]);
+        p.extend_from_slice(payload);
+        p
+    }
+
+    #[test]
+    fn dns_over_one_udp_socket_spreads_over_the_shards_and_pairs() {
+        let mut router = Router::new();
+        let mut shards = std::collections::HashSet::new();
+        for id in 0..400u16 {
+            let query = dns(5353, id, false, "app.test");
+            let answer = dns(5353, id, true, "app.test");
+            let q = router.route(0, &query, query.len() as u32);
+            let (qs, qd) = (q.packet.map(|p| p.0), q.datagram);
+            let a = router.route(0, &answer, answer.len() as u32);
+            assert_eq!(a.packet.map(|p| p.0), qs, "query {id} and its answer");
+            // One flow, numbered by the router datagram after datagram.
+            let (qd, ad) = (qd.unwrap(), a.datagram.unwrap());
+            assert_eq!((qd.flow_id, ad.flow_id), (1, 1));
+            assert_eq!(
+                (qd.number, ad.number),
+                (2 * u32::from(id) + 1, 2 * u32::from(id) + 2)
+            );
+            shards.insert(qs);
+        }
+        assert!(
+            shards.len() > SHARDS / 2,
+            "one socket's queries spread over {} shards",
+            shards.len()
+        );
+    }
+
+    /// The calls of one resolver socket (answered and not, an answer without its query, a
+    /// datagram that is no DNS message, the flow idle long enough to start over) have the same
+    /// ids, names and outcomes from the shards as from one engine.
+    #[test]
+    fn shards_number_dns_calls_as_one_engine_does() {
+        let second = 1_000_000_000i64;
+        let mut packets = Vec::new();
+        for id in 0..300u16 {
+            let t = i64::from(id) * second / 10;
+            packets.push((t, dns(7000, id, false, &format!("n{id}.app.test"))));
+            if id % 7 != 0 {
+                packets.push((
+                    t + 1_000_000,
+                    dns(7000, id, true, &format!("n{id}.app.test")),
+                ));
+            }
+            if id % 50 == 0 {
+                packets.push((t + 2_000_000, dns(7000, 60_000 + id, true, "orphan.test")));
+                packets.push((t + 3_000_000, udp(7000, false, &[1, 2, 3])));
+            }
+        }
+        // Idle for more than two minutes (a sweep in between, which another socket's query
+        // brings): the socket's next query starts a new flow.
+        packets.push((200 * second, dns(7001, 1, false, "tick.test")));
+        let later = 300 * second;
+        for id in 0..20u16 {
+            let t = later + i64::from(id) * second;
+            packets.push((t, dns(7000, id, false, "again.test")));
+            packets.push((t + 1_000_000, dns(7000, id, true, "again.test")));
+        }
+        let mut engine = Engine::new();
+        let mut sharded = Sharded::default();
+        for (t, p) in &packets {
+            engine.push(*t, p, p.len() as u32);
+            sharded.push(*t, p, p.len() as u32);
+        }
+        let rows = |calls: Vec<Call>| {
+            let mut rows: Vec<_> = calls
+                .into_iter()
+                .map(|c| {
+                    (
+                        c.conn_id,
+                        c.index,
+                        c.dns_questions,
+                        c.error_type,
+                        c.status_code,
+                    )
+                })
+                .collect();
+            rows.sort();
+            rows
+        };
+        let (alone, shards) = (rows(engine.finish().calls), rows(sharded.finish().calls));
+        assert_eq!(alone.len(), 300 + 6 + 1 + 20);
+        assert_eq!(alone, shards);
+        let ids: std::collections::HashSet<_> = alone.iter().map(|r| (r.0, r.1)).collect();
+        assert_eq!(ids.len(), alone.len(), "call ids are unique");
+        assert_eq!(ids.iter().filter(|(flow, _)| *flow != 1).count(), 1 + 20);
     }
 
     #[test]

@@ -19,7 +19,7 @@ use std::{
 
 use arrow::array::RecordBatch;
 use remora_dissect::{
-    Call, Conn, Limits, Router, ShardRange, Sharded, Stats,
+    Call, Conn, Limits, Router, ShardRange, Sharded, Stats, UdpDatagram,
     shard::{EPOCH_FRAMES, SHARDS},
 };
 
@@ -42,7 +42,8 @@ pub fn default_threads() -> usize {
 
 /// One entry of a worker's batch.
 enum Item {
-    /// A packet: its shard, frame number, time, wire length, and where its bytes are.
+    /// A packet: its shard, frame number, time, wire length, where its bytes are, and its
+    /// place on its UDP flow when it is DNS over UDP.
     Frame {
         shard: u8,
         frame: u64,
@@ -50,6 +51,7 @@ enum Item {
         wire_len: u32,
         start: u32,
         len: u32,
+        datagram: Option<UdpDatagram>,
     },
     /// Every shard sweeps at this time.
     Sweep(i64),
@@ -282,6 +284,7 @@ impl Threads {
                 wire_len: wire,
                 start: batch.bytes.len() as u32,
                 len: packet.len() as u32,
+                datagram: routed.datagram,
             });
             batch.bytes.extend_from_slice(packet);
             if batch.items.len() >= BATCH_FRAMES {
@@ -363,9 +366,10 @@ fn work(
                     wire_len,
                     start,
                     len,
+                    datagram,
                 } => {
                     let bytes = &batch.bytes[start as usize..(start + len) as usize];
-                    shards.push(usize::from(shard), frame, ts_ns, bytes, wire_len);
+                    shards.push(usize::from(shard), frame, ts_ns, bytes, wire_len, datagram);
                 }
                 Item::Sweep(now) => shards.sweep(now),
                 Item::EndEpoch(epoch) => {
