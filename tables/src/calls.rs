@@ -78,7 +78,7 @@ pub fn columns<'a>() -> Vec<Column<CallRow<'a>>> {
         Column::new("elapsed_time", "elapsed_time", Int64(|r| r.call.elapsed_us), Unique, "all", "Latency in microseconds, request start → response end; 0 when unpaired.", "elapsed_time > 5000000"),
         Column::new("node", "node", Str(|r| r.node), Dict, "all", "Node whose recording the call came from.", r#"node == "worker-1""#),
         Column::new("conn_id", "conn_id", UInt64(|r| r.call.conn_id), Unique, "all", "Connection (or UDP flow) id within the dissection: the number of its first packet's frame; joins `conns`.", "conn_id == 12"),
-        Column::new("index", "index", UInt32(|r| r.call.index), Unique, "all", "Number of the call in its connection or UDP flow, from 1 (0 for a TLS handshake); with `node` and `conn_id` it names the call.", "index > 0"),
+        Column::new("index", "index", UInt32(|r| r.call.index), Unique, "all", "Number of the call in its connection, from 1 (0 for a TLS handshake); over UDP, the number of the datagram that started the call on its flow, from 1. With `node` and `conn_id` it names the call.", "index > 0"),
         Column::new("protocol", "protocol", Str(|r| r.call.protocol), Dict, "all", "`HTTP`, `HTTP/2`, `gRPC`, `DNS`, `TLS` (handshakes), ...", r#"protocol == "HTTP/2""#),
         Column::new("transport", "transport", Str(|r| r.call.transport), Dict, "all", "`tcp` or `udp`.", r#"transport == "udp""#),
         Column::new("capture_source", "capture_source", Str(|r| if r.call.from_plaintext { "ebpf_tls" } else { r.capture_source }), Dict, "all", "`ebpf` (packets from TC hooks) or `ebpf_tls` (TLS plaintext from uprobes).", r#"capture_source == "ebpf_tls""#),
