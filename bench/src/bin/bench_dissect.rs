@@ -35,6 +35,11 @@ struct Args {
     /// drifts by ±30% over minutes)
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// Runs of `remora dissect` per round on each core count, taking turns; a round reports
+    /// their median and spread (a one-second run varies by ±5–10% here, so one run is not the
+    /// typical figure)
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
     /// Then dissect the last capture looped to this many GiB and compare the peak RSS with the
     /// rounds' (memory must follow live connections, not the capture)
     #[arg(long)]
@@ -136,6 +141,30 @@ fn measured(what: &str, mut cmd: Command) -> anyhow::Result<Run> {
         rss,
         steal,
     })
+}
+
+/// The median run by wall time, carrying the highest peak RSS of all of them (`runs` not
+/// empty).
+fn typical(runs: &mut [Run]) -> Run {
+    let rss = runs.iter().map(|r| r.rss).max().unwrap_or(0);
+    Run {
+        rss,
+        ..median_by(runs, |r| r.wall)
+    }
+}
+
+/// `rates` (sorted) as "median (lowest–highest)", or the one rate.
+fn spread(rates: &[f64]) -> String {
+    match rates {
+        [] => String::new(),
+        [one] => format!("{one:.0}"),
+        _ => format!(
+            "{:.0} ({:.0}–{:.0})",
+            rates[rates.len() / 2],
+            rates[0],
+            rates[rates.len() - 1]
+        ),
+    }
 }
 
 /// The median of `values` (not empty) by `key`.
@@ -247,8 +276,12 @@ struct Round {
     bytes: u64,
     composition: String,
     tshark: Run,
+    /// The median run (by wall time), with the highest peak RSS of all runs.
     one_core: Run,
     all_cores: Run,
+    /// Packets per second of every run, slowest first.
+    one_core_rates: Vec<f64>,
+    all_cores_rates: Vec<f64>,
 }
 
 impl Round {
@@ -400,9 +433,21 @@ fn main() -> anyhow::Result<()> {
         };
         let bytes = fs::metadata(&pcap)?.len();
         let tshark = tshark_run(&pcap, &tshark_out)?;
-        let one_core = remora_run(&remora, &pcap, &one_dir, 1, &summary_path)?;
-        let summary = fs::read_to_string(&summary_path)?;
-        let all_cores = remora_run(&remora, &pcap, &all_dir, threads, &summary_path)?;
+        let (mut ones, mut alls, mut summary) = (Vec::new(), Vec::new(), None);
+        for _ in 0..args.runs.max(1) {
+            ones.push(remora_run(&remora, &pcap, &one_dir, 1, &summary_path)?);
+            if summary.is_none() {
+                summary = Some(fs::read_to_string(&summary_path)?);
+            }
+            alls.push(remora_run(
+                &remora,
+                &pcap,
+                &all_dir,
+                threads,
+                &summary_path,
+            )?);
+        }
+        let summary = summary.unwrap_or_default();
         let status = Command::new(std::env::current_exe()?)
             .arg("--compare")
             .arg(&one_dir)
@@ -413,13 +458,20 @@ fn main() -> anyhow::Result<()> {
             "the rows differ between one thread and all cores"
         );
         let (packets, composition) = composition(&summary);
+        let rates = |runs: &[Run]| {
+            let mut rates: Vec<f64> = runs.iter().map(|r| packets / r.wall).collect();
+            rates.sort_by(f64::total_cmp);
+            rates
+        };
         let r = Round {
             packets,
             bytes,
             composition,
             tshark,
-            one_core,
-            all_cores,
+            one_core: typical(&mut ones),
+            all_cores: typical(&mut alls),
+            one_core_rates: rates(&ones),
+            all_cores_rates: rates(&alls),
         };
         eprintln!(
             "bench: round {round}: {:.1}× tshark on one core, {:.2}× on {threads} cores",
@@ -432,20 +484,21 @@ fn main() -> anyhow::Result<()> {
     let mut t = String::new();
     let _ = writeln!(
         t,
-        "| round | capture | remora 1 core pkt/s | peak RSS | remora {threads} cores pkt/s | CPU s | peak RSS | tshark pkt/s | × tshark (1 core) | scaling ({threads} cores) | stolen (tshark / 1 / {threads}) |"
+        "| round | capture | remora 1 core pkt/s, median of {runs} (range) | peak RSS | remora {threads} cores pkt/s, median of {runs} (range) | CPU s | peak RSS | tshark pkt/s | × tshark (1 core) | scaling ({threads} cores) | stolen (tshark / 1 / {threads}) |",
+        runs = args.runs.max(1)
     );
     let _ = writeln!(t, "|---|---|---|---|---|---|---|---|---|---|---|");
     let mib = |b: u64| b as f64 / 1048576.0;
     for (i, r) in results.iter().enumerate() {
         let _ = writeln!(
             t,
-            "| {} | {:.0} packets, {:.0} MB | {:.0} | {:.0} MiB | {:.0} | {:.2} | {:.0} MiB | {:.0} | {:.1}× | {:.2}× | {:.0}% / {:.0}% / {:.0}% |",
+            "| {} | {:.0} packets, {:.0} MB | {} | {:.0} MiB | {} | {:.2} | {:.0} MiB | {:.0} | {:.1}× | {:.2}× | {:.0}% / {:.0}% / {:.0}% |",
             i + 1,
             r.packets,
             r.bytes as f64 / 1e6,
-            r.packets / r.one_core.wall,
+            spread(&r.one_core_rates),
             mib(r.one_core.rss),
-            r.packets / r.all_cores.wall,
+            spread(&r.all_cores_rates),
             r.all_cores.cpu,
             mib(r.all_cores.rss),
             r.packets / r.tshark.wall,
