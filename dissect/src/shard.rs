@@ -196,10 +196,10 @@ impl Flow {
 /// A packet's flow: its transport ends when it has them (inside tunnels, the innermost
 /// packet's, as the engine reads it), else its addresses.
 fn flow_of(ip: &net::Ip<'_>, depth: u8) -> Flow {
-    if depth < MAX_TUNNEL_DEPTH
-        && ip.fragment.is_none()
-        && let Some(inner) = net::decapsulate(ip.proto, ip.payload)
-    {
+    let tunnel = (depth < MAX_TUNNEL_DEPTH && ip.fragment.is_none())
+        .then(|| net::decapsulate(ip.proto, ip.payload))
+        .flatten();
+    if let Some(inner) = tunnel {
         let wire = ip
             .payload_wire_len
             .saturating_sub((ip.payload.len() - inner.len()) as u32);
@@ -212,7 +212,9 @@ fn flow_of(ip: &net::Ip<'_>, depth: u8) -> Flow {
         // As the engine reads a UDP datagram (`net::udp`), so that both see the same DNS.
         (17, None) => match net::udp(ip.payload) {
             Some((sport, dport, data)) => {
-                if sport == 53 || dport == 53 {
+                // A tunnel's packet is no DNS message to the engine, even when its inner
+                // packet does not parse (the engine then counts that one undecodable).
+                if tunnel.is_none() && (sport == 53 || dport == 53) {
                     dns_id = Some(
                         data.get(..2)
                             .map_or(0, |id| u16::from_be_bytes([id[0], id[1]])),
@@ -490,6 +492,26 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_tunnel_packet_from_port_53_is_not_numbered_as_dns() {
+        // VXLAN (flags 0x08) to 4789 from port 53: an Ethernet frame of IPv4 type whose
+        // packet is junk (version 0).
+        let mut vxlan = vec![0x08, 0, 0, 0, 0, 0, 1, 0];
+        vxlan.extend_from_slice(&[2; 12]);
+        vxlan.extend_from_slice(&[0x08, 0x00]);
+        vxlan.extend_from_slice(&[0; 20]);
+        let mut p = udp(4789, true, &vxlan);
+        // `udp(_, true, _)` sends from port 53 to the given port.
+        assert_eq!(&p[20..24], &[0, 53, 0x12, 0xb5]);
+        let mut router = Router::new();
+        assert_eq!(router.route(0, &p, p.len() as u32).datagram, None);
+        // The same datagram from any other port is no DNS either; one to port 53 is.
+        p[21] = 54;
+        assert_eq!(router.route(0, &p, p.len() as u32).datagram, None);
+        let q = dns(4000, 1, false, "app.test");
+        assert!(router.route(0, &q, q.len() as u32).datagram.is_some());
+    }
+
     /// The calls of one resolver socket (answered and not, an answer without its query, a
     /// datagram that is no DNS message, the flow idle long enough to start over) have the same
     /// ids, names and outcomes from the shards as from one engine.
@@ -509,6 +531,20 @@ mod tests {
             if id % 50 == 0 {
                 packets.push((t + 2_000_000, dns(7000, 60_000 + id, true, "orphan.test")));
                 packets.push((t + 3_000_000, udp(7000, false, &[1, 2, 3])));
+            }
+        }
+        // A resolver socket on a tunnel's port, whose server sends one datagram the engine
+        // reads as a tunnel's (and its inner packet as junk): not a DNS message, so not counted.
+        let mut junk_tunnel = vec![0x08, 0, 0, 0, 0, 0, 1, 0];
+        junk_tunnel.extend_from_slice(&[2; 12]);
+        junk_tunnel.extend_from_slice(&[0x08, 0x00]);
+        junk_tunnel.extend_from_slice(&[0; 20]);
+        for id in 0..5u16 {
+            let t = 40 * second + i64::from(id) * second / 10;
+            packets.push((t, dns(4789, id, false, "tunnel.test")));
+            packets.push((t + 1_000_000, dns(4789, id, true, "tunnel.test")));
+            if id == 2 {
+                packets.push((t + 2_000_000, udp(4789, true, &junk_tunnel)));
             }
         }
         // Idle for more than two minutes (a sweep in between, which another socket's query
@@ -543,11 +579,14 @@ mod tests {
             rows
         };
         let (alone, shards) = (rows(engine.finish().calls), rows(sharded.finish().calls));
-        assert_eq!(alone.len(), 300 + 6 + 1 + 20);
+        assert_eq!(alone.len(), 300 + 6 + 5 + 1 + 20);
         assert_eq!(alone, shards);
         let ids: std::collections::HashSet<_> = alone.iter().map(|r| (r.0, r.1)).collect();
         assert_eq!(ids.len(), alone.len(), "call ids are unique");
-        assert_eq!(ids.iter().filter(|(flow, _)| *flow != 1).count(), 1 + 20);
+        assert_eq!(
+            ids.iter().filter(|(flow, _)| *flow != 1).count(),
+            5 + 1 + 20
+        );
     }
 
     #[test]
