@@ -3,8 +3,8 @@
 //!
 //! Connections are independent, so the packets are split by flow into [`SHARDS`] shards, each
 //! with its own [`Engine`]. A [`Router`] reads the packets in order and names each one's shard
-//! (a hash of its flow, the same both ways); it also puts IP fragments back together, because a
-//! fragment after the first carries no ports to route by. The shards are then divided into
+//! (a hash of its flow, the same both ways); it also puts IP fragments back together (outside
+//! or inside tunnels), because a fragment after the first carries no ports to route by. The shards are then divided into
 //! contiguous ranges ([`ShardRange`]), one per thread.
 //!
 //! DNS over UDP is split finer: a query and its answer share a flow and a DNS id, and nothing
@@ -126,10 +126,15 @@ impl Router {
             // The shard's engine counts it as undecodable.
             return (Some((0, false, wire_len)), None);
         };
-        let Some(frag) = ip.fragment else {
-            let flow = flow_of(&ip, 0);
-            let datagram = self.number(&flow, frame, ts_ns);
-            return (Some((flow.shard(), false, wire_len)), datagram);
+        // A fragment, at the outer level or inside tunnels (a pod's large datagram on an
+        // overlay), is put back together here: its flow's ports are in the first fragment
+        // only, and the flow's other packets go by them.
+        let (ip, frag) = match level_of(ip, 0) {
+            Level::Flow(flow) => {
+                let datagram = self.number(&flow, frame, ts_ns);
+                return (Some((flow.shard(), false, wire_len)), datagram);
+            }
+            Level::Fragment(ip, frag) => (ip, frag),
         };
         self.stats.fragments += 1;
         // A fragment cut by the snaplen cannot complete its datagram.
@@ -146,8 +151,13 @@ impl Router {
         self.stats.reassembled += 1;
         rebuild(&mut self.rebuilt, ip.src, ip.dst, ip.proto, &datagram);
         let len = self.rebuilt.len() as u32;
-        let Some(flow) = net::ip(&self.rebuilt, len).map(|ip| flow_of(&ip, 0)) else {
-            return (Some((0, true, len)), None);
+        // The rebuilt datagram goes to the shard as the frame's packet (its tunnels' headers,
+        // if any, are gone: the engine reads it as it would have read the inner datagram).
+        let flow = match net::ip(&self.rebuilt, len).map(|ip| level_of(ip, 0)) {
+            Some(Level::Flow(flow)) => flow,
+            // A fragment inside the rebuilt datagram's own tunnel: by its addresses.
+            Some(Level::Fragment(ip, _)) => Flow::of_addresses(&ip),
+            None => return (Some((0, true, len)), None),
         };
         let numbered = self.number(&flow, frame, ts_ns);
         (Some((flow.shard(), true, len)), numbered)
@@ -180,6 +190,15 @@ struct Flow {
 }
 
 impl Flow {
+    /// A packet's flow by its addresses alone.
+    fn of_addresses(ip: &net::Ip<'_>) -> Self {
+        let end = |ip| Endpoint { ip, port: 0 };
+        Self {
+            key: key(end(ip.src), end(ip.dst)),
+            dns_id: None,
+        }
+    }
+
     /// The flow's shard; a DNS message over UDP's also depends on its id.
     fn shard(&self) -> usize {
         let mut hasher = rustc_hash::FxHasher::default();
@@ -193,10 +212,20 @@ impl Flow {
     }
 }
 
-/// A packet's flow: its transport ends when it has them (inside tunnels, the innermost
-/// packet's, as the engine reads it), else its addresses.
-fn flow_of(ip: &net::Ip<'_>, depth: u8) -> Flow {
-    let tunnel = (depth < MAX_TUNNEL_DEPTH && ip.fragment.is_none())
+/// What routes a packet: its innermost flow, or the first fragment met on the way in (at the
+/// outer level or inside a tunnel), whose datagram must be put back together first.
+enum Level<'p> {
+    Flow(Flow),
+    Fragment(net::Ip<'p>, net::Fragment),
+}
+
+/// A packet's [`Level`]: its transport ends when it has them (inside tunnels, the innermost
+/// packet's, as the engine reads it).
+fn level_of(ip: net::Ip<'_>, depth: u8) -> Level<'_> {
+    if let Some(frag) = ip.fragment {
+        return Level::Fragment(ip, frag);
+    }
+    let tunnel = (depth < MAX_TUNNEL_DEPTH)
         .then(|| net::decapsulate(ip.proto, ip.payload))
         .flatten();
     if let Some(inner) = tunnel {
@@ -204,13 +233,13 @@ fn flow_of(ip: &net::Ip<'_>, depth: u8) -> Flow {
             .payload_wire_len
             .saturating_sub((ip.payload.len() - inner.len()) as u32);
         if let Some(inner_ip) = net::ip(inner, wire) {
-            return flow_of(&inner_ip, depth + 1);
+            return level_of(inner_ip, depth + 1);
         }
     }
     let mut dns_id = None;
-    let ports = match (ip.proto, ip.fragment) {
+    let ports = match ip.proto {
         // As the engine reads a UDP datagram (`net::udp`), so that both see the same DNS.
-        (17, None) => match net::udp(ip.payload) {
+        17 => match net::udp(ip.payload) {
             Some((sport, dport, data)) => {
                 // A tunnel's packet is no DNS message to the engine, even when its inner
                 // packet does not parse (the engine then counts that one undecodable).
@@ -224,7 +253,7 @@ fn flow_of(ip: &net::Ip<'_>, depth: u8) -> Flow {
             }
             None => (0, 0),
         },
-        (6 | 132, None) if ip.payload.len() >= 4 => (
+        6 | 132 if ip.payload.len() >= 4 => (
             u16::from_be_bytes([ip.payload[0], ip.payload[1]]),
             u16::from_be_bytes([ip.payload[2], ip.payload[3]]),
         ),
@@ -240,7 +269,7 @@ fn flow_of(ip: &net::Ip<'_>, depth: u8) -> Flow {
             port: ports.1,
         },
     );
-    Flow { key, dns_id }
+    Level::Flow(Flow { key, dns_id })
 }
 
 /// Writes an unfragmented IP packet carrying `datagram` into `out`.
@@ -490,6 +519,87 @@ mod tests {
             "one socket's queries spread over {} shards",
             shards.len()
         );
+    }
+
+    /// `inner` inside VXLAN between two nodes (198.19.0.1 → 198.19.0.2:4789).
+    fn vxlan(inner: &[u8]) -> Vec<u8> {
+        let mut payload = vec![0x08, 0, 0, 0, 0, 0, 1, 0];
+        payload.extend_from_slice(&[2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00]);
+        payload.extend_from_slice(inner);
+        let mut p = vec![0x45, 0];
+        p.extend_from_slice(&((28 + payload.len()) as u16).to_be_bytes());
+        p.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
+        p.extend_from_slice(&[198, 19, 0, 1, 198, 19, 0, 2]);
+        p.extend_from_slice(&50_000u16.to_be_bytes());
+        p.extend_from_slice(&4789u16.to_be_bytes());
+        p.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+        p.extend_from_slice(&[0, 0]);
+        p.extend_from_slice(&payload);
+        p
+    }
+
+    /// The IPv4 packet `whole` cut into two fragments (IPv4 id 0x99), the first carrying
+    /// `first` bytes (a multiple of 8) of its payload.
+    fn fragments(whole: &[u8], first: usize) -> [Vec<u8>; 2] {
+        let payload = &whole[20..];
+        let piece = |data: &[u8], offset: usize, more: bool| {
+            let mut p = whole[..20].to_vec();
+            p[2..4].copy_from_slice(&((20 + data.len()) as u16).to_be_bytes());
+            p[4..6].copy_from_slice(&0x99u16.to_be_bytes());
+            let field = (u16::from(more) << 13) | (offset / 8) as u16;
+            p[6..8].copy_from_slice(&field.to_be_bytes());
+            p.extend_from_slice(data);
+            p
+        };
+        [
+            piece(&payload[..first], 0, true),
+            piece(&payload[first..], first, false),
+        ]
+    }
+
+    /// A pod's DNS answer fragmented inside the overlay (its second fragment first) meets its
+    /// query in the shards as it does in one engine.
+    #[test]
+    fn fragments_inside_a_tunnel_are_put_together_before_routing() {
+        let ms = 1_000_000i64;
+        let mut packets = vec![(0, vxlan(&dns(6000, 42, false, "big.app.test")))];
+        let [first, second] = fragments(&dns(6000, 42, true, "big.app.test"), 16);
+        packets.push((ms, vxlan(&second)));
+        packets.push((2 * ms, vxlan(&first)));
+        // And more queries on the flow, answered whole.
+        for id in 43..50u16 {
+            let t = i64::from(id) * 10 * ms;
+            packets.push((t, vxlan(&dns(6000, id, false, "app.test"))));
+            packets.push((t + ms, vxlan(&dns(6000, id, true, "app.test"))));
+        }
+        let mut engine = Engine::new();
+        let mut sharded = Sharded::default();
+        for (t, p) in &packets {
+            engine.push(*t, p, p.len() as u32);
+            sharded.push(*t, p, p.len() as u32);
+        }
+        let rows = |out: Output| {
+            let mut rows: Vec<_> = out
+                .calls
+                .into_iter()
+                .map(|c| {
+                    (
+                        c.conn_id,
+                        c.index,
+                        c.dns_questions,
+                        c.error_type,
+                        c.status_code,
+                    )
+                })
+                .collect();
+            rows.sort();
+            (rows, out.stats.reassembled)
+        };
+        let (alone, shards) = (rows(engine.finish()), rows(sharded.finish()));
+        assert_eq!(alone.0.len(), 8);
+        assert!(alone.0.iter().all(|r| r.3.is_none()), "{:?}", alone.0);
+        assert_eq!(alone.1, 1);
+        assert_eq!(alone, shards);
     }
 
     #[test]
