@@ -1,7 +1,7 @@
 //! The engine: packets in time order in, calls and connections out.
 //!
 //! It owns the per-connection state and drives the protocol parsers; turning parsed messages
-//! into rows is [`crate::pairing`]'s job, which depends only on the row and flow types, never on
+//! into rows is `crate::pairing`'s job, which depends only on the row and flow types, never on
 //! the engine.
 
 use std::collections::VecDeque;

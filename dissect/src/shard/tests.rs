@@ -1,0 +1,282 @@
+//! The router and the shards against one engine.
+
+use super::*;
+
+#[test]
+fn ranges_cover_every_shard_once() {
+    for threads in [1, 2, 3, 7, 64, 100] {
+        let ranges = ShardRange::split(threads);
+        assert_eq!(ranges.first().map(|r| r.start), Some(0));
+        assert_eq!(ranges.last().map(|r| r.end), Some(SHARDS));
+        assert!(ranges.windows(2).all(|w| w[0].end == w[1].start));
+    }
+}
+
+/// A DNS message over UDP/IPv4 between 198.18.0.1:`port` and 198.18.0.2:53 (`answer`:
+/// from the server), with DNS id `id`, asking for `name` A.
+fn dns(port: u16, id: u16, answer: bool, name: &str) -> Vec<u8> {
+    let flags: [u8; 2] = if answer { [0x81, 0x80] } else { [0x01, 0] };
+    let mut dns = id.to_be_bytes().to_vec();
+    dns.extend_from_slice(&flags);
+    dns.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.split('.') {
+        dns.push(label.len() as u8);
+        dns.extend_from_slice(label.as_bytes());
+    }
+    dns.extend_from_slice(&[0, 0, 1, 0, 1]);
+    udp(port, answer, &dns)
+}
+
+fn udp(port: u16, answer: bool, payload: &[u8]) -> Vec<u8> {
+    let (client, server) = ([198, 18, 0, 1], [198, 18, 0, 2]);
+    let (src, dst, sport, dport) = if answer {
+        (server, client, 53, port)
+    } else {
+        (client, server, port, 53)
+    };
+    let total = (28 + payload.len()) as u16;
+    let mut p = vec![0x45, 0];
+    p.extend_from_slice(&total.to_be_bytes());
+    p.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
+    p.extend_from_slice(&src);
+    p.extend_from_slice(&dst);
+    p.extend_from_slice(&sport.to_be_bytes());
+    p.extend_from_slice(&dport.to_be_bytes());
+    p.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    p.extend_from_slice(&[0, 0]);
+    p.extend_from_slice(payload);
+    p
+}
+
+#[test]
+fn dns_over_one_udp_socket_spreads_over_the_shards_and_pairs() {
+    let mut router = Router::new();
+    let mut shards = std::collections::HashSet::new();
+    for id in 0..400u16 {
+        let query = dns(5353, id, false, "app.test");
+        let answer = dns(5353, id, true, "app.test");
+        let q = router.route(0, &query, query.len() as u32);
+        let (qs, qd) = (q.packet.map(|p| p.0), q.datagram);
+        let a = router.route(0, &answer, answer.len() as u32);
+        assert_eq!(a.packet.map(|p| p.0), qs, "query {id} and its answer");
+        // One flow, numbered by the router datagram after datagram.
+        let (qd, ad) = (qd.unwrap(), a.datagram.unwrap());
+        assert_eq!((qd.flow_id, ad.flow_id), (1, 1));
+        assert_eq!(
+            (qd.number, ad.number),
+            (2 * u32::from(id) + 1, 2 * u32::from(id) + 2)
+        );
+        shards.insert(qs);
+    }
+    assert!(
+        shards.len() > SHARDS / 2,
+        "one socket's queries spread over {} shards",
+        shards.len()
+    );
+}
+
+/// `inner` inside VXLAN between two nodes (198.19.0.1 → 198.19.0.2:4789).
+fn vxlan(inner: &[u8]) -> Vec<u8> {
+    let mut payload = vec![0x08, 0, 0, 0, 0, 0, 1, 0];
+    payload.extend_from_slice(&[2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00]);
+    payload.extend_from_slice(inner);
+    let mut p = vec![0x45, 0];
+    p.extend_from_slice(&((28 + payload.len()) as u16).to_be_bytes());
+    p.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
+    p.extend_from_slice(&[198, 19, 0, 1, 198, 19, 0, 2]);
+    p.extend_from_slice(&50_000u16.to_be_bytes());
+    p.extend_from_slice(&4789u16.to_be_bytes());
+    p.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    p.extend_from_slice(&[0, 0]);
+    p.extend_from_slice(&payload);
+    p
+}
+
+/// The IPv4 packet `whole` cut into two fragments (IPv4 id 0x99), the first carrying
+/// `first` bytes (a multiple of 8) of its payload.
+fn fragments(whole: &[u8], first: usize) -> [Vec<u8>; 2] {
+    let payload = &whole[20..];
+    let piece = |data: &[u8], offset: usize, more: bool| {
+        let mut p = whole[..20].to_vec();
+        p[2..4].copy_from_slice(&((20 + data.len()) as u16).to_be_bytes());
+        p[4..6].copy_from_slice(&0x99u16.to_be_bytes());
+        let field = (u16::from(more) << 13) | (offset / 8) as u16;
+        p[6..8].copy_from_slice(&field.to_be_bytes());
+        p.extend_from_slice(data);
+        p
+    };
+    [
+        piece(&payload[..first], 0, true),
+        piece(&payload[first..], first, false),
+    ]
+}
+
+/// A pod's DNS answer fragmented inside the overlay (its second fragment first) meets its
+/// query in the shards as it does in one engine.
+#[test]
+fn fragments_inside_a_tunnel_are_put_together_before_routing() {
+    let ms = 1_000_000i64;
+    let mut packets = vec![(0, vxlan(&dns(6000, 42, false, "big.app.test")))];
+    let [first, second] = fragments(&dns(6000, 42, true, "big.app.test"), 16);
+    packets.push((ms, vxlan(&second)));
+    packets.push((2 * ms, vxlan(&first)));
+    // And more queries on the flow, answered whole.
+    for id in 43..50u16 {
+        let t = i64::from(id) * 10 * ms;
+        packets.push((t, vxlan(&dns(6000, id, false, "app.test"))));
+        packets.push((t + ms, vxlan(&dns(6000, id, true, "app.test"))));
+    }
+    let mut engine = Engine::new();
+    let mut sharded = Sharded::default();
+    for (t, p) in &packets {
+        engine.push(*t, p, p.len() as u32);
+        sharded.push(*t, p, p.len() as u32);
+    }
+    let rows = |out: Output| {
+        let mut rows: Vec<_> = out
+            .calls
+            .into_iter()
+            .map(|c| {
+                (
+                    c.conn_id,
+                    c.index,
+                    c.dns_questions,
+                    c.error_type,
+                    c.status_code,
+                )
+            })
+            .collect();
+        rows.sort();
+        (rows, out.stats.reassembled)
+    };
+    let (alone, shards) = (rows(engine.finish()), rows(sharded.finish()));
+    assert_eq!(alone.0.len(), 8);
+    assert!(alone.0.iter().all(|r| r.3.is_none()), "{:?}", alone.0);
+    assert_eq!(alone.1, 1);
+    assert_eq!(alone, shards);
+}
+
+#[test]
+fn a_tunnel_packet_from_port_53_is_not_numbered_as_dns() {
+    // VXLAN (flags 0x08) to 4789 from port 53: an Ethernet frame of IPv4 type whose
+    // packet is junk (version 0).
+    let mut vxlan = vec![0x08, 0, 0, 0, 0, 0, 1, 0];
+    vxlan.extend_from_slice(&[2; 12]);
+    vxlan.extend_from_slice(&[0x08, 0x00]);
+    vxlan.extend_from_slice(&[0; 20]);
+    let mut p = udp(4789, true, &vxlan);
+    // `udp(_, true, _)` sends from port 53 to the given port.
+    assert_eq!(&p[20..24], &[0, 53, 0x12, 0xb5]);
+    let mut router = Router::new();
+    assert_eq!(router.route(0, &p, p.len() as u32).datagram, None);
+    // The same datagram from any other port is no DNS either; one to port 53 is.
+    p[21] = 54;
+    assert_eq!(router.route(0, &p, p.len() as u32).datagram, None);
+    let q = dns(4000, 1, false, "app.test");
+    assert!(router.route(0, &q, q.len() as u32).datagram.is_some());
+}
+
+/// The calls of one resolver socket (answered and not, an answer without its query, a
+/// datagram that is no DNS message, the flow idle long enough to start over) have the same
+/// ids, names and outcomes from the shards as from one engine.
+#[test]
+fn shards_number_dns_calls_as_one_engine_does() {
+    let second = 1_000_000_000i64;
+    let mut packets = Vec::new();
+    for id in 0..300u16 {
+        let t = i64::from(id) * second / 10;
+        packets.push((t, dns(7000, id, false, &format!("n{id}.app.test"))));
+        if id % 7 != 0 {
+            packets.push((
+                t + 1_000_000,
+                dns(7000, id, true, &format!("n{id}.app.test")),
+            ));
+        }
+        if id % 50 == 0 {
+            packets.push((t + 2_000_000, dns(7000, 60_000 + id, true, "orphan.test")));
+            packets.push((t + 3_000_000, udp(7000, false, &[1, 2, 3])));
+        }
+    }
+    // A resolver socket on a tunnel's port, whose server sends one datagram the engine
+    // reads as a tunnel's (and its inner packet as junk): not a DNS message, so not counted.
+    let mut junk_tunnel = vec![0x08, 0, 0, 0, 0, 0, 1, 0];
+    junk_tunnel.extend_from_slice(&[2; 12]);
+    junk_tunnel.extend_from_slice(&[0x08, 0x00]);
+    junk_tunnel.extend_from_slice(&[0; 20]);
+    for id in 0..5u16 {
+        let t = 40 * second + i64::from(id) * second / 10;
+        packets.push((t, dns(4789, id, false, "tunnel.test")));
+        packets.push((t + 1_000_000, dns(4789, id, true, "tunnel.test")));
+        if id == 2 {
+            packets.push((t + 2_000_000, udp(4789, true, &junk_tunnel)));
+        }
+    }
+    // Idle for more than two minutes (a sweep in between, which another socket's query
+    // brings): the socket's next query starts a new flow.
+    packets.push((200 * second, dns(7001, 1, false, "tick.test")));
+    let later = 300 * second;
+    for id in 0..20u16 {
+        let t = later + i64::from(id) * second;
+        packets.push((t, dns(7000, id, false, "again.test")));
+        packets.push((t + 1_000_000, dns(7000, id, true, "again.test")));
+    }
+    let mut engine = Engine::new();
+    let mut sharded = Sharded::default();
+    for (t, p) in &packets {
+        engine.push(*t, p, p.len() as u32);
+        sharded.push(*t, p, p.len() as u32);
+    }
+    let rows = |calls: Vec<Call>| {
+        let mut rows: Vec<_> = calls
+            .into_iter()
+            .map(|c| {
+                (
+                    c.conn_id,
+                    c.index,
+                    c.dns_questions,
+                    c.error_type,
+                    c.status_code,
+                )
+            })
+            .collect();
+        rows.sort();
+        rows
+    };
+    let (alone, shards) = (rows(engine.finish().calls), rows(sharded.finish().calls));
+    assert_eq!(alone.len(), 300 + 6 + 5 + 1 + 20);
+    assert_eq!(alone, shards);
+    let ids: std::collections::HashSet<_> = alone.iter().map(|r| (r.0, r.1)).collect();
+    assert_eq!(ids.len(), alone.len(), "call ids are unique");
+    assert_eq!(
+        ids.iter().filter(|(flow, _)| *flow != 1).count(),
+        5 + 1 + 20
+    );
+}
+
+#[test]
+fn both_directions_of_a_flow_share_a_shard() {
+    let packet = |src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16| {
+        let mut p = vec![0x45, 0, 0, 40, 0, 0, 0, 0, 64, 6, 0, 0];
+        p.extend_from_slice(&src);
+        p.extend_from_slice(&dst);
+        p.extend_from_slice(&sport.to_be_bytes());
+        p.extend_from_slice(&dport.to_be_bytes());
+        p.extend_from_slice(&[0; 16]);
+        p
+    };
+    let mut shards = std::collections::HashSet::new();
+    for port in 10_000..10_200u16 {
+        let a = packet([198, 18, 0, 1], [198, 18, 0, 2], port, 80);
+        let b = packet([198, 18, 0, 2], [198, 18, 0, 1], 80, port);
+        let mut router = Router::new();
+        let sa = router.route(0, &a, 40).packet.map(|p| p.0);
+        let sb = router.route(0, &b, 40).packet.map(|p| p.0);
+        assert_eq!(sa, sb);
+        shards.insert(sa);
+    }
+    assert!(
+        shards.len() > SHARDS / 2,
+        "flows spread over {} shards",
+        shards.len()
+    );
+}
