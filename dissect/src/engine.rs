@@ -19,7 +19,7 @@ use crate::{
     http1::{self, Message, Parser, Role},
     http2,
     nat::NatJoin,
-    net::{self, flags},
+    net::{self, MAX_TUNNEL_DEPTH, flags},
     pairing::{DnsFlow, dns_message, h2_call, h2_half, http_call, tls_call},
     reassembly::{Chunk, HalfStream},
     tcp_analysis::{Segment, TcpAnalysis},
@@ -27,8 +27,6 @@ use crate::{
     udp_flows::{UdpDatagram, UdpFlows},
 };
 
-/// Tunnels inside tunnels followed at most this deep.
-const MAX_TUNNEL_DEPTH: u8 = 3;
 /// A connection with no packet for this long is finished (its rows are written, its memory
 /// freed); so is a closed (FIN both ways, or RST) one after a short grace for stragglers. UDP
 /// flows end after the same time.
@@ -426,11 +424,8 @@ impl Engine {
         // Overlay networks (VXLAN, Geneve, GRE, IP-in-IP) carry the pods' packets inside the
         // nodes': dissect the inner packet. Bounded, so crafted nesting cannot recurse deeply.
         if depth < MAX_TUNNEL_DEPTH
-            && let Some(inner) = net::decapsulate(ip.proto, ip.payload)
+            && let Some((inner, inner_wire)) = ip.tunnelled()
         {
-            let inner_wire = ip
-                .payload_wire_len
-                .saturating_sub((ip.payload.len() - inner.len()) as u32);
             self.push_at_depth(ts_ns, inner, inner_wire, depth + 1);
             return;
         }

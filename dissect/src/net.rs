@@ -21,6 +21,22 @@ pub struct Ip<'a> {
     pub fragment: Option<Fragment>,
 }
 
+/// Tunnels inside tunnels followed at most this deep by dissection (the engine, and the router
+/// that must read packets as the engine does): bounded, so crafted nesting cannot recurse deeply.
+pub const MAX_TUNNEL_DEPTH: u8 = 3;
+
+impl<'a> Ip<'a> {
+    /// The packet a tunnel carries ([`decapsulate`]) and its length on the wire; `None` when
+    /// this packet is not a tunnel's.
+    pub fn tunnelled(&self) -> Option<(&'a [u8], u32)> {
+        let inner = decapsulate(self.proto, self.payload)?;
+        let wire = self
+            .payload_wire_len
+            .saturating_sub((self.payload.len() - inner.len()) as u32);
+        Some((inner, wire))
+    }
+}
+
 /// Where a fragment belongs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fragment {

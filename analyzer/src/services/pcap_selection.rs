@@ -227,11 +227,8 @@ fn flow_of(packet: &[u8], wire_len: u32, depth: u8) -> Option<FlowKey> {
         return None;
     }
     if depth < MAX_TUNNEL_DEPTH
-        && let Some(inner) = net::decapsulate(ip.proto, ip.payload)
+        && let Some((inner, inner_wire)) = ip.tunnelled()
     {
-        let inner_wire = ip
-            .payload_wire_len
-            .saturating_sub((ip.payload.len() - inner.len()) as u32);
         return flow_of(inner, inner_wire, depth + 1);
     }
     let (sport, dport) = match ip.proto {

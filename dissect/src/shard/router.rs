@@ -10,13 +10,10 @@ use crate::{
     defrag::Defrag,
     engine::SWEEP_EVERY_NS,
     flow::{FlowKey, key},
-    net,
+    net::{self, MAX_TUNNEL_DEPTH},
     output::Stats,
     udp_flows::{UdpDatagram, UdpFlows},
 };
-
-/// Tunnels looked into for the inner flow, at most this deep (as the engine does).
-const MAX_TUNNEL_DEPTH: u8 = 3;
 
 /// Names each packet's shard, puts fragments together, and says when the shards sweep.
 #[derive(Default)]
@@ -63,46 +60,41 @@ impl Router {
             self.stats.defrag_dropped += self.defrag.expire(ts_ns);
             ts_ns
         });
-        let (packet, datagram) = self.destination(frame, ts_ns, l3, wire_len);
+        let destination = self.destination(frame, ts_ns, l3, wire_len);
         if let Some(now) = sweep {
             // After the packet, as the engines sweep after it.
             self.udp_flows.expire(now);
         }
-        let packet = match packet {
-            Some((shard, true, wire)) => Some((shard, &self.rebuilt[..], wire)),
-            Some((shard, false, wire)) => Some((shard, l3, wire)),
-            None => None,
-        };
+        let rebuilt = &self.rebuilt[..];
         Routed {
             frame,
-            packet,
+            packet: destination.as_ref().map(|to| {
+                let bytes = if to.rebuilt { rebuilt } else { l3 };
+                (to.shard, bytes, to.wire_len)
+            }),
             sweep,
-            datagram,
+            datagram: destination.and_then(|to| to.datagram),
         }
     }
 
-    /// The shard of frame `frame`, whether its packet is the datagram rebuilt from fragments,
-    /// and its wire length; and its place on its UDP flow. `None` for a fragment of a datagram
-    /// not yet complete.
-    #[allow(clippy::type_complexity)]
+    /// Where frame `frame` goes; `None` for a fragment of a datagram not yet complete.
     fn destination(
         &mut self,
         frame: u64,
         ts_ns: i64,
         l3: &[u8],
         wire_len: u32,
-    ) -> (Option<(usize, bool, u32)>, Option<UdpDatagram>) {
+    ) -> Option<Destination> {
         let Some(ip) = net::ip(l3, wire_len) else {
             // The shard's engine counts it as undecodable.
-            return (Some((0, false, wire_len)), None);
+            return Some(Destination::undecodable(false, wire_len));
         };
         // A fragment, at the outer level or inside tunnels (a pod's large datagram on an
         // overlay), is put back together here: its flow's ports are in the first fragment
         // only, and the flow's other packets go by them.
         let (ip, frag) = match level_of(ip, 0) {
             Level::Flow(flow) => {
-                let datagram = self.number(&flow, frame, ts_ns);
-                return (Some((flow.shard(), false, wire_len)), datagram);
+                return Some(self.destination_of(&flow, false, wire_len, frame, ts_ns));
             }
             Level::Fragment(ip, frag) => (ip, frag),
         };
@@ -114,10 +106,7 @@ impl Router {
                 self.defrag
                     .add(ts_ns, (ip.src, ip.dst, ip.proto, frag.id), frag, ip.payload)
             })
-            .flatten();
-        let Some(datagram) = datagram else {
-            return (None, None);
-        };
+            .flatten()?;
         self.stats.reassembled += 1;
         rebuild(&mut self.rebuilt, ip.src, ip.dst, ip.proto, &datagram);
         let len = self.rebuilt.len() as u32;
@@ -127,17 +116,29 @@ impl Router {
             Some(Level::Flow(flow)) => flow,
             // A fragment inside the rebuilt datagram's own tunnel: by its addresses.
             Some(Level::Fragment(ip, _)) => Flow::of_addresses(&ip),
-            None => return (Some((0, true, len)), None),
+            None => return Some(Destination::undecodable(true, len)),
         };
-        let numbered = self.number(&flow, frame, ts_ns);
-        (Some((flow.shard(), true, len)), numbered)
+        Some(self.destination_of(&flow, true, len, frame, ts_ns))
     }
 
-    /// Numbers a DNS datagram over UDP on its flow.
-    fn number(&mut self, flow: &Flow, frame: u64, ts_ns: i64) -> Option<UdpDatagram> {
-        flow.dns_id
-            .is_some()
-            .then(|| self.udp_flows.datagram(flow.key, frame, ts_ns))
+    /// The destination of a packet of `flow`, numbered on its UDP flow when it is DNS.
+    fn destination_of(
+        &mut self,
+        flow: &Flow,
+        rebuilt: bool,
+        wire_len: u32,
+        frame: u64,
+        ts_ns: i64,
+    ) -> Destination {
+        Destination {
+            shard: flow.shard(),
+            rebuilt,
+            wire_len,
+            datagram: flow
+                .dns_id
+                .is_some()
+                .then(|| self.udp_flows.datagram(flow.key, frame, ts_ns)),
+        }
     }
 
     /// Frames routed so far.
@@ -148,6 +149,28 @@ impl Router {
     /// What the router counted (fragments), to add to the shards' counters.
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+}
+
+/// Where a frame's packet goes.
+struct Destination {
+    shard: usize,
+    /// The packet is the datagram rebuilt from fragments, not the frame's own bytes.
+    rebuilt: bool,
+    wire_len: u32,
+    /// Its place on its UDP flow, when it is DNS over UDP.
+    datagram: Option<UdpDatagram>,
+}
+
+impl Destination {
+    /// A packet that is no IP packet: to shard 0, whose engine counts it.
+    fn undecodable(rebuilt: bool, wire_len: u32) -> Self {
+        Self {
+            shard: 0,
+            rebuilt,
+            wire_len,
+            datagram: None,
+        }
     }
 }
 
@@ -195,16 +218,10 @@ fn level_of(ip: net::Ip<'_>, depth: u8) -> Level<'_> {
     if let Some(frag) = ip.fragment {
         return Level::Fragment(ip, frag);
     }
-    let tunnel = (depth < MAX_TUNNEL_DEPTH)
-        .then(|| net::decapsulate(ip.proto, ip.payload))
-        .flatten();
-    if let Some(inner) = tunnel {
-        let wire = ip
-            .payload_wire_len
-            .saturating_sub((ip.payload.len() - inner.len()) as u32);
-        if let Some(inner_ip) = net::ip(inner, wire) {
-            return level_of(inner_ip, depth + 1);
-        }
+    // As deep as the engine looks.
+    let tunnel = (depth < MAX_TUNNEL_DEPTH).then(|| ip.tunnelled()).flatten();
+    if let Some(inner_ip) = tunnel.and_then(|(inner, wire)| net::ip(inner, wire)) {
+        return level_of(inner_ip, depth + 1);
     }
     let mut dns_id = None;
     let ports = match ip.proto {

@@ -75,6 +75,38 @@ fn dns_over_one_udp_socket_spreads_over_the_shards_and_pairs() {
     );
 }
 
+/// `packets` (time, bytes) through one engine, and through the router and every shard.
+fn alone_and_sharded(packets: &[(i64, Vec<u8>)]) -> (Output, Output) {
+    let mut engine = Engine::new();
+    let mut sharded = Sharded::default();
+    for (t, p) in packets {
+        engine.push(*t, p, p.len() as u32);
+        sharded.push(*t, p, p.len() as u32);
+    }
+    (engine.finish(), sharded.finish())
+}
+
+/// A call's id, questions and outcome.
+type DnsRow = (u64, u32, Vec<String>, Option<&'static str>, u16);
+
+/// What DNS calls say, sorted (the row order depends on the shards).
+fn dns_rows(calls: Vec<Call>) -> Vec<DnsRow> {
+    let mut rows: Vec<DnsRow> = calls
+        .into_iter()
+        .map(|c| {
+            (
+                c.conn_id,
+                c.index,
+                c.dns_questions,
+                c.error_type,
+                c.status_code,
+            )
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
 /// `inner` inside VXLAN between two nodes (198.19.0.1 → 198.19.0.2:4789).
 fn vxlan(inner: &[u8]) -> Vec<u8> {
     let mut payload = vec![0x08, 0, 0, 0, 0, 0, 1, 0];
@@ -126,30 +158,9 @@ fn fragments_inside_a_tunnel_are_put_together_before_routing() {
         packets.push((t, vxlan(&dns(6000, id, false, "app.test"))));
         packets.push((t + ms, vxlan(&dns(6000, id, true, "app.test"))));
     }
-    let mut engine = Engine::new();
-    let mut sharded = Sharded::default();
-    for (t, p) in &packets {
-        engine.push(*t, p, p.len() as u32);
-        sharded.push(*t, p, p.len() as u32);
-    }
-    let rows = |out: Output| {
-        let mut rows: Vec<_> = out
-            .calls
-            .into_iter()
-            .map(|c| {
-                (
-                    c.conn_id,
-                    c.index,
-                    c.dns_questions,
-                    c.error_type,
-                    c.status_code,
-                )
-            })
-            .collect();
-        rows.sort();
-        (rows, out.stats.reassembled)
-    };
-    let (alone, shards) = (rows(engine.finish()), rows(sharded.finish()));
+    let rows = |out: Output| (dns_rows(out.calls), out.stats.reassembled);
+    let (alone, shards) = alone_and_sharded(&packets);
+    let (alone, shards) = (rows(alone), rows(shards));
     assert_eq!(alone.0.len(), 8);
     assert!(alone.0.iter().all(|r| r.3.is_none()), "{:?}", alone.0);
     assert_eq!(alone.1, 1);
@@ -220,29 +231,8 @@ fn shards_number_dns_calls_as_one_engine_does() {
         packets.push((t, dns(7000, id, false, "again.test")));
         packets.push((t + 1_000_000, dns(7000, id, true, "again.test")));
     }
-    let mut engine = Engine::new();
-    let mut sharded = Sharded::default();
-    for (t, p) in &packets {
-        engine.push(*t, p, p.len() as u32);
-        sharded.push(*t, p, p.len() as u32);
-    }
-    let rows = |calls: Vec<Call>| {
-        let mut rows: Vec<_> = calls
-            .into_iter()
-            .map(|c| {
-                (
-                    c.conn_id,
-                    c.index,
-                    c.dns_questions,
-                    c.error_type,
-                    c.status_code,
-                )
-            })
-            .collect();
-        rows.sort();
-        rows
-    };
-    let (alone, shards) = (rows(engine.finish().calls), rows(sharded.finish().calls));
+    let (alone, shards) = alone_and_sharded(&packets);
+    let (alone, shards) = (dns_rows(alone.calls), dns_rows(shards.calls));
     assert_eq!(alone.len(), 300 + 6 + 5 + 1 + 20);
     assert_eq!(alone, shards);
     let ids: std::collections::HashSet<_> = alone.iter().map(|r| (r.0, r.1)).collect();
