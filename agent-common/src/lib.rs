@@ -161,7 +161,7 @@ pub const TLS_TRUNCATED: u8 = 1;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TlsChunkHeader {
-    /// `CLOCK_TAI` ns when the call returned.
+    /// `CLOCK_TAI` ns when a read returned, or when a write started.
     pub ts_ns: u64,
     /// The `SSL*` (the TLS connection, within its process).
     pub ssl: u64,

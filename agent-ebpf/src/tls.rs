@@ -35,6 +35,8 @@ pub struct TlsCall {
     /// Set by the sock tracepoints when the call does I/O.
     pub skaddr: u64,
     direction: u64,
+    /// `CLOCK_TAI` ns at the call's entry: a write's time (see [`emit`]).
+    started_ns: u64,
 }
 
 impl TlsCall {
@@ -47,6 +49,8 @@ impl TlsCall {
             out_len,
             skaddr: 0,
             direction: u64::from(direction),
+            // SAFETY: a helper without arguments.
+            started_ns: unsafe { bpf_ktime_get_tai_ns() },
         }
     }
 }
@@ -173,6 +177,11 @@ fn ret(ctx: &RetProbeContext) -> Option<()> {
 }
 
 /// Writes the `total` bytes `call` moved to the ring, in chunks.
+///
+/// A write is timed when it started, a read when it returned: the bytes cannot be answered
+/// before the write began, nor seen before the read returned. Timing a write at its return
+/// put a request after its own response when the reply was read on another thread (Go's HTTP
+/// client writes and reads a connection from two goroutines), and the call fell apart.
 #[inline(always)]
 pub fn emit(call: &TlsCall, total: u64, pid_tgid: u64) -> Option<()> {
     let tgid = pid_tgid >> 32;
@@ -188,7 +197,12 @@ pub fn emit(call: &TlsCall, total: u64, pid_tgid: u64) -> Option<()> {
     // SAFETY: this CPU's scratch slot, used by this program only while it runs.
     let chunk = unsafe { &mut *scratch };
     let h = &mut chunk.header;
-    h.ts_ns = unsafe { bpf_ktime_get_tai_ns() };
+    h.ts_ns = if call.direction == u64::from(TLS_WRITE) {
+        call.started_ns
+    } else {
+        // SAFETY: a helper without arguments.
+        unsafe { bpf_ktime_get_tai_ns() }
+    };
     h.ssl = call.ssl;
     h.skaddr = skaddr;
     h.cgroup_id = unsafe { bpf_get_current_cgroup_id() };

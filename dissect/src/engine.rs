@@ -5,6 +5,7 @@
 //! the engine.
 
 use std::collections::VecDeque;
+use std::sync::{Arc, RwLock};
 
 // FxHash: the keys are packet 5-tuples hashed several times per packet; SipHash cost ~18% of the
 // engine's time. Hash flooding is bounded by connection eviction and the map sizes.
@@ -18,7 +19,7 @@ use crate::{
     flow::{FlowKey, key},
     http1::{self, Message, Parser, Role},
     http2,
-    nat::NatJoin,
+    nat::{NatJoin, NatViews},
     net::{self, MAX_TUNNEL_DEPTH, flags},
     pairing::{DnsFlow, dns_message, h2_call, h2_half, http_call, tls_call},
     reassembly::{Chunk, HalfStream},
@@ -136,6 +137,8 @@ pub struct Engine {
     dedup: Option<Dedup>,
     /// Joins the views of a flow across a NAT; on with `dedup`.
     nat: Option<NatJoin>,
+    /// The views across a NAT a router joined, for a shard's rows ([`Engine::nat_views_from`]).
+    shared_views: Option<Arc<RwLock<NatViews>>>,
     /// Calls in `out.calls` already given their NAT view.
     nat_annotated: usize,
     tcp: HashMap<FlowKey, TcpConn>,
@@ -221,6 +224,22 @@ impl Engine {
         self
     }
 
+    /// Names the rows' views across a NAT from `views`, which the caller keeps up to date (the
+    /// changes a [`crate::Router::counting_copies_once`] made, as [`crate::ViewChange`]s): the
+    /// engine of a shard, whose packets the router already joined and counted once.
+    pub fn nat_views_from(mut self, views: Arc<RwLock<NatViews>>) -> Self {
+        self.shared_views = Some(views);
+        self
+    }
+
+    /// Numbers the plaintext streams whose packets were not recorded `offset` above where an
+    /// engine starts (each shard its own range, so that ids do not depend on how the shards are
+    /// run).
+    pub fn plaintext_ids_after(mut self, offset: u64) -> Self {
+        self.plain_ids = offset;
+        self
+    }
+
     /// Leaves the sweeps for finished connections to the caller ([`Engine::sweep_at`]), which
     /// orders them for several engines at once (`crate::shard`).
     pub fn sweeps_from_outside(mut self) -> Self {
@@ -237,28 +256,32 @@ impl Engine {
     /// Feeds frame number `frame` of the input, as [`crate::Router`] routed it: `datagram` is
     /// its place on its UDP flow when it is DNS over UDP (the router numbers those, since the
     /// messages of one flow go to several shards; see `crate::udp_flows`).
+    ///
+    /// `depth` is the tunnel depth the router read the packet at: a router that counts copies
+    /// ([`crate::Router::counting_copies_once`]) peels tunnels itself and hands the innermost
+    /// packet; else 0.
     pub fn push_routed(
         &mut self,
         frame: u64,
         ts_ns: i64,
-        l3: &[u8],
-        wire_len: u32,
+        packet: (&[u8], u32, u8),
         datagram: Option<UdpDatagram>,
     ) {
+        let (l3, wire_len, depth) = packet;
         self.routed_datagram = datagram;
-        self.push_frame(frame, ts_ns, l3, wire_len);
+        self.frame = frame;
+        self.out.stats.packets += 1;
+        self.push_at_depth(ts_ns, l3, wire_len, depth);
+        if !self.outside_sweeps && ts_ns - self.last_sweep_ns >= SWEEP_EVERY_NS {
+            self.sweep_at(ts_ns);
+        }
         // Taken by the DNS message it numbers; a packet that turned out to be none drops it.
         self.routed_datagram = None;
     }
 
     /// Feeds frame number `frame` of the input (1-based; some frames may go to other engines).
     pub fn push_frame(&mut self, frame: u64, ts_ns: i64, l3: &[u8], wire_len: u32) {
-        self.frame = frame;
-        self.out.stats.packets += 1;
-        self.push_at_depth(ts_ns, l3, wire_len, 0);
-        if !self.outside_sweeps && ts_ns - self.last_sweep_ns >= SWEEP_EVERY_NS {
-            self.sweep_at(ts_ns);
-        }
+        self.push_routed(frame, ts_ns, (l3, wire_len, 0), None);
     }
 
     /// Finishes closed and idle connections and expires unanswered DNS queries, as of
@@ -338,13 +361,35 @@ impl Engine {
 
     /// Gives the calls finished since the last time their flow's view across a NAT.
     fn annotate_nat(&mut self) {
-        let Some(nat) = &self.nat else { return };
-        for call in &mut self.out.calls[self.nat_annotated..] {
-            if call.nat.is_none() {
+        let from = std::mem::replace(&mut self.nat_annotated, self.out.calls.len());
+        let calls = &mut self.out.calls[from..];
+        if let Some(nat) = &self.nat {
+            for call in calls.iter_mut().filter(|c| c.nat.is_none()) {
                 call.nat = nat.view(&call.src, &call.dst);
             }
+        } else if let Some(shared) = &self.shared_views {
+            let views = shared
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if views.is_empty() {
+                return;
+            }
+            for call in calls.iter_mut().filter(|c| c.nat.is_none()) {
+                call.nat = views.view(&call.src, &call.dst);
+            }
         }
-        self.nat_annotated = self.out.calls.len();
+    }
+
+    /// The later view across a NAT of the flow `a` ↔ `b`, oriented as `(a, b)`.
+    fn nat_view(&self, a: &Endpoint, b: &Endpoint) -> Option<crate::call::Translated> {
+        if let Some(nat) = &self.nat {
+            return nat.view(a, b);
+        }
+        let shared = self.shared_views.as_ref()?;
+        shared
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .view(a, b)
     }
 
     fn push_at_depth(&mut self, ts_ns: i64, l3: &[u8], wire_len: u32, depth: u8) {
@@ -890,10 +935,7 @@ impl Engine {
             rst_ns: conn.rst_ns,
             close,
             l7,
-            nat: self
-                .nat
-                .as_ref()
-                .and_then(|n| n.view(&conn.sides[c], &conn.sides[1 - c])),
+            nat: self.nat_view(&conn.sides[c], &conn.sides[1 - c]),
         });
     }
 

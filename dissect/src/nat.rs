@@ -114,9 +114,67 @@ struct Rewrite {
 /// The later view of a flow, as the earlier view's rows will name it.
 #[derive(Clone, Copy)]
 struct View {
-    /// (earlier endpoint, later endpoint) for the earlier view's two ends.
-    ends: [(Endpoint, Endpoint); 2],
+    ends: ViewEnds,
     last_ns: i64,
+}
+
+/// (earlier endpoint, later endpoint) for the two ends of a flow's earlier view.
+type ViewEnds = [(Endpoint, Endpoint); 2];
+
+/// The later view of the flow `a` ↔ `b` whose ends map as `ends` says, oriented as `(a, b)`.
+fn translated(ends: &ViewEnds, a: &Endpoint, b: &Endpoint) -> Option<Translated> {
+    let later = |e: &Endpoint| {
+        ends.iter()
+            .find(|(earlier, _)| earlier == e)
+            .map(|(_, later)| *later)
+    };
+    Some(Translated {
+        src: later(a)?,
+        dst: later(b)?,
+    })
+}
+
+/// A change to the views of translated flows (see the module's docs): a flow (by its earlier
+/// view) joined to a later view, or forgotten. A sharded dissection joins views where it routes
+/// the packets ([`crate::Router::counting_copies_once`]) and sends these to the threads that
+/// dissect them, which keep a [`NatViews`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ViewChange {
+    /// The flow, by its earlier view.
+    flow: FlowKey,
+    /// Its later view's ends, or `None` when it is forgotten.
+    ends: Option<ViewEnds>,
+}
+
+/// The views of translated flows as the router of a sharded dissection knows them, kept up to
+/// date by its [`ViewChange`]s: what the rows of the shards are annotated with.
+#[derive(Debug, Default, Clone)]
+pub struct NatViews {
+    views: HashMap<FlowKey, ViewEnds>,
+}
+
+impl NatViews {
+    /// Applies one change.
+    pub fn apply(&mut self, change: &ViewChange) {
+        match change.ends {
+            Some(ends) => {
+                self.views.insert(change.flow, ends);
+            }
+            None => {
+                self.views.remove(&change.flow);
+            }
+        }
+    }
+
+    /// The later view of the flow `a` ↔ `b`, oriented as `(a, b)`.
+    pub fn view(&self, a: &Endpoint, b: &Endpoint) -> Option<Translated> {
+        translated(self.views.get(&key(*a, *b))?, a, b)
+    }
+
+    /// True when no flow is translated.
+    pub fn is_empty(&self) -> bool {
+        self.views.is_empty()
+    }
 }
 
 /// Views of one flow on both sides of a NAT, joined.
@@ -131,9 +189,26 @@ pub(crate) struct NatJoin {
     views: HashMap<FlowKey, View>,
     /// Where a rewritten packet is built.
     scratch: Vec<u8>,
+    /// Changes to `views` not yet taken, when they are recorded ([`NatJoin::recording`]).
+    changes: Option<Vec<ViewChange>>,
 }
 
 impl NatJoin {
+    /// A join that records every change to its views, for [`NatJoin::take_changes`].
+    pub(crate) fn recording() -> Self {
+        Self {
+            changes: Some(Vec::new()),
+            ..Self::default()
+        }
+    }
+
+    /// The changes to the views since the last call (none unless [`NatJoin::recording`]).
+    pub(crate) fn take_changes(&mut self, into: &mut Vec<ViewChange>) {
+        if let Some(changes) = &mut self.changes {
+            into.append(changes);
+        }
+    }
+
     /// The packet as the engine should see it: rewritten to the earlier view's addresses when
     /// it belongs to a later view of a flow, else `None` (use it as it is).
     pub(crate) fn rewrite(&mut self, ts_ns: i64, l3: &[u8], wire_len: u32) -> Option<&[u8]> {
@@ -178,23 +253,23 @@ impl NatJoin {
 
     /// The later view of the flow `a` ↔ `b`, oriented as `(a, b)`.
     pub(crate) fn view(&self, a: &Endpoint, b: &Endpoint) -> Option<Translated> {
-        let view = self.views.get(&key(*a, *b))?;
-        let later = |e: &Endpoint| {
-            view.ends
-                .iter()
-                .find(|(earlier, _)| earlier == e)
-                .map(|(_, later)| *later)
-        };
-        Some(Translated {
-            src: later(a)?,
-            dst: later(b)?,
-        })
+        translated(&self.views.get(&key(*a, *b))?.ends, a, b)
     }
 
     /// Forgets joins unused for a long time.
     pub(crate) fn expire(&mut self, now_ns: i64) {
         self.joined.retain(|_, r| now_ns - r.last_ns <= IDLE_NS);
-        self.views.retain(|_, v| now_ns - v.last_ns <= IDLE_NS);
+        let changes = &mut self.changes;
+        self.views.retain(|flow, v| {
+            let keep = now_ns - v.last_ns <= IDLE_NS;
+            if let (false, Some(changes)) = (keep, changes.as_mut()) {
+                changes.push(ViewChange {
+                    flow: *flow,
+                    ends: None,
+                });
+            }
+            keep
+        });
     }
 
     /// Looks `l3` up among recent packets of other flows; joins its flow to a match's.
@@ -246,13 +321,21 @@ impl NatJoin {
         self.joined.insert(later, rewrite(earlier.0, earlier.1));
         self.joined
             .insert((later.1, later.0), rewrite(earlier.1, earlier.0));
+        let flow = key(earlier.0, earlier.1);
+        let ends = [(earlier.0, later.0), (earlier.1, later.1)];
         self.views.insert(
-            key(earlier.0, earlier.1),
+            flow,
             View {
-                ends: [(earlier.0, later.0), (earlier.1, later.1)],
+                ends,
                 last_ns: ts_ns,
             },
         );
+        if let Some(changes) = &mut self.changes {
+            changes.push(ViewChange {
+                flow,
+                ends: Some(ends),
+            });
+        }
     }
 
     fn unjoin(&mut self, src: Endpoint, dst: Endpoint) {

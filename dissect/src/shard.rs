@@ -23,15 +23,27 @@
 //!   order: one thread taking its shards in order, or several threads whose ranges are then
 //!   written one after the other, produce the same sequence.
 //!
+//! The recorder's slices need what one engine does with [`Engine::count_copies_once`] before
+//! the split, since a packet's copies (and its flow's view on the other side of a NAT) may go
+//! to other shards: [`Router::counting_copies_once`] drops the copies and rewrites later NAT
+//! views itself, level by level through tunnels, and hands the shard the innermost packet. The
+//! rows name the other view from the changes the router reports ([`Routed::joined`],
+//! [`Routed::forgotten`]), which the shards apply at the same points in the stream
+//! ([`ShardRange::joining_views`]). TLS plaintext goes to the shard of its connection
+//! ([`plaintext_shard`]).
+//!
 //! Pure, like the rest of the crate: threads and channels are the caller's.
 
 mod router;
 
-pub use router::{Routed, Router};
+pub use router::{Routed, Router, plaintext_shard};
+
+use std::sync::{Arc, PoisonError, RwLock};
 
 use crate::{
-    call::{Call, Conn},
+    call::{Call, Conn, Endpoint},
     engine::{Engine, Limits},
+    nat::{NatViews, ViewChange},
     output::Output,
     udp_flows::UdpDatagram,
 };
@@ -48,6 +60,14 @@ pub const EPOCH_FRAMES: u64 = 16_384;
 pub struct ShardRange {
     first: usize,
     engines: Vec<Engine>,
+    /// The NAT views the router joined, shared by the range's engines, when it counts copies.
+    views: Option<Arc<RwLock<NatViews>>>,
+}
+
+/// Where the plaintext stream ids of shard `shard` start (`Engine::plaintext_ids_after`): far
+/// apart, so that no shard runs into the next.
+fn plaintext_ids_of(shard: usize) -> u64 {
+    (shard as u64) << 40
 }
 
 impl ShardRange {
@@ -55,6 +75,21 @@ impl ShardRange {
     /// sixteenth of the connections and bytes one engine may: hashing spreads flows evenly, and
     /// the margin covers the unevenness).
     pub fn new(range: std::ops::Range<usize>, limits: Limits) -> Self {
+        Self::with_views(range, limits, None)
+    }
+
+    /// [`ShardRange::new`] for a router that counts copies
+    /// ([`Router::counting_copies_once`]): the rows name the views across a NAT that the
+    /// router's changes, given to [`ShardRange::apply_views`], describe.
+    pub fn joining_views(range: std::ops::Range<usize>, limits: Limits) -> Self {
+        Self::with_views(range, limits, Some(Arc::default()))
+    }
+
+    fn with_views(
+        range: std::ops::Range<usize>,
+        limits: Limits,
+        views: Option<Arc<RwLock<NatViews>>>,
+    ) -> Self {
         let share = Limits {
             max_conns: (limits.max_conns / 16).max(1024),
             max_buffered: (limits.max_buffered / 16).max(4 << 20),
@@ -62,8 +97,17 @@ impl ShardRange {
         Self {
             first: range.start,
             engines: range
-                .map(|_| Engine::with_limits(share).sweeps_from_outside())
+                .map(|shard| {
+                    let engine = Engine::with_limits(share)
+                        .sweeps_from_outside()
+                        .plaintext_ids_after(plaintext_ids_of(shard));
+                    match &views {
+                        Some(views) => engine.nat_views_from(views.clone()),
+                        None => engine,
+                    }
+                })
                 .collect(),
+            views,
         }
     }
 
@@ -75,19 +119,38 @@ impl ShardRange {
             .collect()
     }
 
-    /// Feeds frame `frame` to shard `shard` (which must be in this range), with its place on
-    /// its UDP flow when the router numbered it ([`Routed::datagram`]).
+    /// Feeds frame `frame` to shard `shard` (which must be in this range): its bytes, wire
+    /// length and tunnel depth as the router gave them ([`Routed::packet`], [`Routed::depth`]),
+    /// with its place on its UDP flow when the router numbered it ([`Routed::datagram`]).
     pub fn push(
         &mut self,
         shard: usize,
         frame: u64,
         ts_ns: i64,
-        l3: &[u8],
-        wire_len: u32,
+        packet: (&[u8], u32, u8),
         datagram: Option<UdpDatagram>,
     ) {
         if let Some(engine) = self.engines.get_mut(shard - self.first) {
-            engine.push_routed(frame, ts_ns, l3, wire_len, datagram);
+            engine.push_routed(frame, ts_ns, packet, datagram);
+        }
+    }
+
+    /// Feeds TLS plaintext to shard `shard` ([`plaintext_shard`] of its ends; see
+    /// [`Engine::push_plaintext`]); `missing_after` bytes of the call were cut after it.
+    pub fn push_plaintext(&mut self, shard: usize, ts_ns: i64, chunk: Plaintext<'_>) {
+        if let Some(engine) = self.engines.get_mut(shard - self.first) {
+            chunk.feed(engine, ts_ns);
+        }
+    }
+
+    /// Applies the router's changes to the NAT views ([`Routed::joined`],
+    /// [`Routed::forgotten`]).
+    pub fn apply_views(&mut self, changes: &[ViewChange]) {
+        if let (Some(views), false) = (&self.views, changes.is_empty()) {
+            let mut views = views.write().unwrap_or_else(PoisonError::into_inner);
+            for change in changes {
+                views.apply(change);
+            }
         }
     }
 
@@ -128,6 +191,41 @@ impl ShardRange {
     }
 }
 
+/// A chunk of TLS plaintext, as [`Engine::push_plaintext`] takes it.
+#[derive(Debug, Clone, Copy)]
+pub struct Plaintext<'a> {
+    /// The process's end.
+    pub local: Endpoint,
+    /// The other end.
+    pub peer: Endpoint,
+    /// Written by the process (else read).
+    pub outbound: bool,
+    /// The bytes.
+    pub bytes: &'a [u8],
+    /// Bytes of the call cut after these ([`Engine::plaintext_gap`]), 0 when none.
+    pub missing_after: u64,
+}
+
+impl Plaintext<'_> {
+    /// The shard whose engine reads this chunk.
+    pub fn shard(&self) -> usize {
+        plaintext_shard(self.local, self.peer)
+    }
+
+    fn feed(&self, engine: &mut Engine, ts_ns: i64) {
+        engine.push_plaintext(ts_ns, self.local, self.peer, self.outbound, self.bytes);
+        if self.missing_after > 0 {
+            engine.plaintext_gap(
+                ts_ns,
+                self.local,
+                self.peer,
+                self.outbound,
+                self.missing_after,
+            );
+        }
+    }
+}
+
 /// One thread's whole dissection: the router and every shard, so that the rows are the ones
 /// several threads give.
 pub struct Sharded {
@@ -150,16 +248,37 @@ impl Sharded {
         }
     }
 
+    /// All shards in this thread, counting copies once as
+    /// [`Router::counting_copies_once`] does.
+    pub fn counting_copies_once(limits: Limits) -> Self {
+        Self {
+            router: Router::counting_copies_once(),
+            shards: ShardRange::joining_views(0..SHARDS, limits),
+        }
+    }
+
     /// Feeds one packet (see [`Engine::push`]).
     pub fn push(&mut self, ts_ns: i64, l3: &[u8], wire_len: u32) {
         let routed = self.router.route(ts_ns, l3, wire_len);
+        self.shards.apply_views(routed.joined);
         if let Some((shard, packet, wire)) = routed.packet {
-            self.shards
-                .push(shard, routed.frame, ts_ns, packet, wire, routed.datagram);
+            self.shards.push(
+                shard,
+                routed.frame,
+                ts_ns,
+                (packet, wire, routed.depth),
+                routed.datagram,
+            );
         }
         if let Some(now) = routed.sweep {
             self.shards.sweep(now);
         }
+        self.shards.apply_views(routed.forgotten);
+    }
+
+    /// Feeds a chunk of TLS plaintext, read at `ts_ns` (between the packets of its time).
+    pub fn push_plaintext(&mut self, ts_ns: i64, chunk: Plaintext<'_>) {
+        self.shards.push_plaintext(chunk.shard(), ts_ns, chunk);
     }
 
     /// Frames fed so far.

@@ -23,7 +23,7 @@ pub const TLS_KIND: &str = "tls";
 /// One chunk of plaintext, as a `tls` row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsRow {
-    /// UTC ns when the call returned.
+    /// UTC ns when a read returned, or when a write started.
     pub ts_ns: i64,
     /// Process id.
     pub pid: u32,

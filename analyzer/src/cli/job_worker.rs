@@ -41,6 +41,9 @@ pub struct JobWorkerArgs {
     /// Only calls starting in `START_NS:END_NS`.
     #[arg(long)]
     window: Option<String>,
+    /// Threads to dissect on [default: every core]; the rows are the same with any number.
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 /// Jobs of this `remora` executable, each under `memory_limit` resident bytes.
@@ -95,21 +98,20 @@ pub fn run(args: &JobWorkerArgs) -> anyhow::Result<()> {
     };
     let stdout = std::io::stdout();
     let last = std::cell::Cell::new(Instant::now());
-    let summary = pipeline::dissect_nodes_with(
-        &nodes,
-        &args.out,
-        workloads,
+    let how = pipeline::How {
         copies,
         window,
-        &|packets, calls| {
+        threads: args.threads.unwrap_or_else(pipeline::default_threads),
+    };
+    let summary =
+        pipeline::dissect_nodes_with(&nodes, &args.out, workloads, how, &|packets, calls| {
             // A few lines a second are enough for a progress bar.
             if last.get().elapsed().as_millis() >= 100 {
                 last.set(Instant::now());
                 let _ = writeln!(stdout.lock(), "progress {packets} {calls}");
             }
             true
-        },
-    )?;
+        })?;
     let report = WorkerSummary {
         frames: summary.frames,
         calls: summary

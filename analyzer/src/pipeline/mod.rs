@@ -26,7 +26,7 @@ use std::{
     time::Instant,
 };
 
-use remora_dissect::{Engine, Stats};
+use remora_dissect::Stats;
 
 pub use capture::dissect_capture;
 pub use parallel::default_threads;
@@ -154,7 +154,12 @@ pub fn dissect_file(
         // A snapshot (or a data directory): each node's packets, with its socket events and TLS
         // plaintext beside them; any other directory: the packet slices found below it.
         let nodes = node_dirs(input).unwrap_or_else(|| vec![(node.to_owned(), input.to_owned())]);
-        let summary = dissect_nodes(&nodes, out, &NoWorkloads, &|packets, _| {
+        let how = How {
+            copies: Copies::Once,
+            window: None,
+            threads,
+        };
+        let summary = dissect_nodes_with(&nodes, out, &NoWorkloads, how, &|packets, _| {
             bar.set_position(packets);
             true
         })?;
@@ -193,26 +198,42 @@ pub enum Copies {
 }
 
 /// Dissects the packet slices of several nodes (`(node, packets dir)`) into one pair of tables,
-/// node after node, counting copies of a packet once. `progress(packets, calls)` is called
-/// every 65,536 packets and at the end; when it returns false the dissection stops with
-/// [`PipelineError::Cancelled`] and writes nothing.
+/// node after node, counting copies of a packet once, on every core. `progress(packets, calls)`
+/// is called every 65,536 packets and at the end; when it returns false the dissection stops
+/// with [`PipelineError::Cancelled`] and writes nothing.
 pub fn dissect_nodes(
     nodes: &[(String, PathBuf)],
     out: &Path,
     workloads: &dyn Resolve,
     progress: &dyn Fn(u64, u64) -> bool,
 ) -> Result<Summary, PipelineError> {
-    dissect_nodes_with(nodes, out, workloads, Copies::Once, None, progress)
+    let how = How {
+        copies: Copies::Once,
+        window: None,
+        threads: default_threads(),
+    };
+    dissect_nodes_with(nodes, out, workloads, how, progress)
 }
 
-/// [`dissect_nodes`], with copies counted as `copies` says, keeping only the calls that start
-/// in `window` (ns, inclusive) and the connections that overlap it.
+/// How [`dissect_nodes_with`] dissects.
+#[derive(Debug, Clone, Copy)]
+pub struct How {
+    /// How copies of a packet count.
+    pub copies: Copies,
+    /// Only the calls that start in this window (ns, inclusive) and the connections that
+    /// overlap it are kept.
+    pub window: Option<(i64, i64)>,
+    /// Threads to dissect on ([`default_threads`]: every core); the rows are the same with any
+    /// number.
+    pub threads: usize,
+}
+
+/// [`dissect_nodes`], as `how` says.
 pub fn dissect_nodes_with(
     nodes: &[(String, PathBuf)],
     out: &Path,
     workloads: &dyn Resolve,
-    copies: Copies,
-    window: Option<(i64, i64)>,
+    how: How,
     progress: &dyn Fn(u64, u64) -> bool,
 ) -> Result<Summary, PipelineError> {
     let started = Instant::now();
@@ -224,117 +245,107 @@ pub fn dissect_nodes_with(
         return Err(PipelineError::NoInput);
     }
     let mut sink = Sink::new(out, "ebpf", workloads)?;
-    // One engine reads the slices (dedup, the NAT join and the TLS plaintext need every
-    // packet in one place); Parquet encoding, a fifth of the time, runs beside it.
-    if default_threads() > 1 {
-        sink = sink.in_background()?;
-    }
-    sink.window = window;
+    sink.window = how.window;
     sink.sockets = sockets::SocketOwners::load(nodes);
     sink.processes = processes::Processes::load(nodes);
-    if copies == Copies::Once && all_files.iter().filter(|(_, f)| !f.is_empty()).count() > 1 {
+    let copies_once = how.copies == Copies::Once;
+    let mut reader = Reader {
+        threads: how.threads,
+        copies_once,
+        total: 0,
+        progress,
+    };
+    if copies_once && all_files.iter().filter(|(_, f)| !f.is_empty()).count() > 1 {
+        // Several nodes' recordings as one stream (see [`origin`]): a packet recorded on two
+        // nodes is counted once, so a call between pods on two nodes is one row.
+        let names: Vec<String> = all_files.iter().map(|(n, _)| (*n).clone()).collect();
+        let tagged: Vec<(usize, PathBuf)> = all_files
+            .into_iter()
+            .enumerate()
+            .flat_map(|(tag, (_, files))| files.into_iter().map(move |f| (tag, f)))
+            .collect();
         let plain = plaintext::Plaintext::load(nodes, sink.processes.as_ref());
-        return dissect_merged(all_files, plain, sink, progress, started);
+        sink.origins = Some(origin::Origins::new(names));
+        let (sink, stats) = reader.stream(&tagged, plain, sink)?;
+        return reader.close(sink, stats, started);
     }
-    let mut total = 0u64;
     let mut summary_stats = Stats::default();
     for (tag, (node, files)) in all_files.into_iter().enumerate() {
         sink.node = node.clone();
         let files: Vec<(usize, PathBuf)> = files.into_iter().map(|f| (tag, f)).collect();
-        let engine = match copies {
-            Copies::Once => Engine::new().count_copies_once(),
-            Copies::Each => Engine::new(),
-        };
-        let mut plain = plaintext::Plaintext::load(&nodes[tag..=tag], sink.processes.as_ref());
-        let stats = stream(&files, engine, &mut plain, &mut sink, &mut total, progress)?;
+        let plain = plaintext::Plaintext::load(&nodes[tag..=tag], sink.processes.as_ref());
+        let stats;
+        (sink, stats) = reader.stream(&files, plain, sink)?;
         summary_stats.add(&stats);
     }
-    if !progress(total, sink.calls_total()) {
-        return Err(PipelineError::Cancelled);
-    }
-    sink.close(total, summary_stats, started)
+    reader.close(sink, summary_stats, started)
 }
 
-/// Several nodes' recordings as one stream (see [`origin`]): a packet recorded on two nodes
-/// is counted once, so a call between pods on two nodes is one row.
-fn dissect_merged(
-    all_files: Vec<(&String, Vec<PathBuf>)>,
-    mut plain: plaintext::Plaintext,
-    mut sink: Sink<'_>,
-    progress: &dyn Fn(u64, u64) -> bool,
-    started: Instant,
-) -> Result<Summary, PipelineError> {
-    let names: Vec<String> = all_files.iter().map(|(n, _)| (*n).clone()).collect();
-    let tagged: Vec<(usize, PathBuf)> = all_files
-        .into_iter()
-        .enumerate()
-        .flat_map(|(tag, (_, files))| files.into_iter().map(move |f| (tag, f)))
-        .collect();
-    sink.origins = Some(origin::Origins::new(names));
-    let mut total = 0;
-    let stats = stream(
-        &tagged,
-        Engine::new().count_copies_once(),
-        &mut plain,
-        &mut sink,
-        &mut total,
-        progress,
-    )?;
-    if !progress(total, sink.calls_total()) {
-        return Err(PipelineError::Cancelled);
-    }
-    sink.close(total, stats, started)
+/// Reads the recorder's slices into a [`parallel::Dissector`], node after node or merged.
+struct Reader<'p> {
+    threads: usize,
+    copies_once: bool,
+    /// Packets read so far, over every call.
+    total: u64,
+    progress: &'p dyn Fn(u64, u64) -> bool,
 }
 
-/// Feeds `files` (tagged by node), and the TLS plaintext of `plain` between their packets,
-/// through `engine` into `sink` in time order, noting each packet's flow and socket for
-/// attribution; `total` counts packets across calls. Rows are written as they finish;
-/// `progress` is asked every 65,536 packets whether to go on.
-fn stream(
-    files: &[(usize, PathBuf)],
-    mut engine: Engine,
-    plain: &mut plaintext::Plaintext,
-    sink: &mut Sink<'_>,
-    total: &mut u64,
-    progress: &dyn Fn(u64, u64) -> bool,
-) -> Result<Stats, PipelineError> {
-    let (mut failed, mut stopped) = (None, false);
-    let base = *total;
-    let mut seen = base;
-    let packets =
-        slices::for_each_packet_of_socket(files, |tag, ts, payload, wire_len, cgroup| {
-            if stopped {
-                return;
-            }
-            if let Some(o) = sink.origins.as_mut() {
-                o.note(tag, payload);
-            }
-            if let Some(s) = sink.sockets.as_mut() {
-                s.note(tag, payload, cgroup);
-            }
-            plain.feed_until(&mut engine, Some(ts));
-            engine.push(ts, payload, wire_len);
-            seen += 1;
-            if seen.is_multiple_of(65536) {
-                if failed.is_none()
-                    && let Err(e) = sink.drain(&mut engine)
-                {
-                    failed = Some(e);
+impl Reader<'_> {
+    /// Feeds `files` (tagged by node), and the TLS plaintext of `plain` between their
+    /// packets, through a dissector into `sink` in time order, noting each packet's flow and
+    /// socket for attribution. Rows are written as their epochs end; `progress` is asked
+    /// every 65,536 packets whether to go on.
+    fn stream<'w>(
+        &mut self,
+        files: &[(usize, PathBuf)],
+        mut plain: plaintext::Plaintext,
+        sink: Sink<'w>,
+    ) -> Result<(Sink<'w>, Stats), PipelineError> {
+        let mut dissector =
+            parallel::Dissector::recorded(self.threads, sink, self.copies_once, self.total)?;
+        let (mut failed, mut stopped) = (None, false);
+        let mut seen = self.total;
+        let progress = self.progress;
+        let packets =
+            slices::for_each_packet_of_socket(files, |tag, ts, payload, wire_len, cgroup| {
+                if stopped || failed.is_some() {
+                    return;
                 }
-                stopped = !progress(seen, sink.calls_total());
-            }
-        })?;
-    if let Some(e) = failed {
-        return Err(e);
+                let fed = plain
+                    .feed_until(Some(ts), |t, chunk| dissector.push_plaintext(t, chunk))
+                    .and_then(|()| dissector.push_noted(tag, ts, payload, wire_len, cgroup));
+                if let Err(e) = fed {
+                    failed = Some(e);
+                    return;
+                }
+                seen += 1;
+                if seen.is_multiple_of(65536) {
+                    stopped = !progress(seen, dissector.calls_total());
+                }
+            })?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        if stopped {
+            return Err(PipelineError::Cancelled);
+        }
+        self.total += packets;
+        plain.feed_until(None, |t, chunk| dissector.push_plaintext(t, chunk))?;
+        dissector.finish()
     }
-    if stopped {
-        return Err(PipelineError::Cancelled);
+
+    /// Asks `progress` a last time, then publishes the tables.
+    fn close(
+        &self,
+        sink: Sink<'_>,
+        stats: Stats,
+        started: Instant,
+    ) -> Result<Summary, PipelineError> {
+        if !(self.progress)(self.total, sink.calls_total()) {
+            return Err(PipelineError::Cancelled);
+        }
+        sink.close(self.total, stats, started)
     }
-    *total = base + packets;
-    plain.feed_until(&mut engine, None);
-    let output = engine.finish();
-    sink.write(output.calls, output.conns)?;
-    Ok(output.stats)
 }
 
 /// Writes empty `calls` and `conns` tables: the dissection of an empty window.

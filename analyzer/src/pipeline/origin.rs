@@ -78,7 +78,8 @@ fn packet_endpoints(l3: &[u8]) -> Option<(Endpoint, Endpoint)> {
 pub struct Origins {
     /// Node names, by tag.
     pub nodes: Vec<String>,
-    first: HashMap<FlowEnds, usize>,
+    /// Flow → (node tag, the frame it was first seen in).
+    first: HashMap<FlowEnds, (usize, u64)>,
 }
 
 impl Origins {
@@ -90,16 +91,20 @@ impl Origins {
         }
     }
 
-    /// Notes that node `tag` saw `l3`.
-    pub fn note(&mut self, tag: usize, l3: &[u8]) {
+    /// Notes that node `tag` saw `l3`, the input's frame `frame`.
+    pub fn note(&mut self, tag: usize, l3: &[u8], frame: u64) {
         if let Some(key) = packet_ends(l3) {
-            self.first.entry(key).or_insert(tag);
+            self.first.entry(key).or_insert((tag, frame));
         }
     }
 
-    /// The node that first saw the flow `a` ↔ `b` (the first node when unknown).
-    pub fn node_of(&self, a: &Endpoint, b: &Endpoint) -> usize {
-        self.first.get(&ends(a, b)).copied().unwrap_or(0)
+    /// The node that first saw the flow `a` ↔ `b` in the frames up to `visible` (the first
+    /// node when unknown).
+    pub fn node_of(&self, a: &Endpoint, b: &Endpoint, visible: u64) -> usize {
+        match self.first.get(&ends(a, b)) {
+            Some(&(tag, frame)) if frame <= visible => tag,
+            _ => 0,
+        }
     }
 }
 
@@ -119,16 +124,21 @@ mod tests {
         back[20..24].copy_from_slice(&[0, 80, 0x9c, 0x40]);
         assert_eq!(packet_ends(&ipv4), packet_ends(&back));
         let mut o = Origins::new(vec!["node-c".into(), "node-a".into()]);
-        o.note(1, &ipv4);
-        o.note(0, &back);
+        o.note(1, &ipv4, 5);
+        o.note(0, &back, 6);
         let ep = |last: u8, port: u16| Endpoint {
             ip: IpAddr::from([198, 18, 0, last]),
             port,
         };
         assert_eq!(
-            o.node_of(&ep(2, 80), &ep(1, 40000)),
+            o.node_of(&ep(2, 80), &ep(1, 40000), u64::MAX),
             1,
             "node-a saw it first"
+        );
+        assert_eq!(
+            o.node_of(&ep(2, 80), &ep(1, 40000), 4),
+            0,
+            "not as of a frame before it"
         );
         assert_eq!(packet_ends(&[0x45, 0]), None, "cut packets have no flow");
     }

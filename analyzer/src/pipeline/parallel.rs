@@ -1,11 +1,17 @@
 //! Dissection on every core: the reader routes packets by flow to worker threads, each running
-//! the engines of a range of shards (`remora_dissect::shard`) and building its own record
-//! batches; a writer puts the batches into the tables in a fixed order, epoch by epoch and
-//! range by range, so that the files hold the same rows, in the same order, as one thread
-//! gives.
+//! the engines of a range of shards (`remora_dissect::shard`); a writer puts their rows into
+//! the tables in a fixed order, epoch by epoch and range by range, so that the files hold the
+//! same rows, in the same order, as one thread gives.
 //!
-//! One thread ([`Dissector::new`] with `threads == 1`) runs the same shards inline, with no
-//! channel in between.
+//! Two kinds of input:
+//! - a capture file ([`Dissector::new`]): every row is written as it is, so the workers also
+//!   build the record batches;
+//! - the recorder's slices ([`Dissector::recorded`]): the router counts a packet's copies once
+//!   and joins NAT views, TLS plaintext goes to the shard of its connection, and the rows come
+//!   back to the reader's thread, which attributes them (window, node, workload, process) as
+//!   of the end of their epoch, so that what the reader noted since cannot change them.
+//!
+//! One thread (`threads == 1`) runs the same shards inline, with no channel in between.
 //!
 //! Memory stays bounded whatever the input's size: the queues between the threads hold a few
 //! batches each, and a worker that runs ahead of the others can only be an epoch or two ahead
@@ -19,8 +25,8 @@ use std::{
 
 use arrow::array::RecordBatch;
 use remora_dissect::{
-    Call, Conn, Limits, Router, ShardRange, Sharded, Stats, UdpDatagram,
-    shard::{EPOCH_FRAMES, SHARDS},
+    Call, Conn, Endpoint, Limits, Router, ShardRange, Sharded, Stats, UdpDatagram, ViewChange,
+    shard::{EPOCH_FRAMES, Plaintext, SHARDS},
 };
 
 use super::{PipelineError, sink::Sink};
@@ -42,10 +48,11 @@ pub fn default_threads() -> usize {
 
 /// One entry of a worker's batch.
 enum Item {
-    /// A packet: its shard, frame number, time, wire length, where its bytes are, and its
-    /// place on its UDP flow when it is DNS over UDP.
+    /// A packet: its shard, frame number, time, wire length, tunnel depth, where its bytes
+    /// are, and its place on its UDP flow when it is DNS over UDP.
     Frame {
         shard: u8,
+        depth: u8,
         frame: u64,
         ts_ns: i64,
         wire_len: u32,
@@ -53,10 +60,26 @@ enum Item {
         len: u32,
         datagram: Option<UdpDatagram>,
     },
+    /// A chunk of TLS plaintext (rare next to packets, so boxed).
+    Plaintext(Box<PlainItem>),
+    /// A flow joined across a NAT, or forgotten (rare, so boxed).
+    View(Box<ViewChange>),
     /// Every shard sweeps at this time.
     Sweep(i64),
     /// The epoch ends: the rows go to the writer.
     EndEpoch(u64),
+}
+
+/// A chunk of TLS plaintext in a batch; its bytes are in the batch's buffer.
+struct PlainItem {
+    shard: u8,
+    ts_ns: i64,
+    local: Endpoint,
+    peer: Endpoint,
+    outbound: bool,
+    start: u32,
+    len: u32,
+    missing_after: u64,
 }
 
 /// Packets for one worker, their bytes in one buffer.
@@ -66,15 +89,25 @@ struct Batch {
     items: Vec<Item>,
 }
 
-/// The rows one worker finished in one epoch, as record batches.
+/// The rows one worker finished in one epoch.
 struct Finished {
     epoch: u64,
     worker: usize,
-    calls: Option<RecordBatch>,
-    conns: Option<RecordBatch>,
-    counted: Counted,
+    rows: Rows,
     /// The worker's counters, with its last epoch.
     stats: Option<Stats>,
+}
+
+/// Rows as a worker hands them over.
+enum Rows {
+    /// Made into record batches by the worker (a capture file's rows, written as they are).
+    Batches {
+        calls: Option<RecordBatch>,
+        conns: Option<RecordBatch>,
+        counted: Counted,
+    },
+    /// As they are, for the reader's thread to attribute.
+    Owned { calls: Vec<Call>, conns: Vec<Conn> },
 }
 
 /// What the summary counts of a set of rows.
@@ -99,6 +132,16 @@ impl Counted {
     }
 }
 
+/// What kind of input a [`Dissector`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Input {
+    /// A capture file: rows as they are.
+    File,
+    /// The recorder's slices: rows attributed on the reader's thread; copies counted once
+    /// when `copies_once`.
+    Recorded { copies_once: bool },
+}
+
 /// Feeds packets to the shards, on this thread or on workers, and their rows to a sink.
 pub(super) struct Dissector<'w> {
     mode: Mode,
@@ -106,6 +149,9 @@ pub(super) struct Dissector<'w> {
     /// Rows taken at an epoch's end, written, then cleared: the buffers stay allocated.
     calls: Vec<Call>,
     conns: Vec<Conn>,
+    /// Frames of the inputs dissected before this one into the same sink: what the reader
+    /// notes is numbered after them.
+    frame_base: u64,
 }
 
 enum Mode {
@@ -137,21 +183,52 @@ struct Order {
     /// Workers whose last epoch (with their counters) was written.
     ended: usize,
     failed: Option<PipelineError>,
+    frame_base: u64,
+    /// Rows handed over as they are, gathered until their epoch's last range.
+    owned: (Vec<Call>, Vec<Conn>),
 }
 
 impl<'w> Dissector<'w> {
-    /// A dissection on `threads` threads (at most [`SHARDS`]) writing into `sink`, which
-    /// writes every row it gets as it is (no window, no attribution beyond `NoWorkloads`): a
-    /// capture file's dissection. With one thread, the reader's thread encodes the tables; with
-    /// more, a writer thread does.
+    /// A capture file's dissection on `threads` threads (at most [`SHARDS`]) writing into
+    /// `sink`, which writes every row it gets as it is (no window, no attribution beyond
+    /// `NoWorkloads`). With one thread, the reader's thread encodes the tables; with more, a
+    /// writer thread does.
     pub(super) fn new(threads: usize, sink: Sink<'w>) -> Result<Self, PipelineError> {
+        Self::start(threads, sink, Input::File, 0)
+    }
+
+    /// A dissection of the recorder's slices on `threads` threads into `sink`, which
+    /// attributes the rows (see the module's docs); copies of a packet count once when
+    /// `copies_once`. `frame_base` frames were dissected into `sink` before.
+    pub(super) fn recorded(
+        threads: usize,
+        sink: Sink<'w>,
+        copies_once: bool,
+        frame_base: u64,
+    ) -> Result<Self, PipelineError> {
+        Self::start(threads, sink, Input::Recorded { copies_once }, frame_base)
+    }
+
+    fn start(
+        threads: usize,
+        sink: Sink<'w>,
+        input: Input,
+        frame_base: u64,
+    ) -> Result<Self, PipelineError> {
         let threads = threads.clamp(1, SHARDS);
+        let copies_once = input == Input::Recorded { copies_once: true };
         if threads == 1 {
+            let sharded = if copies_once {
+                Sharded::counting_copies_once(Limits::default())
+            } else {
+                Sharded::new(Limits::default())
+            };
             return Ok(Self {
-                mode: Mode::Inline(Box::new(Sharded::new(Limits::default()))),
+                mode: Mode::Inline(Box::new(sharded)),
                 sink,
                 calls: Vec::new(),
                 conns: Vec::new(),
+                frame_base,
             });
         }
         let ranges = ShardRange::split(threads);
@@ -172,9 +249,20 @@ impl<'w> Dissector<'w> {
             let (spare_tx, spare_rx) = sync_channel::<Batch>(QUEUED_BATCHES + 2);
             let done = done_tx.clone();
             let node = node.clone();
+            let shards = if copies_once {
+                ShardRange::joining_views(range, Limits::default())
+            } else {
+                ShardRange::new(range, Limits::default())
+            };
+            let output = Output {
+                worker,
+                node,
+                source,
+                owned: input != Input::File,
+            };
             let handle = std::thread::Builder::new()
                 .name(format!("remora-dissect-{worker}"))
-                .spawn(move || work(worker, range, &rx, &spare_tx, &done, &node, source))
+                .spawn(move || work(shards, &output, &rx, &spare_tx, &done))
                 .map_err(|e| PipelineError::Worker(format!("starting a dissection thread: {e}")))?;
             workers.push(handle);
             senders.push(tx);
@@ -183,9 +271,14 @@ impl<'w> Dissector<'w> {
         drop(done_tx);
         // Parquet encoding runs on its own thread, so that the reader keeps feeding the workers.
         let sink = sink.in_background()?;
+        let router = if copies_once {
+            Router::counting_copies_once()
+        } else {
+            Router::new()
+        };
         Ok(Self {
             mode: Mode::Threads(Box::new(Threads {
-                router: Router::new(),
+                router,
                 owner,
                 batches: (0..threads).map(|_| Batch::default()).collect(),
                 senders,
@@ -200,12 +293,48 @@ impl<'w> Dissector<'w> {
                     stats: Stats::default(),
                     ended: 0,
                     failed: None,
+                    frame_base,
+                    owned: Default::default(),
                 },
             })),
             sink,
             calls: Vec::new(),
             conns: Vec::new(),
+            frame_base,
         })
+    }
+
+    /// Frames fed so far.
+    fn frames(&self) -> u64 {
+        match &self.mode {
+            Mode::Inline(sharded) => sharded.frames(),
+            Mode::Threads(t) => t.router.frames(),
+        }
+    }
+
+    /// Calls written so far.
+    pub(super) fn calls_total(&self) -> u64 {
+        self.sink.calls_total()
+    }
+
+    /// Feeds one packet of node `tag`, sent from cgroup `cgroup` (0: none): the reader notes
+    /// its flow's first node and its socket's owner for attribution.
+    pub(super) fn push_noted(
+        &mut self,
+        tag: usize,
+        ts_ns: i64,
+        l3: &[u8],
+        wire_len: u32,
+        cgroup: u64,
+    ) -> Result<(), PipelineError> {
+        let frame = self.frame_base + self.frames() + 1;
+        if let Some(o) = self.sink.origins.as_mut() {
+            o.note(tag, l3, frame);
+        }
+        if let Some(s) = self.sink.sockets.as_mut() {
+            s.note(tag, l3, cgroup, frame);
+        }
+        self.push(ts_ns, l3, wire_len)
     }
 
     /// Feeds one packet.
@@ -218,8 +347,10 @@ impl<'w> Dissector<'w> {
         match &mut self.mode {
             Mode::Inline(sharded) => {
                 sharded.push(ts_ns, l3, wire_len);
-                if sharded.frames().is_multiple_of(EPOCH_FRAMES) {
+                let frames = sharded.frames();
+                if frames.is_multiple_of(EPOCH_FRAMES) {
                     sharded.take_rows_into(&mut self.calls, &mut self.conns);
+                    self.sink.visible_frames = self.frame_base + frames;
                     self.sink.write_rows(&mut self.calls, &mut self.conns)?;
                 }
                 Ok(())
@@ -236,9 +367,26 @@ impl<'w> Dissector<'w> {
         }
     }
 
+    /// Feeds a chunk of TLS plaintext read at `ts_ns` (between the packets of its time).
+    pub(super) fn push_plaintext(
+        &mut self,
+        ts_ns: i64,
+        chunk: Plaintext<'_>,
+    ) -> Result<(), PipelineError> {
+        match &mut self.mode {
+            Mode::Inline(sharded) => {
+                sharded.push_plaintext(ts_ns, chunk);
+                Ok(())
+            }
+            Mode::Threads(t) => t.push_plaintext(ts_ns, chunk),
+        }
+    }
+
     /// Ends the input; returns the sink and the counters once every row is written.
     pub(super) fn finish(self) -> Result<(Sink<'w>, Stats), PipelineError> {
         let mut sink = self.sink;
+        // The last rows are attributed with everything the reader noted.
+        sink.visible_frames = u64::MAX;
         match self.mode {
             Mode::Inline(sharded) => {
                 let mut output = sharded.finish();
@@ -274,11 +422,15 @@ impl Threads {
     fn push(&mut self, ts_ns: i64, l3: &[u8], wire_len: u32) -> Result<bool, PipelineError> {
         let routed = self.router.route(ts_ns, l3, wire_len);
         let mut full = None;
+        // Views joined by this packet, in every worker before it; those the sweep forgot,
+        // after the sweep.
+        broadcast(&mut self.batches, routed.joined);
         if let Some((shard, packet, wire)) = routed.packet {
             let worker = usize::from(self.owner[shard]);
             let batch = &mut self.batches[worker];
             batch.items.push(Item::Frame {
                 shard: shard as u8,
+                depth: routed.depth,
                 frame: routed.frame,
                 ts_ns,
                 wire_len: wire,
@@ -296,6 +448,7 @@ impl Threads {
                 batch.items.push(Item::Sweep(now));
             }
         }
+        broadcast(&mut self.batches, routed.forgotten);
         if let Some(worker) = full {
             self.send(worker)?;
         }
@@ -304,6 +457,28 @@ impl Threads {
             return Ok(true);
         }
         Ok(false)
+    }
+
+    /// Routes a chunk of TLS plaintext to the worker of its shard.
+    fn push_plaintext(&mut self, ts_ns: i64, chunk: Plaintext<'_>) -> Result<(), PipelineError> {
+        let shard = chunk.shard();
+        let worker = usize::from(self.owner[shard]);
+        let batch = &mut self.batches[worker];
+        batch.items.push(Item::Plaintext(Box::new(PlainItem {
+            shard: shard as u8,
+            ts_ns,
+            local: chunk.local,
+            peer: chunk.peer,
+            outbound: chunk.outbound,
+            start: batch.bytes.len() as u32,
+            len: chunk.bytes.len() as u32,
+            missing_after: chunk.missing_after,
+        })));
+        batch.bytes.extend_from_slice(chunk.bytes);
+        if batch.items.len() >= BATCH_FRAMES {
+            self.send(worker)?;
+        }
+        Ok(())
     }
 
     /// Ends the epoch in every worker.
@@ -325,42 +500,75 @@ impl Threads {
     }
 }
 
-/// One worker: the engines of `range`, fed from `input`, its rows to `done` at each epoch's end.
-fn work(
+/// Puts `changes` into every worker's batch.
+fn broadcast(batches: &mut [Batch], changes: &[ViewChange]) {
+    for change in changes {
+        for batch in batches.iter_mut() {
+            batch.items.push(Item::View(Box::new(*change)));
+        }
+    }
+}
+
+/// Where a worker's rows go.
+struct Output {
     worker: usize,
-    range: std::ops::Range<usize>,
+    node: String,
+    source: &'static str,
+    /// Hand the rows back as they are (else as record batches).
+    owned: bool,
+}
+
+impl Output {
+    /// One epoch's rows, handed over; `calls` and `conns` are emptied.
+    fn finished(
+        &self,
+        epoch: u64,
+        calls: &mut Vec<Call>,
+        conns: &mut Vec<Conn>,
+        stats: Option<Stats>,
+    ) -> Result<Finished, PipelineError> {
+        let rows = if self.owned {
+            Rows::Owned {
+                calls: std::mem::take(calls),
+                conns: std::mem::take(conns),
+            }
+        } else {
+            let (calls, conns, counted) =
+                super::sink::take_batches(&self.node, self.source, calls, conns, &NoWorkloads)?;
+            Rows::Batches {
+                calls,
+                conns,
+                counted,
+            }
+        };
+        Ok(Finished {
+            epoch,
+            worker: self.worker,
+            rows,
+            stats,
+        })
+    }
+}
+
+/// One worker: the engines of its shards, fed from `input`, its rows to `done` at each
+/// epoch's end.
+fn work(
+    mut shards: ShardRange,
+    output: &Output,
     input: &Receiver<Batch>,
     spares: &SyncSender<Batch>,
     done: &Sender<Result<Finished, PipelineError>>,
-    node: &str,
-    source: &'static str,
 ) {
-    let mut shards = ShardRange::new(range, Limits::default());
     // Epochs seen; the last one, numbered after them, carries what `finish` gives.
     let mut epochs = 0;
     // Rows of an epoch, made into batches, then cleared: the buffers stay allocated.
     let (mut calls, mut conns) = (Vec::new(), Vec::new());
-    let finished = |epoch: u64,
-                    calls: &mut Vec<Call>,
-                    conns: &mut Vec<Conn>,
-                    stats: Option<Stats>|
-     -> Result<Finished, PipelineError> {
-        let (calls, conns, counted) =
-            super::sink::take_batches(node, source, calls, conns, &NoWorkloads)?;
-        Ok(Finished {
-            epoch,
-            worker,
-            calls,
-            conns,
-            counted,
-            stats,
-        })
-    };
     while let Ok(mut batch) = input.recv() {
         for item in batch.items.drain(..) {
             match item {
                 Item::Frame {
                     shard,
+                    depth,
                     frame,
                     ts_ns,
                     wire_len,
@@ -369,13 +577,35 @@ fn work(
                     datagram,
                 } => {
                     let bytes = &batch.bytes[start as usize..(start + len) as usize];
-                    shards.push(usize::from(shard), frame, ts_ns, bytes, wire_len, datagram);
+                    shards.push(
+                        usize::from(shard),
+                        frame,
+                        ts_ns,
+                        (bytes, wire_len, depth),
+                        datagram,
+                    );
                 }
+                Item::Plaintext(chunk) => {
+                    let bytes =
+                        &batch.bytes[chunk.start as usize..(chunk.start + chunk.len) as usize];
+                    shards.push_plaintext(
+                        usize::from(chunk.shard),
+                        chunk.ts_ns,
+                        Plaintext {
+                            local: chunk.local,
+                            peer: chunk.peer,
+                            outbound: chunk.outbound,
+                            bytes,
+                            missing_after: chunk.missing_after,
+                        },
+                    );
+                }
+                Item::View(change) => shards.apply_views(std::slice::from_ref(&*change)),
                 Item::Sweep(now) => shards.sweep(now),
                 Item::EndEpoch(epoch) => {
                     epochs = epoch + 1;
                     shards.take_rows_into(&mut calls, &mut conns);
-                    let result = finished(epoch, &mut calls, &mut conns, None);
+                    let result = output.finished(epoch, &mut calls, &mut conns, None);
                     if done.send(result).is_err() {
                         return;
                     }
@@ -385,13 +615,8 @@ fn work(
         batch.bytes.clear();
         let _ = spares.try_send(batch);
     }
-    let mut output = shards.finish();
-    let result = finished(
-        epochs,
-        &mut output.calls,
-        &mut output.conns,
-        Some(output.stats),
-    );
+    let mut last = shards.finish();
+    let result = output.finished(epochs, &mut last.calls, &mut last.conns, Some(last.stats));
     let _ = done.send(result);
 }
 
@@ -408,7 +633,32 @@ impl Order {
         }
         while let Some(f) = self.waiting.remove(&self.next) {
             // A writer that stopped on an error says so when the sink closes.
-            if let Err(e) = sink.write_batches(f.calls, f.conns, f.counted) {
+            let written = match f.rows {
+                Rows::Batches {
+                    calls,
+                    conns,
+                    counted,
+                } => sink.write_batches(calls, conns, counted),
+                Rows::Owned { calls, conns } => {
+                    // An epoch's rows are written at once when its last range comes, as one
+                    // thread writes them (the sink groups them by node).
+                    self.owned.0.extend(calls);
+                    self.owned.1.extend(conns);
+                    if self.next.1 + 1 == self.workers {
+                        // Attributed with what the reader had noted when the epoch ended (all
+                        // of it for the last one).
+                        sink.visible_frames = match f.stats {
+                            Some(_) => u64::MAX,
+                            None => self.frame_base + (f.epoch + 1) * EPOCH_FRAMES,
+                        };
+                        let (calls, conns) = std::mem::take(&mut self.owned);
+                        sink.write(calls, conns)
+                    } else {
+                        Ok(())
+                    }
+                }
+            };
+            if let Err(e) = written {
                 self.failed.get_or_insert(e);
             }
             if let Some(s) = &f.stats {
@@ -438,112 +688,4 @@ impl Order {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::path::Path;
-
-    use arrow::compute::concat_batches;
-    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-
-    use super::*;
-
-    /// Every frame of the shared fixtures, as (time, IP bytes, wire length from the IP header).
-    fn fixture_frames() -> Vec<(i64, Vec<u8>, u32)> {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/pcap");
-        let mut files: Vec<_> = std::fs::read_dir(&dir)
-            .expect("shared fixtures")
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|e| e == "pcap" || e == "pcapng"))
-            .collect();
-        files.sort();
-        let mut frames = Vec::new();
-        for file in files {
-            let Ok(all) = remora_dissect::capture::frames(&std::fs::read(&file).unwrap()) else {
-                continue;
-            };
-            for (info, data) in all {
-                if let Some(l3) = remora_dissect::capture::l3_of(info.linktype, &data) {
-                    let l2 = (data.len() - l3.len()) as u32;
-                    frames.push((info.ts_ns, l3.to_vec(), info.orig_len.saturating_sub(l2)));
-                }
-            }
-        }
-        frames
-    }
-
-    /// A raw-IP pcap of the fixtures played `rounds` times, each round 1,000 s after the last
-    /// (each fixture's own timing kept), so that it spans several epochs and sweeps.
-    fn looped_capture(path: &Path, rounds: usize) -> usize {
-        let frames = fixture_frames();
-        let mut out = Vec::new();
-        out.extend_from_slice(&0xa1b2_3c4du32.to_le_bytes());
-        out.extend_from_slice(&[2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-        out.extend_from_slice(&65_535u32.to_le_bytes());
-        out.extend_from_slice(&101u32.to_le_bytes());
-        let mut clock = 1_700_000_000_000_000_000i64;
-        let mut count = 0;
-        for _ in 0..rounds {
-            let mut previous = None;
-            for (ts, l3, wire) in &frames {
-                // Frames keep their spacing within a fixture; a jump back starts the next one
-                // a second later.
-                clock += match previous {
-                    Some(p) if *ts >= p => (ts - p).min(5_000_000_000),
-                    _ => 1_000_000_000,
-                };
-                previous = Some(*ts);
-                out.extend_from_slice(&((clock / 1_000_000_000) as u32).to_le_bytes());
-                out.extend_from_slice(&((clock % 1_000_000_000) as u32).to_le_bytes());
-                out.extend_from_slice(&(l3.len() as u32).to_le_bytes());
-                out.extend_from_slice(&wire.to_le_bytes());
-                out.extend_from_slice(l3);
-                count += 1;
-            }
-            clock += 1_000_000_000_000;
-        }
-        std::fs::write(path, out).unwrap();
-        count
-    }
-
-    fn table(dir: &Path, name: &str) -> RecordBatch {
-        let file = std::fs::File::open(dir.join(name)).unwrap();
-        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-            .unwrap()
-            .build()
-            .unwrap();
-        let batches: Vec<RecordBatch> = reader.map(Result::unwrap).collect();
-        concat_batches(&batches[0].schema(), &batches).unwrap()
-    }
-
-    #[test]
-    fn any_number_of_threads_gives_the_same_rows_in_the_same_order() {
-        let tmp = tempfile::tempdir().unwrap();
-        let pcap = tmp.path().join("looped.pcap");
-        let frames = looped_capture(&pcap, 90);
-        assert!(
-            frames as u64 > 2 * EPOCH_FRAMES,
-            "{frames} frames: fewer than three epochs"
-        );
-        let mut tables = Vec::new();
-        for threads in [1, 2, 3] {
-            let out = tmp.path().join(format!("t{threads}"));
-            let summary = super::super::dissect_file(&pcap, &out, "n", false, threads).unwrap();
-            assert!(summary.calls.values().sum::<u64>() > 10_000, "{summary}");
-            tables.push((
-                threads,
-                table(&out, "calls.parquet"),
-                table(&out, "conns.parquet"),
-            ));
-        }
-        let (_, calls, conns) = &tables[0];
-        for (threads, c, n) in &tables[1..] {
-            assert_eq!(
-                c.num_rows(),
-                calls.num_rows(),
-                "calls with {threads} threads"
-            );
-            assert!(c == calls, "calls differ with {threads} threads");
-            assert!(n == conns, "conns differ with {threads} threads");
-        }
-    }
-}
+mod tests;

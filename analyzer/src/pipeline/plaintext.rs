@@ -1,5 +1,5 @@
-//! TLS plaintext from the agents' `tls` slices, fed to the engine in time order with the
-//! packets (`Engine::push_plaintext`).
+//! TLS plaintext from the agents' `tls` slices, fed to the engines in time order with the
+//! packets (`Engine::push_plaintext`, through the shard of the chunk's connection).
 //!
 //! A chunk names its connection by its 4-tuple when the agent saw the socket (its own end
 //! `src`, the peer `dst`); otherwise by its socket's id joined through the `sockets` slices;
@@ -19,7 +19,7 @@ use arrow::array::{
     Array, AsArray, RecordBatch,
     types::{TimestampNanosecondType, UInt8Type, UInt16Type, UInt32Type, UInt64Type},
 };
-use remora_dissect::{Endpoint, Engine};
+use remora_dissect::{Endpoint, shard::Plaintext as ShardPlaintext};
 
 /// The kind directory of TLS slices, next to `packets/` (the agent's name for it).
 pub use remora_agent::tls::slices::TLS_KIND as TLS_DIR;
@@ -27,7 +27,7 @@ pub use remora_agent::tls::slices::TLS_KIND as TLS_DIR;
 /// One chunk of plaintext.
 #[derive(Debug, Clone)]
 pub struct Chunk {
-    /// When the call returned, UTC ns.
+    /// When a read returned, or a write started, UTC ns.
     pub ts_ns: i64,
     /// The process's end.
     pub local: Endpoint,
@@ -147,18 +147,35 @@ impl Plaintext {
         self.chunks.is_empty()
     }
 
-    /// Feeds `engine` every chunk up to `ts_ns` (all when `None`).
-    pub fn feed_until(&mut self, engine: &mut Engine, ts_ns: Option<i64>) {
+    /// Feeds every chunk up to `ts_ns` (all when `None`) to `feed`, with its time; it stops
+    /// at the first error, which it returns.
+    pub fn feed_until<E>(
+        &mut self,
+        ts_ns: Option<i64>,
+        mut feed: impl FnMut(i64, ShardPlaintext<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
         while let Some(c) = self.chunks.get(self.next) {
             if ts_ns.is_some_and(|t| c.ts_ns > t) {
-                return;
+                return Ok(());
             }
-            engine.push_plaintext(c.ts_ns, c.local, c.peer, c.outbound, &c.data);
-            if c.missing_after > 0 && self.is_last_of_call(self.next) {
-                engine.plaintext_gap(c.ts_ns, c.local, c.peer, c.outbound, c.missing_after);
-            }
+            let missing_after = if self.is_last_of_call(self.next) {
+                c.missing_after
+            } else {
+                0
+            };
             self.next += 1;
+            feed(
+                c.ts_ns,
+                ShardPlaintext {
+                    local: c.local,
+                    peer: c.peer,
+                    outbound: c.outbound,
+                    bytes: &c.data,
+                    missing_after,
+                },
+            )?;
         }
+        Ok(())
     }
 
     /// Whether chunk `i` is the last recorded chunk of its call.

@@ -4,7 +4,7 @@
 use std::{collections::BTreeMap, path::Path, time::Instant};
 
 use arrow::{array::RecordBatch, error::ArrowError};
-use remora_dissect::{Call, Conn, Endpoint, Engine, Stats, Translated};
+use remora_dissect::{Call, Conn, Endpoint, Stats, Translated};
 use remora_tables::{Peer, Table, TableWriter, calls, conns};
 
 use super::{PipelineError, Summary, parallel::Counted, tables::Tables, translation};
@@ -159,6 +159,10 @@ pub(super) struct Sink<'w> {
     pub(super) sockets: Option<super::sockets::SocketOwners>,
     /// Sockets named by their process (the agent's socket events).
     pub(super) processes: Option<super::processes::Processes>,
+    /// What the reader noted (flows' first nodes, sockets' owners) up to this frame is what
+    /// the rows now written are attributed with: the rows of an epoch as of its end, however
+    /// far the reader went meanwhile.
+    pub(super) visible_frames: u64,
 }
 
 impl<'w> Sink<'w> {
@@ -189,6 +193,7 @@ impl<'w> Sink<'w> {
             origins: None,
             sockets: None,
             processes: None,
+            visible_frames: u64::MAX,
         })
     }
 
@@ -216,6 +221,7 @@ impl<'w> Sink<'w> {
                 inner: self.workloads,
                 sockets: self.sockets.as_ref(),
                 processes: self.processes.as_ref(),
+                visible_frames: self.visible_frames,
             };
             &by_socket
         } else {
@@ -228,10 +234,14 @@ impl<'w> Sink<'w> {
                 let mut by_node: Vec<(Vec<Call>, Vec<Conn>)> =
                     origins.nodes.iter().map(|_| Default::default()).collect();
                 for c in calls {
-                    by_node[origins.node_of(&c.src, &c.dst)].0.push(c);
+                    by_node[origins.node_of(&c.src, &c.dst, self.visible_frames)]
+                        .0
+                        .push(c);
                 }
                 for c in conns {
-                    by_node[origins.node_of(&c.src, &c.dst)].1.push(c);
+                    by_node[origins.node_of(&c.src, &c.dst, self.visible_frames)]
+                        .1
+                        .push(c);
                 }
                 by_node
             }
@@ -310,12 +320,6 @@ impl<'w> Sink<'w> {
     pub(super) fn in_background(mut self) -> Result<Self, PipelineError> {
         self.tables = self.tables.into_thread()?;
         Ok(self)
-    }
-
-    /// Writes the rows the engine finished so far.
-    pub(super) fn drain(&mut self, engine: &mut Engine) -> Result<(), PipelineError> {
-        let (calls, conns) = engine.take_rows();
-        self.write(calls, conns)
     }
 
     /// Publishes both tables and sums up.

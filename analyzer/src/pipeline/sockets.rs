@@ -20,8 +20,8 @@ pub const CGROUPS_FILE: &str = "cgroups.json";
 pub struct SocketOwners {
     /// (node tag, cgroup id) → pod UID.
     cgroups: HashMap<(usize, u64), String>,
-    /// Sending endpoint → pod UID.
-    sockets: HashMap<(IpAddr, u16), String>,
+    /// Sending endpoint → pod UID, and the frame it was first seen in.
+    sockets: HashMap<(IpAddr, u16), (String, u64)>,
 }
 
 impl SocketOwners {
@@ -51,8 +51,9 @@ impl SocketOwners {
         (!owners.cgroups.is_empty()).then_some(owners)
     }
 
-    /// Notes a packet node `tag` recorded, sent from cgroup `cgroup` (0: none).
-    pub fn note(&mut self, tag: usize, l3: &[u8], cgroup: u64) {
+    /// Notes a packet node `tag` recorded, sent from cgroup `cgroup` (0: none), the input's
+    /// frame `frame`.
+    pub fn note(&mut self, tag: usize, l3: &[u8], cgroup: u64, frame: u64) {
         if cgroup == 0 {
             return;
         }
@@ -60,15 +61,18 @@ impl SocketOwners {
             return;
         };
         if let Some(src) = super::origin::packet_src(l3) {
-            self.sockets.entry(src).or_insert_with(|| uid.clone());
+            self.sockets
+                .entry(src)
+                .or_insert_with(|| (uid.clone(), frame));
         }
     }
 
-    /// The pod UID whose socket `endpoint` was.
-    pub fn uid_of(&self, endpoint: &Endpoint) -> Option<&str> {
+    /// The pod UID whose socket `endpoint` was, as the frames up to `visible` tell.
+    pub fn uid_of(&self, endpoint: &Endpoint, visible: u64) -> Option<&str> {
         self.sockets
             .get(&(endpoint.ip, endpoint.port))
-            .map(String::as_str)
+            .filter(|(_, frame)| *frame <= visible)
+            .map(|(uid, _)| uid.as_str())
     }
 }
 
@@ -80,12 +84,14 @@ pub struct BySocket<'a> {
     pub sockets: Option<&'a SocketOwners>,
     /// By the agent's socket events.
     pub processes: Option<&'a super::processes::Processes>,
+    /// Sockets noted in the frames up to this one count ([`SocketOwners::uid_of`]).
+    pub visible_frames: u64,
 }
 
 impl Resolve for BySocket<'_> {
     fn resolve(&self, endpoint: &Endpoint, ts_ns: i64) -> Option<&Peer> {
         self.sockets
-            .and_then(|s| s.uid_of(endpoint))
+            .and_then(|s| s.uid_of(endpoint, self.visible_frames))
             .and_then(|uid| self.inner.pod_by_uid(uid))
             .or_else(|| self.inner.resolve(endpoint, ts_ns))
     }

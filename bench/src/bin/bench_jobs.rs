@@ -3,11 +3,13 @@
 //!
 //! The benchmark capture of `cargo xtask bench dissect` (1.7M packets of HTTP/1, HTTP/2 and
 //! DNS) is turned into the recorder's packet slices with the agent's own decoder and slice
-//! writer (what `remora snapshot import` does). Then: (1) `dissect_file` on the slice directory, as `remora dissect` runs it;
-//! (2) over HTTP against an in-process analyzer: POST a snapshot of the whole window and time
-//! it to `completed`, POST a dissection job and time it to `completed`. Two alternating
-//! rounds, the best of each. The job must find the
-//! same calls; its overhead over the direct path should stay under 10%.
+//! writer (what `remora snapshot import` does). Then, in three alternating rounds: (1)
+//! `dissect_file` on the slice directory, as `remora dissect` runs it, on one thread and on
+//! every core (both must write the same tables, byte for byte); (2) over HTTP against an
+//! in-process analyzer: POST a snapshot of the whole window and time it to `completed`, POST a
+//! dissection job (every core) and time it to `completed`. Every round is reported, with the
+//! medians. The job must find the same calls; its overhead over the direct path on every core
+//! should stay under 10%.
 
 use std::{
     path::{Path, PathBuf},
@@ -102,18 +104,34 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let server = tokio::spawn(async move { axum::serve(listener, api::router(state)).await });
-    // Two rounds, alternating, best of each: the first run of either warms the page cache.
-    let (mut direct_s, mut job_s, mut snapshot_s) = (f64::MAX, f64::MAX, f64::MAX);
+    // Three rounds, alternating (the first run of each warms the page cache).
+    let threads = pipeline::default_threads();
+    let mut rounds: Vec<[f64; 4]> = Vec::new();
     let mut direct_calls = 0;
-    for round in 0..2 {
-        // (1) remora dissect on the slice directory.
-        let out = args.dir.join(format!("direct-{round}"));
-        let direct =
-            tokio::task::block_in_place(|| pipeline::dissect_file(&packets, &out, NODE, false, 1))?;
-        direct_calls = direct.calls.values().sum::<u64>();
-        direct_s = direct_s.min(direct.seconds);
-        if round == 0 {
-            println!("direct: {direct}");
+    for round in 0..3 {
+        // (1) remora dissect on the slice directory, one thread, then every core.
+        let mut direct_s = [0.0; 2];
+        for (i, n) in [1, threads].into_iter().enumerate() {
+            let out = args.dir.join(format!("direct-{round}-{n}"));
+            let direct = tokio::task::block_in_place(|| {
+                pipeline::dissect_file(&packets, &out, NODE, false, n)
+            })?;
+            direct_calls = direct.calls.values().sum::<u64>();
+            direct_s[i] = direct.seconds;
+            if round == 0 && i == 0 {
+                println!("direct: {direct}");
+            }
+        }
+        for table in ["calls.parquet", "conns.parquet"] {
+            let one = std::fs::read(args.dir.join(format!("direct-{round}-1")).join(table))?;
+            let all = std::fs::read(
+                args.dir
+                    .join(format!("direct-{round}-{threads}"))
+                    .join(table),
+            )?;
+            if one != all {
+                bail!("{table} differs between 1 and {threads} threads");
+            }
         }
         // (2) The job path over HTTP.
         let client = connection(addr);
@@ -152,8 +170,28 @@ async fn main() -> anyhow::Result<()> {
         if job_calls != direct_calls {
             bail!("the job found {job_calls} calls, remora dissect {direct_calls}");
         }
-        snapshot_s = snapshot_s.min(snap_s);
-        job_s = job_s.min(this_job_s);
+        rounds.push([direct_s[0], direct_s[1], this_job_s, snap_s]);
+    }
+    let median = |i: usize| {
+        let mut v: Vec<f64> = rounds.iter().map(|r| r[i]).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (one_s, direct_s, job_s, snapshot_s) = (median(0), median(1), median(2), median(3));
+    println!(
+        "\n| round | remora dissect <slices>, 1 thread | {threads} threads | scaling | job ({threads} threads) |\n|---|---|---|---|---|"
+    );
+    for (i, r) in rounds.iter().enumerate() {
+        println!(
+            "| {} | {:.2} s ({:.0} pkt/s) | {:.2} s ({:.0} pkt/s) | {:.2}× | {:.2} s |",
+            i + 1,
+            r[0],
+            n as f64 / r[0],
+            r[1],
+            n as f64 / r[1],
+            r[0] / r[1],
+            r[2]
+        );
     }
     // Older "recordings" for the 1 GiB snapshot timing: hard links of the real slices under
     // earlier 10 s windows (a snapshot links files and reads their footers; it never decodes).
@@ -195,8 +233,12 @@ async fn main() -> anyhow::Result<()> {
     let job_calls = direct_calls;
     let overhead = (job_s / direct_s - 1.0) * 100.0;
     println!(
+        "\nmedians: 1 thread {one_s:.2} s, {threads} threads {direct_s:.2} s ({:.2}×)",
+        one_s / direct_s
+    );
+    println!(
         "\n| path | seconds | packets/s | calls |\n|---|---|---|---|\n\
-         | remora dissect <slices> | {:.2} | {:.0} | {direct_calls} |\n\
+         | remora dissect <slices> ({threads} threads) | {:.2} | {:.0} | {direct_calls} |\n\
          | POST /mcp/dissections → completed | {job_s:.2} | {:.0} | {job_calls} |\n\
          \njob-path overhead {overhead:+.1}% (target: under 10%); \
          POST /mcp/snapshots → completed: {snapshot_s:.3} s for the {:.2} GiB window, \

@@ -1,15 +1,19 @@
 //! The router of a sharded dissection: names each packet's shard, puts IP fragments back
 //! together (outside or inside tunnels), numbers DNS datagrams over UDP, and says when the
-//! shards sweep (see the parent module for why).
+//! shards sweep (see the parent module for why). For the recorder's input it also counts a
+//! packet's copies once and joins the views of a flow across a NAT ([`Router::counting_copies_once`]).
 
 use std::hash::{Hash as _, Hasher as _};
+use std::ops::Range;
 
 use super::SHARDS;
 use crate::{
     call::Endpoint,
+    dedup::Dedup,
     defrag::Defrag,
     engine::SWEEP_EVERY_NS,
     flow::{FlowKey, key},
+    nat::{NatJoin, ViewChange},
     net::{self, MAX_TUNNEL_DEPTH},
     output::Stats,
     udp_flows::{UdpDatagram, UdpFlows},
@@ -22,12 +26,26 @@ pub struct Router {
     /// Frames routed so far (the last frame's number, 1-based).
     frames: u64,
     last_sweep_ns: i64,
-    /// Counters of what the router itself handled (fragments).
+    /// Counters of what the router itself handled (fragments, copies).
     stats: Stats,
-    /// A datagram put back together, as an unfragmented IP packet.
-    rebuilt: Vec<u8>,
+    /// Where a packet the router changed is built: a datagram put back together, a packet
+    /// rewritten to its flow's earlier view. Two, so that one level can be built from the
+    /// other.
+    built: [Vec<u8>; 2],
     /// UDP flows carrying DNS, whose datagrams the router numbers (see the module's docs).
     udp_flows: UdpFlows,
+    /// Copies and NAT views, when the input is the recorder's.
+    copies: Option<Copies>,
+    /// Changes to the NAT views made by the packet being routed, and by the sweep after it.
+    joined: Vec<ViewChange>,
+    forgotten: Vec<ViewChange>,
+}
+
+/// What a single engine does with [`crate::Engine::count_copies_once`], done before the packets
+/// are split, since a packet's copies (and its flow's other view) may go to other shards.
+struct Copies {
+    dedup: Dedup,
+    nat: NatJoin,
 }
 
 /// Where one frame goes.
@@ -37,12 +55,59 @@ pub struct Routed<'a> {
     /// The packet to give the shard: the frame's own bytes, or a datagram its fragment
     /// completed; `None` when there is nothing to give (a fragment of an incomplete datagram).
     pub packet: Option<(usize, &'a [u8], u32)>,
+    /// The tunnel depth the packet is at (the router peeled that many tunnels off it when it
+    /// counts copies; else 0): the shard's engine reads it from there
+    /// ([`crate::Engine::push_routed`]).
+    pub depth: u8,
     /// Every shard sweeps at this time after the packet (finished connections, expired
     /// queries), as one engine would.
     pub sweep: Option<i64>,
     /// The packet's place on its UDP flow when it is DNS over UDP: the shard's engine takes
     /// it ([`crate::Engine::push_routed`]).
     pub datagram: Option<UdpDatagram>,
+    /// Flows this packet joined across a NAT: applied to every shard's views before the packet.
+    pub joined: &'a [ViewChange],
+    /// Views the sweep forgot: applied after the shards' sweep.
+    pub forgotten: &'a [ViewChange],
+}
+
+/// Bytes of a packet: the frame's own (`None`) or in one of the router's buffers.
+#[derive(Clone)]
+struct Place {
+    buffer: Option<usize>,
+    range: Range<usize>,
+}
+
+impl Place {
+    fn frame(l3: &[u8]) -> Self {
+        Self {
+            buffer: None,
+            range: 0..l3.len(),
+        }
+    }
+
+    fn built(buffer: usize, len: usize) -> Self {
+        Self {
+            buffer: Some(buffer),
+            range: 0..len,
+        }
+    }
+
+    fn bytes<'a>(&self, l3: &'a [u8], built: &'a [Vec<u8>; 2]) -> &'a [u8] {
+        let all = match self.buffer {
+            None => l3,
+            Some(b) => &built[b][..],
+        };
+        &all[self.range.clone()]
+    }
+
+    /// A buffer this packet is not in.
+    fn other_buffer(&self) -> usize {
+        match self.buffer {
+            Some(0) => 1,
+            _ => 0,
+        }
+    }
 }
 
 impl Router {
@@ -51,29 +116,56 @@ impl Router {
         Self::default()
     }
 
+    /// A router for the recorder's input, where a packet recorded on several interfaces or
+    /// nodes counts once and the views of a flow across a NAT are joined, as
+    /// [`crate::Engine::count_copies_once`] does. It hands the shards each packet as that
+    /// engine would read it (tunnels peeled, rewritten to its flow's earlier view), and the
+    /// changes to the views ([`Routed::joined`], [`Routed::forgotten`]) for the shards' rows.
+    pub fn counting_copies_once() -> Self {
+        Self {
+            copies: Some(Copies {
+                dedup: Dedup::default(),
+                nat: NatJoin::recording(),
+            }),
+            ..Self::default()
+        }
+    }
+
     /// Routes one packet (its time, its bytes from the IP header on, its length on the wire).
     pub fn route<'a>(&'a mut self, ts_ns: i64, l3: &'a [u8], wire_len: u32) -> Routed<'a> {
         self.frames += 1;
         let frame = self.frames;
+        self.joined.clear();
+        self.forgotten.clear();
         let sweep = (ts_ns - self.last_sweep_ns >= SWEEP_EVERY_NS).then(|| {
             self.last_sweep_ns = ts_ns;
             self.stats.defrag_dropped += self.defrag.expire(ts_ns);
             ts_ns
         });
-        let destination = self.destination(frame, ts_ns, l3, wire_len);
+        let destination = if self.copies.is_some() {
+            self.walk(frame, ts_ns, l3, wire_len)
+        } else {
+            self.destination(frame, ts_ns, l3, wire_len)
+        };
         if let Some(now) = sweep {
             // After the packet, as the engines sweep after it.
             self.udp_flows.expire(now);
+            if let Some(copies) = &mut self.copies {
+                copies.nat.expire(now);
+                copies.nat.take_changes(&mut self.forgotten);
+            }
         }
-        let rebuilt = &self.rebuilt[..];
+        let built = &self.built;
         Routed {
             frame,
-            packet: destination.as_ref().map(|to| {
-                let bytes = if to.rebuilt { rebuilt } else { l3 };
-                (to.shard, bytes, to.wire_len)
-            }),
+            packet: destination
+                .as_ref()
+                .map(|to| (to.shard, to.place.bytes(l3, built), to.wire_len)),
+            depth: destination.as_ref().map_or(0, |to| to.depth),
             sweep,
             datagram: destination.and_then(|to| to.datagram),
+            joined: &self.joined,
+            forgotten: &self.forgotten,
         }
     }
 
@@ -87,52 +179,109 @@ impl Router {
     ) -> Option<Destination> {
         let Some(ip) = net::ip(l3, wire_len) else {
             // The shard's engine counts it as undecodable.
-            return Some(Destination::undecodable(false, wire_len));
+            return Some(Destination::undecodable(Place::frame(l3), wire_len, 0));
         };
         // A fragment, at the outer level or inside tunnels (a pod's large datagram on an
         // overlay), is put back together here: its flow's ports are in the first fragment
         // only, and the flow's other packets go by them.
         let (ip, frag) = match level_of(ip, 0) {
             Level::Flow(flow) => {
-                return Some(self.destination_of(&flow, false, wire_len, frame, ts_ns));
+                let place = Place::frame(l3);
+                return Some(self.destination_of(&flow, place, 0, wire_len, frame, ts_ns));
             }
             Level::Fragment(ip, frag) => (ip, frag),
         };
-        self.stats.fragments += 1;
-        // A fragment cut by the snaplen cannot complete its datagram.
-        let whole = ip.payload.len() as u32 >= ip.payload_wire_len;
-        let datagram = whole
-            .then(|| {
-                self.defrag
-                    .add(ts_ns, (ip.src, ip.dst, ip.proto, frag.id), frag, ip.payload)
-            })
-            .flatten()?;
-        self.stats.reassembled += 1;
-        rebuild(&mut self.rebuilt, ip.src, ip.dst, ip.proto, &datagram);
-        let len = self.rebuilt.len() as u32;
+        let datagram = defragment(&mut self.defrag, &mut self.stats, ts_ns, &ip, frag)?;
+        rebuild(&mut self.built[0], ip.src, ip.dst, ip.proto, &datagram);
+        let place = Place::built(0, self.built[0].len());
+        let len = place.range.len() as u32;
         // The rebuilt datagram goes to the shard as the frame's packet (its tunnels' headers,
         // if any, are gone: the engine reads it as it would have read the inner datagram).
-        let flow = match net::ip(&self.rebuilt, len).map(|ip| level_of(ip, 0)) {
+        let flow = match net::ip(&self.built[0], len).map(|ip| level_of(ip, 0)) {
             Some(Level::Flow(flow)) => flow,
             // A fragment inside the rebuilt datagram's own tunnel: by its addresses.
             Some(Level::Fragment(ip, _)) => Flow::of_addresses(&ip),
-            None => return Some(Destination::undecodable(true, len)),
+            None => return Some(Destination::undecodable(place, len, 0)),
         };
-        Some(self.destination_of(&flow, true, len, frame, ts_ns))
+        Some(self.destination_of(&flow, place, 0, len, frame, ts_ns))
+    }
+
+    /// [`Router::destination`] when copies count once: level by level, as the engine reads a
+    /// packet (`Engine::push_at_depth`), a later NAT view is rewritten to the earlier one, a
+    /// copy is dropped, a fragment is put back together and a tunnel is opened; the shard gets
+    /// the innermost packet and its depth. `None` for a copy, or a fragment of an incomplete
+    /// datagram.
+    fn walk(&mut self, frame: u64, ts_ns: i64, l3: &[u8], wire_len: u32) -> Option<Destination> {
+        let mut place = Place::frame(l3);
+        let mut wire = wire_len;
+        let mut depth = 0u8;
+        // A datagram just put back together is read on at its level, without being compared
+        // again (its fragments were).
+        let mut rebuilt = false;
+        loop {
+            if !rebuilt {
+                // Only called when there are copies to count.
+                let copies = self.copies.as_mut()?;
+                let bytes = place.bytes(l3, &self.built);
+                if let Some(rewritten) = copies.nat.rewrite(ts_ns, bytes, wire) {
+                    let to = place.other_buffer();
+                    self.built[to].clear();
+                    self.built[to].extend_from_slice(rewritten);
+                    place = Place::built(to, self.built[to].len());
+                }
+                copies.nat.take_changes(&mut self.joined);
+                let bytes = place.bytes(l3, &self.built);
+                if copies.dedup.is_copy(ts_ns, bytes, wire) {
+                    self.stats.duplicates += 1;
+                    return None;
+                }
+            }
+            rebuilt = false;
+            let bytes = place.bytes(l3, &self.built);
+            let Some(ip) = net::ip(bytes, wire) else {
+                return Some(Destination::undecodable(place, wire, depth));
+            };
+            if let Some(frag) = ip.fragment {
+                let (src, dst, proto) = (ip.src, ip.dst, ip.proto);
+                let datagram = defragment(&mut self.defrag, &mut self.stats, ts_ns, &ip, frag)?;
+                let to = place.other_buffer();
+                rebuild(&mut self.built[to], src, dst, proto, &datagram);
+                place = Place::built(to, self.built[to].len());
+                wire = place.range.len() as u32;
+                rebuilt = true;
+                continue;
+            }
+            if depth < MAX_TUNNEL_DEPTH
+                && let Some((inner, inner_wire)) = ip.tunnelled()
+            {
+                let at = place.range.start + (inner.as_ptr().addr() - bytes.as_ptr().addr());
+                place.range = at..at + inner.len();
+                wire = inner_wire;
+                depth += 1;
+                continue;
+            }
+            let flow = match level_of(ip, MAX_TUNNEL_DEPTH) {
+                Level::Flow(flow) => flow,
+                Level::Fragment(ip, _) => Flow::of_addresses(&ip),
+            };
+            return Some(self.destination_of(&flow, place, depth, wire, frame, ts_ns));
+        }
     }
 
     /// The destination of a packet of `flow`, numbered on its UDP flow when it is DNS.
     fn destination_of(
         &mut self,
         flow: &Flow,
-        rebuilt: bool,
+        place: Place,
+        depth: u8,
         wire_len: u32,
         frame: u64,
         ts_ns: i64,
     ) -> Destination {
         Destination {
             shard: flow.shard(),
-            rebuilt,
+            place,
+            depth,
             wire_len,
             datagram: flow
                 .dns_id
@@ -146,17 +295,47 @@ impl Router {
         self.frames
     }
 
-    /// What the router counted (fragments), to add to the shards' counters.
+    /// What the router counted (fragments, copies), to add to the shards' counters.
     pub fn stats(&self) -> &Stats {
         &self.stats
     }
 }
 
+/// The shard of the TLS plaintext stream of the connection between `local` and `peer`: the
+/// shard of the connection's packets, whose engine joins the two.
+pub fn plaintext_shard(local: Endpoint, peer: Endpoint) -> usize {
+    Flow {
+        key: key(local, peer),
+        dns_id: None,
+    }
+    .shard()
+}
+
+/// Adds a fragment to its datagram; the datagram when this completed it.
+fn defragment(
+    defrag: &mut Defrag,
+    stats: &mut Stats,
+    ts_ns: i64,
+    ip: &net::Ip<'_>,
+    frag: net::Fragment,
+) -> Option<Vec<u8>> {
+    stats.fragments += 1;
+    // A fragment cut by the snaplen cannot complete its datagram.
+    let whole = ip.payload.len() as u32 >= ip.payload_wire_len;
+    let datagram = whole
+        .then(|| defrag.add(ts_ns, (ip.src, ip.dst, ip.proto, frag.id), frag, ip.payload))
+        .flatten()?;
+    stats.reassembled += 1;
+    Some(datagram)
+}
+
 /// Where a frame's packet goes.
 struct Destination {
     shard: usize,
-    /// The packet is the datagram rebuilt from fragments, not the frame's own bytes.
-    rebuilt: bool,
+    /// The packet's bytes.
+    place: Place,
+    /// Its tunnel depth.
+    depth: u8,
     wire_len: u32,
     /// Its place on its UDP flow, when it is DNS over UDP.
     datagram: Option<UdpDatagram>,
@@ -164,10 +343,11 @@ struct Destination {
 
 impl Destination {
     /// A packet that is no IP packet: to shard 0, whose engine counts it.
-    fn undecodable(rebuilt: bool, wire_len: u32) -> Self {
+    fn undecodable(place: Place, wire_len: u32, depth: u8) -> Self {
         Self {
             shard: 0,
-            rebuilt,
+            place,
+            depth,
             wire_len,
             datagram: None,
         }

@@ -107,22 +107,7 @@ fn dns_rows(calls: Vec<Call>) -> Vec<DnsRow> {
     rows
 }
 
-/// `inner` inside VXLAN between two nodes (198.19.0.1 → 198.19.0.2:4789).
-fn vxlan(inner: &[u8]) -> Vec<u8> {
-    let mut payload = vec![0x08, 0, 0, 0, 0, 0, 1, 0];
-    payload.extend_from_slice(&[2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00]);
-    payload.extend_from_slice(inner);
-    let mut p = vec![0x45, 0];
-    p.extend_from_slice(&((28 + payload.len()) as u16).to_be_bytes());
-    p.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
-    p.extend_from_slice(&[198, 19, 0, 1, 198, 19, 0, 2]);
-    p.extend_from_slice(&50_000u16.to_be_bytes());
-    p.extend_from_slice(&4789u16.to_be_bytes());
-    p.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-    p.extend_from_slice(&[0, 0]);
-    p.extend_from_slice(&payload);
-    p
-}
+use crate::recorded::vxlan;
 
 /// The IPv4 packet `whole` cut into two fragments (IPv4 id 0x99), the first carrying
 /// `first` bytes (a multiple of 8) of its payload.
@@ -268,5 +253,88 @@ fn both_directions_of_a_flow_share_a_shard() {
         shards.len() > SHARDS / 2,
         "flows spread over {} shards",
         shards.len()
+    );
+}
+
+/// Every frame of the shared fixtures as (time, IP bytes), each fixture 1,000 s after the
+/// last, so that they do not meet.
+fn fixture_packets() -> Vec<(i64, Vec<u8>)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/pcap");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("shared fixtures at {}: {e}", dir.display()))
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "pcap" || e == "pcapng"))
+        .collect();
+    files.sort();
+    let mut packets = Vec::new();
+    for (n, file) in files.iter().enumerate() {
+        let Ok(frames) = crate::capture::frames(&std::fs::read(file).unwrap()) else {
+            continue;
+        };
+        let Some(first) = frames.first().map(|(info, _)| info.ts_ns) else {
+            continue;
+        };
+        for (info, data) in frames {
+            if let Some(l3) = crate::capture::l3_of(info.linktype, &data) {
+                let t = (n as i64 + 1) * 1_000_000_000_000 + (info.ts_ns - first).max(0);
+                packets.push((t, l3.to_vec()));
+            }
+        }
+    }
+    packets
+}
+
+/// Rows in a canonical order (the shards' order is their own).
+fn sorted_rows(out: &Output) -> (Vec<String>, Vec<String>) {
+    let mut calls: Vec<String> = out.calls.iter().map(|c| format!("{c:?}")).collect();
+    let mut conns: Vec<String> = out.conns.iter().map(|c| format!("{c:?}")).collect();
+    calls.sort();
+    conns.sort();
+    (calls, conns)
+}
+
+/// Copies on several interfaces, views on both sides of a NAT and copies inside tunnels: the
+/// router that counts copies gives the shards what one engine counting copies reads, so the
+/// rows (and the views they name) are the same.
+#[test]
+fn the_router_counts_copies_and_joins_nat_views_as_one_engine_does() {
+    let plain = fixture_packets();
+    assert!(plain.len() > 1000, "{} fixture packets", plain.len());
+    let recorded: Vec<(i64, Vec<u8>)> = crate::recorded::around_a_nat(&plain)
+        .into_iter()
+        .map(|(t, p, _)| (t, p))
+        .collect();
+    let mut engine = Engine::new().count_copies_once();
+    let mut sharded = Sharded::counting_copies_once(Limits::default());
+    for (t, p) in &recorded {
+        engine.push(*t, p, p.len() as u32);
+        sharded.push(*t, p, p.len() as u32);
+    }
+    let (alone, shards) = (engine.finish(), sharded.finish());
+    let (calls, conns) = sorted_rows(&alone);
+    assert_eq!(sorted_rows(&shards), (calls.clone(), conns));
+    let stats = |o: &Output| {
+        let s = &o.stats;
+        (s.duplicates, s.undecodable, s.dns_errors, s.http_errors)
+    };
+    assert_eq!(stats(&alone), stats(&shards));
+    // Not a vacuous agreement: the copies were dropped, and views were joined.
+    let mut once = Engine::new();
+    for (t, p) in &plain {
+        once.push(*t, p, p.len() as u32);
+    }
+    let once = once.finish();
+    assert!(
+        alone.stats.duplicates as usize >= 2 * plain.len(),
+        "{:?}",
+        alone.stats
+    );
+    let translated = alone.calls.iter().filter(|c| c.nat.is_some()).count();
+    assert!(
+        translated * 2 > once.calls.len() && alone.calls.len() >= once.calls.len() * 9 / 10,
+        "{translated} of {} calls joined across the NAT; {} calls from the plain fixtures",
+        alone.calls.len(),
+        once.calls.len()
     );
 }

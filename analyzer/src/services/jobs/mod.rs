@@ -320,18 +320,16 @@ impl Jobs {
                     ),
                 };
                 let workloads: &dyn Resolve = &frozen;
-                pipeline::dissect_nodes_with(
-                    &nodes,
-                    &partial,
-                    workloads,
+                let how = pipeline::How {
                     copies,
                     window,
-                    &|packets, calls| {
-                        job.packets.store(packets, Ordering::Relaxed);
-                        job.calls.store(calls, Ordering::Relaxed);
-                        !job.cancel.load(Ordering::Relaxed)
-                    },
-                )
+                    threads: pipeline::default_threads(),
+                };
+                pipeline::dissect_nodes_with(&nodes, &partial, workloads, how, &|packets, calls| {
+                    job.packets.store(packets, Ordering::Relaxed);
+                    job.calls.store(calls, Ordering::Relaxed);
+                    !job.cancel.load(Ordering::Relaxed)
+                })
                 .map(|s| {
                     Some(job_process::WorkerSummary {
                         frames: s.frames,
