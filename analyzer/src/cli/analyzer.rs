@@ -41,6 +41,11 @@ pub struct AnalyzerArgs {
     /// stopped and the job fails with the reason (recording is never affected).
     #[arg(long, env = "REMORA_JOB_MEMORY_MB", default_value_t = 2048)]
     job_memory_mb: u64,
+    /// Threads one dissection job runs on [default: every core the process may use, which a
+    /// container's CPU limit bounds]; fewer leaves cores to the node's workloads. The rows are
+    /// the same with any number.
+    #[arg(long, env = "REMORA_JOB_THREADS", value_parser = clap::value_parser!(u16).range(1..=64))]
+    job_threads: Option<u16>,
     /// Memory all KFL queries (calls, stats, flows, insights) may hold at once, MiB; a query
     /// that needs more fails with 503 and Retry-After.
     #[arg(long, env = "REMORA_QUERY_MEMORY_MB", default_value_t = 2048)]
@@ -72,6 +77,7 @@ impl AnalyzerArgs {
             .jobs
             .run_in_processes(super::job_worker::this_worker(
                 self.job_memory_mb.max(16) << 20,
+                self.job_threads.map(usize::from),
             )?);
         self.agents.attach(&analyzer, kube);
         let api_routes = api::router(analyzer.clone());

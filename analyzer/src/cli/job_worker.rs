@@ -46,9 +46,11 @@ pub struct JobWorkerArgs {
     threads: Option<usize>,
 }
 
-/// Jobs of this `remora` executable, each under `memory_limit` resident bytes.
+/// Jobs of this `remora` executable, each under `memory_limit` resident bytes, on `threads`
+/// threads (`None`: every core).
 pub fn this_worker(
     memory_limit: u64,
+    threads: Option<usize>,
 ) -> anyhow::Result<crate::services::job_process::WorkerProcess> {
     // /proc/self/exe runs this very binary even after an upgrade replaced the file on disk.
     let exe = PathBuf::from("/proc/self/exe");
@@ -56,7 +58,11 @@ pub fn this_worker(
         exe.exists(),
         "/proc/self/exe is missing: dissection jobs need /proc mounted"
     );
-    Ok(crate::services::job_process::WorkerProcess { exe, memory_limit })
+    Ok(crate::services::job_process::WorkerProcess {
+        exe,
+        memory_limit,
+        threads,
+    })
 }
 
 /// Runs the dissection and reports on stdout.

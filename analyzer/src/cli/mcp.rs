@@ -48,6 +48,7 @@ pub async fn run(args: McpArgs) -> anyhow::Result<()> {
             let state = api::AnalyzerState::open(&dir, token.clone(), Arc::new(NoWorkloads), 1)?;
             state.jobs.run_in_processes(super::job_worker::this_worker(
                 crate::services::job_process::memory_limit(),
+                crate::services::job_process::threads(),
             )?);
             mcp::RemoraMcp::new(api::router(state), token, redactor)
         }

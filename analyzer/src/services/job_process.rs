@@ -36,6 +36,16 @@ pub struct WorkerProcess {
     pub exe: PathBuf,
     /// Resident bytes one job may use.
     pub memory_limit: u64,
+    /// Threads one job dissects on (`None`: every core the worker may use).
+    pub threads: Option<usize>,
+}
+
+/// Threads one dissection job may use: `REMORA_JOB_THREADS`, default every core.
+pub fn threads() -> Option<usize> {
+    std::env::var("REMORA_JOB_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&n| n > 0)
 }
 
 /// Resident bytes one dissection job may use: `REMORA_JOB_MEMORY_MB`, default 2048.
@@ -125,6 +135,9 @@ pub fn run(
         .arg(if input.copies_once { "once" } else { "each" });
     if let Some((start, end)) = input.window {
         cmd.arg("--window").arg(format!("{start}:{end}"));
+    }
+    if let Some(threads) = worker.threads {
+        cmd.arg("--threads").arg(threads.to_string());
     }
     // A group of its own, so a kill reaches anything it started and no pipe outlives it.
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
@@ -295,12 +308,23 @@ mod tests {
         WorkerProcess {
             exe,
             memory_limit: 64 << 20,
+            threads: None,
         }
     }
 
     fn run_script(body: &str) -> (Result<WorkerSummary, WorkerError>, Vec<(u64, u64)>) {
+        run_script_on(body, None)
+    }
+
+    fn run_script_on(
+        body: &str,
+        threads: Option<usize>,
+    ) -> (Result<WorkerSummary, WorkerError>, Vec<(u64, u64)>) {
         let dir = tempfile::tempdir().unwrap();
-        let worker = script(dir.path(), body);
+        let worker = WorkerProcess {
+            threads,
+            ..script(dir.path(), body)
+        };
         let seen = Mutex::new(Vec::new());
         let nodes = [("n".to_owned(), dir.path().to_owned())];
         let result = run(
@@ -333,6 +357,21 @@ mod tests {
     fn the_arguments_name_the_input() {
         let (result, _) = run_script(
             r#"[ "$1 $2" = "dissect-job --out" ] && [ "$4" = "--node" ] && [ "$7" = "once" ] && [ "$9" = "1:2" ] || exit 3
+echo 'summary {"frames":0,"calls":{},"conns":0}'"#,
+        );
+        result.unwrap();
+    }
+
+    #[test]
+    fn the_job_threads_are_passed_on() {
+        let (result, _) = run_script_on(
+            r#"[ "${10} ${11}" = "--threads 3" ] || exit 3
+echo 'summary {"frames":0,"calls":{},"conns":0}'"#,
+            Some(3),
+        );
+        result.unwrap();
+        let (result, _) = run_script(
+            r#"[ -z "${10}" ] || exit 3
 echo 'summary {"frames":0,"calls":{},"conns":0}'"#,
         );
         result.unwrap();
