@@ -338,3 +338,44 @@ fn the_router_counts_copies_and_joins_nat_views_as_one_engine_does() {
         once.calls.len()
     );
 }
+
+/// The same with damaged packets (bytes flipped, cut short, headers garbled): whatever the
+/// router makes of them, the shards agree with one engine.
+#[test]
+fn damaged_recordings_give_one_engines_rows_too() {
+    let recorded = crate::recorded::around_a_nat(&fixture_packets());
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for round in 0..4 {
+        let mut engine = Engine::new().count_copies_once();
+        let mut sharded = Sharded::counting_copies_once(Limits::default());
+        for (t, p, _) in &recorded {
+            let mut p = p.clone();
+            match next() % 10 {
+                // A byte anywhere, often in the headers.
+                0 | 1 => {
+                    let at =
+                        (next() as usize) % p.len().min(if round % 2 == 0 { 64 } else { 4096 });
+                    p[at] ^= (next() as u8) | 1;
+                }
+                2 => p.truncate((next() as usize) % (p.len() + 1)),
+                _ => {}
+            }
+            let wire = p.len() as u32 + (next() % 3) as u32 * 100;
+            engine.push(*t, &p, wire);
+            sharded.push(*t, &p, wire);
+        }
+        let (alone, shards) = (engine.finish(), sharded.finish());
+        assert_eq!(sorted_rows(&alone), sorted_rows(&shards), "round {round}");
+        assert_eq!(
+            alone.stats.duplicates, shards.stats.duplicates,
+            "round {round}"
+        );
+        assert!(!alone.calls.is_empty());
+    }
+}
