@@ -292,20 +292,10 @@ impl Engine {
         self.last_sweep_ns = now_ns;
     }
 
-    /// Rows finished so far, taken out of the engine (call now and then to bound memory; the
-    /// rest comes from [`Engine::finish`]).
-    pub fn take_rows(&mut self) -> (Vec<Call>, Vec<Conn>) {
-        self.annotate_nat();
-        self.nat_annotated = 0;
-        (
-            std::mem::take(&mut self.out.calls),
-            std::mem::take(&mut self.out.conns),
-        )
-    }
-
-    /// Moves the rows finished so far to the end of `calls` and `conns`: the engine keeps its
-    /// buffers and the caller reuses its own, so that no memory is allocated for rows once both
-    /// have grown to a batch's size.
+    /// Moves the rows finished so far to the end of `calls` and `conns` (call now and then to
+    /// bound memory; the rest comes from [`Engine::finish`]): the engine keeps its buffers and
+    /// the caller reuses its own, so that no memory is allocated for rows once both have grown
+    /// to a batch's size.
     pub fn take_rows_into(&mut self, calls: &mut Vec<Call>, conns: &mut Vec<Conn>) {
         self.annotate_nat();
         self.nat_annotated = 0;

@@ -116,14 +116,21 @@ pub fn vxlan(inner: &[u8]) -> Vec<u8> {
     let mut payload = vec![0x08, 0, 0, 0, 0, 0, 1, 0];
     payload.extend_from_slice(&[2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00]);
     payload.extend_from_slice(inner);
+    udp(([198, 19, 0, 1], 50_000), ([198, 19, 0, 2], 4789), &payload)
+}
+
+/// An IPv4 UDP datagram from `src` to `dst` (address, port) carrying `payload`: TTL 64, don't
+/// fragment, IPv4 ID and checksums 0.
+pub fn udp(src: ([u8; 4], u16), dst: ([u8; 4], u16), payload: &[u8]) -> Vec<u8> {
     let mut p = vec![0x45, 0];
     p.extend_from_slice(&((28 + payload.len()) as u16).to_be_bytes());
     p.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
-    p.extend_from_slice(&[198, 19, 0, 1, 198, 19, 0, 2]);
-    p.extend_from_slice(&50_000u16.to_be_bytes());
-    p.extend_from_slice(&4789u16.to_be_bytes());
+    p.extend_from_slice(&src.0);
+    p.extend_from_slice(&dst.0);
+    p.extend_from_slice(&src.1.to_be_bytes());
+    p.extend_from_slice(&dst.1.to_be_bytes());
     p.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
     p.extend_from_slice(&[0, 0]);
-    p.extend_from_slice(&payload);
+    p.extend_from_slice(payload);
     p
 }

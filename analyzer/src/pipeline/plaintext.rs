@@ -158,7 +158,7 @@ impl Plaintext {
             if ts_ns.is_some_and(|t| c.ts_ns > t) {
                 return Ok(());
             }
-            let missing_after = if self.is_last_of_call(self.next) {
+            let missing_after = if c.missing_after > 0 && self.is_last_of_call(self.next) {
                 c.missing_after
             } else {
                 0

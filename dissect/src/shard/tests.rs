@@ -28,24 +28,12 @@ fn dns(port: u16, id: u16, answer: bool, name: &str) -> Vec<u8> {
 }
 
 fn udp(port: u16, answer: bool, payload: &[u8]) -> Vec<u8> {
-    let (client, server) = ([198, 18, 0, 1], [198, 18, 0, 2]);
-    let (src, dst, sport, dport) = if answer {
-        (server, client, 53, port)
+    let (client, server) = (([198, 18, 0, 1], port), ([198, 18, 0, 2], 53));
+    if answer {
+        crate::recorded::udp(server, client, payload)
     } else {
-        (client, server, port, 53)
-    };
-    let total = (28 + payload.len()) as u16;
-    let mut p = vec![0x45, 0];
-    p.extend_from_slice(&total.to_be_bytes());
-    p.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
-    p.extend_from_slice(&src);
-    p.extend_from_slice(&dst);
-    p.extend_from_slice(&sport.to_be_bytes());
-    p.extend_from_slice(&dport.to_be_bytes());
-    p.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-    p.extend_from_slice(&[0, 0]);
-    p.extend_from_slice(payload);
-    p
+        crate::recorded::udp(client, server, payload)
+    }
 }
 
 #[test]
