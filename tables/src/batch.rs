@@ -4,41 +4,34 @@
 //! runs over all its rows in one tight loop, so the choice of builder is made once per column and
 //! chunk, not once per cell, and a row's memory is read from cache by every column after the first.
 
-use std::{
-    hash::{BuildHasher as _, RandomState},
-    net::IpAddr,
-    sync::Arc,
-};
+use std::{net::IpAddr, sync::Arc};
 
 use arrow::{
     array::{
-        ArrayBuilder as _, ArrayRef, BinaryBuilder, BooleanBuilder, DictionaryArray, Int32Array,
-        Int64Builder, ListBuilder, MapArray, MapBuilder, RecordBatch, StringArray, StringBuilder,
-        StructArray, TimestampNanosecondArray, UInt16Array, UInt32Array, UInt64Array,
+        ArrayRef, BinaryBuilder, BooleanBuilder, Int64Builder, ListBuilder, MapArray, MapBuilder,
+        RecordBatch, StringArray, StringBuilder, StructArray, TimestampNanosecondArray,
+        UInt16Array, UInt32Array, UInt64Array,
     },
-    buffer::{NullBuffer, OffsetBuffer},
-    datatypes::{Int32Type, SchemaRef},
+    buffer::OffsetBuffer,
+    datatypes::SchemaRef,
     error::ArrowError,
 };
 use remora_dissect::Headers;
 
-use crate::column::{Column, Encoding, Get, MapEntries, utf8_map_entries, utf8_map_entry_fields};
+use crate::column::{Column, Get, MapEntries, utf8_map_entries, utf8_map_entry_fields};
 
 /// Rows per chunk: a chunk of calls (a few hundred bytes each, plus what they point to) stays
 /// in a core's L2 cache while every column reads it.
 const CHUNK_ROWS: usize = 512;
 
-/// The record batch of `rows` for a table of `columns` with `schema` (the table's schema,
-/// derived from the same columns).
+/// The record batch of `rows` for a table of `columns` with `schema` (the table's
+/// [`crate::Table::write_schema`], derived from the same columns).
 pub fn record_batch<R>(
     columns: &[Column<R>],
     schema: SchemaRef,
     rows: &[R],
 ) -> Result<RecordBatch, ArrowError> {
-    let mut builders: Vec<Builder> = columns
-        .iter()
-        .map(|c| Builder::new(&c.get, c.encoding, rows))
-        .collect();
+    let mut builders: Vec<Builder> = columns.iter().map(|c| Builder::new(&c.get, rows)).collect();
     for chunk in rows.chunks(CHUNK_ROWS) {
         for (column, builder) in columns.iter().zip(&mut builders) {
             builder.fill(&column.get, chunk)?;
@@ -60,8 +53,7 @@ enum Builder {
     Int64(Int64Builder),
     Timestamp(Vec<i64>),
     OptTimestamp(Vec<Option<i64>>),
-    Text(Box<TextState<PlainText>>),
-    Dictionary(Box<TextState<DictionaryText>>),
+    Text(Box<TextState>),
     Binary(BinaryBuilder),
     List(ListBuilder<StringBuilder>),
     Map(Box<MapBuilder<StringBuilder, StringBuilder>>),
@@ -72,7 +64,7 @@ impl Builder {
     /// A builder for `rows`, sized for them up front where the sizes are cheap to know: a
     /// growing buffer is copied at each doubling and touches fresh pages, which the kernel
     /// zeroes (bodies and header lists are most of a batch's bytes).
-    fn new<R>(get: &Get<R>, encoding: Encoding, rows: &[R]) -> Self {
+    fn new<R>(get: &Get<R>, rows: &[R]) -> Self {
         let n = rows.len();
         match get {
             Get::Bool(_) => Self::Bool(BooleanBuilder::with_capacity(n)),
@@ -82,26 +74,24 @@ impl Builder {
             Get::Int64(_) => Self::Int64(Int64Builder::with_capacity(n)),
             Get::Timestamp(_) => Self::Timestamp(Vec::with_capacity(n)),
             Get::OptTimestamp(_) => Self::OptTimestamp(Vec::with_capacity(n)),
+            // Dictionary columns too: the batch holds their text plainly and the Parquet
+            // writer makes the dictionary (`Table::write_schema`).
             Get::Str(_) | Get::OptStr(_) | Get::Text(_) | Get::Ip(_) => {
-                if encoding == Encoding::Dictionary {
-                    Self::Dictionary(Box::new(TextState::new(DictionaryText::default())))
-                } else {
-                    let bytes: usize = match get {
-                        Get::Str(f) => rows.iter().map(|r| f(r).len()).sum(),
-                        Get::OptStr(f) => rows.iter().map(|r| f(r).map_or(0, str::len)).sum(),
-                        _ => n * 8,
-                    };
-                    // Never zero: a builder without capacity has no allocation, and every
-                    // empty value of its array then points at a dangling address. The Parquet
-                    // writer compares each value with glibc's `memcmp`, whose AVX-512 masked
-                    // load takes a microcode assist on an unmapped page even for zero bytes:
-                    // a column of empty strings cost 4× the same column with an allocation
-                    // (docs/dissection.md, "Parquet's share").
-                    let bytes = bytes.max(1);
-                    Self::Text(Box::new(TextState::new(PlainText(
-                        StringBuilder::with_capacity(n, bytes),
-                    ))))
-                }
+                let bytes: usize = match get {
+                    Get::Str(f) => rows.iter().map(|r| f(r).len()).sum(),
+                    Get::OptStr(f) => rows.iter().map(|r| f(r).map_or(0, str::len)).sum(),
+                    _ => n * 8,
+                };
+                // Never zero: a builder without capacity has no allocation, and every empty
+                // value of its array then points at a dangling address. The Parquet writer
+                // compares each value with glibc's `memcmp`, whose AVX-512 masked load takes a
+                // microcode assist on an unmapped page even for zero bytes: a column of empty
+                // strings cost 4× the same column with an allocation (docs/dissection.md,
+                // "Parquet's share").
+                let bytes = bytes.max(1);
+                Self::Text(Box::new(TextState::new(StringBuilder::with_capacity(
+                    n, bytes,
+                ))))
             }
             Get::Binary(f) => {
                 let bytes = rows.iter().map(|r| f(r).len()).sum();
@@ -152,7 +142,6 @@ impl Builder {
             (Get::Timestamp(f), Self::Timestamp(v)) => v.extend(rows.iter().map(f)),
             (Get::OptTimestamp(f), Self::OptTimestamp(v)) => v.extend(rows.iter().map(f)),
             (get, Self::Text(t)) => t.fill(get, rows)?,
-            (get, Self::Dictionary(t)) => t.fill(get, rows)?,
             (Get::Binary(f), Self::Binary(b)) => {
                 for r in rows {
                     b.append_value(f(r));
@@ -197,8 +186,7 @@ impl Builder {
             Self::OptTimestamp(v) => {
                 Arc::new(TimestampNanosecondArray::from(v).with_timezone("UTC"))
             }
-            Self::Text(t) => t.out.finish()?,
-            Self::Dictionary(t) => t.out.finish()?,
+            Self::Text(mut t) => Arc::new(t.out.finish()),
             Self::Binary(mut b) => Arc::new(b.finish()),
             Self::List(mut b) => Arc::new(b.finish()),
             Self::Map(mut b) => Arc::new(b.finish()),
@@ -299,15 +287,15 @@ fn offset(len: usize) -> Result<i32, ArrowError> {
 }
 
 /// A text column being built, with what its getter kind needs between chunks.
-struct TextState<A> {
-    out: A,
+struct TextState {
+    out: StringBuilder,
     /// Scratch for [`Get::Text`], and the text of `last_ip` for [`Get::Ip`].
     buf: String,
     last_ip: Option<IpAddr>,
 }
 
-impl<A: TextArray> TextState<A> {
-    fn new(out: A) -> Self {
+impl TextState {
+    fn new(out: StringBuilder) -> Self {
         Self {
             out,
             buf: String::new(),
@@ -319,19 +307,19 @@ impl<A: TextArray> TextState<A> {
         match get {
             Get::Str(f) => {
                 for r in rows {
-                    self.out.push(Some(f(r)))?;
+                    self.out.append_value(f(r));
                 }
             }
             Get::OptStr(f) => {
                 for r in rows {
-                    self.out.push(f(r))?;
+                    self.out.append_option(f(r));
                 }
             }
             Get::Text(f) => {
                 for r in rows {
                     self.buf.clear();
                     f(r, &mut self.buf);
-                    self.out.push(Some(&self.buf))?;
+                    self.out.append_value(&self.buf);
                 }
             }
             Get::Ip(f) => {
@@ -345,7 +333,7 @@ impl<A: TextArray> TextState<A> {
                         let _ = write!(self.buf, "{ip}");
                         self.last_ip = Some(ip);
                     }
-                    self.out.push(Some(&self.buf))?;
+                    self.out.append_value(&self.buf);
                 }
             }
             _ => {
@@ -358,150 +346,12 @@ impl<A: TextArray> TextState<A> {
     }
 }
 
-/// Where a text column's values go: a plain string array or a dictionary.
-trait TextArray {
-    fn push(&mut self, value: Option<&str>) -> Result<(), ArrowError>;
-    fn finish(self) -> Result<ArrayRef, ArrowError>;
-}
-
-struct PlainText(StringBuilder);
-
-impl TextArray for PlainText {
-    fn push(&mut self, value: Option<&str>) -> Result<(), ArrowError> {
-        self.0.append_option(value);
-        Ok(())
-    }
-
-    fn finish(mut self) -> Result<ArrayRef, ArrowError> {
-        Ok(Arc::new(self.0.finish()))
-    }
-}
-
-/// A `Dictionary(Int32, Utf8)` array built row by row. Rows come in runs of the same value
-/// (one node, one protocol, empty attribution): a value equal to the previous row's reuses its
-/// key without hashing.
-///
-/// The distinct values live in an Arrow builder, whose buffers are 64-byte aligned and padded,
-/// and are compared in place with [`same`]. Keeping them in small `String`s instead made every
-/// comparison (here and in the Parquet writer's interner, which compares against these values)
-/// up to ten times slower: see [`same`].
-struct DictionaryText {
-    keys: Vec<i32>,
-    valid: Vec<bool>,
-    any_null: bool,
-    values: StringBuilder,
-    index: hashbrown::HashTable<i32>,
-    hasher: RandomState,
-    last: Option<i32>,
-}
-
-impl Default for DictionaryText {
-    fn default() -> Self {
-        Self {
-            keys: Vec::new(),
-            valid: Vec::new(),
-            any_null: false,
-            values: StringBuilder::new(),
-            index: hashbrown::HashTable::new(),
-            hasher: RandomState::new(),
-            last: None,
-        }
-    }
-}
-
-/// Whether two byte strings are equal, without calling libc's `memcmp`.
-///
-/// glibc's AVX-512 `memcmp` loads 32 bytes at a time with a masked load. When the masked-off
-/// part of that load runs past a small allocation into a page that is not mapped in, the CPU
-/// takes a microcode assist on every call: a dictionary comparison against a three-byte
-/// `method` string then costs ~70 ns instead of ~3 ns. The values compared here are short, so
-/// eight bytes at a time and a byte tail are as fast as `memcmp` at its best.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let (mut wa, mut wb) = (a.chunks_exact(8), b.chunks_exact(8));
-    for (x, y) in (&mut wa).zip(&mut wb) {
-        let word = |c: &[u8]| c.iter().fold(0u64, |w, &byte| (w << 8) | u64::from(byte));
-        if word(x) != word(y) {
-            return false;
-        }
-    }
-    let tail = wa
-        .remainder()
-        .iter()
-        .zip(wb.remainder())
-        .fold(0u8, |acc, (x, y)| acc | (x ^ y));
-    tail == 0
-}
-
-/// The `key`th value of `values`.
-fn value_of(values: &StringBuilder, key: i32) -> &[u8] {
-    let offsets = values.offsets_slice();
-    let k = key as usize;
-    match (offsets.get(k), offsets.get(k + 1)) {
-        (Some(&start), Some(&end)) => values
-            .values_slice()
-            .get(start as usize..end as usize)
-            .unwrap_or_default(),
-        _ => &[],
-    }
-}
-
-impl TextArray for DictionaryText {
-    fn push(&mut self, value: Option<&str>) -> Result<(), ArrowError> {
-        let Some(value) = value else {
-            self.keys.push(0);
-            self.valid.push(false);
-            self.any_null = true;
-            return Ok(());
-        };
-        self.valid.push(true);
-        let bytes = value.as_bytes();
-        if let Some(last) = self.last
-            && same(value_of(&self.values, last), bytes)
-        {
-            self.keys.push(last);
-            return Ok(());
-        }
-        let hash = self.hasher.hash_one(bytes);
-        let values = &self.values;
-        let key = match self.index.find(hash, |&k| same(value_of(values, k), bytes)) {
-            Some(&k) => k,
-            None => {
-                let k = i32::try_from(self.values.len())
-                    .map_err(|_| ArrowError::ComputeError("too many distinct values".into()))?;
-                self.values.append_value(value);
-                let (values, hasher) = (&self.values, &self.hasher);
-                self.index
-                    .insert_unique(hash, k, |&k| hasher.hash_one(value_of(values, k)));
-                k
-            }
-        };
-        self.last = Some(key);
-        self.keys.push(key);
-        Ok(())
-    }
-
-    fn finish(mut self) -> Result<ArrayRef, ArrowError> {
-        let nulls = self.any_null.then(|| NullBuffer::from(self.valid));
-        let keys = Int32Array::new(self.keys.into(), nulls);
-        Ok(Arc::new(DictionaryArray::<Int32Type>::try_new(
-            keys,
-            Arc::new(self.values.finish()),
-        )?))
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use arrow::{
-        array::{Array as _, AsArray as _, StringArray},
-        compute::cast,
-        datatypes::DataType,
-    };
+    use arrow::array::{Array as _, AsArray as _};
 
     use super::*;
+    use crate::column::Encoding;
 
     #[test]
     fn header_maps_lower_case_names_and_keep_rows_apart() {
@@ -550,57 +400,5 @@ mod tests {
             "x-ÜnÏ-id"
         );
         assert_eq!(map.value(3).column(0).as_string::<i32>().value(0), "@[`{z");
-    }
-
-    #[test]
-    fn same_is_byte_equality() {
-        let texts = [
-            "",
-            "a",
-            "b",
-            "GET",
-            "POST",
-            "12345678",
-            "123456789",
-            "12345679",
-            "/api/v1/checkout",
-        ];
-        for a in texts {
-            for b in texts {
-                assert_eq!(same(a.as_bytes(), b.as_bytes()), a == b, "{a:?} {b:?}");
-            }
-        }
-    }
-
-    #[test]
-    fn dictionary_text_keeps_values_nulls_and_order() {
-        let input = [
-            Some("a"),
-            Some("a"),
-            None,
-            Some("b"),
-            Some("a"),
-            Some(""),
-            Some(""),
-            Some("b"),
-        ];
-        let mut d = DictionaryText::default();
-        for v in input {
-            d.push(v).unwrap_or_else(|e| panic!("{e}"));
-        }
-        let dict = d.finish().unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(
-            dict.data_type(),
-            &DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
-        );
-        assert_eq!(
-            dict.as_dictionary::<Int32Type>().values().len(),
-            3,
-            "a, b and the empty string once each"
-        );
-        let back = cast(&dict, &DataType::Utf8).unwrap_or_else(|e| panic!("{e}"));
-        let expected = StringArray::from(input.to_vec());
-        assert_eq!(back.as_string::<i32>(), &expected);
-        assert_eq!(back.null_count(), 1);
     }
 }

@@ -168,6 +168,6 @@ impl<'a> Rows<'a> {
 
     /// The record batch of every row added.
     pub fn finish(self) -> Result<arrow::array::RecordBatch, arrow::error::ArrowError> {
-        crate::batch::record_batch(&columns(), Table::Calls.schema(), &self.rows)
+        crate::batch::record_batch(&columns(), Table::Calls.write_schema(), &self.rows)
     }
 }

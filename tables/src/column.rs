@@ -234,6 +234,16 @@ impl ColumnInfo {
             (Kind::Utf8Map, _) => utf8_map_type(),
         }
     }
+
+    /// The Arrow type of the column in the record batches written into the files: as
+    /// [`ColumnInfo::data_type`], but plain `Utf8` for dictionary text (see
+    /// [`crate::Table::write_schema`]).
+    pub fn batch_data_type(&self) -> DataType {
+        match self.kind {
+            Kind::Utf8 => DataType::Utf8,
+            _ => self.data_type(),
+        }
+    }
 }
 
 /// `Map(Utf8, Utf8)` as every map column stores it (keys not sorted).

@@ -100,5 +100,5 @@ pub fn attributed<'p>(
             dst: dst.unwrap_or(&UNKNOWN),
         })
         .collect();
-    crate::batch::record_batch(&columns(), Table::Conns.schema(), &rows)
+    crate::batch::record_batch(&columns(), Table::Conns.write_schema(), &rows)
 }

@@ -4,7 +4,8 @@
 //! says how its value is read from a row ([`Get`]), how it is stored ([`Encoding`]), and
 //! documents itself ([`Doc`]). Everything else is derived from that list:
 //!
-//! - the Arrow schema of the files ([`Table::schema`]),
+//! - the Arrow schema of the files ([`Table::schema`]) and of the batches written into them
+//!   ([`Table::write_schema`]: dictionary text as plain text, for the Parquet writer to intern),
 //! - the row writer, which turns rows into record batches ([`batch::record_batch`]),
 //! - the Parquet layout: dictionaries and statistics per column ([`writer::properties`]),
 //! - the KFL field catalog and the generated field docs (the `remora-kfl` crate reads
@@ -26,7 +27,7 @@
 //! rows.push(&call, None, None);
 //! let batch = rows.finish().unwrap();
 //! assert_eq!(batch.num_rows(), 1);
-//! assert_eq!(batch.schema(), Table::Calls.schema());
+//! assert_eq!(batch.schema(), Table::Calls.write_schema());
 //! ```
 
 pub mod batch;
@@ -39,7 +40,7 @@ pub mod writer;
 
 use std::sync::{Arc, LazyLock};
 
-use arrow::datatypes::{Schema, SchemaRef};
+use arrow::datatypes::{DataType, Schema, SchemaRef};
 
 pub use column::{Column, ColumnInfo, Doc, Encoding, Get, Kind, MapEntries};
 pub use peer::Peer;
@@ -89,22 +90,37 @@ impl Table {
         self.columns().iter().find(|c| c.name == name)
     }
 
-    /// The Arrow schema of the table's files.
+    /// The Arrow schema of the table's files: what readers get.
     pub fn schema(self) -> SchemaRef {
-        static SCHEMAS: LazyLock<[SchemaRef; 3]> =
-            LazyLock::new(|| Table::ALL.map(|t| Arc::new(schema_of(t.columns()))));
+        static SCHEMAS: LazyLock<[SchemaRef; 3]> = LazyLock::new(|| {
+            Table::ALL.map(|t| Arc::new(schema_of(t.columns(), ColumnInfo::data_type)))
+        });
+        let index = Table::ALL.iter().position(|t| *t == self).unwrap_or(0);
+        SCHEMAS[index].clone()
+    }
+
+    /// The Arrow schema of the record batches written into the table's files: [`Table::schema`]
+    /// with plain `Utf8` for its dictionary columns. The Parquet writer dictionary-encodes
+    /// text by interning every value whatever the Arrow type, so a dictionary built in Arrow
+    /// first was paid for twice; [`TableWriter`] stores [`Table::schema`] in the file, and
+    /// readers get dictionaries as before, from the same Parquet pages.
+    pub fn write_schema(self) -> SchemaRef {
+        static SCHEMAS: LazyLock<[SchemaRef; 3]> = LazyLock::new(|| {
+            Table::ALL.map(|t| Arc::new(schema_of(t.columns(), ColumnInfo::batch_data_type)))
+        });
         let index = Table::ALL.iter().position(|t| *t == self).unwrap_or(0);
         SCHEMAS[index].clone()
     }
 }
 
-/// Every column as an Arrow field, nullable exactly when its getter can give no value
-/// (KFL reads a null as the field's zero value, and only has to for these columns).
-fn schema_of(columns: &[ColumnInfo]) -> Schema {
+/// Every column as an Arrow field of the type `data_type` gives it, nullable exactly when its
+/// getter can give no value (KFL reads a null as the field's zero value, and only has to for
+/// these columns).
+fn schema_of(columns: &[ColumnInfo], data_type: fn(&ColumnInfo) -> DataType) -> Schema {
     Schema::new(
         columns
             .iter()
-            .map(|c| arrow::datatypes::Field::new(c.name, c.data_type(), c.nullable))
+            .map(|c| arrow::datatypes::Field::new(c.name, data_type(c), c.nullable))
             .collect::<Vec<_>>(),
     )
 }

@@ -287,7 +287,7 @@ fn conns_and_workloads_round_trip() {
         nat: None,
     };
     let batch = conns::batch("node-1", &[conn]).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(batch.schema(), Table::Conns.schema());
+    assert_eq!(batch.schema(), Table::Conns.write_schema());
     assert_eq!(text(&batch, "dst_ip"), vec![Some("198.18.0.2".to_owned())]);
     assert_eq!(text(&batch, "rst_by"), vec![None]);
 
@@ -305,7 +305,7 @@ fn conns_and_workloads_round_trip() {
         pod_uid: String::new(),
     }];
     let batch = workloads::batch(&records).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(batch.schema(), Table::Workloads.schema());
+    assert_eq!(batch.schema(), Table::Workloads.write_schema());
     assert_eq!(text(&batch, "ip"), vec![Some("198.18.0.9".to_owned())]);
     assert_eq!(text(&batch, "kind"), vec![Some("host".to_owned())]);
     let pid = batch

@@ -62,5 +62,5 @@ pub fn columns() -> Vec<Column<WorkloadRecord>> {
 pub fn batch(
     records: &[WorkloadRecord],
 ) -> Result<arrow::array::RecordBatch, arrow::error::ArrowError> {
-    crate::batch::record_batch(&columns(), Table::Workloads.schema(), records)
+    crate::batch::record_batch(&columns(), Table::Workloads.write_schema(), records)
 }

@@ -7,7 +7,7 @@ use std::{fs::File, path::Path};
 
 use arrow::array::RecordBatch;
 use parquet::{
-    arrow::ArrowWriter,
+    arrow::{ArrowWriter, add_encoded_arrow_schema_to_metadata, arrow_writer::ArrowWriterOptions},
     basic::{Compression, ZstdLevel},
     file::properties::{EnabledStatistics, WriterProperties},
     schema::types::ColumnPath,
@@ -124,15 +124,22 @@ impl TableWriter {
     fn open(&mut self) -> Result<(), WriteError> {
         if self.writer.is_none() {
             let file = File::create(&self.tmp).map_err(|e| self.fail(e))?;
+            // Batches come in the table's write schema (dictionary text as plain text); the
+            // file says what readers get, the table's schema: same Parquet types either way.
+            let mut props = properties(self.table);
+            add_encoded_arrow_schema_to_metadata(&self.table.schema(), &mut props);
+            let options = ArrowWriterOptions::new()
+                .with_properties(props)
+                .with_skip_arrow_metadata(true);
             let writer =
-                ArrowWriter::try_new(file, self.table.schema(), Some(properties(self.table)))
+                ArrowWriter::try_new_with_options(file, self.table.write_schema(), options)
                     .map_err(|e| self.fail(e))?;
             self.writer = Some(writer);
         }
         Ok(())
     }
 
-    /// Appends a batch of the table.
+    /// Appends a batch of the table, in its [`Table::write_schema`].
     pub fn write(&mut self, batch: &RecordBatch) -> Result<(), WriteError> {
         self.open()?;
         let result = match &mut self.writer {
