@@ -92,11 +92,7 @@ impl Table {
 
     /// The Arrow schema of the table's files: what readers get.
     pub fn schema(self) -> SchemaRef {
-        static SCHEMAS: LazyLock<[SchemaRef; 3]> = LazyLock::new(|| {
-            Table::ALL.map(|t| Arc::new(schema_of(t.columns(), ColumnInfo::data_type)))
-        });
-        let index = Table::ALL.iter().position(|t| *t == self).unwrap_or(0);
-        SCHEMAS[index].clone()
+        self.schemas().0.clone()
     }
 
     /// The Arrow schema of the record batches written into the table's files: [`Table::schema`]
@@ -105,11 +101,21 @@ impl Table {
     /// first was paid for twice; [`TableWriter`] stores [`Table::schema`] in the file, and
     /// readers get dictionaries as before, from the same Parquet pages.
     pub fn write_schema(self) -> SchemaRef {
-        static SCHEMAS: LazyLock<[SchemaRef; 3]> = LazyLock::new(|| {
-            Table::ALL.map(|t| Arc::new(schema_of(t.columns(), ColumnInfo::batch_data_type)))
+        self.schemas().1.clone()
+    }
+
+    /// The table's file schema and write schema, derived once.
+    fn schemas(self) -> &'static (SchemaRef, SchemaRef) {
+        static SCHEMAS: LazyLock<[(SchemaRef, SchemaRef); 3]> = LazyLock::new(|| {
+            Table::ALL.map(|t| {
+                (
+                    Arc::new(schema_of(t.columns(), ColumnInfo::data_type)),
+                    Arc::new(schema_of(t.columns(), ColumnInfo::batch_data_type)),
+                )
+            })
         });
         let index = Table::ALL.iter().position(|t| *t == self).unwrap_or(0);
-        SCHEMAS[index].clone()
+        &SCHEMAS[index]
     }
 }
 
