@@ -198,7 +198,7 @@ fn http1(rng: &mut Rng, src: Endpoint) -> Call {
     c.path = (*rng.pick(&HTTP_PATHS)).to_owned();
     c.url = format!("{}{}", c.path, rng.pick(&QUERIES));
     c.host = (*rng.pick(&["shop.example", "checkout", "cart:8080"])).to_owned();
-    c.http_version = (*rng.pick(&["HTTP/1.1", "HTTP/1.1", "HTTP/1.0"])).to_owned();
+    c.http_version = *rng.pick(&["HTTP/1.1", "HTTP/1.1", "HTTP/1.0"]);
     c.status_code = *rng.pick(&STATUSES);
     let owned_host = c.host.clone();
     let mut req = vec![
@@ -255,7 +255,7 @@ fn http1(rng: &mut Rng, src: Endpoint) -> Call {
 fn http2(rng: &mut Rng, src: Endpoint, grpc: bool) -> Call {
     let dst = server(rng, if grpc { 50051 } else { 8443 });
     let mut c = Call::new(if grpc { "gRPC" } else { "HTTP/2" }, src, dst);
-    c.http_version = "HTTP/2".into();
+    c.http_version = "HTTP/2";
     if grpc {
         c.method = "POST".into();
         c.grpc_method = (*rng.pick(&GRPC_METHODS)).to_owned();

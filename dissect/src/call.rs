@@ -50,8 +50,8 @@ pub struct Call {
     pub path: String,
     /// Host header.
     pub host: String,
-    /// `HTTP/1.1`, ...
-    pub http_version: String,
+    /// `HTTP/1.0`, `HTTP/1.1`, `HTTP/2`, or empty (one of a few: no allocation per call).
+    pub http_version: &'static str,
     /// HTTP status, or the DNS rcode; 0 when there is no response.
     pub status_code: u16,
     /// Request header fields.
@@ -116,7 +116,7 @@ impl Call {
             url: String::new(),
             path: String::new(),
             host: String::new(),
-            http_version: String::new(),
+            http_version: "",
             status_code: 0,
             request_headers: crate::Headers::new(),
             response_headers: crate::Headers::new(),

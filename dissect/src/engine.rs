@@ -37,8 +37,14 @@ const CLOSED_GRACE_NS: i64 = 1_000_000_000;
 const DNS_TIMEOUT_NS: i64 = 30_000_000_000;
 /// Capture time between two sweeps for finished connections and expired queries.
 pub(crate) const SWEEP_EVERY_NS: i64 = 1_000_000_000;
-/// Rows an engine's output buffers keep room for once they are taken.
-const KEPT_ROWS: usize = 64;
+/// Rows an engine's output buffers keep room for once they are taken, at most. A shard's
+/// usual epoch (a hundred rows or so) then reuses its buffer from one epoch to the next: grown
+/// afresh every epoch, the buffers cost a copy of every row at each doubling and fresh pages
+/// for the kernel to zero (~3% of a dissection). A burst's larger buffer is given back.
+const KEPT_ROWS: usize = 256;
+
+/// DNS queries waiting for their answer, by flow and DNS id, with their start time.
+type DnsPending = HashMap<(FlowKey, u16), (Call, i64)>;
 
 /// Ids of plaintext streams without recorded packets start above this (frame numbers stay
 /// below it).
@@ -150,7 +156,7 @@ pub struct Engine {
     plain_ids: u64,
     /// Sweeps are ordered by the caller ([`Engine::sweep_at`]), not by `push`.
     outside_sweeps: bool,
-    dns_pending: HashMap<(FlowKey, u16), (Call, i64)>,
+    dns_pending: DnsPending,
     /// UDP flows carrying DNS, numbered here when the caller does not ([`Engine::push_routed`]).
     udp_flows: UdpFlows,
     /// The place on its UDP flow of the frame being read, when the caller numbered it.
@@ -303,6 +309,7 @@ impl Engine {
         conns.append(&mut self.out.conns);
         // A burst (one busy DNS flow, a second of closing connections) must not pin its
         // buffer in every shard for the rest of the run: 64 shards kept 56 MiB of empty rows.
+        // (`shrink_to` is a no-op below the bound.)
         self.out.calls.shrink_to(KEPT_ROWS);
         self.out.conns.shrink_to(KEPT_ROWS);
     }
@@ -519,7 +526,8 @@ impl Engine {
         if reuse && let Some(old) = self.tcp.remove(&k) {
             self.close(old, Unclosed::Open);
         }
-        if !self.tcp.contains_key(&k) && self.tcp.len() >= self.limits.max_conns {
+        // The table's size first: the lookup is only needed when it is full.
+        if self.tcp.len() >= self.limits.max_conns && !self.tcp.contains_key(&k) {
             self.enforce_limits();
         }
         let id = self.frame;
@@ -581,7 +589,7 @@ impl Engine {
         );
         let TcpConn {
             halves, l7, sides, ..
-        } = conn;
+        } = &mut *conn;
         let ports = (sides[0].port, sides[1].port);
         let stats = &mut self.out.stats;
         halves[dir].segment(
@@ -594,23 +602,22 @@ impl Engine {
                 on_chunk(l7, dir, ports, chunk, stats);
             },
         );
-        self.collect(k);
-        if let Some(conn) = self.tcp.get_mut(&k) {
-            if (conn.fins >= 2 || conn.resets > 0)
-                && let L7::Http1(h) = &mut conn.l7
-            {
-                for p in &mut h.parsers {
-                    p.release_spare();
-                }
-                if h.pending.is_empty() {
-                    h.pending = VecDeque::new();
-                }
+        // The connection found above serves for the rest: one lookup per packet.
+        collect(conn, &mut self.out, &mut self.dns_pending);
+        if (conn.fins >= 2 || conn.resets > 0)
+            && let L7::Http1(h) = &mut conn.l7
+        {
+            for p in &mut h.parsers {
+                p.release_spare();
             }
-            let now = conn.buffered();
-            // `held` includes this connection's previous figure.
-            self.held = self.held.saturating_sub(conn.held) + now;
-            conn.held = now;
+            if h.pending.is_empty() {
+                h.pending = VecDeque::new();
+            }
         }
+        let now = conn.buffered();
+        // `held` includes this connection's previous figure.
+        self.held = self.held.saturating_sub(conn.held) + now;
+        conn.held = now;
         if self.held > self.limits.max_buffered {
             self.enforce_limits();
         }
@@ -619,15 +626,8 @@ impl Engine {
     /// Turns finished messages of a connection into calls, which carry its handshake time
     /// (and, read from plaintext, the hellos of its encrypted connection).
     fn collect(&mut self, k: FlowKey) {
-        let mark = self.out.calls.len();
-        self.collect_messages(k);
-        let Some(conn) = self.tcp.get(&k) else { return };
-        for call in &mut self.out.calls[mark..] {
-            call.tcp_handshake_us = conn.handshake_us;
-            if conn.plaintext {
-                call.from_plaintext = true;
-                call.tls.clone_from(&conn.tls_info);
-            }
+        if let Some(conn) = self.tcp.get_mut(&k) {
+            collect(conn, &mut self.out, &mut self.dns_pending);
         }
     }
 
@@ -714,105 +714,6 @@ impl Engine {
         let ports = (conn.sides[0].port, conn.sides[1].port);
         on_chunk(&mut conn.l7, dir, ports, chunk, &mut self.out.stats);
         self.collect(k);
-    }
-
-    fn collect_messages(&mut self, k: FlowKey) {
-        let Some(conn) = self.tcp.get_mut(&k) else {
-            return;
-        };
-        let mut upgrade = None;
-        match &mut conn.l7 {
-            L7::Http1(h) => {
-                let req_dir = h.req_dir;
-                let resp_dir = 1 - req_dir;
-                let requests: Vec<Message> = h.parsers[req_dir].messages.drain(..).collect();
-                for r in requests {
-                    h.parsers[resp_dir]
-                        .pending_requests
-                        .push_back(r.method == "HEAD");
-                    h.pending.push_back(r);
-                }
-                let responses: Vec<Message> = h.parsers[resp_dir].messages.drain(..).collect();
-                let (client, server) = (conn.sides[req_dir], conn.sides[resp_dir]);
-                for resp in responses {
-                    if (100..200).contains(&resp.status) && resp.status != 101 {
-                        continue; // interim (100 Continue): not a call of its own
-                    }
-                    let req = h.pending.pop_front();
-                    // A 101 the parser switched on (to h2c): the request continues as HTTP/2
-                    // stream 1, whose response makes the call, so the 101 is not a call.
-                    if resp.status == 101
-                        && let Some(after) = h.parsers[resp_dir].take_switched()
-                    {
-                        upgrade = Some((req.unwrap_or_default(), resp.end_ns, after));
-                        break;
-                    }
-                    conn.calls += 1;
-                    self.out.calls.push(http_call(
-                        conn.id,
-                        conn.calls,
-                        client,
-                        server,
-                        req,
-                        Some(resp),
-                    ));
-                }
-            }
-            L7::Dns(bufs) => {
-                for (dir, buf) in bufs.iter_mut().enumerate() {
-                    while buf.len() >= 2 {
-                        let len = usize::from(u16::from_be_bytes([buf[0], buf[1]]));
-                        if buf.len() < 2 + len {
-                            break;
-                        }
-                        let msg: Vec<u8> = buf.drain(..2 + len).skip(2).collect();
-                        let (src, dst) = (conn.sides[dir], conn.sides[1 - dir]);
-                        let ts = conn.last_ns;
-                        let id = conn.id;
-                        let flow = DnsFlow {
-                            conn_id: id,
-                            ts_ns: ts,
-                            src,
-                            dst,
-                            transport: "tcp",
-                            calls: &mut conn.calls,
-                        };
-                        dns_message(&mut self.out, &mut self.dns_pending, flow, &msg);
-                    }
-                }
-            }
-            // The handshake's row waits for the connection's end: if its plaintext is read by
-            // then, the calls carry the hellos instead (one call, not two).
-            L7::Tls(_) => {}
-            L7::Http2(h) => {
-                let client_dir = h.client_dir();
-                let (client, server) = (conn.sides[client_dir], conn.sides[1 - client_dir]);
-                for ex in h.done.drain(..) {
-                    conn.calls += 1;
-                    self.out.calls.push(h2_call(
-                        conn.id,
-                        conn.calls,
-                        client,
-                        server,
-                        ex,
-                        conn.resets > 0,
-                    ));
-                }
-            }
-            _ => {}
-        }
-        if let Some((request, switched_ns, after)) = upgrade
-            && let L7::Http1(h) = &conn.l7
-        {
-            let (req_dir, resp_dir) = (h.req_dir, 1 - h.req_dir);
-            let start_ns = request.start_ns;
-            let mut h2 = http2::Conn::upgraded(req_dir, h2_half(request), start_ns);
-            h2.data(resp_dir, switched_ns, &after);
-            conn.l7 = L7::Http2(Box::new(h2));
-            self.out.stats.h2c_upgrades += 1;
-            // Stream 1's response may have come in the same segment as the 101.
-            self.collect_messages(k);
-        }
     }
 
     /// Turns a connection into its rows; `unclosed` says why it ends if it saw no FIN or RST.
@@ -1085,6 +986,127 @@ impl Http1 {
             parsers,
             pending: VecDeque::new(),
         }
+    }
+}
+
+/// Turns finished messages of `conn` into calls in `out`, which carry its handshake time
+/// (and, read from plaintext, the hellos of its encrypted connection).
+fn collect(conn: &mut TcpConn, out: &mut Output, dns_pending: &mut DnsPending) {
+    let mark = out.calls.len();
+    collect_messages(conn, out, dns_pending);
+    for call in &mut out.calls[mark..] {
+        call.tcp_handshake_us = conn.handshake_us;
+        if conn.plaintext {
+            call.from_plaintext = true;
+            call.tls.clone_from(&conn.tls_info);
+        }
+    }
+}
+
+/// Turns finished messages of `conn` into calls in `out`.
+fn collect_messages(conn: &mut TcpConn, out: &mut Output, dns_pending: &mut DnsPending) {
+    let mut upgrade = None;
+    match &mut conn.l7 {
+        L7::Http1(h) => {
+            let req_dir = h.req_dir;
+            let resp_dir = 1 - req_dir;
+            // Messages move once, from the parser's list to where they go; the lists
+            // keep their buffers (no vector per packet).
+            let [first, second] = &mut h.parsers;
+            let (requests, responder) = if req_dir == 0 {
+                (&mut first.messages, second)
+            } else {
+                (&mut second.messages, first)
+            };
+            for r in requests.drain(..) {
+                responder.pending_requests.push_back(r.method == "HEAD");
+                h.pending.push_back(r);
+            }
+            let mut responses = std::mem::take(&mut h.parsers[resp_dir].messages);
+            let (client, server) = (conn.sides[req_dir], conn.sides[resp_dir]);
+            for resp in responses.drain(..) {
+                if (100..200).contains(&resp.status) && resp.status != 101 {
+                    continue; // interim (100 Continue): not a call of its own
+                }
+                let req = h.pending.pop_front();
+                // A 101 the parser switched on (to h2c): the request continues as HTTP/2
+                // stream 1, whose response makes the call, so the 101 is not a call.
+                if resp.status == 101
+                    && let Some(after) = h.parsers[resp_dir].take_switched()
+                {
+                    upgrade = Some((req.unwrap_or_default(), resp.end_ns, after));
+                    break;
+                }
+                conn.calls += 1;
+                out.calls.push(http_call(
+                    conn.id,
+                    conn.calls,
+                    client,
+                    server,
+                    req,
+                    Some(resp),
+                ));
+            }
+            // The emptied list goes back with its buffer.
+            let parser = &mut h.parsers[resp_dir];
+            if parser.messages.is_empty() {
+                parser.messages = responses;
+            }
+        }
+        L7::Dns(bufs) => {
+            for (dir, buf) in bufs.iter_mut().enumerate() {
+                while buf.len() >= 2 {
+                    let len = usize::from(u16::from_be_bytes([buf[0], buf[1]]));
+                    if buf.len() < 2 + len {
+                        break;
+                    }
+                    let msg: Vec<u8> = buf.drain(..2 + len).skip(2).collect();
+                    let (src, dst) = (conn.sides[dir], conn.sides[1 - dir]);
+                    let ts = conn.last_ns;
+                    let id = conn.id;
+                    let flow = DnsFlow {
+                        conn_id: id,
+                        ts_ns: ts,
+                        src,
+                        dst,
+                        transport: "tcp",
+                        calls: &mut conn.calls,
+                    };
+                    dns_message(out, dns_pending, flow, &msg);
+                }
+            }
+        }
+        // The handshake's row waits for the connection's end: if its plaintext is read by
+        // then, the calls carry the hellos instead (one call, not two).
+        L7::Tls(_) => {}
+        L7::Http2(h) => {
+            let client_dir = h.client_dir();
+            let (client, server) = (conn.sides[client_dir], conn.sides[1 - client_dir]);
+            for ex in h.done.drain(..) {
+                conn.calls += 1;
+                out.calls.push(h2_call(
+                    conn.id,
+                    conn.calls,
+                    client,
+                    server,
+                    ex,
+                    conn.resets > 0,
+                ));
+            }
+        }
+        _ => {}
+    }
+    if let Some((request, switched_ns, after)) = upgrade
+        && let L7::Http1(h) = &conn.l7
+    {
+        let (req_dir, resp_dir) = (h.req_dir, 1 - h.req_dir);
+        let start_ns = request.start_ns;
+        let mut h2 = http2::Conn::upgraded(req_dir, h2_half(request), start_ns);
+        h2.data(resp_dir, switched_ns, &after);
+        conn.l7 = L7::Http2(Box::new(h2));
+        out.stats.h2c_upgrades += 1;
+        // Stream 1's response may have come in the same segment as the 101.
+        collect_messages(conn, out, dns_pending);
     }
 }
 

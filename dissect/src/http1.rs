@@ -28,7 +28,7 @@ pub struct Message {
     /// Status code (responses).
     pub status: u16,
     /// `HTTP/1.0` or `HTTP/1.1`.
-    pub version: String,
+    pub version: &'static str,
     /// Header fields in order, names as sent.
     pub headers: crate::Headers,
     /// Bytes of the head (start line and fields).
@@ -538,10 +538,10 @@ fn copy_headers(headers: &[httparse::Header<'_>], m: &mut Message) {
     m.headers = out;
 }
 
-fn version(v: Option<u8>) -> String {
+fn version(v: Option<u8>) -> &'static str {
     match v {
-        Some(0) => "HTTP/1.0".into(),
-        _ => "HTTP/1.1".into(),
+        Some(0) => "HTTP/1.0",
+        _ => "HTTP/1.1",
     }
 }
 

@@ -112,7 +112,7 @@ pub(crate) fn http_call(
             call.elapsed_us = Some((resp.end_ns - start) / 1000);
         } else {
             call.timestamp_ns = resp.start_ns;
-            call.http_version = resp.version.clone();
+            call.http_version = resp.version;
             call.error_type = Some("pair_not_found");
         }
         call.status_code = resp.status;
@@ -177,7 +177,7 @@ pub(crate) fn h2_call(
     call.conn_id = conn_id;
     call.index = index;
     call.timestamp_ns = ex.start_ns;
-    call.http_version = "HTTP/2".into();
+    call.http_version = "HTTP/2";
     call.has_request = ex.request.seen;
     call.has_response = ex.response.seen;
     call.method = ex.request.header(":method").unwrap_or("").to_owned();

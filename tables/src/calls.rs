@@ -111,7 +111,7 @@ pub fn columns<'a>() -> Vec<Column<CallRow<'a>>> {
         Column::new("path", "path", Str(|r| &r.call.path), Dict, HTTP_DNS, "Path without the query (DNS: the first question).", r#"path == "/api/v1/checkout""#),
         Column::new("host", "host", Str(|r| &r.call.host), Dict, HTTPISH, "`Host` header or `:authority`.", r#"host == "shop.example""#),
         Column::new("query_string", "query_string", Map(|r, e| query_string(&r.call.url, e)), Unique, HTTPISH, "Query parameters, decoded.", r#"query_string["page"] == "2""#),
-        Column::new("http_version", "http_version", Str(|r| &r.call.http_version), Dict, HTTPISH, "`HTTP/1.0`, `HTTP/1.1`, `HTTP/2`.", r#"http_version == "HTTP/1.0""#),
+        Column::new("http_version", "http_version", Str(|r| r.call.http_version), Dict, HTTPISH, "`HTTP/1.0`, `HTTP/1.1`, `HTTP/2`.", r#"http_version == "HTTP/1.0""#),
         Column::new("status_code", "status_code", UInt16(|r| r.call.status_code), Plain, HTTP_DNS, "HTTP status; DNS rcode; 0 when there is no response.", "status_code >= 500"),
         Column::new("request.headers", "request_headers", Headers(|r| &r.call.request_headers), Unique, HTTPISH, "Request header fields; names in lower case.", r#"request.headers["content-type"] == "application/json""#),
         Column::new("response.headers", "response_headers", Headers(|r| &r.call.response_headers), Unique, HTTPISH, "Response header fields (and trailers); names in lower case.", r#""set-cookie" in response.headers"#),

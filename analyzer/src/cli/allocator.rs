@@ -19,3 +19,17 @@ pub(super) fn no_huge_pages() {
         );
     }
 }
+
+/// Ends a one-shot batch command that succeeded, once its output is published and printed,
+/// without the allocator's exit handler: mimalloc's `mi_process_done` hands every page back
+/// with `madvise` before the kernel unmaps them anyway, which was 16–17 ms of a 1.6 s
+/// `remora dissect` (1–2% of a run, more of a two-core one). Nothing else is left to run:
+/// the files were closed, fsynced and renamed, and stdout and stderr are flushed here.
+pub(super) fn exit_now() -> ! {
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    // SAFETY: _exit(2) takes an integer and does not return; skipping the exit handlers is the
+    // point, and no buffered output is left (flushed above).
+    unsafe { libc::_exit(0) }
+}

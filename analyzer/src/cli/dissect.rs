@@ -38,5 +38,5 @@ pub fn run(args: &DissectArgs) -> anyhow::Result<()> {
         args.out.join("calls.parquet").display(),
         args.out.join("conns.parquet").display()
     );
-    Ok(())
+    super::allocator::exit_now()
 }

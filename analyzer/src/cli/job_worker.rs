@@ -130,7 +130,8 @@ pub fn run(args: &JobWorkerArgs) -> anyhow::Result<()> {
     let mut out = stdout.lock();
     writeln!(out, "summary {}", serde_json::to_string(&report)?)?;
     out.flush()?;
-    Ok(())
+    drop(out);
+    super::allocator::exit_now()
 }
 
 /// Ends this process when the analyzer that started it ends, even by kill -9: an orphaned

@@ -1,6 +1,6 @@
-//! The two tables of a dissection being written: encoded on the caller's thread, or on a
-//! thread of their own so that the engine keeps reading while Parquet encodes and compresses
-//! (a fifth of one core's time on the benchmark capture).
+//! The two tables of a dissection being written: encoded on the caller's thread, or on two
+//! threads of their own (one per table) so that the engine keeps reading while Parquet encodes
+//! and compresses (a fifth of one core's time on the benchmark capture).
 //!
 //! Either way the batches reach the files in the order they were given, so the rows are the
 //! same; only where the encoding runs differs.
@@ -15,14 +15,18 @@ use remora_tables::TableWriter;
 
 use super::PipelineError;
 
-/// Batches waiting for the writer thread, at most: enough to even out a burst of rows, few
-/// enough that memory stays bounded when encoding is the slower side.
-const QUEUED_WRITES: usize = 8;
+/// Batches waiting for a writer thread, at most. Few: a batch is one worker's rows of an
+/// epoch, and whatever waits here when the input ends is encoded by one thread while the
+/// other cores have nothing left to do (with 8, that tail was a tenth of a two-core run).
+const QUEUED_WRITES: usize = 2;
 
-/// One `calls` batch and one `conns` batch, either possibly absent.
-type Write = (Option<RecordBatch>, Option<RecordBatch>);
-/// What the writer thread gives back: the table writers, and the first error.
-type WriterEnd = (TableWriter, TableWriter, Result<(), PipelineError>);
+/// What a writer thread is sent.
+enum Write {
+    /// A batch to append.
+    Batch(RecordBatch),
+    /// The input is over: publish the file.
+    Finish,
+}
 
 /// `calls.parquet` and `conns.parquet`, being written.
 pub(super) enum Tables {
@@ -31,16 +35,19 @@ pub(super) enum Tables {
         calls: Box<TableWriter>,
         conns: Box<TableWriter>,
     },
-    /// Encoded by a writer thread.
-    Thread(Background),
+    /// Encoded by a writer thread per table.
+    Thread {
+        calls: Background,
+        conns: Background,
+    },
 }
 
-/// The writer thread and the way to it.
+/// One table's writer thread and the way to it.
 pub(super) struct Background {
     /// None once the writer stopped on an error, which [`Tables::finish`] reports.
     to_writer: Option<SyncSender<Write>>,
     /// None once joined.
-    writer: Option<JoinHandle<WriterEnd>>,
+    writer: Option<JoinHandle<Result<(), PipelineError>>>,
 }
 
 impl Tables {
@@ -52,33 +59,15 @@ impl Tables {
         }
     }
 
-    /// Moves the encoding to a writer thread (no-op when it is there already).
+    /// Moves the encoding to writer threads (no-op when it is there already).
     pub(super) fn into_thread(self) -> Result<Self, PipelineError> {
-        let (mut calls_out, mut conns_out) = match self {
-            Self::Here { calls, conns } => (*calls, *conns),
-            thread @ Self::Thread(_) => return Ok(thread),
-        };
-        let (to_writer, writes) = sync_channel::<Write>(QUEUED_WRITES);
-        let writer = std::thread::Builder::new()
-            .name("remora-dissect-write".into())
-            .spawn(move || {
-                let mut result = Ok(());
-                // Keeps receiving after an error, so that the sender never blocks on it.
-                for (calls, conns) in writes {
-                    if result.is_ok() {
-                        result = calls
-                            .map_or(Ok(()), |b| calls_out.write(&b))
-                            .and_then(|()| conns.map_or(Ok(()), |b| conns_out.write(&b)))
-                            .map_err(PipelineError::from);
-                    }
-                }
-                (calls_out, conns_out, result)
-            })
-            .map_err(|e| PipelineError::Worker(format!("starting the writer thread: {e}")))?;
-        Ok(Self::Thread(Background {
-            to_writer: Some(to_writer),
-            writer: Some(writer),
-        }))
+        match self {
+            Self::Here { calls, conns } => Ok(Self::Thread {
+                calls: Background::start("remora-dissect-calls", *calls)?,
+                conns: Background::start("remora-dissect-conns", *conns)?,
+            }),
+            thread @ Self::Thread { .. } => Ok(thread),
+        }
     }
 
     /// Writes one batch of each table (either may be absent), in order after the earlier ones.
@@ -100,50 +89,99 @@ impl Tables {
                 }
                 Ok(())
             }
-            Self::Thread(background) => {
-                if (calls.is_some() || conns.is_some())
-                    && let Some(to) = &background.to_writer
-                    && to.send((calls, conns)).is_err()
-                {
-                    // The writer thread is gone; `finish` says why.
-                    background.to_writer = None;
+            Self::Thread {
+                calls: calls_out,
+                conns: conns_out,
+            } => {
+                if let Some(batch) = calls {
+                    calls_out.send(Write::Batch(batch));
+                }
+                if let Some(batch) = conns {
+                    conns_out.send(Write::Batch(batch));
                 }
                 Ok(())
             }
         }
     }
 
-    /// Waits for every batch to be written, then publishes both files.
+    /// Waits for every batch to be written, then publishes both files (on their threads, at
+    /// the same time: each is closed, fsynced and renamed into place).
     pub(super) fn finish(self) -> Result<(), PipelineError> {
-        let (calls, conns) = match self {
-            Self::Here { calls, conns } => (*calls, *conns),
-            Self::Thread(mut background) => {
-                let (calls, conns, written) = background.join()?;
-                written?;
-                (calls, conns)
+        match self {
+            Self::Here { calls, conns } => {
+                calls.finish()?;
+                conns.finish()?;
+                Ok(())
             }
-        };
-        calls.finish()?;
-        conns.finish()?;
-        Ok(())
+            Self::Thread {
+                mut calls,
+                mut conns,
+            } => {
+                calls.send(Write::Finish);
+                conns.send(Write::Finish);
+                let calls = calls.join();
+                let conns = conns.join();
+                calls.and(conns)
+            }
+        }
     }
 }
 
 impl Background {
+    /// A thread named `name` writing `table` as it is sent batches.
+    fn start(name: &str, mut table: TableWriter) -> Result<Self, PipelineError> {
+        let (to_writer, writes) = sync_channel::<Write>(QUEUED_WRITES);
+        let writer = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                let mut result = Ok(());
+                // Keeps receiving after an error, so that the sender never blocks on it.
+                for write in writes {
+                    match write {
+                        Write::Batch(batch) => {
+                            if result.is_ok() {
+                                result = table.write(&batch).map_err(PipelineError::from);
+                            }
+                        }
+                        Write::Finish => {
+                            return result.and_then(|()| table.finish().map_err(Into::into));
+                        }
+                    }
+                }
+                // Closed without `Finish` (the dissection stopped): dropping the writer
+                // removes its unpublished file.
+                result
+            })
+            .map_err(|e| PipelineError::Worker(format!("starting a writer thread: {e}")))?;
+        Ok(Self {
+            to_writer: Some(to_writer),
+            writer: Some(writer),
+        })
+    }
+
+    fn send(&mut self, write: Write) {
+        if let Some(to) = &self.to_writer
+            && to.send(write).is_err()
+        {
+            // The writer thread is gone; `join` says why.
+            self.to_writer = None;
+        }
+    }
+
     /// Closes the way in and waits for the writer to write what it was given.
-    fn join(&mut self) -> Result<WriterEnd, PipelineError> {
+    fn join(&mut self) -> Result<(), PipelineError> {
         self.to_writer = None;
         self.writer
             .take()
-            .ok_or_else(|| PipelineError::Worker("the writer thread was already joined".into()))?
+            .ok_or_else(|| PipelineError::Worker("a writer thread was already joined".into()))?
             .join()
-            .map_err(|_| PipelineError::Worker("the dissection's writer thread panicked".into()))
+            .map_err(|_| PipelineError::Worker("a dissection's writer thread panicked".into()))?
     }
 }
 
 impl Drop for Background {
     /// A dissection stopped before [`Tables::finish`] (cancelled, failed): the writer thread
-    /// is waited for, so that its unpublished files are gone when the caller returns.
+    /// is waited for, so that its unpublished file is gone when the caller returns.
     fn drop(&mut self) {
         if self.writer.is_some() {
             let _ = self.join();
@@ -186,7 +224,7 @@ mod tests {
         let (here, thread) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let mut inline = tables(here.path());
         let mut background = tables(thread.path()).into_thread().unwrap();
-        assert!(matches!(background, Tables::Thread(_)));
+        assert!(matches!(background, Tables::Thread { .. }));
         for batch in batches() {
             inline.write(Some(batch.clone()), None).unwrap();
             background.write(Some(batch), None).unwrap();
