@@ -721,7 +721,6 @@ impl Engine {
         let mark = self.out.calls.len();
         self.held = self.held.saturating_sub(conn.held);
         conn.held = 0;
-        let k = key(conn.sides[0], conn.sides[1]);
         let TcpConn {
             halves, l7, sides, ..
         } = &mut conn;
@@ -740,11 +739,9 @@ impl Engine {
             h.close();
             self.out.stats.http_errors += h.errors;
         }
-        self.tcp.insert(k, conn);
-        self.collect(k);
-        let Some(conn) = self.tcp.remove(&k) else {
-            return;
-        };
+        // Every call pushed from here on is marked with the connection's handshake and
+        // plaintext origin once, below.
+        collect_messages(&mut conn, &mut self.out, &mut self.dns_pending);
         let l7 = match &conn.l7 {
             L7::Http1(h) => {
                 let (client, server) = (conn.sides[h.req_dir], conn.sides[1 - h.req_dir]);
@@ -766,7 +763,6 @@ impl Engine {
             L7::Http2(_) => "HTTP/2",
             _ => "",
         };
-        let mut conn = conn;
         if let L7::Tls(t) = &mut conn.l7
             && !t.decrypted
             && let Some(call) = tls_call(conn.id, conn.sides, t, true)
@@ -774,13 +770,7 @@ impl Engine {
             self.out.calls.push(call);
         }
         if let Some(pushed) = self.out.calls.get_mut(mark..) {
-            for call in pushed {
-                call.tcp_handshake_us = conn.handshake_us;
-                if conn.plaintext {
-                    call.from_plaintext = true;
-                    call.tls.clone_from(&conn.tls_info);
-                }
-            }
+            annotate(&conn, pushed);
         }
         if conn.plaintext {
             // The packets of the connection make its `conns` row.
@@ -994,7 +984,13 @@ impl Http1 {
 fn collect(conn: &mut TcpConn, out: &mut Output, dns_pending: &mut DnsPending) {
     let mark = out.calls.len();
     collect_messages(conn, out, dns_pending);
-    for call in &mut out.calls[mark..] {
+    annotate(conn, &mut out.calls[mark..]);
+}
+
+/// Marks `calls` of `conn` with its handshake time, and when read from plaintext, with that
+/// and the hellos of its encrypted connection.
+fn annotate(conn: &TcpConn, calls: &mut [Call]) {
+    for call in calls {
         call.tcp_handshake_us = conn.handshake_us;
         if conn.plaintext {
             call.from_plaintext = true;
