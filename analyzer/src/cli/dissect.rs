@@ -23,12 +23,12 @@ pub struct DissectArgs {
 
 /// Dissects and prints the summary.
 pub fn run(args: &DissectArgs) -> anyhow::Result<()> {
-    super::allocator::no_huge_pages();
     let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let threads = args
         .threads
         .unwrap_or_else(crate::pipeline::default_threads)
         .max(1);
+    super::allocator::for_dissection(threads);
     let summary =
         crate::pipeline::dissect_file(&args.capture, &args.out, &args.node, progress, threads)
             .with_context(|| format!("dissecting {}", args.capture.display()))?;

@@ -109,6 +109,7 @@ pub fn run(args: &JobWorkerArgs) -> anyhow::Result<()> {
         window,
         threads: args.threads.unwrap_or_else(pipeline::default_threads),
     };
+    super::allocator::for_dissection(how.threads);
     let summary =
         pipeline::dissect_nodes_with(&nodes, &args.out, workloads, how, &|packets, calls| {
             // A few lines a second are enough for a progress bar.
