@@ -403,12 +403,16 @@ impl<'w> Dissector<'w> {
                 }
                 let router_stats = t.router.stats().clone();
                 drop(t.senders);
-                for result in t.done {
-                    t.order.add(result, &mut sink);
+                // Until every worker's last epoch is in (or a worker is gone without it): a
+                // worker that sent its last rows then frees its engines, which nothing here
+                // needs to wait for.
+                while t.order.ended < t.order.workers {
+                    match t.done.recv() {
+                        Ok(result) => t.order.add(result, &mut sink),
+                        Err(_) => break,
+                    }
                 }
-                for worker in t.workers {
-                    let _ = worker.join();
-                }
+                drop(t.workers);
                 let mut stats = t.order.end()?;
                 stats.add(&router_stats);
                 Ok((sink, stats))
