@@ -55,7 +55,7 @@ pub const SHARDS: usize = 64;
 /// an epoch are in memory at once, as owned rows and then as a record batch, and on several
 /// threads a few epochs' batches are on their way to the writer: at 65,536 frames a burst of
 /// keep-alive calls held ~60 MiB of them. At 8,192 rather than 16,384 the two-thread peak went
-/// from 177–187 to 164–171 MiB on the benchmark capture and from 228–247 to 197–205 MiB on ten
+/// from 177–187 to 164–171 MiB on the benchmark capture and from 222–241 to 193–200 MiB on ten
 /// copies of it in a row, as fast on one thread and on two.
 pub const EPOCH_FRAMES: u64 = 8_192;
 

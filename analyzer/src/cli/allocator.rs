@@ -8,9 +8,10 @@
 //! docs/dissection.md, "Memory on a long capture" and "Memory on two cores").
 
 /// mimalloc's purge delay, ms, for a dissection on more than one thread: on ten copies of the
-/// benchmark capture in a row (1.6 GB) the two-thread peak went from 269–275 MiB to 224–230
-/// MiB, as fast (8.5 s either way). One thread keeps the default: there the shorter delay cost
-/// 2–3% of the time for 13 MiB less.
+/// benchmark capture in a row (1.6 GB) the two-thread peak went from 269–284 MiB to 222–241
+/// MiB, as fast (8.4–8.5 s back to back); on the capture itself from 190–206 to 164–172 MiB,
+/// median wall 0.975 against 0.945 s over six pairs. One thread keeps the default: there the
+/// shorter delay cost 2–3% of the time for 13 MiB less.
 pub(super) const THREADED_PURGE_DELAY_MS: libc::c_long = 100;
 
 /// `mi_option_purge_delay` in mimalloc 3's `mi_option_t` (the `mimalloc` crate binds no
