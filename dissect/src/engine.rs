@@ -623,14 +623,6 @@ impl Engine {
         }
     }
 
-    /// Turns finished messages of a connection into calls, which carry its handshake time
-    /// (and, read from plaintext, the hellos of its encrypted connection).
-    fn collect(&mut self, k: FlowKey) {
-        if let Some(conn) = self.tcp.get_mut(&k) {
-            collect(conn, &mut self.out, &mut self.dns_pending);
-        }
-    }
-
     /// Feeds TLS plaintext (what `SSL_write` sent or `SSL_read` returned, from uprobes) of the
     /// connection between `local` (the process's end) and `peer`: `outbound` for writes. The
     /// plaintext is dissected as the connection's bytes would be, without reassembly (it comes
@@ -713,7 +705,7 @@ impl Engine {
         }
         let ports = (conn.sides[0].port, conn.sides[1].port);
         on_chunk(&mut conn.l7, dir, ports, chunk, &mut self.out.stats);
-        self.collect(k);
+        collect(conn, &mut self.out, &mut self.dns_pending);
     }
 
     /// Turns a connection into its rows; `unclosed` says why it ends if it saw no FIN or RST.
