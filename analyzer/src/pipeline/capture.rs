@@ -37,8 +37,9 @@ pub fn dissect_capture(
     let file = std::fs::File::open(input)
         .map_err(|e| PipelineError::input(input, format!("cannot open: {e}")))?;
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    // No `BufReader`: the capture reader keeps its own window of the file.
     let counted = CountingReader {
-        inner: std::io::BufReader::with_capacity(1 << 20, file),
+        inner: file,
         read: 0,
     };
     let mut reader = CaptureReader::new(counted).map_err(|e| {

@@ -145,7 +145,7 @@ impl SnapshotStore {
         let node_dir = tmp.join("capture").join(node);
         let packets_dir = node_dir.join("packets");
         std::fs::create_dir_all(&packets_dir).map_err(|e| io(packets_dir.display(), e))?;
-        let input = std::io::BufReader::with_capacity(1 << 20, input);
+        // The capture reader buffers the file itself (`CaptureReader`).
         let imported = capture_to_slices(input, &packets_dir, node, MAX_CAPTURE_BYTES)?;
         let mut files = Vec::new();
         let mut total = SnapshotNode {
