@@ -31,7 +31,8 @@ enum Format {
 ///
 /// The reader keeps its own window of the stream and hands out frames as slices of it: the
 /// caller passes the file itself, not a `BufReader` (which would copy every frame once more,
-/// and its header in a 16-byte read of its own: ~2% of a dissection, see docs/dissection.md).
+/// and read its header in a 16-byte read of its own: reading the bench capture took 47 ms
+/// that way against 39 ms, ~0.5% of its dissection; see docs/dissection.md).
 pub struct CaptureReader<R> {
     r: R,
     format: Format,
