@@ -34,6 +34,8 @@ pub mod batch;
 pub mod calls;
 mod column;
 pub mod conns;
+mod dictionary;
+mod hybrid;
 mod peer;
 pub mod workloads;
 pub mod writer;

@@ -349,3 +349,157 @@ fn call_ids_are_node_conn_and_index_in_decimal() {
         assert_eq!(id, format!("node-1/{conn}/{index}"));
     }
 }
+
+/// Row `i` of the long table below: `path` unique for the first 80,000 rows (past the 1 MiB
+/// dictionary), then one of three; `method` constant for runs of 5,000; `error_type` null for
+/// the first 45,000 rows (whole pages of nulls), then set on every third row; `host` empty.
+fn long_call(i: usize) -> Call {
+    let mut c = Call::new("HTTP", ep("198.18.0.1", 40000), ep("198.18.0.2", 80));
+    c.conn_id = i as u64;
+    c.method = if (i / 5_000).is_multiple_of(2) {
+        "GET"
+    } else {
+        "POST"
+    }
+    .into();
+    c.path = if i < 80_000 {
+        format!("/api/v1/items/{i:08}")
+    } else {
+        ["/a", "/b", ""][i % 3].into()
+    };
+    c.error_type = (i >= 45_000 && i.is_multiple_of(3)).then_some("timeout");
+    c
+}
+
+/// The first `rows` rows of [`long_call`] written in batches of `batch_rows`; the file's bytes.
+fn write_long(path: &std::path::Path, rows: usize, batch_rows: usize) -> Vec<u8> {
+    let mut w = TableWriter::new(Table::Calls, path);
+    let mut start = 0;
+    while start < rows {
+        let end = (start + batch_rows).min(rows);
+        let calls: Vec<Call> = (start..end).map(long_call).collect();
+        w.write(&unattributed_batch(&calls))
+            .unwrap_or_else(|e| panic!("{e}"));
+        start = end;
+    }
+    w.finish().unwrap_or_else(|e| panic!("{e}"));
+    std::fs::read(path).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn dictionary_columns_read_back_across_pages_row_groups_and_fallback() {
+    use parquet::{basic::Encoding, file::reader::FileReader};
+
+    let rows = crate::writer::ROW_GROUP_ROWS + 30_001;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let one = write_long(&dir.path().join("one.parquet"), rows, rows);
+    let many = write_long(&dir.path().join("calls.parquet"), rows, 7_777);
+    // Pages of the dictionary columns are cut by rows, not by batches (arrow-rs cuts the
+    // others' pages where a batch ends, so the files as a whole differ).
+    let chunks = |bytes: Vec<u8>| {
+        let bytes = bytes::Bytes::from(bytes);
+        let reader = parquet::file::serialized_reader::SerializedFileReader::new(bytes.clone())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut out = Vec::new();
+        for rg in reader.metadata().row_groups() {
+            for c in rg.columns() {
+                let name = c.column_path().string();
+                if ["path", "method", "error_type", "host", "node"].contains(&name.as_str()) {
+                    let (start, len) = c.byte_range();
+                    out.push((name, bytes.slice(start as usize..(start + len) as usize)));
+                }
+            }
+        }
+        out
+    };
+    assert_eq!(
+        chunks(one),
+        chunks(many),
+        "dictionary column chunks depend on batches"
+    );
+
+    let path = dir.path().join("calls.parquet");
+    let back = read_back(&path);
+    assert_eq!(back.num_rows(), rows);
+    let expected: Vec<Call> = (0..rows).map(long_call).collect();
+    let path_values = text(&back, "path");
+    let methods = text(&back, "method");
+    let errors = text(&back, "error_type");
+    let hosts = text(&back, "host");
+    let nodes = text(&back, "node");
+    for (i, c) in expected.iter().enumerate() {
+        assert_eq!(
+            path_values[i].as_deref(),
+            Some(c.path.as_str()),
+            "path, row {i}"
+        );
+        assert_eq!(
+            methods[i].as_deref(),
+            Some(c.method.as_str()),
+            "method, row {i}"
+        );
+        assert_eq!(errors[i].as_deref(), c.error_type, "error_type, row {i}");
+        assert_eq!(hosts[i].as_deref(), Some(""), "host, row {i}");
+        assert_eq!(nodes[i].as_deref(), Some("node-1"), "node, row {i}");
+    }
+
+    // The layout: two row groups; `path` falls back to plain pages in the first (its
+    // dictionary passes 1 MiB) but not in the second; the offset index has every page.
+    let reader = parquet::file::serialized_reader::SerializedFileReader::try_from(
+        std::fs::File::open(&path).unwrap_or_else(|e| panic!("{e}")),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let meta = reader.metadata();
+    assert_eq!(meta.num_row_groups(), 2);
+    let column = |group: usize, name: &str| {
+        let rg = meta.row_group(group);
+        (0..rg.num_columns())
+            .map(|i| rg.column(i))
+            .find(|c| c.column_path().string() == name)
+            .unwrap_or_else(|| panic!("no column {name}"))
+            .clone()
+    };
+    let path0 = column(0, "path");
+    assert!(path0.dictionary_page_offset().is_some());
+    let encodings: Vec<Encoding> = path0.encodings().collect();
+    assert!(
+        encodings.contains(&Encoding::PLAIN) && encodings.contains(&Encoding::RLE_DICTIONARY),
+        "{encodings:?}"
+    );
+    let method1 = column(1, "method");
+    assert!(method1.dictionary_page_offset().is_some());
+    assert!(
+        method1.compressed_size() < 1_000,
+        "a near-constant column is small"
+    );
+    let with_index = parquet::file::serialized_reader::SerializedFileReader::new_with_options(
+        std::fs::File::open(&path).unwrap_or_else(|e| panic!("{e}")),
+        parquet::file::serialized_reader::ReadOptionsBuilder::new()
+            .with_page_index()
+            .build(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let offsets = with_index
+        .metadata()
+        .offset_index()
+        .unwrap_or_else(|| panic!("no offset index"));
+    let path_leaf = Table::Calls
+        .columns()
+        .iter()
+        .position(|c| c.name == "path")
+        .unwrap_or(0);
+    let pages = &offsets[0][path_leaf].page_locations;
+    // Dictionary pages up to the row where the dictionary passed 1 MiB, then plain pages
+    // of at most `PAGE_ROWS` rows (or 128 KiB of values).
+    assert!(
+        pages.len() > crate::writer::ROW_GROUP_ROWS / crate::dictionary::PAGE_ROWS,
+        "{} pages of `path` in the first group",
+        pages.len()
+    );
+    assert!(
+        pages
+            .windows(2)
+            .all(|p| p[0].first_row_index < p[1].first_row_index),
+        "{pages:?}"
+    );
+}

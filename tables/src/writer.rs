@@ -5,17 +5,30 @@
 
 use std::{fs::File, path::Path};
 
-use arrow::array::RecordBatch;
+use arrow::{
+    array::{RecordBatch, StringArray},
+    datatypes::{DataType, SchemaRef},
+};
 use parquet::{
-    arrow::{ArrowWriter, add_encoded_arrow_schema_to_metadata, arrow_writer::ArrowWriterOptions},
+    arrow::{
+        ArrowWriter, add_encoded_arrow_schema_to_metadata,
+        arrow_writer::{
+            ArrowColumnWriter, ArrowRowGroupWriterFactory, ArrowWriterOptions, compute_leaves,
+        },
+    },
     basic::{Compression, ZstdLevel},
-    file::properties::{EnabledStatistics, WriterProperties},
+    errors::ParquetError,
+    file::{
+        properties::{EnabledStatistics, WriterProperties},
+        writer::SerializedFileWriter,
+    },
     schema::types::ColumnPath,
 };
 
 use crate::{
     Table,
     column::{Encoding, Kind},
+    dictionary::DictionaryColumn,
 };
 
 /// Writing a table failed.
@@ -53,7 +66,7 @@ pub fn properties(table: Table) -> WriterProperties {
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_statistics_enabled(EnabledStatistics::None)
         .set_data_page_size_limit(DATA_PAGE_BYTES)
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()));
+        .set_compression(compression());
     for c in table.columns() {
         // A map's leaves are `<name>.entries.keys` and `<name>.entries.values`.
         let map_leaf = |leaf: &str| {
@@ -86,6 +99,14 @@ pub fn properties(table: Table) -> WriterProperties {
     props.build()
 }
 
+/// zstd's level for every page: its fastest (level 1) compresses these columns within a few
+/// per cent of level 3.
+const ZSTD_LEVEL: i32 = 1;
+
+fn compression() -> Compression {
+    Compression::ZSTD(ZstdLevel::try_new(ZSTD_LEVEL).unwrap_or_default())
+}
+
 /// Bytes of encoded values a column's data page holds before it is compressed and closed.
 ///
 /// Each column writer fills its page in a buffer that grows by doubling and starts again
@@ -107,11 +128,42 @@ pub const ROW_GROUP_ROWS: usize = 262_144;
 
 /// A table's Parquet file written batch by batch into a temp file and published atomically by
 /// [`TableWriter::finish`] (fsync, then rename); dropped unfinished, it leaves nothing behind.
+///
+/// Text columns with a dictionary are encoded by [`DictionaryColumn`] (see `dictionary.rs` for
+/// why); every other column by arrow-rs's column writers. Row groups are cut every
+/// [`ROW_GROUP_ROWS`] rows whatever the batches, so the file depends on the rows only.
 pub struct TableWriter {
     table: Table,
     path: std::path::PathBuf,
     tmp: std::path::PathBuf,
-    writer: Option<ArrowWriter<File>>,
+    open: Option<Box<Open>>,
+}
+
+/// An open file and its open row group.
+struct Open {
+    file: SerializedFileWriter<File>,
+    factory: ArrowRowGroupWriterFactory,
+    /// How each field of the write schema is written.
+    routes: Vec<Route>,
+    group: Option<Group>,
+    group_rows: usize,
+    groups: usize,
+    /// One zstd context for every dictionary column's pages.
+    zstd: zstd::bulk::Compressor<'static>,
+}
+
+/// How a field of the write schema is written.
+enum Route {
+    /// By a [`DictionaryColumn`]; its leaf.
+    Dictionary(usize),
+    /// By arrow-rs; its leaves (a map has two).
+    Arrow(std::ops::Range<usize>),
+}
+
+/// The open row group's column writers, by leaf: one of the two for each.
+struct Group {
+    arrow: Vec<Option<ArrowColumnWriter>>,
+    dictionary: Vec<Option<DictionaryColumn>>,
 }
 
 impl TableWriter {
@@ -121,7 +173,7 @@ impl TableWriter {
             table,
             path: path.to_owned(),
             tmp: path.with_extension("parquet.tmp"),
-            writer: None,
+            open: None,
         }
     }
 
@@ -132,41 +184,30 @@ impl TableWriter {
         }
     }
 
-    fn open(&mut self) -> Result<(), WriteError> {
-        if self.writer.is_none() {
-            let file = File::create(&self.tmp).map_err(|e| self.fail(e))?;
-            // Batches come in the table's write schema (dictionary text as plain text); the
-            // file says what readers get, the table's schema: same Parquet types either way.
-            let mut props = properties(self.table);
-            add_encoded_arrow_schema_to_metadata(&self.table.schema(), &mut props);
-            let options = ArrowWriterOptions::new()
-                .with_properties(props)
-                .with_skip_arrow_metadata(true);
-            let writer =
-                ArrowWriter::try_new_with_options(file, self.table.write_schema(), options)
-                    .map_err(|e| self.fail(e))?;
-            self.writer = Some(writer);
+    fn open(&mut self) -> Result<&mut Open, WriteError> {
+        if self.open.is_none() {
+            let open = Open::create(self.table, &self.tmp).map_err(|e| self.fail(e))?;
+            self.open = Some(Box::new(open));
         }
-        Ok(())
+        match &mut self.open {
+            Some(open) => Ok(open),
+            None => unreachable!("opened above"),
+        }
     }
 
     /// Appends a batch of the table, in its [`Table::write_schema`].
     pub fn write(&mut self, batch: &RecordBatch) -> Result<(), WriteError> {
-        self.open()?;
-        let result = match &mut self.writer {
-            Some(w) => w.write(batch).map_err(|e| e.to_string()),
-            None => Ok(()),
-        };
+        let result = self.open()?.write(batch);
         result.map_err(|e| self.fail(e))
     }
 
     /// Closes, fsyncs and renames into place; a table with no rows is written empty.
     pub fn finish(mut self) -> Result<(), WriteError> {
         self.open()?;
-        let Some(w) = self.writer.take() else {
+        let Some(open) = self.open.take() else {
             return Ok(());
         };
-        let file = w.into_inner().map_err(|e| self.fail(e))?;
+        let file = open.finish().map_err(|e| self.fail(e))?;
         file.sync_all().map_err(|e| self.fail(e))?;
         std::fs::rename(&self.tmp, &self.path).map_err(|e| self.fail(e))
     }
@@ -174,8 +215,153 @@ impl TableWriter {
 
 impl Drop for TableWriter {
     fn drop(&mut self) {
-        if self.writer.take().is_some() {
+        if self.open.take().is_some() {
             let _ = std::fs::remove_file(&self.tmp);
         }
     }
+}
+
+impl Open {
+    fn create(table: Table, tmp: &Path) -> Result<Self, ParquetError> {
+        let file = File::create(tmp)?;
+        // Batches come in the table's write schema (dictionary text as plain text); the file
+        // says what readers get, the table's schema: same Parquet types either way.
+        let mut props = properties(table);
+        add_encoded_arrow_schema_to_metadata(&table.schema(), &mut props);
+        let options = ArrowWriterOptions::new()
+            .with_properties(props)
+            .with_skip_arrow_metadata(true);
+        let (file, factory) =
+            ArrowWriter::try_new_with_options(file, table.write_schema(), options)?
+                .into_serialized_writer()?;
+        let routes = routes(&table.write_schema(), &file);
+        let zstd = zstd::bulk::Compressor::new(ZSTD_LEVEL)
+            .map_err(|e| ParquetError::External(Box::new(e)))?;
+        Ok(Self {
+            file,
+            factory,
+            routes,
+            group: None,
+            group_rows: 0,
+            groups: 0,
+            zstd,
+        })
+    }
+
+    fn write(&mut self, batch: &RecordBatch) -> Result<(), ParquetError> {
+        let mut at = 0;
+        while at < batch.num_rows() {
+            let take = (batch.num_rows() - at).min(ROW_GROUP_ROWS - self.group_rows);
+            self.write_to_group(&batch.slice(at, take))?;
+            at += take;
+            self.group_rows += take;
+            if self.group_rows == ROW_GROUP_ROWS {
+                self.close_group()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn write_to_group(&mut self, batch: &RecordBatch) -> Result<(), ParquetError> {
+        if self.group.is_none() {
+            let arrow = self.factory.create_column_writers(self.groups)?;
+            let leaves = self.file.schema_descr().columns();
+            let mut dictionary: Vec<Option<DictionaryColumn>> = Vec::with_capacity(arrow.len());
+            dictionary.resize_with(arrow.len(), || None);
+            let mut arrow: Vec<Option<ArrowColumnWriter>> = arrow.into_iter().map(Some).collect();
+            for route in &self.routes {
+                if let Route::Dictionary(leaf) = *route {
+                    arrow[leaf] = None;
+                    dictionary[leaf] = Some(DictionaryColumn::new(
+                        leaves[leaf].clone(),
+                        DATA_PAGE_BYTES,
+                        compression(),
+                    ));
+                }
+            }
+            self.group = Some(Group { arrow, dictionary });
+        }
+        let Some(group) = &mut self.group else {
+            unreachable!("opened above")
+        };
+        let fields = batch.schema_ref().fields().clone();
+        for ((route, column), field) in self.routes.iter().zip(batch.columns()).zip(fields.iter()) {
+            match route {
+                Route::Dictionary(leaf) => {
+                    let text = column
+                        .as_any()
+                        .downcast_ref::<StringArray>()
+                        .ok_or_else(|| {
+                            ParquetError::General(format!("column {} is not text", field.name()))
+                        })?;
+                    if let Some(w) = &mut group.dictionary[*leaf] {
+                        w.write(text, &mut self.zstd)?;
+                    }
+                }
+                Route::Arrow(leaves) => {
+                    let arrays = compute_leaves(field, column)?;
+                    for (leaf, array) in leaves.clone().zip(arrays) {
+                        if let Some(w) = &mut group.arrow[leaf] {
+                            w.write(&array)?;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn close_group(&mut self) -> Result<(), ParquetError> {
+        let Some(group) = self.group.take() else {
+            return Ok(());
+        };
+        let mut row_group = self.file.next_row_group()?;
+        for (arrow, dictionary) in group.arrow.into_iter().zip(group.dictionary) {
+            match (arrow, dictionary) {
+                (_, Some(d)) => {
+                    let (bytes, close) = d.close(&mut self.zstd)?;
+                    row_group.append_column(&bytes, close)?;
+                }
+                (Some(a), None) => a.close()?.append_to_row_group(&mut row_group)?,
+                (None, None) => {
+                    return Err(ParquetError::General("a column has no writer".into()));
+                }
+            }
+        }
+        row_group.close()?;
+        self.groups += 1;
+        self.group_rows = 0;
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<File, ParquetError> {
+        self.close_group()?;
+        self.file.into_inner()
+    }
+}
+
+/// How each field of `schema` is written to `file`: text whose leaf has a dictionary by a
+/// [`DictionaryColumn`], the rest by arrow-rs.
+fn routes(schema: &SchemaRef, file: &SerializedFileWriter<File>) -> Vec<Route> {
+    let leaves = file.schema_descr().columns();
+    let props = file.properties();
+    let mut next = 0;
+    schema
+        .fields()
+        .iter()
+        .map(|field| {
+            let from = next;
+            while next < leaves.len() && leaves[next].path().parts()[0] == *field.name() {
+                next += 1;
+            }
+            let dictionary = *field.data_type() == DataType::Utf8
+                && next == from + 1
+                && props.dictionary_enabled(leaves[from].path());
+            if dictionary {
+                Route::Dictionary(from)
+            } else {
+                Route::Arrow(from..next)
+            }
+        })
+        .collect()
 }
