@@ -503,3 +503,93 @@ fn dictionary_columns_read_back_across_pages_row_groups_and_fallback() {
         "{pages:?}"
     );
 }
+
+/// Rows from a small random generator: text columns with few and with many distinct values,
+/// runs and changes, nulls in runs and alone, long values (past the dictionary's limit);
+/// written in batches of random sizes, read back equal.
+#[test]
+fn random_dictionary_text_reads_back_whatever_the_batches() {
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move |below: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % below.max(1)
+    };
+    let rows = 70_000;
+    let mut calls = Vec::with_capacity(rows);
+    let (mut method, mut error) = (String::from("GET"), None);
+    for i in 0..rows {
+        let mut c = Call::new("HTTP", ep("198.18.0.1", 40000), ep("198.18.0.2", 80));
+        c.conn_id = i as u64;
+        if next(50) == 0 {
+            method = ["GET", "POST", "", "PUT", "DELETE"][next(5) as usize].to_owned();
+        }
+        c.method = method.clone();
+        c.path = match next(10) {
+            0 => format!("/x/{}", next(1_000_000)),
+            // Long and mostly distinct: the dictionary passes 1 MiB, and plain pages fill by size.
+            1 => format!("{}{}", "é/ü/🦀".repeat(next(400) as usize), next(1_000)),
+            _ => format!("/p{}", next(8)),
+        };
+        c.host = if next(3) == 0 {
+            format!("h{}", next(40_000))
+        } else {
+            String::new()
+        };
+        if next(100) == 0 {
+            error = [None, Some("timeout"), Some("tcp_reset")][next(3) as usize];
+        }
+        c.error_type = if next(20) == 0 {
+            Some("parse_error")
+        } else {
+            error
+        };
+        calls.push(c);
+    }
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("calls.parquet");
+    let mut w = TableWriter::new(Table::Calls, &path);
+    let mut start = 0;
+    while start < rows {
+        let end = (start + 1 + next(9_000) as usize).min(rows);
+        w.write(&unattributed_batch(&calls[start..end]))
+            .unwrap_or_else(|e| panic!("{e}"));
+        start = end;
+    }
+    w.finish().unwrap_or_else(|e| panic!("{e}"));
+    let back = read_back(&path);
+    let (methods, paths, hosts, errors) = (
+        text(&back, "method"),
+        text(&back, "path"),
+        text(&back, "host"),
+        text(&back, "error_type"),
+    );
+    assert_eq!(back.num_rows(), rows);
+    for (i, c) in calls.iter().enumerate() {
+        assert_eq!(
+            methods[i].as_deref(),
+            Some(c.method.as_str()),
+            "method, row {i}"
+        );
+        assert_eq!(paths[i].as_deref(), Some(c.path.as_str()), "path, row {i}");
+        assert_eq!(hosts[i].as_deref(), Some(c.host.as_str()), "host, row {i}");
+        assert_eq!(errors[i].as_deref(), c.error_type, "error_type, row {i}");
+    }
+    let reader = parquet::file::serialized_reader::SerializedFileReader::try_from(
+        std::fs::File::open(&path).unwrap_or_else(|e| panic!("{e}")),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let group = parquet::file::reader::FileReader::metadata(&reader).row_group(0);
+    let path_chunk = group
+        .columns()
+        .iter()
+        .find(|c| c.column_path().string() == "path")
+        .unwrap_or_else(|| panic!("no path"));
+    assert!(
+        path_chunk
+            .encodings()
+            .any(|e| e == parquet::basic::Encoding::PLAIN),
+        "the long paths pass the dictionary's limit"
+    );
+}
