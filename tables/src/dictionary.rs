@@ -11,7 +11,7 @@
 //! (`SerializedRowGroupWriter::append_column`), in the table's column order.
 //!
 //! Pages hold [`PAGE_ROWS`] rows (fewer at the end of a row group, or once plain values reach
-//! the data page size), so the file does not depend on how rows were split into batches.
+//! the data page size), so these chunks do not depend on how rows were split into batches.
 
 use arrow::array::{Array, StringArray};
 use bytes::Bytes;

@@ -129,9 +129,10 @@ pub const ROW_GROUP_ROWS: usize = 262_144;
 /// A table's Parquet file written batch by batch into a temp file and published atomically by
 /// [`TableWriter::finish`] (fsync, then rename); dropped unfinished, it leaves nothing behind.
 ///
-/// Text columns with a dictionary are encoded by [`DictionaryColumn`] (see `dictionary.rs` for
+/// Text columns with a dictionary are encoded by `DictionaryColumn` (see `dictionary.rs` for
 /// why); every other column by arrow-rs's column writers. Row groups are cut every
-/// [`ROW_GROUP_ROWS`] rows whatever the batches, so the file depends on the rows only.
+/// [`ROW_GROUP_ROWS`] rows whatever the batches (arrow-rs still ends its pages where a batch
+/// ends; the dictionary columns' pages are cut by rows too).
 pub struct TableWriter {
     table: Table,
     path: std::path::PathBuf,
