@@ -154,7 +154,7 @@ impl DictionaryColumn {
 
     /// Adds rows `from..to` of `array` to the open page, and says how many it took: fewer
     /// when a PLAIN page fills up or the dictionary passes its limit (which happens at a row,
-    /// whatever the batches, so the file does not depend on them).
+    /// whatever the batches, so the chunk does not depend on them).
     fn push_rows(&mut self, array: &StringArray, from: usize, to: usize) -> usize {
         let offsets = array.value_offsets();
         let data = array.value_data();
