@@ -98,10 +98,10 @@ impl Table {
     }
 
     /// The Arrow schema of the record batches written into the table's files: [`Table::schema`]
-    /// with plain `Utf8` for its dictionary columns. The Parquet writer dictionary-encodes
-    /// text by interning every value whatever the Arrow type, so a dictionary built in Arrow
-    /// first was paid for twice; [`TableWriter`] stores [`Table::schema`] in the file, and
-    /// readers get dictionaries as before, from the same Parquet pages.
+    /// with plain `Utf8` for its dictionary columns. [`TableWriter`] builds each Parquet
+    /// dictionary from the plain text (comparing a value with the previous row's first), so a
+    /// dictionary built in Arrow first would be paid for twice; it stores [`Table::schema`] in
+    /// the file, and readers get dictionary arrays from the dictionary pages.
     pub fn write_schema(self) -> SchemaRef {
         self.schemas().1.clone()
     }
