@@ -71,8 +71,8 @@ pub(crate) struct DictionaryColumn {
 
 /// A closed data page.
 enum Closed {
-    /// Encoded and compressed.
-    Page(CompressedPage, usize),
+    /// Encoded and compressed (its value count is its rows: no field is repeated).
+    Page(CompressedPage),
     /// Only nulls: encoded when the chunk closes, as a dictionary page if the chunk has one.
     Nulls(usize),
 }
@@ -228,7 +228,7 @@ impl DictionaryColumn {
         };
         let page = data_page(&buf, rows, encoding, zstd)?;
         self.scratch = buf;
-        self.pages.push(Closed::Page(page, rows));
+        self.pages.push(Closed::Page(page));
         Ok(())
     }
 
@@ -283,7 +283,10 @@ impl DictionaryColumn {
         let mut scratch = std::mem::take(&mut self.scratch);
         for closed in std::mem::take(&mut self.pages) {
             let (page, rows) = match closed {
-                Closed::Page(page, rows) => (page, rows),
+                Closed::Page(page) => {
+                    let rows = page.num_values() as usize;
+                    (page, rows)
+                }
                 Closed::Nulls(rows) => {
                     // Levels all 0, and no values: keys of the chunk's dictionary if it has one.
                     scratch.clear();

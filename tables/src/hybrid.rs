@@ -123,13 +123,8 @@ mod tests {
 
     #[test]
     fn values_come_back_whatever_their_runs() {
-        let mut seed = 0x9e37_79b9u32;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 17;
-            seed ^= seed << 5;
-            seed
-        };
+        let mut random = crate::tests::random(0x9e37_79b9);
+        let mut next = move || random(1 << 32) as u32;
         for bit_width in [0u8, 1, 2, 3, 7, 8, 9, 16, 17, 31, 32] {
             let max = if bit_width == 32 {
                 u32::MAX

@@ -509,13 +509,7 @@ fn dictionary_columns_read_back_across_pages_row_groups_and_fallback() {
 /// written in batches of random sizes, read back equal.
 #[test]
 fn random_dictionary_text_reads_back_whatever_the_batches() {
-    let mut seed = 0x2545_f491_4f6c_dd1du64;
-    let mut next = move |below: u64| {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed % below.max(1)
-    };
+    let mut next = random(0x2545_f491_4f6c_dd1d);
     let rows = 70_000;
     let mut calls = Vec::with_capacity(rows);
     let (mut method, mut error) = (String::from("GET"), None);
@@ -592,4 +586,14 @@ fn random_dictionary_text_reads_back_whatever_the_batches() {
             .any(|e| e == parquet::basic::Encoding::PLAIN),
         "the long paths pass the dictionary's limit"
     );
+}
+
+/// A small deterministic generator (xorshift64): each call gives a number below its argument.
+pub(crate) fn random(mut seed: u64) -> impl FnMut(u64) -> u64 {
+    move |below| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % below.max(1)
+    }
 }

@@ -146,7 +146,8 @@ struct Open {
     factory: ArrowRowGroupWriterFactory,
     /// How each field of the write schema is written.
     routes: Vec<Route>,
-    group: Option<Group>,
+    /// The open row group's writers, by leaf.
+    group: Option<Vec<Leaf>>,
     group_rows: usize,
     groups: usize,
     /// One zstd context for every dictionary column's pages.
@@ -161,10 +162,13 @@ enum Route {
     Arrow(std::ops::Range<usize>),
 }
 
-/// The open row group's column writers, by leaf: one of the two for each.
-struct Group {
-    arrow: Vec<Option<ArrowColumnWriter>>,
-    dictionary: Vec<Option<DictionaryColumn>>,
+/// The writer of one leaf of the open row group (boxed: both are large, arrow-rs's ~1.5 KB, and
+/// a row group makes a hundred or so).
+enum Leaf {
+    /// arrow-rs's.
+    Arrow(Box<ArrowColumnWriter>),
+    /// Ours, for text with a dictionary.
+    Dictionary(Box<DictionaryColumn>),
 }
 
 impl TableWriter {
@@ -186,14 +190,11 @@ impl TableWriter {
     }
 
     fn open(&mut self) -> Result<&mut Open, WriteError> {
-        if self.open.is_none() {
-            let open = Open::create(self.table, &self.tmp).map_err(|e| self.fail(e))?;
-            self.open = Some(Box::new(open));
-        }
-        match &mut self.open {
-            Some(open) => Ok(open),
-            None => unreachable!("opened above"),
-        }
+        let open = match self.open.take() {
+            Some(open) => open,
+            None => Box::new(Open::create(self.table, &self.tmp).map_err(|e| self.fail(e))?),
+        };
+        Ok(self.open.insert(open))
     }
 
     /// Appends a batch of the table, in its [`Table::write_schema`].
@@ -263,28 +264,34 @@ impl Open {
         Ok(())
     }
 
-    fn write_to_group(&mut self, batch: &RecordBatch) -> Result<(), ParquetError> {
-        if self.group.is_none() {
-            let arrow = self.factory.create_column_writers(self.groups)?;
-            let leaves = self.file.schema_descr().columns();
-            let mut dictionary: Vec<Option<DictionaryColumn>> = Vec::with_capacity(arrow.len());
-            dictionary.resize_with(arrow.len(), || None);
-            let mut arrow: Vec<Option<ArrowColumnWriter>> = arrow.into_iter().map(Some).collect();
-            for route in &self.routes {
-                if let Route::Dictionary(leaf) = *route {
-                    arrow[leaf] = None;
-                    dictionary[leaf] = Some(DictionaryColumn::new(
-                        leaves[leaf].clone(),
-                        DATA_PAGE_BYTES,
-                        compression(),
-                    ));
-                }
+    /// Writers for row group `self.groups`: arrow-rs's for every leaf (its factory makes them
+    /// all), ours in place of those of the dictionary text leaves.
+    fn new_group(&self) -> Result<Vec<Leaf>, ParquetError> {
+        let leaves = self.file.schema_descr().columns();
+        let mut group: Vec<Leaf> = self
+            .factory
+            .create_column_writers(self.groups)?
+            .into_iter()
+            .map(|w| Leaf::Arrow(Box::new(w)))
+            .collect();
+        for route in &self.routes {
+            if let Route::Dictionary(leaf) = *route {
+                group[leaf] = Leaf::Dictionary(Box::new(DictionaryColumn::new(
+                    leaves[leaf].clone(),
+                    DATA_PAGE_BYTES,
+                    compression(),
+                )));
             }
-            self.group = Some(Group { arrow, dictionary });
         }
-        let Some(group) = &mut self.group else {
-            unreachable!("opened above")
+        Ok(group)
+    }
+
+    fn write_to_group(&mut self, batch: &RecordBatch) -> Result<(), ParquetError> {
+        let group = match self.group.take() {
+            Some(group) => group,
+            None => self.new_group()?,
         };
+        let group = self.group.insert(group);
         let fields = batch.schema_ref().fields().clone();
         for ((route, column), field) in self.routes.iter().zip(batch.columns()).zip(fields.iter()) {
             match route {
@@ -295,15 +302,17 @@ impl Open {
                         .ok_or_else(|| {
                             ParquetError::General(format!("column {} is not text", field.name()))
                         })?;
-                    if let Some(w) = &mut group.dictionary[*leaf] {
-                        w.write(text, &mut self.zstd)?;
+                    match &mut group[*leaf] {
+                        Leaf::Dictionary(w) => w.write(text, &mut self.zstd)?,
+                        Leaf::Arrow(_) => return Err(wrong_writer(field.name())),
                     }
                 }
                 Route::Arrow(leaves) => {
                     let arrays = compute_leaves(field, column)?;
                     for (leaf, array) in leaves.clone().zip(arrays) {
-                        if let Some(w) = &mut group.arrow[leaf] {
-                            w.write(&array)?;
+                        match &mut group[leaf] {
+                            Leaf::Arrow(w) => w.write(&array)?,
+                            Leaf::Dictionary(_) => return Err(wrong_writer(field.name())),
                         }
                     }
                 }
@@ -317,16 +326,13 @@ impl Open {
             return Ok(());
         };
         let mut row_group = self.file.next_row_group()?;
-        for (arrow, dictionary) in group.arrow.into_iter().zip(group.dictionary) {
-            match (arrow, dictionary) {
-                (_, Some(d)) => {
+        for leaf in group {
+            match leaf {
+                Leaf::Dictionary(d) => {
                     let (bytes, close) = d.close(&mut self.zstd)?;
                     row_group.append_column(&bytes, close)?;
                 }
-                (Some(a), None) => a.close()?.append_to_row_group(&mut row_group)?,
-                (None, None) => {
-                    return Err(ParquetError::General("a column has no writer".into()));
-                }
+                Leaf::Arrow(a) => a.close()?.append_to_row_group(&mut row_group)?,
             }
         }
         row_group.close()?;
@@ -339,6 +345,11 @@ impl Open {
         self.close_group()?;
         self.file.into_inner()
     }
+}
+
+/// A field's leaf has the other kind of writer than its route says (a bug, not bad input).
+fn wrong_writer(field: &str) -> ParquetError {
+    ParquetError::General(format!("column {field}: its leaf has the wrong writer"))
 }
 
 /// How each field of `schema` is written to `file`: text whose leaf has a dictionary by a
