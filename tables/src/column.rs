@@ -128,7 +128,7 @@ pub enum Encoding {
     /// distinct value instead of once per row (on the 10M-call benchmark `src.pod contains
     /// "frontend"` went from 0.063 s to 0.011 s). Text columns only.
     Dictionary,
-    /// Values that rarely repeat (ids, times, bodies, URLs; a map's values): no Parquet
+    /// Values that rarely repeat (ids, times, bodies, URLs; query parameters): no Parquet
     /// dictionary, since interning them costs more than it saves after zstd.
     Unique,
 }

@@ -31,10 +31,10 @@
 //! ```
 
 pub mod batch;
+mod byte_array;
 pub mod calls;
 mod column;
 pub mod conns;
-mod dictionary;
 mod hybrid;
 mod peer;
 pub mod workloads;

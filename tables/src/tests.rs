@@ -226,7 +226,17 @@ fn dictionary_pages_only_where_values_repeat() {
             .unwrap_or_else(|| panic!("no leaf {leaf}"));
         chunk.dictionary_page_offset().is_some()
     };
-    for leaf in ["node", "path", "src_pod_name", "tlsx_sni"] {
+    for leaf in [
+        "node",
+        "path",
+        "src_pod_name",
+        "tlsx_sni",
+        "request_headers.entries.keys",
+        "request_headers.entries.values",
+        "response_headers.entries.keys",
+        "query_string.entries.keys",
+        "dns_questions.list.item",
+    ] {
         assert!(dictionary(leaf), "{leaf} repeats: a dictionary page");
     }
     for leaf in [
@@ -234,10 +244,8 @@ fn dictionary_pages_only_where_values_repeat() {
         "url",
         "correlation_id",
         "trace_id",
-        "request_headers.entries.keys",
-        "request_headers.entries.values",
-        "response_headers.entries.keys",
-        "query_string.entries.keys",
+        "query_string.entries.values",
+        "request_body",
     ] {
         assert!(!dictionary(leaf), "{leaf}: no dictionary page");
     }
@@ -492,7 +500,7 @@ fn dictionary_columns_read_back_across_pages_row_groups_and_fallback() {
     // Dictionary pages up to the row where the dictionary passed 1 MiB, then plain pages
     // of at most `PAGE_ROWS` rows (or 128 KiB of values).
     assert!(
-        pages.len() > crate::writer::ROW_GROUP_ROWS / crate::dictionary::PAGE_ROWS,
+        pages.len() > crate::writer::ROW_GROUP_ROWS / crate::byte_array::PAGE_ROWS,
         "{} pages of `path` in the first group",
         pages.len()
     );

@@ -6,7 +6,7 @@
 use std::{fs::File, path::Path};
 
 use arrow::{
-    array::{RecordBatch, StringArray},
+    array::{Array, AsArray as _, RecordBatch},
     datatypes::{DataType, SchemaRef},
 };
 use parquet::{
@@ -27,8 +27,8 @@ use parquet::{
 
 use crate::{
     Table,
+    byte_array::{ByteArrayColumn, PageCompressor, Rows},
     column::{Encoding, Kind},
-    dictionary::DictionaryColumn,
 };
 
 /// Writing a table failed.
@@ -49,8 +49,8 @@ pub enum WriteError {
 
 /// The Parquet layout of `table`'s files, from its columns:
 ///
-/// - no dictionary for [`Encoding::Unique`] columns (a map's values, for maps), nor for any
-///   map's keys;
+/// - no dictionary for [`Encoding::Unique`] columns (a map's values, for maps); a map's keys
+///   always have one;
 /// - min/max statistics per page only for numbers, times and flags: those are what time
 ///   windows and `status >= 500`-style filters prune with. Min/max of text, bodies, lists and
 ///   maps prune next to nothing (rows are in time order, not sorted by any text) and cost a
@@ -76,12 +76,6 @@ pub fn properties(table: Table) -> WriterProperties {
                 leaf.to_owned(),
             ])
         };
-        if c.kind == Kind::Utf8Map {
-            // Header names repeat, but interning each of them (millions per capture, a map
-            // has several entries per row) cost more than the dictionary saves: plain names
-            // compress as well under zstd, and a map's keys are plain text in Arrow anyway.
-            props = props.set_column_dictionary_enabled(map_leaf("keys"), false);
-        }
         if c.encoding == Encoding::Unique {
             let leaf = match c.kind {
                 Kind::Utf8Map => map_leaf("values"),
@@ -129,10 +123,10 @@ pub const ROW_GROUP_ROWS: usize = 262_144;
 /// A table's Parquet file written batch by batch into a temp file and published atomically by
 /// [`TableWriter::finish`] (fsync, then rename); dropped unfinished, it leaves nothing behind.
 ///
-/// Text columns with a dictionary are encoded by `DictionaryColumn` (see `dictionary.rs` for
-/// why); every other column by arrow-rs's column writers. Row groups are cut every
-/// [`ROW_GROUP_ROWS`] rows whatever the batches (arrow-rs still ends its pages where a batch
-/// ends; the dictionary columns' pages are cut by rows too).
+/// Text and bytes (flat, or in a list or map of text) are encoded by `ByteArrayColumn` (see
+/// `byte_array.rs` for why); numbers, times and flags by arrow-rs's column writers. Row groups
+/// are cut every [`ROW_GROUP_ROWS`] rows whatever the batches (arrow-rs still ends its pages
+/// where a batch ends; ours are cut by rows).
 pub struct TableWriter {
     table: Table,
     path: std::path::PathBuf,
@@ -150,15 +144,16 @@ struct Open {
     group: Option<Vec<Leaf>>,
     group_rows: usize,
     groups: usize,
-    /// One zstd context for every dictionary column's pages.
-    zstd: zstd::bulk::Compressor<'static>,
+    /// What the columns of ours make their pages with.
+    compressor: PageCompressor,
 }
 
 /// How a field of the write schema is written.
 enum Route {
-    /// By a [`DictionaryColumn`]; its leaf.
-    Dictionary(usize),
-    /// By arrow-rs; its leaves (a map has two).
+    /// By a [`ByteArrayColumn`] per leaf (a map has two); its leaves, and whether each starts
+    /// with a dictionary.
+    Ours(std::ops::Range<usize>, Vec<bool>),
+    /// By arrow-rs; its leaves.
     Arrow(std::ops::Range<usize>),
 }
 
@@ -167,8 +162,8 @@ enum Route {
 enum Leaf {
     /// arrow-rs's.
     Arrow(Box<ArrowColumnWriter>),
-    /// Ours, for text with a dictionary.
-    Dictionary(Box<DictionaryColumn>),
+    /// Ours, for text and bytes.
+    Ours(Box<ByteArrayColumn>),
 }
 
 impl TableWriter {
@@ -237,8 +232,7 @@ impl Open {
             ArrowWriter::try_new_with_options(file, table.write_schema(), options)?
                 .into_serialized_writer()?;
         let routes = routes(&table.write_schema(), &file);
-        let zstd = zstd::bulk::Compressor::new(ZSTD_LEVEL)
-            .map_err(|e| ParquetError::External(Box::new(e)))?;
+        let compressor = PageCompressor::new(ZSTD_LEVEL)?;
         Ok(Self {
             file,
             factory,
@@ -246,7 +240,7 @@ impl Open {
             group: None,
             group_rows: 0,
             groups: 0,
-            zstd,
+            compressor,
         })
     }
 
@@ -265,7 +259,7 @@ impl Open {
     }
 
     /// Writers for row group `self.groups`: arrow-rs's for every leaf (its factory makes them
-    /// all), ours in place of those of the dictionary text leaves.
+    /// all), ours in place of those of the text and bytes leaves.
     fn new_group(&self) -> Result<Vec<Leaf>, ParquetError> {
         let leaves = self.file.schema_descr().columns();
         let mut group: Vec<Leaf> = self
@@ -275,12 +269,15 @@ impl Open {
             .map(|w| Leaf::Arrow(Box::new(w)))
             .collect();
         for route in &self.routes {
-            if let Route::Dictionary(leaf) = *route {
-                group[leaf] = Leaf::Dictionary(Box::new(DictionaryColumn::new(
-                    leaves[leaf].clone(),
-                    DATA_PAGE_BYTES,
-                    compression(),
-                )));
+            if let Route::Ours(range, dictionary) = route {
+                for (leaf, &dictionary) in range.clone().zip(dictionary) {
+                    group[leaf] = Leaf::Ours(Box::new(ByteArrayColumn::new(
+                        leaves[leaf].clone(),
+                        dictionary,
+                        DATA_PAGE_BYTES,
+                        compression(),
+                    )));
+                }
             }
         }
         Ok(group)
@@ -295,16 +292,22 @@ impl Open {
         let fields = batch.schema_ref().fields().clone();
         for ((route, column), field) in self.routes.iter().zip(batch.columns()).zip(fields.iter()) {
             match route {
-                Route::Dictionary(leaf) => {
-                    let text = column
-                        .as_any()
-                        .downcast_ref::<StringArray>()
-                        .ok_or_else(|| {
-                            ParquetError::General(format!("column {} is not text", field.name()))
-                        })?;
-                    match &mut group[*leaf] {
-                        Leaf::Dictionary(w) => w.write(text, &mut self.zstd)?,
-                        Leaf::Arrow(_) => return Err(wrong_writer(field.name())),
+                Route::Ours(leaves, _) => {
+                    let rows = leaf_rows(column.as_ref()).ok_or_else(|| {
+                        ParquetError::General(format!(
+                            "column {}: {} is not text, bytes, or a list or map of text",
+                            field.name(),
+                            column.data_type()
+                        ))
+                    })?;
+                    if rows.len() != leaves.len() {
+                        return Err(wrong_writer(field.name()));
+                    }
+                    for (leaf, rows) in leaves.clone().zip(rows) {
+                        match &mut group[leaf] {
+                            Leaf::Ours(w) => w.write(rows, &mut self.compressor)?,
+                            Leaf::Arrow(_) => return Err(wrong_writer(field.name())),
+                        }
                     }
                 }
                 Route::Arrow(leaves) => {
@@ -312,7 +315,7 @@ impl Open {
                     for (leaf, array) in leaves.clone().zip(arrays) {
                         match &mut group[leaf] {
                             Leaf::Arrow(w) => w.write(&array)?,
-                            Leaf::Dictionary(_) => return Err(wrong_writer(field.name())),
+                            Leaf::Ours(_) => return Err(wrong_writer(field.name())),
                         }
                     }
                 }
@@ -328,8 +331,8 @@ impl Open {
         let mut row_group = self.file.next_row_group()?;
         for leaf in group {
             match leaf {
-                Leaf::Dictionary(d) => {
-                    let (bytes, close) = d.close(&mut self.zstd)?;
+                Leaf::Ours(d) => {
+                    let (bytes, close) = d.close(&mut self.compressor)?;
                     row_group.append_column(&bytes, close)?;
                 }
                 Leaf::Arrow(a) => a.close()?.append_to_row_group(&mut row_group)?,
@@ -352,8 +355,8 @@ fn wrong_writer(field: &str) -> ParquetError {
     ParquetError::General(format!("column {field}: its leaf has the wrong writer"))
 }
 
-/// How each field of `schema` is written to `file`: text whose leaf has a dictionary by a
-/// [`DictionaryColumn`], the rest by arrow-rs.
+/// How each field of `schema` is written to `file`: text and bytes, flat or in a list or map
+/// of text, by a [`ByteArrayColumn`] per leaf, the rest by arrow-rs.
 fn routes(schema: &SchemaRef, file: &SerializedFileWriter<File>) -> Vec<Route> {
     let leaves = file.schema_descr().columns();
     let props = file.properties();
@@ -366,14 +369,45 @@ fn routes(schema: &SchemaRef, file: &SerializedFileWriter<File>) -> Vec<Route> {
             while next < leaves.len() && leaves[next].path().parts()[0] == *field.name() {
                 next += 1;
             }
-            let dictionary = *field.data_type() == DataType::Utf8
-                && next == from + 1
-                && props.dictionary_enabled(leaves[from].path());
-            if dictionary {
-                Route::Dictionary(from)
+            let ours = match field.data_type() {
+                DataType::Utf8 | DataType::Binary => next == from + 1,
+                DataType::List(item) => *item.data_type() == DataType::Utf8 && next == from + 1,
+                DataType::Map(entries, _) => {
+                    matches!(entries.data_type(), DataType::Struct(kv)
+                        if kv.len() == 2 && kv.iter().all(|f| *f.data_type() == DataType::Utf8))
+                        && next == from + 2
+                }
+                _ => false,
+            };
+            if ours {
+                let dictionary = (from..next)
+                    .map(|leaf| props.dictionary_enabled(leaves[leaf].path()))
+                    .collect();
+                Route::Ours(from..next, dictionary)
             } else {
                 Route::Arrow(from..next)
             }
         })
         .collect()
+}
+
+/// The rows of each leaf of a column of ours: one for text or bytes or a list of text, two
+/// (keys, values) for a map of text; `None` for any other type.
+fn leaf_rows(column: &dyn Array) -> Option<Vec<Rows<'_>>> {
+    Some(match column.data_type() {
+        DataType::Utf8 => vec![Rows::text(column.as_string_opt::<i32>()?)],
+        DataType::Binary => vec![Rows::bytes(column.as_binary_opt::<i32>()?)],
+        DataType::List(_) => {
+            let list = column.as_list_opt::<i32>()?;
+            vec![Rows::list(list, list.values().as_string_opt::<i32>()?)]
+        }
+        DataType::Map(_, _) => {
+            let map = column.as_map_opt()?;
+            vec![
+                Rows::map(map, map.keys().as_string_opt::<i32>()?),
+                Rows::map(map, map.values().as_string_opt::<i32>()?),
+            ]
+        }
+        _ => return None,
+    })
 }

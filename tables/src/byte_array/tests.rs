@@ -1,0 +1,321 @@
+//! Columns of ours written into a file of their own and read back by arrow-rs: flat text and
+//! bytes, lists and maps of text, each nullable at every level, across pages, row groups,
+//! batch splits and the dictionary's fallback.
+
+use std::sync::Arc;
+
+use arrow::{
+    array::{
+        Array, ArrayRef, AsArray as _, BinaryBuilder, ListBuilder, MapBuilder, RecordBatch,
+        StringBuilder,
+    },
+    datatypes::{DataType, Field, Schema},
+};
+use parquet::{
+    arrow::{ArrowSchemaConverter, add_encoded_arrow_schema_to_metadata, arrow_reader},
+    basic::{Compression, Encoding, ZstdLevel},
+    file::{
+        properties::WriterProperties,
+        reader::FileReader,
+        serialized_reader::{ReadOptionsBuilder, SerializedFileReader},
+        writer::SerializedFileWriter,
+    },
+};
+
+use super::{ByteArrayColumn, PAGE_ROWS, PAGE_VALUES, PageCompressor, Rows};
+use crate::tests::random;
+
+fn schema() -> Arc<Schema> {
+    let entries = Field::new(
+        "entries",
+        DataType::Struct(
+            vec![
+                Field::new("keys", DataType::Utf8, false),
+                Field::new("values", DataType::Utf8, true),
+            ]
+            .into(),
+        ),
+        false,
+    );
+    Arc::new(Schema::new(vec![
+        Field::new("map", DataType::Map(Arc::new(entries), false), true),
+        Field::new(
+            "list",
+            DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
+            true,
+        ),
+        Field::new("bytes", DataType::Binary, true),
+        Field::new("text", DataType::Utf8, false),
+        Field::new(
+            "plain_map",
+            DataType::Map(
+                Arc::new(Field::new(
+                    "entries",
+                    DataType::Struct(
+                        vec![
+                            Field::new("keys", DataType::Utf8, false),
+                            Field::new("values", DataType::Utf8, true),
+                        ]
+                        .into(),
+                    ),
+                    false,
+                )),
+                false,
+            ),
+            false,
+        ),
+    ]))
+}
+
+/// `rows` rows: header-like maps (names in a stable order, values repeating or not, some null,
+/// long ones past the dictionary's limit), empty and null maps and lists, bytes that are not
+/// UTF-8.
+fn batch(rows: usize, next: &mut impl FnMut(u64) -> u64) -> RecordBatch {
+    const NAMES: [&str; 12] = [
+        "host",
+        "user-agent",
+        "accept",
+        "content-type",
+        "content-length",
+        "date",
+        "server",
+        "x-request-id",
+        "cache-control",
+        "set-cookie",
+        "vary",
+        "",
+    ];
+    let mut map = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
+    let mut plain_map = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
+    let mut list = ListBuilder::new(StringBuilder::new());
+    let mut bytes = BinaryBuilder::new();
+    let mut text = StringBuilder::new();
+    let mut fields = 12;
+    for _ in 0..rows {
+        if next(200) == 0 {
+            fields = [0, 3, 9, 12, 12][next(5) as usize];
+        }
+        for (nullable, m) in [(true, &mut map), (false, &mut plain_map)] {
+            match next(40) {
+                0 if nullable => m.append(false).unwrap_or_else(|e| panic!("{e}")),
+                1 => m.append(true).unwrap_or_else(|e| panic!("{e}")),
+                _ => {
+                    for name in &NAMES[..fields] {
+                        m.keys().append_value(name);
+                        match next(12) {
+                            0 => m.values().append_null(),
+                            1 => m.values().append_value(format!(
+                                "{}-{}",
+                                "ü".repeat(next(300) as usize),
+                                next(1 << 40)
+                            )),
+                            2 => m.values().append_value(next(100_000).to_string()),
+                            _ => m.values().append_value(format!("{name}={}", next(3))),
+                        }
+                    }
+                    m.append(true).unwrap_or_else(|e| panic!("{e}"));
+                }
+            }
+        }
+        match next(10) {
+            0 => list.append(false),
+            1 => list.append(true),
+            _ => {
+                for _ in 0..=next(4) {
+                    match next(8) {
+                        0 => list.values().append_null(),
+                        1 => list.values().append_value(""),
+                        _ => list.values().append_value(format!("q{}.example", next(20))),
+                    }
+                }
+                list.append(true);
+            }
+        }
+        match next(6) {
+            0 => bytes.append_null(),
+            1 => bytes.append_value([]),
+            _ => {
+                let body: Vec<u8> = (0..next(3000)).map(|_| next(256) as u8).collect();
+                bytes.append_value(body);
+            }
+        }
+        text.append_value(["GET", "POST", ""][next(3) as usize]);
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(map.finish()),
+        Arc::new(list.finish()),
+        Arc::new(bytes.finish()),
+        Arc::new(text.finish()),
+        Arc::new(plain_map.finish()),
+    ];
+    // The builders name the map's fields their own way: take the schema's.
+    let schema = schema();
+    let columns = columns
+        .into_iter()
+        .zip(schema.fields())
+        .map(|(c, f)| arrow::compute::cast(&c, f.data_type()).unwrap_or_else(|e| panic!("{e}")))
+        .collect();
+    RecordBatch::try_new(schema, columns).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The rows of each leaf of `column`, as the table writer finds them.
+fn leaf_rows(column: &dyn Array) -> Vec<Rows<'_>> {
+    match column.data_type() {
+        DataType::Utf8 => vec![Rows::text(column.as_string::<i32>())],
+        DataType::Binary => vec![Rows::bytes(column.as_binary::<i32>())],
+        DataType::List(_) => {
+            let list = column.as_list::<i32>();
+            vec![Rows::list(list, list.values().as_string::<i32>())]
+        }
+        _ => {
+            let map = column.as_map();
+            vec![
+                Rows::map(map, map.keys().as_string::<i32>()),
+                Rows::map(map, map.values().as_string::<i32>()),
+            ]
+        }
+    }
+}
+
+#[test]
+fn lists_maps_and_bytes_read_back_across_pages_groups_batches_and_fallback() {
+    let mut next = random(0x9e37_79b9_7f4a_7c15);
+    let rows = 3 * PAGE_ROWS + 4_321;
+    let all = batch(rows, &mut next);
+    let schema = schema();
+    let parquet_schema = ArrowSchemaConverter::new()
+        .convert(&schema)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let compression = Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_else(|e| panic!("{e}")));
+    let mut props = WriterProperties::builder()
+        .set_compression(compression)
+        .build();
+    add_encoded_arrow_schema_to_metadata(&schema, &mut props);
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("t.parquet");
+    let file = std::fs::File::create(&path).unwrap_or_else(|e| panic!("{e}"));
+    let mut writer =
+        SerializedFileWriter::new(file, parquet_schema.root_schema_ptr(), Arc::new(props))
+            .unwrap_or_else(|e| panic!("{e}"));
+    let leaves = parquet_schema.columns().to_vec();
+    let mut compressor = PageCompressor::new(1).unwrap_or_else(|e| panic!("{e}"));
+    // Row groups of uneven sizes, each written in batches of random sizes; the plain map
+    // has no dictionary.
+    let mut start = 0;
+    while start < rows {
+        let group_end = (start + 20_000 + next(40_000) as usize).min(rows);
+        let mut columns: Vec<ByteArrayColumn> = leaves
+            .iter()
+            .map(|leaf| {
+                let dictionary = leaf.path().parts()[0] != "plain_map";
+                ByteArrayColumn::new(leaf.clone(), dictionary, 128 << 10, compression)
+            })
+            .collect();
+        let mut at = start;
+        while at < group_end {
+            let end = (at + 1 + next(7_000) as usize).min(group_end);
+            let slice = all.slice(at, end - at);
+            let rows: Vec<Rows<'_>> = slice
+                .columns()
+                .iter()
+                .flat_map(|c| leaf_rows(c.as_ref()))
+                .collect();
+            assert_eq!(rows.len(), columns.len());
+            for (column, rows) in columns.iter_mut().zip(rows) {
+                column
+                    .write(rows, &mut compressor)
+                    .unwrap_or_else(|e| panic!("{e}"));
+            }
+            at = end;
+        }
+        let mut group = writer.next_row_group().unwrap_or_else(|e| panic!("{e}"));
+        for column in columns {
+            let (bytes, close) = column
+                .close(&mut compressor)
+                .unwrap_or_else(|e| panic!("{e}"));
+            group
+                .append_column(&bytes, close)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        group.close().unwrap_or_else(|e| panic!("{e}"));
+        start = group_end;
+    }
+    writer.close().unwrap_or_else(|e| panic!("{e}"));
+
+    let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{e}"));
+    let reader = arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .with_batch_size(9_999)
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let batches: Vec<RecordBatch> = reader
+        .collect::<Result<_, _>>()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let back = arrow::compute::concat_batches(&schema, &batches).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(back.num_rows(), rows);
+    for (i, field) in schema.fields().iter().enumerate() {
+        let (want, got) = (all.column(i), back.column(i));
+        for row in 0..rows {
+            assert_eq!(
+                want.slice(row, 1).to_data(),
+                got.slice(row, 1).to_data(),
+                "{}, row {row}",
+                field.name()
+            );
+        }
+    }
+
+    // The file is what the layout says: a dictionary that falls back in the map's values,
+    // none in the plain map, pages cut by values as well as rows, and readers skip by pages.
+    let reader = SerializedFileReader::new_with_options(
+        std::fs::File::open(&path).unwrap_or_else(|e| panic!("{e}")),
+        ReadOptionsBuilder::new().with_page_index().build(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let metadata = reader.metadata();
+    let chunk = |name: &str| {
+        metadata
+            .row_group(0)
+            .columns()
+            .iter()
+            .find(|c| c.column_path().string() == name)
+            .unwrap_or_else(|| panic!("no {name}"))
+            .clone()
+    };
+    let values = chunk("map.entries.values");
+    assert!(values.dictionary_page_offset().is_some());
+    assert!(
+        values.encodings().any(|e| e == Encoding::PLAIN),
+        "past the limit"
+    );
+    assert!(chunk("map.entries.keys").dictionary_page_offset().is_some());
+    assert!(
+        chunk("plain_map.entries.keys")
+            .dictionary_page_offset()
+            .is_none()
+    );
+    let offsets = metadata
+        .offset_index()
+        .unwrap_or_else(|| panic!("no offset index"));
+    let pages = offsets[0][0].page_locations();
+    let first_page_rows = pages.get(1).map_or(0, |p| p.first_row_index);
+    assert!(
+        first_page_rows > 0 && (first_page_rows as usize) < PAGE_ROWS,
+        "the first page of keys ends before {PAGE_ROWS} rows (at {first_page_rows}): cut at {PAGE_VALUES} values"
+    );
+    let groups = metadata.num_row_groups();
+    assert!(groups > 1, "{groups} row groups");
+    let rows_in_pages: i64 = (0..groups)
+        .map(|g| {
+            let pages = offsets[g][0].page_locations();
+            let group_rows = metadata.row_group(g).num_rows();
+            pages
+                .windows(2)
+                .map(|w| w[1].first_row_index - w[0].first_row_index)
+                .sum::<i64>()
+                + group_rows
+                - pages.last().map_or(0, |p| p.first_row_index)
+        })
+        .sum();
+    assert_eq!(rows_in_pages, rows as i64);
+}
