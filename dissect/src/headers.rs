@@ -75,9 +75,24 @@ impl Headers {
 
     /// The first value of a field, by name in any case.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
+        // Over bytes, and a name's bytes only when its length matches: this runs several
+        // times per message, and slicing `str`s checked every field's char boundaries (3% of
+        // a dissection).
+        let text = self.text.as_bytes();
+        let wanted = name.as_bytes();
+        let mut start = 0;
+        for &(name_end, value_end) in &self.ends {
+            let (name_end, value_end) = (name_end as usize, value_end as usize);
+            if name_end.saturating_sub(start) == wanted.len()
+                && text
+                    .get(start..name_end)
+                    .is_some_and(|n| n.eq_ignore_ascii_case(wanted))
+            {
+                return self.text.get(name_end..value_end);
+            }
+            start = value_end;
+        }
+        None
     }
 
     /// Every field back to back, and per field where its name ends and where its value ends
@@ -181,6 +196,10 @@ mod tests {
         assert_eq!(headers.get("host"), Some("a.example"), "first, any case");
         assert_eq!(headers.get("X-EMPTY"), Some(""));
         assert_eq!(headers.get("missing"), None);
+        assert_eq!(headers.get(""), Some("no name"));
+        assert_eq!(headers.get("ünï"), Some("cødé"));
+        assert_eq!(headers.get("ÜNÏ"), None, "ASCII case only, as HTTP says");
+        assert_eq!(headers.get("hos"), None, "a prefix is not the name");
         assert_eq!(format!("{headers:?}").matches("Host").count(), 2);
     }
 
