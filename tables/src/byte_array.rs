@@ -27,7 +27,7 @@ use arrow::{
 use bytes::Bytes;
 use hashbrown::HashTable;
 use parquet::{
-    basic::{Compression, Encoding},
+    basic::{Compression, Encoding, ZstdLevel},
     column::{
         page::{CompressedPage, Page, PageWriter},
         writer::ColumnCloseResult,
@@ -151,7 +151,6 @@ pub(crate) struct ByteArrayColumn {
     nested: bool,
     /// Bytes of a PLAIN data page after which it is closed.
     page_bytes: usize,
-    compression: Compression,
     /// The dictionary: keys found by value.
     index: HashTable<u32>,
     /// Dictionary values back to back, and where each ends.
@@ -184,6 +183,8 @@ pub(crate) struct ByteArrayColumn {
 /// in all for `calls` and `conns`).
 pub(crate) struct PageCompressor {
     zstd: zstd::bulk::Compressor<'static>,
+    /// What the chunks' metadata says their pages are compressed with.
+    codec: Compression,
     scratch: Vec<u8>,
 }
 
@@ -193,6 +194,7 @@ impl PageCompressor {
         Ok(Self {
             zstd: zstd::bulk::Compressor::new(level)
                 .map_err(|e| ParquetError::External(Box::new(e)))?,
+            codec: Compression::ZSTD(ZstdLevel::try_new(level)?),
             scratch: Vec::new(),
         })
     }
@@ -214,12 +216,7 @@ enum Closed {
 impl ByteArrayColumn {
     /// An empty chunk of the leaf `descr` (text or bytes, flat or in a list or map), with a
     /// dictionary while it pays when `dictionary`.
-    pub(crate) fn new(
-        descr: ColumnDescPtr,
-        dictionary: bool,
-        page_bytes: usize,
-        compression: Compression,
-    ) -> Self {
+    pub(crate) fn new(descr: ColumnDescPtr, dictionary: bool, page_bytes: usize) -> Self {
         let max_def = u32::try_from(descr.max_def_level()).unwrap_or(0);
         Self {
             max_def,
@@ -228,7 +225,6 @@ impl ByteArrayColumn {
             nested: descr.max_rep_level() > 0,
             descr,
             page_bytes,
-            compression,
             index: HashTable::new(),
             values: Vec::new(),
             ends: Vec::new(),
@@ -387,7 +383,9 @@ impl ByteArrayColumn {
         let mut previous: Option<(usize, usize)> = None;
         for row in from..to {
             let (start, end) = (ends[row] as usize, ends[row + 1] as usize);
+            let null = row_nulls.is_some_and(|n| n.is_null(row));
             if let Some((p_start, p_end)) = previous
+                && !null
                 && !self.plain_only
                 && items.nulls.is_none()
                 && same_items(&items, (p_start, p_end), (start, end))
@@ -406,8 +404,8 @@ impl ByteArrayColumn {
                 continue;
             }
             previous = None;
-            if start == end || row_nulls.is_some_and(|n| n.is_null(row)) {
-                let null = row_nulls.is_some_and(|n| n.is_null(row));
+            // A null row may still span items (Arrow allows it): they are not its values.
+            if start == end || null {
                 self.repetitions.push(0);
                 self.levels.push(if null {
                     empty_def.saturating_sub(1)
@@ -462,7 +460,9 @@ impl ByteArrayColumn {
         let values = std::mem::take(&mut self.page_values);
         self.rows += rows as u64;
         self.values_written += values as u64;
-        let PageCompressor { zstd, scratch: buf } = compressor;
+        let PageCompressor {
+            zstd, scratch: buf, ..
+        } = compressor;
         buf.clear();
         self.put_levels(buf);
         if self.keys.is_empty() && self.plain.is_empty() {
@@ -567,7 +567,7 @@ impl ByteArrayColumn {
         pages.close()?;
         let bytes = Bytes::from(sink.into_inner()?);
         let metadata = ColumnChunkMetaData::builder(self.descr.clone())
-            .set_compression(self.compression)
+            .set_compression(compressor.codec)
             .set_encodings(encodings)
             .set_num_values(self.values_written as i64)
             .set_total_compressed_size(compressed)

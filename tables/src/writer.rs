@@ -275,7 +275,6 @@ impl Open {
                         leaves[leaf].clone(),
                         dictionary,
                         DATA_PAGE_BYTES,
-                        compression(),
                     )));
                 }
             }

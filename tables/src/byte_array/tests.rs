@@ -208,7 +208,7 @@ fn lists_maps_and_bytes_read_back_across_pages_groups_batches_and_fallback() {
             .iter()
             .map(|leaf| {
                 let dictionary = leaf.path().parts()[0] != "plain_map";
-                ByteArrayColumn::new(leaf.clone(), dictionary, 128 << 10, compression)
+                ByteArrayColumn::new(leaf.clone(), dictionary, 128 << 10)
             })
             .collect();
         let mut at = start;
@@ -318,4 +318,74 @@ fn lists_maps_and_bytes_read_back_across_pages_groups_batches_and_fallback() {
         })
         .sum();
     assert_eq!(rows_in_pages, rows as i64);
+}
+
+/// Arrow lets a null list span items; they are not the row's values, and a row equal to the
+/// previous one's bytes but null stays null.
+#[test]
+fn a_null_row_spanning_items_is_null() {
+    use arrow::{
+        array::{ListArray, StringArray},
+        buffer::{NullBuffer, OffsetBuffer},
+    };
+    let item = Arc::new(Field::new("item", DataType::Utf8, true));
+    let items = StringArray::from(vec!["a", "b", "a", "b", "c"]);
+    let list = ListArray::new(
+        item.clone(),
+        OffsetBuffer::new(vec![0, 2, 4, 5].into()),
+        Arc::new(items),
+        Some(NullBuffer::from(vec![true, false, true])),
+    );
+    let schema = Arc::new(Schema::new(vec![Field::new(
+        "l",
+        DataType::List(item),
+        true,
+    )]));
+    let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(list)])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let parquet_schema = ArrowSchemaConverter::new()
+        .convert(&schema)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut props = WriterProperties::builder().build();
+    add_encoded_arrow_schema_to_metadata(&schema, &mut props);
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("l.parquet");
+    let file = std::fs::File::create(&path).unwrap_or_else(|e| panic!("{e}"));
+    let mut writer =
+        SerializedFileWriter::new(file, parquet_schema.root_schema_ptr(), Arc::new(props))
+            .unwrap_or_else(|e| panic!("{e}"));
+    let mut compressor = PageCompressor::new(1).unwrap_or_else(|e| panic!("{e}"));
+    let mut column = ByteArrayColumn::new(parquet_schema.column(0), true, 128 << 10);
+    for rows in leaf_rows(batch.column(0).as_ref()) {
+        column
+            .write(rows, &mut compressor)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let mut group = writer.next_row_group().unwrap_or_else(|e| panic!("{e}"));
+    let (bytes, close) = column
+        .close(&mut compressor)
+        .unwrap_or_else(|e| panic!("{e}"));
+    group
+        .append_column(&bytes, close)
+        .unwrap_or_else(|e| panic!("{e}"));
+    group.close().unwrap_or_else(|e| panic!("{e}"));
+    writer.close().unwrap_or_else(|e| panic!("{e}"));
+    let back: Vec<RecordBatch> = arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        std::fs::File::open(&path).unwrap_or_else(|e| panic!("{e}")),
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+    .build()
+    .unwrap_or_else(|e| panic!("{e}"))
+    .collect::<Result<_, _>>()
+    .unwrap_or_else(|e| panic!("{e}"));
+    let list = back[0].column(0).as_list::<i32>();
+    assert_eq!(list.len(), 3);
+    assert!(list.is_valid(0) && list.is_null(1) && list.is_valid(2));
+    let texts = |row: usize| -> Vec<String> {
+        let v = list.value(row);
+        let v = v.as_string::<i32>();
+        (0..v.len()).map(|i| v.value(i).to_owned()).collect()
+    };
+    assert_eq!(texts(0), ["a", "b"]);
+    assert_eq!(texts(2), ["c"]);
 }
