@@ -20,9 +20,9 @@
 //! these chunks do not depend on how rows were split into batches.
 
 use arrow::{
-    array::{Array, BinaryArray, GenericByteArray, ListArray, MapArray, StringArray},
+    array::{Array, AsArray as _, GenericByteArray, StringArray},
     buffer::NullBuffer,
-    datatypes::ByteArrayType,
+    datatypes::{ByteArrayType, DataType},
 };
 use bytes::Bytes;
 use hashbrown::HashTable;
@@ -71,7 +71,7 @@ pub(crate) struct Values<'a> {
 
 impl<'a> Values<'a> {
     /// The values of a text or bytes array.
-    pub(crate) fn of<T: ByteArrayType<Offset = i32>>(array: &'a GenericByteArray<T>) -> Self {
+    fn of<T: ByteArrayType<Offset = i32>>(array: &'a GenericByteArray<T>) -> Self {
         Self {
             offsets: array.value_offsets(),
             data: array.value_data(),
@@ -103,32 +103,55 @@ pub(crate) enum Rows<'a> {
 }
 
 impl<'a> Rows<'a> {
-    /// Rows of text.
-    pub(crate) fn text(array: &'a StringArray) -> Self {
-        Self::Flat(Values::of(array))
-    }
-
-    /// Rows of bytes.
-    pub(crate) fn bytes(array: &'a BinaryArray) -> Self {
-        Self::Flat(Values::of(array))
-    }
-
-    /// The items of a list of text.
-    pub(crate) fn list(list: &'a ListArray, items: &'a StringArray) -> Self {
-        Self::Nested {
-            ends: list.value_offsets(),
-            nulls: list.nulls().filter(|n| n.null_count() > 0),
-            values: Values::of(items),
+    /// The leaves a column of `data_type` has when its columns are ours: one for text, bytes
+    /// or a list of text, two (keys, values) for a map of text; `None` for any other type.
+    pub(crate) fn leaves(data_type: &DataType) -> Option<usize> {
+        match data_type {
+            DataType::Utf8 | DataType::Binary => Some(1),
+            DataType::List(item) if *item.data_type() == DataType::Utf8 => Some(1),
+            DataType::Map(entries, _) => match entries.data_type() {
+                DataType::Struct(kv)
+                    if kv.len() == 2 && kv.iter().all(|f| *f.data_type() == DataType::Utf8) =>
+                {
+                    Some(2)
+                }
+                _ => None,
+            },
+            _ => None,
         }
     }
 
-    /// The keys or the values (`leaf`) of a map of text.
-    pub(crate) fn map(map: &'a MapArray, leaf: &'a StringArray) -> Self {
-        Self::Nested {
-            ends: map.value_offsets(),
-            nulls: map.nulls().filter(|n| n.null_count() > 0),
-            values: Values::of(leaf),
-        }
+    /// The rows of each leaf of `column`, in the order of [`Rows::leaves`]; `None` when its
+    /// type is not one of ours.
+    pub(crate) fn of_column(column: &'a dyn Array) -> Option<Vec<Self>> {
+        Self::leaves(column.data_type())?;
+        let nested = |ends: &'a [i32], nulls: Option<&'a NullBuffer>, values: &'a StringArray| {
+            Self::Nested {
+                ends,
+                nulls: nulls.filter(|n| n.null_count() > 0),
+                values: Values::of(values),
+            }
+        };
+        Some(match column.data_type() {
+            DataType::Utf8 => vec![Self::Flat(Values::of(column.as_string_opt::<i32>()?))],
+            DataType::Binary => vec![Self::Flat(Values::of(column.as_binary_opt::<i32>()?))],
+            DataType::List(_) => {
+                let list = column.as_list_opt::<i32>()?;
+                let items = list.values().as_string_opt::<i32>()?;
+                vec![nested(list.value_offsets(), list.nulls(), items)]
+            }
+            _ => {
+                let map = column.as_map_opt()?;
+                let (keys, values) = (
+                    map.keys().as_string_opt::<i32>()?,
+                    map.values().as_string_opt::<i32>()?,
+                );
+                vec![
+                    nested(map.value_offsets(), map.nulls(), keys),
+                    nested(map.value_offsets(), map.nulls(), values),
+                ]
+            }
+        })
     }
 
     fn len(&self) -> usize {
@@ -179,8 +202,8 @@ pub(crate) struct ByteArrayColumn {
 }
 
 /// What every column of a file shares to make its pages: one zstd context, and the buffer a
-/// page is put together in before it is compressed (one per column held ~128 KiB each, 14 MiB
-/// in all for `calls` and `conns`).
+/// page is put together in before it is compressed (one per column held up to a page each,
+/// ~128 KiB for the PLAIN columns).
 pub(crate) struct PageCompressor {
     zstd: zstd::bulk::Compressor<'static>,
     /// What the chunks' metadata says their pages are compressed with.
@@ -352,7 +375,7 @@ impl ByteArrayColumn {
                 last_key = self.intern(value);
                 last = value;
                 self.last = Some(last_key);
-                if self.dictionary_bytes() > DICTIONARY_PAGE_BYTES {
+                if self.dictionary_full() {
                     self.keys.push(last_key);
                     return row + 1 - from;
                 }

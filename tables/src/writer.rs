@@ -6,8 +6,8 @@
 use std::{fs::File, path::Path};
 
 use arrow::{
-    array::{Array, AsArray as _, RecordBatch},
-    datatypes::{DataType, SchemaRef},
+    array::{Array, RecordBatch},
+    datatypes::SchemaRef,
 };
 use parquet::{
     arrow::{
@@ -292,7 +292,7 @@ impl Open {
         for ((route, column), field) in self.routes.iter().zip(batch.columns()).zip(fields.iter()) {
             match route {
                 Route::Ours(leaves, _) => {
-                    let rows = leaf_rows(column.as_ref()).ok_or_else(|| {
+                    let rows = Rows::of_column(column.as_ref()).ok_or_else(|| {
                         ParquetError::General(format!(
                             "column {}: {} is not text, bytes, or a list or map of text",
                             field.name(),
@@ -368,16 +368,7 @@ fn routes(schema: &SchemaRef, file: &SerializedFileWriter<File>) -> Vec<Route> {
             while next < leaves.len() && leaves[next].path().parts()[0] == *field.name() {
                 next += 1;
             }
-            let ours = match field.data_type() {
-                DataType::Utf8 | DataType::Binary => next == from + 1,
-                DataType::List(item) => *item.data_type() == DataType::Utf8 && next == from + 1,
-                DataType::Map(entries, _) => {
-                    matches!(entries.data_type(), DataType::Struct(kv)
-                        if kv.len() == 2 && kv.iter().all(|f| *f.data_type() == DataType::Utf8))
-                        && next == from + 2
-                }
-                _ => false,
-            };
+            let ours = Rows::leaves(field.data_type()) == Some(next - from);
             if ours {
                 let dictionary = (from..next)
                     .map(|leaf| props.dictionary_enabled(leaves[leaf].path()))
@@ -388,25 +379,4 @@ fn routes(schema: &SchemaRef, file: &SerializedFileWriter<File>) -> Vec<Route> {
             }
         })
         .collect()
-}
-
-/// The rows of each leaf of a column of ours: one for text or bytes or a list of text, two
-/// (keys, values) for a map of text; `None` for any other type.
-fn leaf_rows(column: &dyn Array) -> Option<Vec<Rows<'_>>> {
-    Some(match column.data_type() {
-        DataType::Utf8 => vec![Rows::text(column.as_string_opt::<i32>()?)],
-        DataType::Binary => vec![Rows::bytes(column.as_binary_opt::<i32>()?)],
-        DataType::List(_) => {
-            let list = column.as_list_opt::<i32>()?;
-            vec![Rows::list(list, list.values().as_string_opt::<i32>()?)]
-        }
-        DataType::Map(_, _) => {
-            let map = column.as_map_opt()?;
-            vec![
-                Rows::map(map, map.keys().as_string_opt::<i32>()?),
-                Rows::map(map, map.values().as_string_opt::<i32>()?),
-            ]
-        }
-        _ => return None,
-    })
 }

@@ -23,22 +23,11 @@ use parquet::{
 };
 
 use super::{ByteArrayColumn, PAGE_ROWS, PAGE_VALUES, PageCompressor, Rows};
-use crate::tests::random;
+use crate::{column::utf8_map_type, tests::random};
 
 fn schema() -> Arc<Schema> {
-    let entries = Field::new(
-        "entries",
-        DataType::Struct(
-            vec![
-                Field::new("keys", DataType::Utf8, false),
-                Field::new("values", DataType::Utf8, true),
-            ]
-            .into(),
-        ),
-        false,
-    );
     Arc::new(Schema::new(vec![
-        Field::new("map", DataType::Map(Arc::new(entries), false), true),
+        Field::new("map", utf8_map_type(), true),
         Field::new(
             "list",
             DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
@@ -46,24 +35,7 @@ fn schema() -> Arc<Schema> {
         ),
         Field::new("bytes", DataType::Binary, true),
         Field::new("text", DataType::Utf8, false),
-        Field::new(
-            "plain_map",
-            DataType::Map(
-                Arc::new(Field::new(
-                    "entries",
-                    DataType::Struct(
-                        vec![
-                            Field::new("keys", DataType::Utf8, false),
-                            Field::new("values", DataType::Utf8, true),
-                        ]
-                        .into(),
-                    ),
-                    false,
-                )),
-                false,
-            ),
-            false,
-        ),
+        Field::new("plain_map", utf8_map_type(), false),
     ]))
 }
 
@@ -148,33 +120,7 @@ fn batch(rows: usize, next: &mut impl FnMut(u64) -> u64) -> RecordBatch {
         Arc::new(text.finish()),
         Arc::new(plain_map.finish()),
     ];
-    // The builders name the map's fields their own way: take the schema's.
-    let schema = schema();
-    let columns = columns
-        .into_iter()
-        .zip(schema.fields())
-        .map(|(c, f)| arrow::compute::cast(&c, f.data_type()).unwrap_or_else(|e| panic!("{e}")))
-        .collect();
-    RecordBatch::try_new(schema, columns).unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// The rows of each leaf of `column`, as the table writer finds them.
-fn leaf_rows(column: &dyn Array) -> Vec<Rows<'_>> {
-    match column.data_type() {
-        DataType::Utf8 => vec![Rows::text(column.as_string::<i32>())],
-        DataType::Binary => vec![Rows::bytes(column.as_binary::<i32>())],
-        DataType::List(_) => {
-            let list = column.as_list::<i32>();
-            vec![Rows::list(list, list.values().as_string::<i32>())]
-        }
-        _ => {
-            let map = column.as_map();
-            vec![
-                Rows::map(map, map.keys().as_string::<i32>()),
-                Rows::map(map, map.values().as_string::<i32>()),
-            ]
-        }
-    }
+    RecordBatch::try_new(schema(), columns).unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[test]
@@ -218,7 +164,7 @@ fn lists_maps_and_bytes_read_back_across_pages_groups_batches_and_fallback() {
             let rows: Vec<Rows<'_>> = slice
                 .columns()
                 .iter()
-                .flat_map(|c| leaf_rows(c.as_ref()))
+                .flat_map(|c| Rows::of_column(c.as_ref()).unwrap_or_else(|| panic!("not ours")))
                 .collect();
             assert_eq!(rows.len(), columns.len());
             for (column, rows) in columns.iter_mut().zip(rows) {
@@ -356,7 +302,7 @@ fn a_null_row_spanning_items_is_null() {
             .unwrap_or_else(|e| panic!("{e}"));
     let mut compressor = PageCompressor::new(1).unwrap_or_else(|e| panic!("{e}"));
     let mut column = ByteArrayColumn::new(parquet_schema.column(0), true, 128 << 10);
-    for rows in leaf_rows(batch.column(0).as_ref()) {
+    for rows in Rows::of_column(batch.column(0).as_ref()).unwrap_or_else(|| panic!("not ours")) {
         column
             .write(rows, &mut compressor)
             .unwrap_or_else(|e| panic!("{e}"));
