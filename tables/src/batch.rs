@@ -8,12 +8,12 @@ use std::{net::IpAddr, sync::Arc};
 
 use arrow::{
     array::{
-        ArrayRef, BinaryBuilder, BooleanBuilder, Int64Builder, ListBuilder, MapArray, MapBuilder,
-        RecordBatch, StringArray, StringBuilder, StructArray, TimestampNanosecondArray,
+        ArrayRef, BinaryBuilder, BooleanBuilder, Int64Builder, ListArray, ListBuilder, MapArray,
+        MapBuilder, RecordBatch, StringArray, StringBuilder, StructArray, TimestampNanosecondArray,
         UInt16Array, UInt32Array, UInt64Array,
     },
-    buffer::OffsetBuffer,
-    datatypes::SchemaRef,
+    buffer::{Buffer, OffsetBuffer},
+    datatypes::{DataType, Field, SchemaRef},
     error::ArrowError,
 };
 use remora_dissect::Headers;
@@ -54,6 +54,11 @@ enum Builder {
     Timestamp(Vec<i64>),
     OptTimestamp(Vec<Option<i64>>),
     Text(Box<TextState>),
+    /// A text column whose every value in the batch is empty (attribution in a capture file,
+    /// gRPC and TLS fields of HTTP/1 calls): made at once, not value by value.
+    EmptyText(usize),
+    /// A list column whose every row in the batch is an empty list.
+    EmptyList(usize),
     Binary(BinaryBuilder),
     List(ListBuilder<StringBuilder>),
     Map(Box<MapBuilder<StringBuilder, StringBuilder>>),
@@ -88,6 +93,9 @@ impl Builder {
                 // microcode assist on an unmapped page even for zero bytes: a column of empty
                 // strings cost 4× the same column with an allocation (docs/dissection.md,
                 // "Parquet's share").
+                if bytes == 0 && matches!(get, Get::Str(_)) {
+                    return Self::EmptyText(n);
+                }
                 let bytes = bytes.max(1);
                 Self::Text(Box::new(TextState::new(StringBuilder::with_capacity(
                     n, bytes,
@@ -105,6 +113,9 @@ impl Builder {
                         b + list.iter().map(String::len).sum::<usize>(),
                     )
                 });
+                if items == 0 {
+                    return Self::EmptyList(n);
+                }
                 Self::List(ListBuilder::with_capacity(
                     StringBuilder::with_capacity(items, bytes),
                     n,
@@ -142,6 +153,7 @@ impl Builder {
             (Get::Timestamp(f), Self::Timestamp(v)) => v.extend(rows.iter().map(f)),
             (Get::OptTimestamp(f), Self::OptTimestamp(v)) => v.extend(rows.iter().map(f)),
             (get, Self::Text(t)) => t.fill(get, rows)?,
+            (Get::Str(_), Self::EmptyText(_)) | (Get::List(_), Self::EmptyList(_)) => {}
             (Get::Binary(f), Self::Binary(b)) => {
                 for r in rows {
                     b.append_value(f(r));
@@ -187,6 +199,18 @@ impl Builder {
                 Arc::new(TimestampNanosecondArray::from(v).with_timezone("UTC"))
             }
             Self::Text(mut t) => Arc::new(t.out.finish()),
+            // An allocation all the same, for the reason `Builder::new` gives.
+            Self::EmptyText(n) => Arc::new(StringArray::new(
+                OffsetBuffer::new_zeroed(n),
+                Buffer::from(Vec::<u8>::with_capacity(1)),
+                None,
+            )),
+            Self::EmptyList(n) => Arc::new(ListArray::try_new(
+                Arc::new(Field::new_list_field(DataType::Utf8, true)),
+                OffsetBuffer::new_zeroed(n),
+                Arc::new(StringArray::new_null(0)),
+                None,
+            )?),
             Self::Binary(mut b) => Arc::new(b.finish()),
             Self::List(mut b) => Arc::new(b.finish()),
             Self::Map(mut b) => Arc::new(b.finish()),

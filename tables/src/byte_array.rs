@@ -346,6 +346,9 @@ impl ByteArrayColumn {
     /// row, whatever the batches, so the chunk does not depend on them).
     fn push_flat(&mut self, array: Values<'_>, from: usize, to: usize) -> usize {
         let nullable = self.max_def > 0;
+        if to > from && array.nulls.is_none() && array.offsets[from] == array.offsets[to] {
+            return self.push_empty_values(to - from);
+        }
         // The previous row's value, as bytes of this array once a row of it is read: most
         // rows are compared with it and nothing else.
         let carried = self
@@ -385,6 +388,39 @@ impl ByteArrayColumn {
         to - from
     }
 
+    /// Adds `n` empty values of a flat column (a run of rows [`Self::push_flat`] would take
+    /// one by one, to the same effect), and says how many it took.
+    fn push_empty_values(&mut self, n: usize) -> usize {
+        let taken = if self.plain_only {
+            // Each is its 4-byte length; the page closes once it reaches its bytes.
+            let room = self
+                .page_bytes
+                .saturating_sub(self.plain.len())
+                .div_ceil(4)
+                .max(1);
+            let taken = n.min(room);
+            self.plain.resize(self.plain.len() + 4 * taken, 0);
+            taken
+        } else {
+            let key = match self.last {
+                Some(key) if self.value(key).is_empty() => key,
+                _ => {
+                    let key = self.intern(b"");
+                    self.last = Some(key);
+                    key
+                }
+            };
+            let taken = if self.dictionary_full() { 1 } else { n };
+            self.keys.resize(self.keys.len() + taken, key);
+            taken
+        };
+        if self.max_def > 0 {
+            self.levels.resize(self.levels.len() + taken, 1);
+        }
+        self.page_values += taken;
+        taken
+    }
+
     /// Adds rows `from..to` of a list or map leaf to the open page, and says how many it took
     /// (fewer as [`Self::push_flat`] says, and when the page's values reach [`PAGE_VALUES`]).
     ///
@@ -401,6 +437,21 @@ impl ByteArrayColumn {
     ) -> usize {
         let item_null_def = self.max_def.saturating_sub(1);
         let empty_def = item_null_def.saturating_sub(u32::from(self.leaf_optional));
+        if to > from && row_nulls.is_none() && ends[from] == ends[to] {
+            // Only empty rows (the DNS lists of HTTP calls): what the loop below does for
+            // each, at once.
+            let room = if self.plain.len() >= self.page_bytes || self.dictionary_full() {
+                1
+            } else {
+                PAGE_VALUES.saturating_sub(self.page_values).max(1)
+            };
+            let taken = (to - from).min(room);
+            self.repetitions.resize(self.repetitions.len() + taken, 0);
+            self.levels.resize(self.levels.len() + taken, empty_def);
+            self.page_values += taken;
+            self.last_row.clear();
+            return taken;
+        }
         // The previous row of this batch, when its keys are `last_row`: a row whose items are
         // the same bytes (header names, most of the time) takes its keys whole.
         let mut previous: Option<(usize, usize)> = None;

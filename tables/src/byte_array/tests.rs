@@ -36,12 +36,14 @@ fn schema() -> Arc<Schema> {
         Field::new("bytes", DataType::Binary, true),
         Field::new("text", DataType::Utf8, false),
         Field::new("plain_map", utf8_map_type(), false),
+        Field::new("plain_text", DataType::Utf8, false),
     ]))
 }
 
 /// `rows` rows: header-like maps (names in a stable order, values repeating or not, some null,
 /// long ones past the dictionary's limit), empty and null maps and lists, bytes that are not
-/// UTF-8.
+/// UTF-8; and runs of thousands of rows where every column is empty (the columns of a protocol
+/// absent for a while), which whole batches fall into.
 fn batch(rows: usize, next: &mut impl FnMut(u64) -> u64) -> RecordBatch {
     const NAMES: [&str; 12] = [
         "host",
@@ -62,8 +64,23 @@ fn batch(rows: usize, next: &mut impl FnMut(u64) -> u64) -> RecordBatch {
     let mut list = ListBuilder::new(StringBuilder::new());
     let mut bytes = BinaryBuilder::new();
     let mut text = StringBuilder::new();
+    let mut plain_text = StringBuilder::new();
     let mut fields = 12;
+    let mut quiet = 0;
     for _ in 0..rows {
+        if quiet == 0 && next(15_000) == 0 {
+            quiet = 2_000 + next(8_000);
+        }
+        if quiet > 0 {
+            quiet -= 1;
+            map.append(true).unwrap_or_else(|e| panic!("{e}"));
+            plain_map.append(true).unwrap_or_else(|e| panic!("{e}"));
+            list.append(true);
+            bytes.append_value([]);
+            text.append_value("");
+            plain_text.append_value("");
+            continue;
+        }
         if next(200) == 0 {
             fields = [0, 3, 9, 12, 12][next(5) as usize];
         }
@@ -111,7 +128,11 @@ fn batch(rows: usize, next: &mut impl FnMut(u64) -> u64) -> RecordBatch {
                 bytes.append_value(body);
             }
         }
-        text.append_value(["GET", "POST", ""][next(3) as usize]);
+        text.append_value(["GET", "POST", "GET", "POST", ""][next(5) as usize]);
+        plain_text.append_value(match next(3) {
+            0 => String::new(),
+            _ => format!("id-{}", next(1 << 30)),
+        });
     }
     let columns: Vec<ArrayRef> = vec![
         Arc::new(map.finish()),
@@ -119,6 +140,7 @@ fn batch(rows: usize, next: &mut impl FnMut(u64) -> u64) -> RecordBatch {
         Arc::new(bytes.finish()),
         Arc::new(text.finish()),
         Arc::new(plain_map.finish()),
+        Arc::new(plain_text.finish()),
     ];
     RecordBatch::try_new(schema(), columns).unwrap_or_else(|e| panic!("{e}"))
 }
@@ -153,7 +175,7 @@ fn lists_maps_and_bytes_read_back_across_pages_groups_batches_and_fallback() {
         let mut columns: Vec<ByteArrayColumn> = leaves
             .iter()
             .map(|leaf| {
-                let dictionary = leaf.path().parts()[0] != "plain_map";
+                let dictionary = !leaf.path().parts()[0].starts_with("plain_");
                 ByteArrayColumn::new(leaf.clone(), dictionary, 128 << 10)
             })
             .collect();
@@ -334,4 +356,101 @@ fn a_null_row_spanning_items_is_null() {
     };
     assert_eq!(texts(0), ["a", "b"]);
     assert_eq!(texts(2), ["c"]);
+}
+
+/// A batch of empty values after a value that is not: they are empty, in a dictionary column
+/// and in a plain one, and so is a batch of empty lists after a full one.
+#[test]
+fn empty_values_after_others_are_empty() {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("text", DataType::Utf8, false),
+        Field::new("plain_text", DataType::Utf8, true),
+        Field::new(
+            "list",
+            DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
+            true,
+        ),
+    ]));
+    let batch_of = |value: &str, rows: usize| {
+        let mut text = StringBuilder::new();
+        let mut plain_text = StringBuilder::new();
+        let mut list = ListBuilder::new(StringBuilder::new());
+        for _ in 0..rows {
+            text.append_value(value);
+            plain_text.append_value(value);
+            if !value.is_empty() {
+                list.values().append_value(value);
+            }
+            list.append(true);
+        }
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(text.finish()),
+            Arc::new(plain_text.finish()),
+            Arc::new(list.finish()),
+        ];
+        RecordBatch::try_new(schema.clone(), columns).unwrap_or_else(|e| panic!("{e}"))
+    };
+    let batches = [batch_of("GET", 3), batch_of("", 5), batch_of("POST", 1)];
+    let back = write_and_read(&schema, &batches, |name| name != "plain_text");
+    let want = arrow::compute::concat_batches(&schema, &batches).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(back, want);
+}
+
+/// `batches` written by our columns into one row group (with a dictionary where `dictionary`
+/// says, by top-level name) and read back by arrow-rs.
+fn write_and_read(
+    schema: &Arc<Schema>,
+    batches: &[RecordBatch],
+    dictionary: impl Fn(&str) -> bool,
+) -> RecordBatch {
+    let parquet_schema = ArrowSchemaConverter::new()
+        .convert(schema)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut props = WriterProperties::builder().build();
+    add_encoded_arrow_schema_to_metadata(schema, &mut props);
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("t.parquet");
+    let file = std::fs::File::create(&path).unwrap_or_else(|e| panic!("{e}"));
+    let mut writer =
+        SerializedFileWriter::new(file, parquet_schema.root_schema_ptr(), Arc::new(props))
+            .unwrap_or_else(|e| panic!("{e}"));
+    let mut compressor = PageCompressor::new(1).unwrap_or_else(|e| panic!("{e}"));
+    let mut columns: Vec<ByteArrayColumn> = parquet_schema
+        .columns()
+        .iter()
+        .map(|leaf| {
+            ByteArrayColumn::new(leaf.clone(), dictionary(&leaf.path().parts()[0]), 1 << 17)
+        })
+        .collect();
+    for batch in batches {
+        let rows: Vec<Rows<'_>> = batch
+            .columns()
+            .iter()
+            .flat_map(|c| Rows::of_column(c.as_ref()).unwrap_or_else(|| panic!("not ours")))
+            .collect();
+        for (column, rows) in columns.iter_mut().zip(rows) {
+            column
+                .write(rows, &mut compressor)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+    let mut group = writer.next_row_group().unwrap_or_else(|e| panic!("{e}"));
+    for column in columns {
+        let (bytes, close) = column
+            .close(&mut compressor)
+            .unwrap_or_else(|e| panic!("{e}"));
+        group
+            .append_column(&bytes, close)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    group.close().unwrap_or_else(|e| panic!("{e}"));
+    writer.close().unwrap_or_else(|e| panic!("{e}"));
+    let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{e}"));
+    let batches: Vec<RecordBatch> = arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .collect::<Result<_, _>>()
+        .unwrap_or_else(|e| panic!("{e}"));
+    arrow::compute::concat_batches(schema, &batches).unwrap_or_else(|e| panic!("{e}"))
 }
