@@ -19,6 +19,7 @@ pub mod slices;
 pub mod sockets;
 mod tables;
 mod translation;
+mod turns;
 
 use std::{
     collections::BTreeMap,

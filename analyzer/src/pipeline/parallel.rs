@@ -1,11 +1,11 @@
 //! Dissection on every core: the reader routes packets by flow to worker threads, each running
-//! the engines of a range of shards (`remora_dissect::shard`); a writer puts their rows into
-//! the tables in a fixed order, epoch by epoch and range by range, so that the files hold the
-//! same rows, in the same order, as one thread gives.
+//! the engines of a range of shards (`remora_dissect::shard`); their rows go into the tables in
+//! a fixed order, epoch by epoch and range by range, so that the files hold the same rows, in
+//! the same order, as one thread gives.
 //!
 //! Two kinds of input:
 //! - a capture file ([`Dissector::new`]): every row is written as it is, so the workers also
-//!   build the record batches;
+//!   build the record batches and encode them into the files, in turns (`super::turns`);
 //! - the recorder's slices ([`Dissector::recorded`]): the router counts a packet's copies once
 //!   and joins NAT views, TLS plaintext goes to the shard of its connection, and the rows come
 //!   back to the reader's thread, which attributes them (window, node, workload, process) as
@@ -17,19 +17,20 @@
 //! batches each, and a worker that runs ahead of the others can only be an epoch or two ahead
 //! before the reader, waiting for the slowest worker, stops feeding it.
 
-use std::{
-    collections::BTreeMap,
-    sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel},
-    thread::JoinHandle,
-};
-
-use arrow::array::RecordBatch;
 use remora_dissect::{
     Call, Conn, Endpoint, Limits, Router, ShardRange, Sharded, Stats, UdpDatagram, ViewChange,
     shard::{EPOCH_FRAMES, Plaintext, SHARDS},
 };
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc,
+        mpsc::{Receiver, Sender, SyncSender, channel, sync_channel},
+    },
+    thread::JoinHandle,
+};
 
-use super::{PipelineError, sink::Sink};
+use super::{PipelineError, sink::Sink, turns::Turns};
 use crate::services::workloads::NoWorkloads;
 
 /// Frames a batch for a worker holds before it is sent.
@@ -100,12 +101,9 @@ struct Finished {
 
 /// Rows as a worker hands them over.
 enum Rows {
-    /// Made into record batches by the worker (a capture file's rows, written as they are).
-    Batches {
-        calls: Option<RecordBatch>,
-        conns: Option<RecordBatch>,
-        counted: Counted,
-    },
+    /// Handed to the tables' turns by the worker (a capture file's rows, written as they
+    /// are): only their counts come to the reader.
+    Written(Counted),
     /// As they are, for the reader's thread to attribute.
     Owned { calls: Vec<Call>, conns: Vec<Conn> },
 }
@@ -241,6 +239,15 @@ impl<'w> Dissector<'w> {
         let (done_tx, done_rx) = channel::<Result<Finished, PipelineError>>();
         let node = sink.node.clone();
         let source = sink.source;
+        // A capture file's rows are encoded by the workers; the recorder's, attributed on this
+        // thread, by a writer thread per table, so that the reader keeps feeding the workers.
+        let (sink, turns) = match input {
+            Input::File => {
+                let (sink, turns) = sink.in_turns(threads);
+                (sink, Some(turns))
+            }
+            Input::Recorded { .. } => (sink.in_background()?, None),
+        };
         let mut senders = Vec::new();
         let mut spares = Vec::new();
         let mut workers = Vec::new();
@@ -258,7 +265,7 @@ impl<'w> Dissector<'w> {
                 worker,
                 node,
                 source,
-                owned: input != Input::File,
+                turns: turns.clone(),
             };
             let handle = std::thread::Builder::new()
                 .name(format!("remora-dissect-{worker}"))
@@ -269,8 +276,6 @@ impl<'w> Dissector<'w> {
             spares.push(spare_rx);
         }
         drop(done_tx);
-        // Parquet encoding runs on its own thread, so that the reader keeps feeding the workers.
-        let sink = sink.in_background()?;
         let router = if copies_once {
             Router::counting_copies_once()
         } else {
@@ -518,8 +523,9 @@ struct Output {
     worker: usize,
     node: String,
     source: &'static str,
-    /// Hand the rows back as they are (else as record batches).
-    owned: bool,
+    /// Where the worker writes its rows as record batches; none: it hands them back as they
+    /// are.
+    turns: Option<Arc<Turns>>,
 }
 
 impl Output {
@@ -531,18 +537,24 @@ impl Output {
         conns: &mut Vec<Conn>,
         stats: Option<Stats>,
     ) -> Result<Finished, PipelineError> {
-        let rows = if self.owned {
-            Rows::Owned {
+        let rows = match &self.turns {
+            None => Rows::Owned {
                 calls: std::mem::take(calls),
                 conns: std::mem::take(conns),
-            }
-        } else {
-            let (calls, conns, counted) =
-                super::sink::take_batches(&self.node, self.source, calls, conns, &NoWorkloads)?;
-            Rows::Batches {
-                calls,
-                conns,
-                counted,
+            },
+            Some(turns) => {
+                match super::sink::take_batches(&self.node, self.source, calls, conns, &NoWorkloads)
+                {
+                    Ok((calls, conns, counted)) => {
+                        turns.deliver(epoch, self.worker, (calls, conns), stats.is_some());
+                        Rows::Written(counted)
+                    }
+                    Err(e) => {
+                        // The others' later batches are written after this turn, empty.
+                        turns.deliver(epoch, self.worker, (None, None), stats.is_some());
+                        return Err(e);
+                    }
+                }
             }
         };
         Ok(Finished {
@@ -638,11 +650,10 @@ impl Order {
         while let Some(f) = self.waiting.remove(&self.next) {
             // A writer that stopped on an error says so when the sink closes.
             let written = match f.rows {
-                Rows::Batches {
-                    calls,
-                    conns,
-                    counted,
-                } => sink.write_batches(calls, conns, counted),
+                Rows::Written(counted) => {
+                    sink.count(counted);
+                    Ok(())
+                }
                 Rows::Owned { calls, conns } => {
                     // An epoch's rows are written at once when its last range comes, as one
                     // thread writes them (the sink groups them by node).

@@ -1,13 +1,13 @@
 //! Where a dissection's rows go as they complete: attributed to workloads, then written into the
 //! `calls` and `conns` tables batch by batch, with counts for the summary.
 
-use std::{collections::BTreeMap, path::Path, time::Instant};
+use std::{collections::BTreeMap, path::Path, sync::Arc, time::Instant};
 
 use arrow::{array::RecordBatch, error::ArrowError};
 use remora_dissect::{Call, Conn, Endpoint, Stats, Translated};
 use remora_tables::{Peer, Table, TableWriter, calls, conns};
 
-use super::{PipelineError, Summary, parallel::Counted, tables::Tables, translation};
+use super::{PipelineError, Summary, parallel::Counted, tables::Tables, translation, turns::Turns};
 use crate::services::workloads::Resolve;
 
 /// The `calls` rows of `calls` as a record batch, each side attributed by `workloads` at the
@@ -293,7 +293,8 @@ impl<'w> Sink<'w> {
         }
         let (call_batch, conn_batch, counted) =
             take_batches(&self.node, self.source, calls, conns, self.workloads)?;
-        self.write_batches(call_batch, conn_batch, counted)
+        self.count(counted);
+        self.tables.write(call_batch, conn_batch)
     }
 
     /// Counts rows written elsewhere (batches from [`super::parallel`]'s workers).
@@ -305,21 +306,18 @@ impl<'w> Sink<'w> {
         self.conns += counted.conns;
     }
 
-    /// Writes rows already made into batches, with their counts.
-    pub(super) fn write_batches(
-        &mut self,
-        calls: Option<RecordBatch>,
-        conns: Option<RecordBatch>,
-        counted: Counted,
-    ) -> Result<(), PipelineError> {
-        self.count(counted);
-        self.tables.write(calls, conns)
-    }
-
     /// The same sink, with Parquet encoding on a writer thread while the caller goes on.
     pub(super) fn in_background(mut self) -> Result<Self, PipelineError> {
         self.tables = self.tables.into_thread()?;
         Ok(self)
+    }
+
+    /// The same sink, its tables written by `workers` dissection workers in turns through the
+    /// returned [`Turns`]; the caller still counts what they write ([`Sink::count`]).
+    pub(super) fn in_turns(mut self, workers: usize) -> (Self, Arc<Turns>) {
+        let turns;
+        (self.tables, turns) = self.tables.into_turns(workers);
+        (self, turns)
     }
 
     /// Publishes both tables and sums up.

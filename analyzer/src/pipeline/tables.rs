@@ -6,14 +6,17 @@
 //! same; only where the encoding runs differs.
 
 use std::{
-    sync::mpsc::{Receiver, SyncSender, sync_channel},
+    sync::{
+        Arc,
+        mpsc::{Receiver, SyncSender, sync_channel},
+    },
     thread::JoinHandle,
 };
 
 use arrow::array::RecordBatch;
 use remora_tables::TableWriter;
 
-use super::PipelineError;
+use super::{PipelineError, turns::Turns};
 
 /// Batches waiting for a writer thread, at most. Few: a batch is one worker's rows of an
 /// epoch, and whatever waits here when the input ends is encoded by one thread while the
@@ -40,6 +43,8 @@ pub(super) enum Tables {
         calls: Background,
         conns: Background,
     },
+    /// Encoded by the dissection workers in turns, which write into them directly.
+    Turns(Arc<Turns>),
 }
 
 /// One table's writer thread and the way to it.
@@ -68,7 +73,19 @@ impl Tables {
                 calls: Background::start("remora-dissect-calls", *calls)?,
                 conns: Background::start("remora-dissect-conns", *conns)?,
             }),
-            thread @ Self::Thread { .. } => Ok(thread),
+            other @ (Self::Thread { .. } | Self::Turns(_)) => Ok(other),
+        }
+    }
+
+    /// Moves the encoding to the dissection workers, which write through the returned
+    /// [`Turns`] (no-op when they do already).
+    pub(super) fn into_turns(self, workers: usize) -> (Self, Arc<Turns>) {
+        match self {
+            Self::Turns(turns) => (Self::Turns(turns.clone()), turns),
+            here_or_thread => {
+                let turns = Arc::new(Turns::new(here_or_thread, workers));
+                (Self::Turns(turns.clone()), turns)
+            }
         }
     }
 
@@ -103,6 +120,9 @@ impl Tables {
                 }
                 Ok(())
             }
+            Self::Turns(_) => Err(PipelineError::Worker(
+                "a batch was written around the workers' turns (a bug)".into(),
+            )),
         }
     }
 
@@ -125,6 +145,7 @@ impl Tables {
                 let conns = conns.published();
                 calls.and(conns)
             }
+            Self::Turns(turns) => turns.take_tables()?.finish(),
         }
     }
 }
@@ -214,7 +235,7 @@ impl Drop for Background {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::path::Path;
 
     use remora_tables::Table;
@@ -223,7 +244,7 @@ mod tests {
     use crate::{pipeline::sink::calls_batch, services::workloads::NoWorkloads};
 
     /// A fixture's calls, as batches of a few rows each.
-    fn batches() -> Vec<RecordBatch> {
+    pub(in crate::pipeline) fn batches() -> Vec<RecordBatch> {
         let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../shared/fixtures/pcap/arkime_synthetic.pcap");
         let bytes = std::fs::read(&fixture)
@@ -236,7 +257,7 @@ mod tests {
             .collect()
     }
 
-    fn tables(dir: &Path) -> Tables {
+    pub(in crate::pipeline) fn tables(dir: &Path) -> Tables {
         Tables::here(
             TableWriter::new(Table::Calls, &dir.join("calls.parquet")),
             TableWriter::new(Table::Conns, &dir.join("conns.parquet")),

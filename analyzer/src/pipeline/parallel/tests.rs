@@ -2,7 +2,10 @@
 
 use std::path::{Path, PathBuf};
 
-use arrow::{array::Array as _, compute::concat_batches};
+use arrow::{
+    array::{Array as _, RecordBatch},
+    compute::concat_batches,
+};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use super::*;
