@@ -1,6 +1,8 @@
 //! A full disk, on a small filesystem the test mounts (tmpfs, 48 MiB): the recorder keeps the
 //! newest data by deleting the oldest slices, the analyzer refuses new snapshots with 507 and a
 //! clear reason while space is short, nothing crashes, and recording resumes when space returns.
+//! And `remora dissect` into a filesystem too small for its tables fails with the reason and
+//! leaves no file behind, on one thread and on two.
 
 use std::{
     path::{Path, PathBuf},
@@ -12,7 +14,7 @@ use remora_bpf_tests::{
     metric_total,
     netns::{ADDR_B, IF_A, VethPair},
     proc::{AgentProc, Nginx, wait_until},
-    require_root, require_tool,
+    require_root, require_tool, sibling_binary, workspace_root,
 };
 use serde_json::json;
 
@@ -26,13 +28,17 @@ struct SmallFs {
 
 impl SmallFs {
     fn mount(dir: &Path) -> Self {
+        Self::mount_kib(dir, FS_MB * 1024)
+    }
+
+    fn mount_kib(dir: &Path, kib: u64) -> Self {
         std::fs::create_dir_all(dir).expect("mount point");
         let out = Command::new("mount")
             .args([
                 "-t",
                 "tmpfs",
                 "-o",
-                &format!("size={FS_MB}m,mode=0700"),
+                &format!("size={kib}k,mode=0700"),
                 "tmpfs",
             ])
             .arg(dir)
@@ -40,7 +46,7 @@ impl SmallFs {
             .expect("mount");
         assert!(
             out.status.success(),
-            "mounting a {FS_MB} MiB tmpfs at {}: {}",
+            "mounting a {kib} KiB tmpfs at {}: {}",
             dir.display(),
             String::from_utf8_lossy(&out.stderr)
         );
@@ -268,4 +274,37 @@ fn a_full_disk_keeps_the_newest_data_refuses_snapshots_and_recovers() {
         log.contains("nearly full"),
         "the recorder said why it deleted slices:\n{log}"
     );
+}
+
+#[test]
+fn dissecting_onto_a_full_disk_fails_with_the_reason_and_leaves_nothing() {
+    require_root();
+    let capture = workspace_root().join("../shared/fixtures/pcap/arkime_synthetic.pcap");
+    let base = tempfile::tempdir().expect("tempdir");
+    // The fixture's calls table is ~23 KiB and its conns table ~16 KiB: 16 KiB holds neither.
+    let fs = SmallFs::mount_kib(&base.path().join("small"), 16);
+    for threads in ["1", "2"] {
+        let out = fs.dir.join(format!("out-{threads}"));
+        let run = Command::new(sibling_binary("remora"))
+            .args(["dissect", "--threads", threads])
+            .arg(&capture)
+            .arg("--out")
+            .arg(&out)
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .expect("running remora dissect");
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(
+            !run.status.success(),
+            "{threads} thread(s): succeeded: {stderr}"
+        );
+        assert!(
+            stderr.contains("No space left on device") && stderr.contains(".parquet"),
+            "{threads} thread(s): the error names neither the file nor the reason: {stderr}"
+        );
+        let left: Vec<_> = std::fs::read_dir(&out)
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "{threads} thread(s) left {left:?} behind");
+    }
 }

@@ -323,6 +323,25 @@ fn conns_and_workloads_round_trip() {
 }
 
 #[test]
+fn a_writer_that_fails_to_publish_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("conns.parquet");
+    // A non-empty directory where the file should go: the rename fails.
+    std::fs::create_dir_all(path.join("in-the-way")).unwrap_or_else(|e| panic!("{e}"));
+    let mut w = TableWriter::new(Table::Conns, &path);
+    let batch = conns::batch("n", &[]).unwrap_or_else(|e| panic!("{e}"));
+    w.write(&batch).unwrap_or_else(|e| panic!("{e}"));
+    let err = w.finish().map(|()| "published").unwrap_err();
+    assert!(err.to_string().contains("conns.parquet"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap_or_else(|e| panic!("{e}"))
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("conns.parquet")]);
+}
+
+#[test]
 fn an_unfinished_writer_leaves_nothing_and_an_empty_table_is_readable() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let path = dir.path().join("conns.parquet");

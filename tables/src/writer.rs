@@ -198,15 +198,23 @@ impl TableWriter {
         result.map_err(|e| self.fail(e))
     }
 
-    /// Closes, fsyncs and renames into place; a table with no rows is written empty.
+    /// Closes, fsyncs and renames into place; a table with no rows is written empty. If any
+    /// of that fails (a full disk shows here: the last pages and the footer are written on
+    /// close), the temp file is removed too.
     pub fn finish(mut self) -> Result<(), WriteError> {
         self.open()?;
         let Some(open) = self.open.take() else {
             return Ok(());
         };
-        let file = open.finish().map_err(|e| self.fail(e))?;
-        file.sync_all().map_err(|e| self.fail(e))?;
-        std::fs::rename(&self.tmp, &self.path).map_err(|e| self.fail(e))
+        let published = open
+            .finish()
+            .and_then(|file| Ok(file.sync_all()?))
+            .map_err(|e| self.fail(e))
+            .and_then(|()| std::fs::rename(&self.tmp, &self.path).map_err(|e| self.fail(e)));
+        if published.is_err() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+        published
     }
 }
 

@@ -407,7 +407,7 @@ impl<'w> Dissector<'w> {
                     t.send(worker)?;
                 }
                 let router_stats = t.router.stats().clone();
-                drop(t.senders);
+                t.senders.clear();
                 // Until every worker's last epoch is in (or a worker is gone without it): a
                 // worker that sent its last rows then frees its engines, which nothing here
                 // needs to wait for.
@@ -417,8 +417,12 @@ impl<'w> Dissector<'w> {
                         Err(_) => break,
                     }
                 }
-                drop(t.workers);
-                let mut stats = t.order.end()?;
+                let stats = t.order.end();
+                if stats.is_ok() {
+                    // Let go, not joined (see above); on an error, dropping `t` joins them.
+                    t.workers.clear();
+                }
+                let mut stats = stats?;
                 stats.add(&router_stats);
                 Ok((sink, stats))
             }
@@ -506,6 +510,19 @@ impl Threads {
         self.senders[worker]
             .send(batch)
             .map_err(|_| PipelineError::Worker(format!("dissection worker {worker} stopped")))
+    }
+}
+
+impl Drop for Threads {
+    /// A dissection that stops early (an error, a cancel) lets its workers go and waits for
+    /// them, so that what they hold is gone when the caller returns: with a capture file, the
+    /// tables they write in turns, whose unpublished files go with them. (A finished one has
+    /// let go of them already, without waiting.)
+    fn drop(&mut self) {
+        self.senders.clear();
+        for worker in self.workers.drain(..) {
+            let _ = worker.join();
+        }
     }
 }
 
@@ -689,8 +706,8 @@ impl Order {
     }
 
     /// The summed counters, once every worker's last epoch is written.
-    fn end(self) -> Result<Stats, PipelineError> {
-        if let Some(e) = self.failed {
+    fn end(&mut self) -> Result<Stats, PipelineError> {
+        if let Some(e) = self.failed.take() {
             return Err(e);
         }
         if self.ended != self.workers || !self.waiting.is_empty() {
@@ -698,7 +715,7 @@ impl Order {
                 "a dissection worker stopped before the end of the input".into(),
             ));
         }
-        Ok(self.stats)
+        Ok(std::mem::take(&mut self.stats))
     }
 }
 

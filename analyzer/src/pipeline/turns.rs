@@ -107,17 +107,24 @@ impl Turns {
 
     /// The tables, once every worker has handed over its last epoch and returned from
     /// [`deliver`](Self::deliver) (then nothing is written any more); an error if a write failed or a batch never came.
+    ///
+    /// On an error the tables are dropped here, unpublished files and all, whoever still holds
+    /// this.
     pub(super) fn take_tables(&self) -> Result<Tables, PipelineError> {
         let mut state = self.lock();
-        if let Some(e) = state.failed.take() {
+        let tables = state.tables.take();
+        let failed = state.failed.take();
+        let missing = !std::mem::take(&mut state.waiting).is_empty();
+        drop(state);
+        if let Some(e) = failed {
             return Err(e);
         }
-        if !state.waiting.is_empty() {
+        if missing {
             return Err(PipelineError::Worker(
                 "a dissection worker stopped before handing over all its rows".into(),
             ));
         }
-        state.tables.take().ok_or_else(|| {
+        tables.ok_or_else(|| {
             PipelineError::Worker("a dissection worker stopped while writing the tables".into())
         })
     }

@@ -96,3 +96,20 @@ fn a_failed_write_is_reported_once_every_turn_is_in() {
     let err = turns.take_tables().map(|_| ()).unwrap_err();
     assert!(err.to_string().contains("calls"), "{err}");
 }
+
+#[test]
+fn an_error_drops_the_tables_while_others_still_hold_the_turns() {
+    let batches = batches();
+    let dir = tempfile::tempdir().unwrap();
+    let turns = Arc::new(Turns::new(tables(dir.path()), WORKERS));
+    deliver_from_threads(&turns, &batches, Some(1));
+    // A worker that has not let go yet.
+    let _still_held = turns.clone();
+    assert!(!files_of(dir.path()).is_empty());
+    assert!(turns.take_tables().is_err());
+    assert!(
+        files_of(dir.path()).is_empty(),
+        "{:?}",
+        files_of(dir.path())
+    );
+}
