@@ -132,6 +132,8 @@ pub struct TableWriter {
     path: std::path::PathBuf,
     tmp: std::path::PathBuf,
     open: Option<Box<Open>>,
+    /// The temp file may exist and is not renamed into place: dropping the writer removes it.
+    unpublished: bool,
 }
 
 /// An open file and its open row group.
@@ -174,6 +176,7 @@ impl TableWriter {
             path: path.to_owned(),
             tmp: path.with_extension("parquet.tmp"),
             open: None,
+            unpublished: false,
         }
     }
 
@@ -187,7 +190,10 @@ impl TableWriter {
     fn open(&mut self) -> Result<&mut Open, WriteError> {
         let open = match self.open.take() {
             Some(open) => open,
-            None => Box::new(Open::create(self.table, &self.tmp).map_err(|e| self.fail(e))?),
+            None => {
+                self.unpublished = true;
+                Box::new(Open::create(self.table, &self.tmp).map_err(|e| self.fail(e))?)
+            }
         };
         Ok(self.open.insert(open))
     }
@@ -200,27 +206,24 @@ impl TableWriter {
 
     /// Closes, fsyncs and renames into place; a table with no rows is written empty. If any
     /// of that fails (a full disk shows here: the last pages and the footer are written on
-    /// close), the temp file is removed too.
+    /// close), the temp file is removed, as when the writer is dropped unfinished.
     pub fn finish(mut self) -> Result<(), WriteError> {
         self.open()?;
         let Some(open) = self.open.take() else {
             return Ok(());
         };
-        let published = open
-            .finish()
-            .and_then(|file| Ok(file.sync_all()?))
-            .map_err(|e| self.fail(e))
-            .and_then(|()| std::fs::rename(&self.tmp, &self.path).map_err(|e| self.fail(e)));
-        if published.is_err() {
-            let _ = std::fs::remove_file(&self.tmp);
-        }
-        published
+        let file = open.finish().map_err(|e| self.fail(e))?;
+        file.sync_all().map_err(|e| self.fail(e))?;
+        std::fs::rename(&self.tmp, &self.path).map_err(|e| self.fail(e))?;
+        self.unpublished = false;
+        Ok(())
     }
 }
 
 impl Drop for TableWriter {
     fn drop(&mut self) {
-        if self.open.take().is_some() {
+        self.open = None;
+        if self.unpublished {
             let _ = std::fs::remove_file(&self.tmp);
         }
     }

@@ -17,10 +17,6 @@
 //! batches each, and a worker that runs ahead of the others can only be an epoch or two ahead
 //! before the reader, waiting for the slowest worker, stops feeding it.
 
-use remora_dissect::{
-    Call, Conn, Endpoint, Limits, Router, ShardRange, Sharded, Stats, UdpDatagram, ViewChange,
-    shard::{EPOCH_FRAMES, Plaintext, SHARDS},
-};
 use std::{
     collections::BTreeMap,
     sync::{
@@ -28,6 +24,11 @@ use std::{
         mpsc::{Receiver, Sender, SyncSender, channel, sync_channel},
     },
     thread::JoinHandle,
+};
+
+use remora_dissect::{
+    Call, Conn, Endpoint, Limits, Router, ShardRange, Sharded, Stats, UdpDatagram, ViewChange,
+    shard::{EPOCH_FRAMES, Plaintext, SHARDS},
 };
 
 use super::{PipelineError, sink::Sink, turns::Turns};

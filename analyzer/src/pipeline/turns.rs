@@ -106,7 +106,8 @@ impl Turns {
     }
 
     /// The tables, once every worker has handed over its last epoch and returned from
-    /// [`deliver`](Self::deliver) (then nothing is written any more); an error if a write failed or a batch never came.
+    /// [`deliver`](Self::deliver) (then nothing is written any more); an error if a write
+    /// failed or a batch never came.
     ///
     /// On an error the tables are dropped here, unpublished files and all, whoever still holds
     /// this.

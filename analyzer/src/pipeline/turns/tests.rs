@@ -45,6 +45,11 @@ fn files_of(dir: &Path) -> Vec<String> {
     names
 }
 
+fn assert_nothing_left(dir: &Path) {
+    let left = files_of(dir);
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
 #[test]
 fn batches_from_several_threads_are_written_in_epoch_and_worker_order() {
     let batches = batches();
@@ -77,11 +82,7 @@ fn a_turn_never_handed_over_is_an_error_and_nothing_is_published() {
     let err = turns.take_tables().map(|_| ()).unwrap_err();
     assert!(err.to_string().contains("stopped before"), "{err}");
     drop(turns);
-    assert!(
-        files_of(dir.path()).is_empty(),
-        "{:?}",
-        files_of(dir.path())
-    );
+    assert_nothing_left(dir.path());
 }
 
 #[test]
@@ -107,9 +108,5 @@ fn an_error_drops_the_tables_while_others_still_hold_the_turns() {
     let _still_held = turns.clone();
     assert!(!files_of(dir.path()).is_empty());
     assert!(turns.take_tables().is_err());
-    assert!(
-        files_of(dir.path()).is_empty(),
-        "{:?}",
-        files_of(dir.path())
-    );
+    assert_nothing_left(dir.path());
 }
