@@ -5,7 +5,8 @@
 //!
 //! Two kinds of input:
 //! - a capture file ([`Dissector::new`]): every row is written as it is, so the workers also
-//!   build the record batches and encode them into the files, in turns (`super::turns`);
+//!   build the record batches and encode them into the files, in turns (`super::turns`); the
+//!   reader runs the first shards itself, as the first worker ([`Local`]);
 //! - the recorder's slices ([`Dissector::recorded`]): the router counts a packet's copies once
 //!   and joins NAT views, TLS plaintext goes to the shard of its connection, and the rows come
 //!   back to the reader's thread, which attributes them (window, node, workload, process) as
@@ -160,8 +161,10 @@ enum Mode {
 
 struct Threads {
     router: Router,
-    /// Which worker runs each shard.
+    /// Which worker thread runs each shard (its index in `senders`), or [`LOCAL`].
     owner: [u8; SHARDS],
+    /// The shards the reader's own thread runs (a capture file's first ones).
+    local: Option<Local>,
     batches: Vec<Batch>,
     senders: Vec<SyncSender<Batch>>,
     spares: Vec<Receiver<Batch>>,
@@ -171,6 +174,50 @@ struct Threads {
     /// may itself be waiting for that worker's queue), and the writing order's state.
     done: Receiver<Result<Finished, PipelineError>>,
     order: Order,
+}
+
+/// In [`Threads::owner`]: the shard is run on the reader's thread.
+const LOCAL: u8 = u8::MAX;
+
+/// The shards a capture file's reader runs itself, as the first worker: on two cores a reader
+/// thread beside two workers made three busy threads for two cores, and the reader, waiting on
+/// a full queue, starved the other worker (a run's reader waited ~600 ms in all, each worker
+/// 100–140 ms). The reader takes fewer shards than a worker, as routing is its work too.
+struct Local {
+    shards: ShardRange,
+    output: Output,
+    /// Where its epochs go, as the workers' do.
+    done: Sender<Result<Finished, PipelineError>>,
+    calls: Vec<Call>,
+    conns: Vec<Conn>,
+}
+
+/// Shards of [`SHARDS`] the reader runs itself when a capture file is dissected on `threads`
+/// threads: what makes its routing plus its shards one thread's share of the whole. Routing
+/// (reading, finding each packet's shard, copying the workers' packets into their batches)
+/// is a fifth of the reader's load here: on two threads, with 28 shards the worker waited
+/// 90–110 ms per run for the reader, with 20 the reader 70–140 ms for the worker, with 24 each
+/// ~50 ms (docs/dissection.md). None from five threads on: routing is then a share of its own.
+fn reader_shards(threads: usize) -> usize {
+    const ROUTING_PERCENT: usize = 20;
+    let share = (100 / threads.max(1)).saturating_sub(ROUTING_PERCENT);
+    (SHARDS * share + (100 - ROUTING_PERCENT) / 2) / (100 - ROUTING_PERCENT)
+}
+
+/// The shards the reader runs (the first ones, when `reader_runs_shards`) and the ranges of
+/// the worker threads after them, for `threads` threads (2 to [`SHARDS`]).
+fn split(threads: usize, reader_runs_shards: bool) -> (usize, Vec<std::ops::Range<usize>>) {
+    let local = if reader_runs_shards {
+        reader_shards(threads).min(SHARDS - (threads - 1))
+    } else {
+        0
+    };
+    let workers = threads - usize::from(local > 0);
+    let span = SHARDS - local;
+    let ranges = (0..workers)
+        .map(|w| local + w * span / workers..local + (w + 1) * span / workers)
+        .collect();
+    (local, ranges)
 }
 
 /// Puts the workers' batches into (epoch, worker) order.
@@ -190,8 +237,8 @@ struct Order {
 impl<'w> Dissector<'w> {
     /// A capture file's dissection on `threads` threads (at most [`SHARDS`]) writing into
     /// `sink`, which writes every row it gets as it is (no window, no attribution beyond
-    /// `NoWorkloads`). With one thread, the reader's thread encodes the tables; with more, a
-    /// writer thread does.
+    /// `NoWorkloads`). The reader's thread runs the first shards ([`Local`]), worker threads
+    /// the rest, and each encodes its own rows into the tables, in turns.
     pub(super) fn new(threads: usize, sink: Sink<'w>) -> Result<Self, PipelineError> {
         Self::start(threads, sink, Input::File, 0)
     }
@@ -230,13 +277,19 @@ impl<'w> Dissector<'w> {
                 frame_base,
             });
         }
-        let ranges = ShardRange::split(threads);
-        let mut owner = [0u8; SHARDS];
+        // A capture file's reader runs the first shards itself (see `Local`); the rest are
+        // split evenly between the worker threads. The files are the same for any split: the
+        // turns go by shard order.
+        let (local_shards, ranges) = split(threads, input == Input::File);
+        let remote = ranges.len();
+        let mut owner = [LOCAL; SHARDS];
         for (worker, range) in ranges.iter().enumerate() {
             for shard in range.clone() {
                 owner[shard] = worker as u8;
             }
         }
+        // The turns' workers: the reader first when it runs shards.
+        let first_remote = usize::from(local_shards > 0);
         let (done_tx, done_rx) = channel::<Result<Finished, PipelineError>>();
         let node = sink.node.clone();
         let source = sink.source;
@@ -263,7 +316,7 @@ impl<'w> Dissector<'w> {
                 ShardRange::new(range, Limits::default())
             };
             let output = Output {
-                worker,
+                worker: first_remote + worker,
                 node,
                 source,
                 turns: turns.clone(),
@@ -276,6 +329,18 @@ impl<'w> Dissector<'w> {
             senders.push(tx);
             spares.push(spare_rx);
         }
+        let local = (local_shards > 0).then(|| Local {
+            shards: ShardRange::new(0..local_shards, Limits::default()),
+            output: Output {
+                worker: 0,
+                node: node.clone(),
+                source,
+                turns: turns.clone(),
+            },
+            done: done_tx.clone(),
+            calls: Vec::new(),
+            conns: Vec::new(),
+        });
         drop(done_tx);
         let router = if copies_once {
             Router::counting_copies_once()
@@ -286,22 +351,14 @@ impl<'w> Dissector<'w> {
             mode: Mode::Threads(Box::new(Threads {
                 router,
                 owner,
-                batches: (0..threads).map(|_| Batch::default()).collect(),
+                local,
+                batches: (0..remote).map(|_| Batch::default()).collect(),
                 senders,
                 spares,
                 workers,
                 epoch: 0,
                 done: done_rx,
-                order: Order {
-                    workers: threads,
-                    waiting: BTreeMap::new(),
-                    next: (0, 0),
-                    stats: Stats::default(),
-                    ended: 0,
-                    failed: None,
-                    frame_base,
-                    owned: Default::default(),
-                },
+                order: Order::new(threads, frame_base),
             })),
             sink,
             calls: Vec::new(),
@@ -407,6 +464,7 @@ impl<'w> Dissector<'w> {
                 for worker in 0..t.batches.len() {
                     t.send(worker)?;
                 }
+                t.finish_local();
                 let router_stats = t.router.stats().clone();
                 t.senders.clear();
                 // Until every worker's last epoch is in (or a worker is gone without it): a
@@ -439,30 +497,51 @@ impl Threads {
         // Views joined by this packet, in every worker before it; those the sweep forgot,
         // after the sweep.
         broadcast(&mut self.batches, routed.joined);
+        if let Some(local) = &mut self.local {
+            local.shards.apply_views(routed.joined);
+        }
         if let Some((shard, packet, wire)) = routed.packet {
-            let worker = usize::from(self.owner[shard]);
-            let batch = &mut self.batches[worker];
-            batch.items.push(Item::Frame {
-                shard: shard as u8,
-                depth: routed.depth,
-                frame: routed.frame,
-                ts_ns,
-                wire_len: wire,
-                start: batch.bytes.len() as u32,
-                len: packet.len() as u32,
-                datagram: routed.datagram,
-            });
-            batch.bytes.extend_from_slice(packet);
-            if batch.items.len() >= BATCH_FRAMES {
-                full = Some(worker);
+            if self.owner[shard] == LOCAL {
+                if let Some(local) = &mut self.local {
+                    local.shards.push(
+                        shard,
+                        routed.frame,
+                        ts_ns,
+                        (packet, wire, routed.depth),
+                        routed.datagram,
+                    );
+                }
+            } else {
+                let worker = usize::from(self.owner[shard]);
+                let batch = &mut self.batches[worker];
+                batch.items.push(Item::Frame {
+                    shard: shard as u8,
+                    depth: routed.depth,
+                    frame: routed.frame,
+                    ts_ns,
+                    wire_len: wire,
+                    start: batch.bytes.len() as u32,
+                    len: packet.len() as u32,
+                    datagram: routed.datagram,
+                });
+                batch.bytes.extend_from_slice(packet);
+                if batch.items.len() >= BATCH_FRAMES {
+                    full = Some(worker);
+                }
             }
         }
         if let Some(now) = routed.sweep {
             for batch in &mut self.batches {
                 batch.items.push(Item::Sweep(now));
             }
+            if let Some(local) = &mut self.local {
+                local.shards.sweep(now);
+            }
         }
         broadcast(&mut self.batches, routed.forgotten);
+        if let Some(local) = &mut self.local {
+            local.shards.apply_views(routed.forgotten);
+        }
         if let Some(worker) = full {
             self.send(worker)?;
         }
@@ -476,6 +555,12 @@ impl Threads {
     /// Routes a chunk of TLS plaintext to the worker of its shard.
     fn push_plaintext(&mut self, ts_ns: i64, chunk: Plaintext<'_>) -> Result<(), PipelineError> {
         let shard = chunk.shard();
+        if self.owner[shard] == LOCAL {
+            if let Some(local) = &mut self.local {
+                local.shards.push_plaintext(shard, ts_ns, chunk);
+            }
+            return Ok(());
+        }
         let worker = usize::from(self.owner[shard]);
         let batch = &mut self.batches[worker];
         batch.items.push(Item::Plaintext(Box::new(PlainItem {
@@ -495,14 +580,39 @@ impl Threads {
         Ok(())
     }
 
-    /// Ends the epoch in every worker.
+    /// Ends the epoch in every worker, then in the reader's own shards (whose turn may write
+    /// the workers' earlier batches: they have everything they need for them by then).
     fn end_epoch(&mut self) -> Result<(), PipelineError> {
         for worker in 0..self.batches.len() {
             self.batches[worker].items.push(Item::EndEpoch(self.epoch));
             self.send(worker)?;
         }
+        if let Some(local) = &mut self.local {
+            local
+                .shards
+                .take_rows_into(&mut local.calls, &mut local.conns);
+            let finished =
+                local
+                    .output
+                    .finished(self.epoch, &mut local.calls, &mut local.conns, None);
+            let _ = local.done.send(finished);
+        }
         self.epoch += 1;
         Ok(())
+    }
+
+    /// Ends the input in the reader's own shards: their last epoch.
+    fn finish_local(&mut self) {
+        if let Some(local) = self.local.take() {
+            let mut last = local.shards.finish();
+            let finished = local.output.finished(
+                self.epoch,
+                &mut last.calls,
+                &mut last.conns,
+                Some(last.stats),
+            );
+            let _ = local.done.send(finished);
+        }
     }
 
     fn send(&mut self, worker: usize) -> Result<(), PipelineError> {
@@ -655,6 +765,21 @@ fn work(
 }
 
 impl Order {
+    /// The order of `workers` workers' epochs, numbered from 0; the recorder's frames are
+    /// numbered after `frame_base`.
+    fn new(workers: usize, frame_base: u64) -> Self {
+        Self {
+            workers,
+            waiting: BTreeMap::new(),
+            next: (0, 0),
+            stats: Stats::default(),
+            ended: 0,
+            failed: None,
+            frame_base,
+            owned: Default::default(),
+        }
+    }
+
     /// Takes one worker's epoch and writes every batch that is now next in order.
     fn add(&mut self, result: Result<Finished, PipelineError>, sink: &mut Sink<'_>) {
         match result {

@@ -88,6 +88,33 @@ fn table(dir: &Path, name: &str) -> RecordBatch {
 }
 
 #[test]
+fn shards_are_split_in_order_with_fewer_for_a_reader_that_runs_some() {
+    for threads in 2..=SHARDS {
+        for reader_runs_shards in [false, true] {
+            let (local, ranges) = split(threads, reader_runs_shards);
+            let what = format!("{threads} threads, reader runs shards: {reader_runs_shards}");
+            assert_eq!(ranges.len() + usize::from(local > 0), threads, "{what}");
+            // Contiguous, in order, every shard once, none empty.
+            let mut next = local;
+            for range in &ranges {
+                assert_eq!(range.start, next, "{what}: {ranges:?}");
+                assert!(range.end > range.start, "{what}: {ranges:?}");
+                next = range.end;
+            }
+            assert_eq!(next, SHARDS, "{what}: {ranges:?}");
+            // The reader routes as well: it never has more shards than a worker.
+            let fewest = ranges.iter().map(|r| r.len()).min().unwrap_or(0);
+            assert!(local <= fewest, "{what}: reader {local}, {ranges:?}");
+            if !reader_runs_shards {
+                assert_eq!(local, 0, "{what}");
+            }
+        }
+    }
+    // Two threads: the reader a bit under half.
+    assert_eq!(split(2, true).0, 24);
+}
+
+#[test]
 fn any_number_of_threads_gives_the_same_rows_in_the_same_order() {
     let tmp = tempfile::tempdir().unwrap();
     let pcap = tmp.path().join("looped.pcap");
