@@ -118,11 +118,14 @@ impl ShardRange {
         }
     }
 
-    /// The ranges `threads` threads take: contiguous, as even as can be.
-    pub fn split(threads: usize) -> Vec<std::ops::Range<usize>> {
-        let threads = threads.clamp(1, SHARDS);
+    /// The ranges `threads` threads take of the shards `shards` (all of them: `0..SHARDS`):
+    /// contiguous, in order, as even as can be, none empty (fewer ranges than threads when
+    /// there are fewer shards).
+    pub fn split(shards: std::ops::Range<usize>, threads: usize) -> Vec<std::ops::Range<usize>> {
+        let (first, span) = (shards.start, shards.len());
+        let threads = threads.clamp(1, span.max(1));
         (0..threads)
-            .map(|t| t * SHARDS / threads..(t + 1) * SHARDS / threads)
+            .map(|t| first + t * span / threads..first + (t + 1) * span / threads)
             .collect()
     }
 

@@ -6,7 +6,7 @@
 //! Two kinds of input:
 //! - a capture file ([`Dissector::new`]): every row is written as it is, so the workers also
 //!   build the record batches and encode them into the files, in turns (`super::turns`); the
-//!   reader runs the first shards itself, as the first worker ([`Local`]);
+//!   reader runs the first shards itself, as the first worker ([`Threads::local`]);
 //! - the recorder's slices ([`Dissector::recorded`]): the router counts a packet's copies once
 //!   and joins NAT views, TLS plaintext goes to the shard of its connection, and the rows come
 //!   back to the reader's thread, which attributes them (window, node, workload, process) as
@@ -163,8 +163,12 @@ struct Threads {
     router: Router,
     /// Which worker thread runs each shard (its index in `senders`), or [`LOCAL`].
     owner: [u8; SHARDS],
-    /// The shards the reader's own thread runs (a capture file's first ones).
-    local: Option<Local>,
+    /// The shards the reader's own thread runs (a capture file's first ones), as the first
+    /// worker: on two cores a reader thread beside two workers made three busy threads for two
+    /// cores, and the reader, waiting on a full queue, starved the other worker (a run's reader
+    /// waited ~600 ms in all, each worker 100–140 ms). The reader takes fewer shards than a
+    /// worker, as routing is its work too ([`reader_shards`]).
+    local: Option<Runner>,
     batches: Vec<Batch>,
     senders: Vec<SyncSender<Batch>>,
     spares: Vec<Receiver<Batch>>,
@@ -179,17 +183,51 @@ struct Threads {
 /// In [`Threads::owner`]: the shard is run on the reader's thread.
 const LOCAL: u8 = u8::MAX;
 
-/// The shards a capture file's reader runs itself, as the first worker: on two cores a reader
-/// thread beside two workers made three busy threads for two cores, and the reader, waiting on
-/// a full queue, starved the other worker (a run's reader waited ~600 ms in all, each worker
-/// 100–140 ms). The reader takes fewer shards than a worker, as routing is its work too.
-struct Local {
+/// A range of shards and where its rows go, epoch by epoch: run by a worker thread ([`work`]),
+/// or by the reader itself ([`Threads::local`]).
+struct Runner {
     shards: ShardRange,
     output: Output,
-    /// Where its epochs go, as the workers' do.
+    /// Where its epochs go.
     done: Sender<Result<Finished, PipelineError>>,
+    /// Rows of an epoch, made into batches, then cleared: the buffers stay allocated.
     calls: Vec<Call>,
     conns: Vec<Conn>,
+}
+
+impl Runner {
+    fn new(
+        shards: ShardRange,
+        output: Output,
+        done: Sender<Result<Finished, PipelineError>>,
+    ) -> Self {
+        Self {
+            shards,
+            output,
+            done,
+            calls: Vec::new(),
+            conns: Vec::new(),
+        }
+    }
+
+    /// Ends epoch `epoch`: its rows are handed over. False when nobody takes them any more.
+    fn end_epoch(&mut self, epoch: u64) -> bool {
+        self.shards.take_rows_into(&mut self.calls, &mut self.conns);
+        let result = self
+            .output
+            .finished(epoch, &mut self.calls, &mut self.conns, None);
+        self.done.send(result).is_ok()
+    }
+
+    /// Ends the input: the rows not yet taken, then the connections still open, shard by
+    /// shard, with the counters, as epoch `epoch` (the one after the last ended).
+    fn finish(self, epoch: u64) {
+        let mut last = self.shards.finish();
+        let result =
+            self.output
+                .finished(epoch, &mut last.calls, &mut last.conns, Some(last.stats));
+        let _ = self.done.send(result);
+    }
 }
 
 /// Shards of [`SHARDS`] the reader runs itself when a capture file is dissected on `threads`
@@ -213,11 +251,7 @@ fn split(threads: usize, reader_runs_shards: bool) -> (usize, Vec<std::ops::Rang
         0
     };
     let workers = threads - usize::from(local > 0);
-    let span = SHARDS - local;
-    let ranges = (0..workers)
-        .map(|w| local + w * span / workers..local + (w + 1) * span / workers)
-        .collect();
-    (local, ranges)
+    (local, ShardRange::split(local..SHARDS, workers))
 }
 
 /// Puts the workers' batches into (epoch, worker) order.
@@ -237,7 +271,7 @@ struct Order {
 impl<'w> Dissector<'w> {
     /// A capture file's dissection on `threads` threads (at most [`SHARDS`]) writing into
     /// `sink`, which writes every row it gets as it is (no window, no attribution beyond
-    /// `NoWorkloads`). The reader's thread runs the first shards ([`Local`]), worker threads
+    /// `NoWorkloads`). The reader's thread runs the first shards ([`Threads::local`]), worker threads
     /// the rest, and each encodes its own rows into the tables, in turns.
     pub(super) fn new(threads: usize, sink: Sink<'w>) -> Result<Self, PipelineError> {
         Self::start(threads, sink, Input::File, 0)
@@ -277,7 +311,7 @@ impl<'w> Dissector<'w> {
                 frame_base,
             });
         }
-        // A capture file's reader runs the first shards itself (see `Local`); the rest are
+        // A capture file's reader runs the first shards itself (see `Threads::local`); the rest are
         // split evenly between the worker threads. The files are the same for any split: the
         // turns go by shard order.
         let (local_shards, ranges) = split(threads, input == Input::File);
@@ -321,25 +355,24 @@ impl<'w> Dissector<'w> {
                 source,
                 turns: turns.clone(),
             };
+            let runner = Runner::new(shards, output, done);
             let handle = std::thread::Builder::new()
                 .name(format!("remora-dissect-{worker}"))
-                .spawn(move || work(shards, &output, &rx, &spare_tx, &done))
+                .spawn(move || work(runner, &rx, &spare_tx))
                 .map_err(|e| PipelineError::Worker(format!("starting a dissection thread: {e}")))?;
             workers.push(handle);
             senders.push(tx);
             spares.push(spare_rx);
         }
-        let local = (local_shards > 0).then(|| Local {
-            shards: ShardRange::new(0..local_shards, Limits::default()),
-            output: Output {
+        let local = (local_shards > 0).then(|| {
+            let output = Output {
                 worker: 0,
                 node: node.clone(),
                 source,
                 turns: turns.clone(),
-            },
-            done: done_tx.clone(),
-            calls: Vec::new(),
-            conns: Vec::new(),
+            };
+            let shards = ShardRange::new(0..local_shards, Limits::default());
+            Runner::new(shards, output, done_tx.clone())
         });
         drop(done_tx);
         let router = if copies_once {
@@ -588,14 +621,8 @@ impl Threads {
             self.send(worker)?;
         }
         if let Some(local) = &mut self.local {
-            local
-                .shards
-                .take_rows_into(&mut local.calls, &mut local.conns);
-            let finished =
-                local
-                    .output
-                    .finished(self.epoch, &mut local.calls, &mut local.conns, None);
-            let _ = local.done.send(finished);
+            // The receiver lives as long as this: the send cannot fail.
+            local.end_epoch(self.epoch);
         }
         self.epoch += 1;
         Ok(())
@@ -604,14 +631,7 @@ impl Threads {
     /// Ends the input in the reader's own shards: their last epoch.
     fn finish_local(&mut self) {
         if let Some(local) = self.local.take() {
-            let mut last = local.shards.finish();
-            let finished = local.output.finished(
-                self.epoch,
-                &mut last.calls,
-                &mut last.conns,
-                Some(last.stats),
-            );
-            let _ = local.done.send(finished);
+            local.finish(self.epoch);
         }
     }
 
@@ -694,19 +714,11 @@ impl Output {
     }
 }
 
-/// One worker: the engines of its shards, fed from `input`, its rows to `done` at each
+/// One worker: the engines of its shards, fed from `input`, its rows handed over at each
 /// epoch's end.
-fn work(
-    mut shards: ShardRange,
-    output: &Output,
-    input: &Receiver<Batch>,
-    spares: &SyncSender<Batch>,
-    done: &Sender<Result<Finished, PipelineError>>,
-) {
+fn work(mut runner: Runner, input: &Receiver<Batch>, spares: &SyncSender<Batch>) {
     // Epochs seen; the last one, numbered after them, carries what `finish` gives.
     let mut epochs = 0;
-    // Rows of an epoch, made into batches, then cleared: the buffers stay allocated.
-    let (mut calls, mut conns) = (Vec::new(), Vec::new());
     while let Ok(mut batch) = input.recv() {
         for item in batch.items.drain(..) {
             match item {
@@ -721,7 +733,7 @@ fn work(
                     datagram,
                 } => {
                     let bytes = &batch.bytes[start as usize..(start + len) as usize];
-                    shards.push(
+                    runner.shards.push(
                         usize::from(shard),
                         frame,
                         ts_ns,
@@ -732,7 +744,7 @@ fn work(
                 Item::Plaintext(chunk) => {
                     let bytes =
                         &batch.bytes[chunk.start as usize..(chunk.start + chunk.len) as usize];
-                    shards.push_plaintext(
+                    runner.shards.push_plaintext(
                         usize::from(chunk.shard),
                         chunk.ts_ns,
                         Plaintext {
@@ -744,13 +756,11 @@ fn work(
                         },
                     );
                 }
-                Item::View(change) => shards.apply_views(std::slice::from_ref(&*change)),
-                Item::Sweep(now) => shards.sweep(now),
+                Item::View(change) => runner.shards.apply_views(std::slice::from_ref(&*change)),
+                Item::Sweep(now) => runner.shards.sweep(now),
                 Item::EndEpoch(epoch) => {
                     epochs = epoch + 1;
-                    shards.take_rows_into(&mut calls, &mut conns);
-                    let result = output.finished(epoch, &mut calls, &mut conns, None);
-                    if done.send(result).is_err() {
+                    if !runner.end_epoch(epoch) {
                         return;
                     }
                 }
@@ -759,9 +769,7 @@ fn work(
         batch.bytes.clear();
         let _ = spares.try_send(batch);
     }
-    let mut last = shards.finish();
-    let result = output.finished(epochs, &mut last.calls, &mut last.conns, Some(last.stats));
-    let _ = done.send(result);
+    runner.finish(epochs);
 }
 
 impl Order {

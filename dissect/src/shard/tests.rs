@@ -5,11 +5,14 @@ use super::*;
 #[test]
 fn ranges_cover_every_shard_once() {
     for threads in [1, 2, 3, 7, 64, 100] {
-        let ranges = ShardRange::split(threads);
+        let ranges = ShardRange::split(0..SHARDS, threads);
         assert_eq!(ranges.first().map(|r| r.start), Some(0));
         assert_eq!(ranges.last().map(|r| r.end), Some(SHARDS));
         assert!(ranges.windows(2).all(|w| w[0].end == w[1].start));
     }
+    // What a reader running the first 24 shards leaves to its workers.
+    let ranges = ShardRange::split(24..SHARDS, 3);
+    assert_eq!(ranges, [24..37, 37..50, 50..64]);
 }
 
 /// A DNS message over UDP/IPv4 between 198.18.0.1:`port` and 198.18.0.2:53 (`answer`:
