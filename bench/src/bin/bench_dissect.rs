@@ -69,25 +69,32 @@ fn loop_capture(src: &Path, dst: &Path, target: u64) -> anyhow::Result<u64> {
         let file = fs::File::open(src).with_context(|| format!("opening {}", src.display()))?;
         Ok(BufReader::with_capacity(1 << 20, file))
     };
+    // Reads the next whole record into `record` (its 16-byte header, then its bytes); false at
+    // the end or at a record cut short, an error when reading fails.
+    let next = |reader: &mut BufReader<fs::File>, record: &mut Vec<u8>| -> anyhow::Result<bool> {
+        let whole = |read: std::io::Result<()>| match read {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
+            Err(e) => Err(anyhow::Error::new(e).context(format!("reading {}", src.display()))),
+        };
+        record.resize(16, 0);
+        if !whole(reader.read_exact(&mut record[..16]))? {
+            return Ok(false);
+        }
+        let caplen = u32::from_le_bytes([record[8], record[9], record[10], record[11]]) as usize;
+        record.resize(16 + caplen, 0);
+        whole(reader.read_exact(&mut record[16..]))
+    };
+    // The header, then the capture's span in its own time unit.
     let mut header = [0u8; 24];
-    open()?
+    let mut reader = open()?;
+    reader
         .read_exact(&mut header)
         .with_context(|| format!("{} is not a pcap", src.display()))?;
     let per_second: u64 = match u32::from_le_bytes([header[0], header[1], header[2], header[3]]) {
         0xa1b2_c3d4 => 1_000_000,
         0xa1b2_3c4d => 1_000_000_000,
         _ => anyhow::bail!("{}: only little-endian pcap can be looped", src.display()),
-    };
-    // Reads the next whole record into `record` (its 16-byte header, then its bytes); false at
-    // the end or at a record cut short.
-    let next = |reader: &mut BufReader<fs::File>, record: &mut Vec<u8>| -> anyhow::Result<bool> {
-        record.resize(16, 0);
-        if reader.read_exact(&mut record[..16]).is_err() {
-            return Ok(false);
-        }
-        let caplen = u32::from_le_bytes([record[8], record[9], record[10], record[11]]) as usize;
-        record.resize(16 + caplen, 0);
-        Ok(reader.read_exact(&mut record[16..]).is_ok())
     };
     let ts = |record: &[u8]| -> u64 {
         let sec = u64::from(u32::from_le_bytes([
@@ -98,11 +105,8 @@ fn loop_capture(src: &Path, dst: &Path, target: u64) -> anyhow::Result<u64> {
         ]));
         sec * per_second + frac
     };
-    // The capture's span in its own time unit.
     let mut record = Vec::with_capacity(1 << 16);
     let (mut first, mut last) = (None, 0);
-    let mut reader = open()?;
-    reader.read_exact(&mut header)?;
     while next(&mut reader, &mut record)? {
         first.get_or_insert(ts(&record));
         last = ts(&record);
@@ -563,37 +567,28 @@ fn main() -> anyhow::Result<()> {
             .map(|r| r.all_cores_median_rss)
             .max()
             .unwrap_or(0);
-        let mut runs = Vec::new();
-        for run in 1..=args.loop_runs.max(1) {
-            eprintln!(
-                "bench: looped capture, run {run} of {}",
-                args.loop_runs.max(1)
-            );
-            match remora_run(&remora, &big, &all_dir, threads, &summary_path) {
-                Ok(r) => runs.push(r),
-                Err(e) => {
-                    let _ = fs::remove_file(&big);
-                    return Err(e);
-                }
-            }
-        }
+        let loop_runs = args.loop_runs.max(1);
+        let runs: anyhow::Result<Vec<Run>> = (1..=loop_runs)
+            .map(|run| {
+                eprintln!("bench: looped capture, run {run} of {loop_runs}");
+                remora_run(&remora, &big, &all_dir, threads, &summary_path)
+            })
+            .collect();
         let _ = fs::remove_file(&big);
+        let mut runs = runs?;
         let mut peaks: Vec<u64> = runs.iter().map(|r| r.rss).collect();
-        peaks.sort_unstable();
-        let peak = peaks[peaks.len() / 2];
+        let peak = median_by(&mut peaks, |p| *p as f64);
+        let peaks_mib: Vec<f64> = peaks.iter().map(|&p| mib(p)).collect();
         let run = median_by(&mut runs, |r| r.wall);
         let _ = writeln!(
             t,
             "
-looped to {gib} GiB ({packets} packets, {n} runs): {:.0} packets/s on {threads} cores (median), \
-             peak RSS {:.0} MiB (median; {:.0}–{:.0}) against the rounds' {:.0} MiB (the largest \
-             round's median on {threads} cores)",
+looped to {gib} GiB ({packets} packets, {loop_runs} runs): {:.0} packets/s on {threads} cores \
+             (median), peak RSS {} MiB (median and range) against the rounds' {:.0} MiB (the \
+             largest round's median on {threads} cores)",
             packets as f64 / run.wall,
-            mib(peak),
-            mib(peaks[0]),
-            mib(peaks[peaks.len() - 1]),
+            spread(&peaks_mib),
             mib(small_rss),
-            n = peaks.len(),
         );
         // Memory follows the live connections: the same traffic, however long, within a
         // quarter more than one copy of it, typical run against typical run.
@@ -601,7 +596,7 @@ looped to {gib} GiB ({packets} packets, {n} runs): {:.0} packets/s on {threads} 
             failures_big = Some(format!(
                 "the {gib} GiB capture peaked at {:.0} MiB (median of {}), above the rounds' {:.0} MiB",
                 mib(peak),
-                peaks.len(),
+                loop_runs,
                 mib(small_rss)
             ));
         }
