@@ -29,10 +29,18 @@ use crate::{
 };
 
 /// A connection with no packet for this long is finished (its rows are written, its memory
-/// freed); so is a closed (FIN both ways, or RST) one after a short grace for stragglers. UDP
-/// flows end after the same time.
+/// freed); so is a closed (FIN both ways, or RST) one after a grace for stragglers. UDP flows
+/// end after the same time.
 const IDLE_NS: i64 = crate::udp_flows::IDLE_NS;
+/// The grace of a closed connection. A FIN or last ACK lost after the capture point brings a
+/// retransmitted FIN and its ACK one retransmission timeout later (200 ms and up on Linux);
+/// these belong to the connection's row, as tshark counts them there.
 const CLOSED_GRACE_NS: i64 = 1_000_000_000;
+/// The grace of a closed connection that lost segments on the way: its sender's timeout has
+/// backed off (doubling per loss), so a lost FIN comes again seconds later (2 s was seen on
+/// traffic with 8% loss). Only such connections wait this long, so that the memory of a busy
+/// capture's clean closes (thousands a second) still frees within a second.
+const LOSSY_CLOSED_GRACE_NS: i64 = 10_000_000_000;
 /// A DNS query without an answer after this long is a `timeout` row.
 const DNS_TIMEOUT_NS: i64 = 30_000_000_000;
 /// Capture time between two sweeps for finished connections and expired queries.
@@ -324,10 +332,7 @@ impl Engine {
         let done: Vec<FlowKey> = self
             .tcp
             .iter()
-            .filter(|(_, c)| {
-                let closed = c.fins >= 2 || c.resets > 0;
-                now_ns - c.last_ns > if closed { CLOSED_GRACE_NS } else { IDLE_NS }
-            })
+            .filter(|(_, c)| now_ns - c.last_ns > c.linger_ns())
             .map(|(k, _)| *k)
             .collect();
         for k in done {
@@ -521,7 +526,7 @@ impl Engine {
             && !ack
             && self.tcp.get(&k).is_some_and(|c| match c.syn_seq {
                 Some(first) => first != seg.seq,
-                None => c.fins >= 2 || c.resets > 0,
+                None => c.closed(),
             });
         if reuse && let Some(old) = self.tcp.remove(&k) {
             self.close(old, Unclosed::Open);
@@ -604,7 +609,7 @@ impl Engine {
         );
         // The connection found above serves for the rest: one lookup per packet.
         collect(conn, &mut self.out, &mut self.dns_pending);
-        if (conn.fins >= 2 || conn.resets > 0)
+        if conn.closed()
             && let L7::Http1(h) = &mut conn.l7
         {
             for p in &mut h.parsers {
@@ -941,6 +946,28 @@ impl TcpConn {
         }
     }
 
+    /// Both sides sent a FIN, or either a RST: only stragglers are still to come.
+    fn closed(&self) -> bool {
+        self.fin_by == [true, true] || self.resets > 0
+    }
+
+    /// How long after its last packet the connection is finished.
+    fn linger_ns(&self) -> i64 {
+        if !self.closed() {
+            return IDLE_NS;
+        }
+        let lossy = self
+            .analysis
+            .counters()
+            .iter()
+            .any(|c| c.retransmissions + c.lost_segments > 0);
+        if lossy {
+            LOSSY_CLOSED_GRACE_NS
+        } else {
+            CLOSED_GRACE_NS
+        }
+    }
+
     /// Bytes this connection holds.
     fn buffered(&self) -> usize {
         let l7 = match &self.l7 {
@@ -1156,6 +1183,122 @@ mod limit_tests {
         p[2..4].copy_from_slice(&total.to_be_bytes());
         p.extend_from_slice(payload);
         p
+    }
+
+    /// A segment of the connection between 198.18.0.1:`port` (the client) and 198.18.0.2:80.
+    fn segment(to_server: bool, port: u16, seq: u32, ack: u32, flags: u8, len: usize) -> Vec<u8> {
+        let mut p = data(port, seq, &vec![b'x'; len]);
+        if !to_server {
+            p[12..20].copy_from_slice(&[198, 18, 0, 2, 198, 18, 0, 1]);
+            p[20..24].copy_from_slice(&[0, 80, (port >> 8) as u8, port as u8]);
+        }
+        p[28..32].copy_from_slice(&ack.to_be_bytes());
+        p[33] = flags;
+        p
+    }
+
+    const MS: i64 = 1_000_000;
+
+    /// Pushes a closed exchange on `port` from `t0`: handshake, 100 bytes each way (the
+    /// server's sent twice when `lossy`), FINs both ways, the last ACK. Returns the time of the
+    /// last packet.
+    fn closed_exchange(e: &mut Engine, port: u16, t0: i64, lossy: bool) -> i64 {
+        use flags::{ACK, FIN, SYN};
+        let (c, s) = (1000u32, 5000u32);
+        let mut packets = vec![
+            (true, c, 0, SYN, 0),
+            (false, s, c + 1, SYN | ACK, 0),
+            (true, c + 1, s + 1, ACK, 0),
+            (true, c + 1, s + 1, ACK, 100),
+            (false, s + 1, c + 101, ACK, 100),
+        ];
+        if lossy {
+            packets.push((false, s + 1, c + 101, ACK, 100));
+        }
+        packets.extend([
+            (true, c + 101, s + 101, ACK | FIN, 0),
+            (false, s + 101, c + 102, ACK | FIN, 0),
+            (true, c + 102, s + 102, ACK, 0),
+        ]);
+        let mut t = t0;
+        for (to_server, seq, ack, f, len) in packets {
+            t += MS;
+            let p = segment(to_server, port, seq, ack, f, len);
+            e.push(t, &p, p.len() as u32);
+        }
+        t
+    }
+
+    #[test]
+    fn a_clean_close_frees_the_connection_after_a_second() {
+        let mut e = Engine::new();
+        let last = closed_exchange(&mut e, 40_000, 0, false);
+        e.sweep_at(last + 900 * MS);
+        assert_eq!(e.live().0, 1, "within the grace");
+        e.sweep_at(last + 1100 * MS);
+        assert_eq!(e.live().0, 0, "a clean close is finished after a second");
+        let out = e.finish();
+        assert_eq!(out.conns.len(), 1);
+        assert_eq!(out.conns[0].close, "fin");
+    }
+
+    /// The FIN whose ACK was lost after the capture point comes again after the sender's
+    /// backed-off timeout: it is a retransmission of the same connection, and the server's
+    /// answer a duplicate ACK, as tshark reads them; not a second connection.
+    #[test]
+    fn a_lossy_close_keeps_late_retransmissions_in_its_row() {
+        use flags::{ACK, FIN};
+        let mut e = Engine::new();
+        let last = closed_exchange(&mut e, 40_001, 0, true);
+        e.sweep_at(last + 1500 * MS);
+        assert_eq!(
+            e.live().0,
+            1,
+            "a lossy close waits for late retransmissions"
+        );
+        for (dt, to_server, seq, ack, f) in [
+            (2000, true, 1101, 5101, ACK | FIN),
+            (2001, false, 5102, 1102, ACK),
+        ] {
+            let p = segment(to_server, 40_001, seq, ack, f, 0);
+            e.push(last + dt * MS, &p, p.len() as u32);
+        }
+        e.sweep_at(last + 11_000 * MS);
+        assert_eq!(e.live().0, 1, "the grace runs from the last packet");
+        e.sweep_at(last + 12_100 * MS);
+        assert_eq!(e.live().0, 0, "finished after the lossy grace");
+        let out = e.finish();
+        assert_eq!(out.conns.len(), 1, "{:#?}", out.conns);
+        let conn = &out.conns[0];
+        assert_eq!(conn.retransmissions, [1, 1], "client's FIN, server's data");
+        assert_eq!(conn.dup_acks, [0, 1], "the server's answer to the late FIN");
+        assert_eq!(conn.packets, [6, 5]);
+    }
+
+    /// One side's FIN sent twice is a half-close, not a close: the other side may still send.
+    #[test]
+    fn a_repeated_fin_from_one_side_is_not_a_close() {
+        use flags::{ACK, FIN, SYN};
+        let mut e = Engine::new();
+        let mut t = 0;
+        for (to_server, seq, ack, f) in [
+            (true, 1000, 0, SYN),
+            (false, 5000, 1001, SYN | ACK),
+            (true, 1001, 5001, ACK | FIN),
+            (true, 1001, 5001, ACK | FIN),
+        ] {
+            t += MS;
+            let p = segment(to_server, 40_002, seq, ack, f, 0);
+            e.push(t, &p, p.len() as u32);
+        }
+        e.sweep_at(t + 5000 * MS);
+        assert_eq!(
+            e.live().0,
+            1,
+            "a half-closed connection waits for the idle timeout"
+        );
+        let out = e.finish();
+        assert_eq!(out.conns[0].close, "half_closed");
     }
 
     #[test]
