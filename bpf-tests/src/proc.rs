@@ -736,18 +736,76 @@ pub fn cpu_and_peak_rss(pid: u32) -> (f64, u64) {
 }
 
 /// Wall seconds, CPU seconds (user + system) and peak RSS (bytes) of a command run to its end.
+///
+/// The peak is the child's own high-water mark (`VmHWM`), read as it exits: the child runs
+/// traced, and stops there for it. `wait4`'s `ru_maxrss` would not do: Linux records the peak
+/// of the memory a process leaves at `exec` as its own, and a child leaves a copy of the
+/// spawning process's, so a bench that held 226 MB made every child it measured at least
+/// that large (docs/dissection.md). When the exit stop is missed (the child killed by
+/// SIGKILL), the peak falls back to `ru_maxrss`.
 pub fn run_measured(
     cmd: &mut Command,
 ) -> std::io::Result<(f64, f64, u64, std::process::ExitStatus)> {
-    use std::os::unix::process::ExitStatusExt as _;
+    use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
+    // SAFETY: only async-signal-safe work between fork and exec: one ptrace call.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
     let started = Instant::now();
     let child = cmd.spawn()?;
+    let pid = child.id() as i32;
     let mut status = 0;
     // SAFETY: rusage is plain data filled by the kernel; wait4 reaps the child we spawned.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let rc = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
-    if rc < 0 {
-        return Err(std::io::Error::last_os_error());
+    let mut peak = None;
+    let mut execed = false;
+    loop {
+        // SAFETY: as above.
+        let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        if rc < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if !libc::WIFSTOPPED(status) {
+            break;
+        }
+        let signal = libc::WSTOPSIG(status);
+        let event = status >> 16;
+        let mut deliver = 0;
+        if signal == libc::SIGTRAP && event == libc::PTRACE_EVENT_EXIT {
+            peak = status_bytes(pid as u32, "VmHWM");
+        } else if signal == libc::SIGTRAP && event != 0 {
+            // A later exec (a command that execs another): nothing to do.
+        } else if signal == libc::SIGTRAP && !execed {
+            // The stop after exec: from here on, stop at the exit too, and at a later exec
+            // rather than get a SIGTRAP for it; and if this process dies first, the child
+            // with it.
+            execed = true;
+            let options =
+                libc::PTRACE_O_TRACEEXIT | libc::PTRACE_O_TRACEEXEC | libc::PTRACE_O_EXITKILL;
+            // SAFETY: ptrace on our stopped tracee.
+            if unsafe { libc::ptrace(libc::PTRACE_SETOPTIONS, pid, 0, options) } < 0 {
+                let e = std::io::Error::last_os_error();
+                // SAFETY: as above; the child must not stay stopped.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                return Err(e);
+            }
+        } else {
+            // A signal for the child: passed on as if it were not traced.
+            deliver = signal;
+        }
+        // SAFETY: ptrace on our stopped tracee; the last argument is the signal to deliver.
+        if unsafe { libc::ptrace(libc::PTRACE_CONT, pid, 0, deliver) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
     }
     let wall = started.elapsed().as_secs_f64();
     let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
@@ -755,7 +813,45 @@ pub fn run_measured(
     Ok((
         wall,
         cpu,
-        usage.ru_maxrss as u64 * 1024,
+        peak.unwrap_or(usage.ru_maxrss as u64 * 1024),
         std::process::ExitStatus::from_raw(status),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::ExitStatusExt as _;
+
+    use super::*;
+
+    /// A small child is measured small even when the process measuring it is large (what
+    /// `ru_maxrss` gets wrong), and a large one large.
+    #[test]
+    fn run_measured_gives_the_childs_own_peak() {
+        let mut ballast = vec![1u8; 256 << 20];
+        // Touch every page, so that it is resident.
+        for page in ballast.chunks_mut(4096) {
+            page[0] = 2;
+        }
+        let own = status_bytes(std::process::id(), "VmHWM").expect("own VmHWM");
+        assert!(own > 256 << 20, "own peak {own}");
+        let (_, _, small, status) = run_measured(&mut Command::new("true")).expect("running true");
+        assert!(status.success());
+        assert!(small < 64 << 20, "`true` measured at {small} bytes");
+        let (_, _, large, status) = run_measured(Command::new("python3").args([
+            "-c",
+            "b = bytearray(160 << 20)\nfor i in range(0, len(b), 4096): b[i] = 1",
+        ]))
+        .expect("running python3");
+        assert!(status.success(), "{status:?}");
+        assert!(
+            (160 << 20..256 << 20).contains(&large),
+            "python3 holding 160 MiB measured at {large} bytes"
+        );
+        // A signal the child gets still reaches it: killed by SIGTERM, it says so.
+        let (_, _, _, status) =
+            run_measured(Command::new("sh").args(["-c", "kill -TERM $$"])).expect("running sh");
+        assert_eq!(status.signal(), Some(libc::SIGTERM));
+        std::hint::black_box(&ballast);
+    }
 }
