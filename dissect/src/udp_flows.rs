@@ -15,7 +15,7 @@
 //! engine takes the numbers it is given ([`crate::Engine::push_routed`]). One engine alone
 //! numbers them itself, the same way.
 
-// FxHash, as for the engine's other flow tables (see engine.rs).
+// FxHash, as for the engine's other flow tables (see `engine/mod.rs`).
 use rustc_hash::FxHashMap as HashMap;
 
 use crate::flow::FlowKey;
