@@ -14,6 +14,9 @@
 //!
 //! One thread (`threads == 1`) runs the same shards inline, with no channel in between.
 //!
+//! Here: the reader's side (routing, batches, the split of the shards); `worker`: a range of
+//! shards run on a thread, epoch by epoch; `order`: the rows put back in (epoch, worker) order.
+//!
 //! Memory stays bounded whatever the input's size: the queues between the threads hold a few
 //! batches each, and a worker that runs ahead of the others can only be an epoch or two ahead
 //! before the reader, waiting for the slowest worker, stops feeding it.
@@ -32,6 +35,13 @@ use remora_dissect::{
     shard::{EPOCH_FRAMES, Plaintext, SHARDS},
 };
 
+mod order;
+mod worker;
+
+pub(super) use order::Counted;
+use order::{Finished, Order, Rows};
+use worker::{Batch, Item, LOCAL, Output, PlainItem, Runner, work};
+
 use super::{PipelineError, sink::Sink, turns::Turns};
 use crate::services::workloads::NoWorkloads;
 
@@ -47,89 +57,6 @@ pub fn default_threads() -> usize {
         .map(|n| n.get())
         .unwrap_or(1)
         .min(SHARDS)
-}
-
-/// One entry of a worker's batch.
-enum Item {
-    /// A packet: its shard, frame number, time, wire length, tunnel depth, where its bytes
-    /// are, and its place on its UDP flow when it is DNS over UDP.
-    Frame {
-        shard: u8,
-        depth: u8,
-        frame: u64,
-        ts_ns: i64,
-        wire_len: u32,
-        start: u32,
-        len: u32,
-        datagram: Option<UdpDatagram>,
-    },
-    /// A chunk of TLS plaintext (rare next to packets, so boxed).
-    Plaintext(Box<PlainItem>),
-    /// A flow joined across a NAT, or forgotten (rare, so boxed).
-    View(Box<ViewChange>),
-    /// Every shard sweeps at this time.
-    Sweep(i64),
-    /// The epoch ends: the rows go to the writer.
-    EndEpoch(u64),
-}
-
-/// A chunk of TLS plaintext in a batch; its bytes are in the batch's buffer.
-struct PlainItem {
-    shard: u8,
-    ts_ns: i64,
-    local: Endpoint,
-    peer: Endpoint,
-    outbound: bool,
-    start: u32,
-    len: u32,
-    missing_after: u64,
-}
-
-/// Packets for one worker, their bytes in one buffer.
-#[derive(Default)]
-struct Batch {
-    bytes: Vec<u8>,
-    items: Vec<Item>,
-}
-
-/// The rows one worker finished in one epoch.
-struct Finished {
-    epoch: u64,
-    worker: usize,
-    rows: Rows,
-    /// The worker's counters, with its last epoch.
-    stats: Option<Stats>,
-}
-
-/// Rows as a worker hands them over.
-enum Rows {
-    /// Handed to the tables' turns by the worker (a capture file's rows, written as they
-    /// are): only their counts come to the reader.
-    Written(Counted),
-    /// As they are, for the reader's thread to attribute.
-    Owned { calls: Vec<Call>, conns: Vec<Conn> },
-}
-
-/// What the summary counts of a set of rows.
-#[derive(Default)]
-pub(super) struct Counted {
-    pub(super) calls: BTreeMap<&'static str, u64>,
-    pub(super) unpaired: u64,
-    pub(super) conns: u64,
-}
-
-impl Counted {
-    pub(super) fn of(calls: &[Call], conns: &[Conn]) -> Self {
-        let mut counted = Counted {
-            conns: conns.len() as u64,
-            ..Counted::default()
-        };
-        for c in calls {
-            *counted.calls.entry(c.protocol).or_default() += 1;
-            counted.unpaired += u64::from(c.error_type.is_some());
-        }
-        counted
-    }
 }
 
 /// What kind of input a [`Dissector`] reads.
@@ -180,56 +107,6 @@ struct Threads {
     order: Order,
 }
 
-/// In [`Threads::owner`]: the shard is run on the reader's thread.
-const LOCAL: u8 = u8::MAX;
-
-/// A range of shards and where its rows go, epoch by epoch: run by a worker thread ([`work`]),
-/// or by the reader itself ([`Threads::local`]).
-struct Runner {
-    shards: ShardRange,
-    output: Output,
-    /// Where its epochs go.
-    done: Sender<Result<Finished, PipelineError>>,
-    /// Rows of an epoch, made into batches, then cleared: the buffers stay allocated.
-    calls: Vec<Call>,
-    conns: Vec<Conn>,
-}
-
-impl Runner {
-    fn new(
-        shards: ShardRange,
-        output: Output,
-        done: Sender<Result<Finished, PipelineError>>,
-    ) -> Self {
-        Self {
-            shards,
-            output,
-            done,
-            calls: Vec::new(),
-            conns: Vec::new(),
-        }
-    }
-
-    /// Ends epoch `epoch`: its rows are handed over. False when nobody takes them any more.
-    fn end_epoch(&mut self, epoch: u64) -> bool {
-        self.shards.take_rows_into(&mut self.calls, &mut self.conns);
-        let result = self
-            .output
-            .finished(epoch, &mut self.calls, &mut self.conns, None);
-        self.done.send(result).is_ok()
-    }
-
-    /// Ends the input: the rows not yet taken, then the connections still open, shard by
-    /// shard, with the counters, as epoch `epoch` (the one after the last ended).
-    fn finish(self, epoch: u64) {
-        let mut last = self.shards.finish();
-        let result =
-            self.output
-                .finished(epoch, &mut last.calls, &mut last.conns, Some(last.stats));
-        let _ = self.done.send(result);
-    }
-}
-
 /// Shards of [`SHARDS`] the reader runs itself when a capture file is dissected on `threads`
 /// threads: what makes its routing plus its shards one thread's share of the whole. Routing
 /// (reading, finding each packet's shard, copying the workers' packets into their batches)
@@ -252,20 +129,6 @@ fn split(threads: usize, reader_runs_shards: bool) -> (usize, Vec<std::ops::Rang
     };
     let workers = threads - usize::from(local > 0);
     (local, ShardRange::split(local..SHARDS, workers))
-}
-
-/// Puts the workers' batches into (epoch, worker) order.
-struct Order {
-    workers: usize,
-    waiting: BTreeMap<(u64, usize), Finished>,
-    next: (u64, usize),
-    stats: Stats,
-    /// Workers whose last epoch (with their counters) was written.
-    ended: usize,
-    failed: Option<PipelineError>,
-    frame_base: u64,
-    /// Rows handed over as they are, gathered until their epoch's last range.
-    owned: (Vec<Call>, Vec<Conn>),
 }
 
 impl<'w> Dissector<'w> {
@@ -663,193 +526,6 @@ fn broadcast(batches: &mut [Batch], changes: &[ViewChange]) {
         for batch in batches.iter_mut() {
             batch.items.push(Item::View(Box::new(*change)));
         }
-    }
-}
-
-/// Where a worker's rows go.
-struct Output {
-    worker: usize,
-    node: String,
-    source: &'static str,
-    /// Where the worker writes its rows as record batches; none: it hands them back as they
-    /// are.
-    turns: Option<Arc<Turns>>,
-}
-
-impl Output {
-    /// One epoch's rows, handed over; `calls` and `conns` are emptied.
-    fn finished(
-        &self,
-        epoch: u64,
-        calls: &mut Vec<Call>,
-        conns: &mut Vec<Conn>,
-        stats: Option<Stats>,
-    ) -> Result<Finished, PipelineError> {
-        let rows = match &self.turns {
-            None => Rows::Owned {
-                calls: std::mem::take(calls),
-                conns: std::mem::take(conns),
-            },
-            Some(turns) => {
-                match super::sink::take_batches(&self.node, self.source, calls, conns, &NoWorkloads)
-                {
-                    Ok((calls, conns, counted)) => {
-                        turns.deliver(epoch, self.worker, (calls, conns), stats.is_some());
-                        Rows::Written(counted)
-                    }
-                    Err(e) => {
-                        // The others' later batches are written after this turn, empty.
-                        turns.deliver(epoch, self.worker, (None, None), stats.is_some());
-                        return Err(e);
-                    }
-                }
-            }
-        };
-        Ok(Finished {
-            epoch,
-            worker: self.worker,
-            rows,
-            stats,
-        })
-    }
-}
-
-/// One worker: the engines of its shards, fed from `input`, its rows handed over at each
-/// epoch's end.
-fn work(mut runner: Runner, input: &Receiver<Batch>, spares: &SyncSender<Batch>) {
-    // Epochs seen; the last one, numbered after them, carries what `finish` gives.
-    let mut epochs = 0;
-    while let Ok(mut batch) = input.recv() {
-        for item in batch.items.drain(..) {
-            match item {
-                Item::Frame {
-                    shard,
-                    depth,
-                    frame,
-                    ts_ns,
-                    wire_len,
-                    start,
-                    len,
-                    datagram,
-                } => {
-                    let bytes = &batch.bytes[start as usize..(start + len) as usize];
-                    runner.shards.push(
-                        usize::from(shard),
-                        frame,
-                        ts_ns,
-                        (bytes, wire_len, depth),
-                        datagram,
-                    );
-                }
-                Item::Plaintext(chunk) => {
-                    let bytes =
-                        &batch.bytes[chunk.start as usize..(chunk.start + chunk.len) as usize];
-                    runner.shards.push_plaintext(
-                        usize::from(chunk.shard),
-                        chunk.ts_ns,
-                        Plaintext {
-                            local: chunk.local,
-                            peer: chunk.peer,
-                            outbound: chunk.outbound,
-                            bytes,
-                            missing_after: chunk.missing_after,
-                        },
-                    );
-                }
-                Item::View(change) => runner.shards.apply_views(std::slice::from_ref(&*change)),
-                Item::Sweep(now) => runner.shards.sweep(now),
-                Item::EndEpoch(epoch) => {
-                    epochs = epoch + 1;
-                    if !runner.end_epoch(epoch) {
-                        return;
-                    }
-                }
-            }
-        }
-        batch.bytes.clear();
-        let _ = spares.try_send(batch);
-    }
-    runner.finish(epochs);
-}
-
-impl Order {
-    /// The order of `workers` workers' epochs, numbered from 0; the recorder's frames are
-    /// numbered after `frame_base`.
-    fn new(workers: usize, frame_base: u64) -> Self {
-        Self {
-            workers,
-            waiting: BTreeMap::new(),
-            next: (0, 0),
-            stats: Stats::default(),
-            ended: 0,
-            failed: None,
-            frame_base,
-            owned: Default::default(),
-        }
-    }
-
-    /// Takes one worker's epoch and writes every batch that is now next in order.
-    fn add(&mut self, result: Result<Finished, PipelineError>, sink: &mut Sink<'_>) {
-        match result {
-            Ok(f) => {
-                self.waiting.insert((f.epoch, f.worker), f);
-            }
-            Err(e) => {
-                self.failed.get_or_insert(e);
-            }
-        }
-        while let Some(f) = self.waiting.remove(&self.next) {
-            // A writer that stopped on an error says so when the sink closes.
-            let written = match f.rows {
-                Rows::Written(counted) => {
-                    sink.count(counted);
-                    Ok(())
-                }
-                Rows::Owned { calls, conns } => {
-                    // An epoch's rows are written at once when its last range comes, as one
-                    // thread writes them (the sink groups them by node).
-                    self.owned.0.extend(calls);
-                    self.owned.1.extend(conns);
-                    if self.next.1 + 1 == self.workers {
-                        // Attributed with what the reader had noted when the epoch ended (all
-                        // of it for the last one).
-                        sink.visible_frames = match f.stats {
-                            Some(_) => u64::MAX,
-                            None => self.frame_base + (f.epoch + 1) * EPOCH_FRAMES,
-                        };
-                        let (calls, conns) = std::mem::take(&mut self.owned);
-                        sink.write(calls, conns)
-                    } else {
-                        Ok(())
-                    }
-                }
-            };
-            if let Err(e) = written {
-                self.failed.get_or_insert(e);
-            }
-            if let Some(s) = &f.stats {
-                self.stats.add(s);
-                self.ended += 1;
-            }
-            self.next = if self.next.1 + 1 == self.workers {
-                (self.next.0 + 1, 0)
-            } else {
-                (self.next.0, self.next.1 + 1)
-            };
-        }
-    }
-
-    /// The summed counters, once every worker's last epoch is written.
-    fn end(&mut self) -> Result<Stats, PipelineError> {
-        if let Some(e) = self.failed.take() {
-            return Err(e);
-        }
-        if self.ended != self.workers || !self.waiting.is_empty() {
-            return Err(PipelineError::Worker(
-                "a dissection worker stopped before the end of the input".into(),
-            ));
-        }
-        Ok(std::mem::take(&mut self.stats))
     }
 }
 

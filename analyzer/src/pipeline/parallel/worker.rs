@@ -1,0 +1,208 @@
+//! A range of shards run by a worker thread or by the reader itself: the packets it is sent, in
+//! batches, and its rows handed over epoch by epoch.
+
+use super::*;
+
+/// One entry of a worker's batch.
+pub(super) enum Item {
+    /// A packet: its shard, frame number, time, wire length, tunnel depth, where its bytes
+    /// are, and its place on its UDP flow when it is DNS over UDP.
+    Frame {
+        shard: u8,
+        depth: u8,
+        frame: u64,
+        ts_ns: i64,
+        wire_len: u32,
+        start: u32,
+        len: u32,
+        datagram: Option<UdpDatagram>,
+    },
+    /// A chunk of TLS plaintext (rare next to packets, so boxed).
+    Plaintext(Box<PlainItem>),
+    /// A flow joined across a NAT, or forgotten (rare, so boxed).
+    View(Box<ViewChange>),
+    /// Every shard sweeps at this time.
+    Sweep(i64),
+    /// The epoch ends: the rows go to the writer.
+    EndEpoch(u64),
+}
+
+/// A chunk of TLS plaintext in a batch; its bytes are in the batch's buffer.
+pub(super) struct PlainItem {
+    pub(super) shard: u8,
+    pub(super) ts_ns: i64,
+    pub(super) local: Endpoint,
+    pub(super) peer: Endpoint,
+    pub(super) outbound: bool,
+    pub(super) start: u32,
+    pub(super) len: u32,
+    pub(super) missing_after: u64,
+}
+
+/// Packets for one worker, their bytes in one buffer.
+#[derive(Default)]
+pub(super) struct Batch {
+    pub(super) bytes: Vec<u8>,
+    pub(super) items: Vec<Item>,
+}
+
+/// In [`Threads::owner`]: the shard is run on the reader's thread.
+pub(super) const LOCAL: u8 = u8::MAX;
+
+/// A range of shards and where its rows go, epoch by epoch: run by a worker thread ([`work`]),
+/// or by the reader itself ([`Threads::local`]).
+pub(super) struct Runner {
+    pub(super) shards: ShardRange,
+    pub(super) output: Output,
+    /// Where its epochs go.
+    pub(super) done: Sender<Result<Finished, PipelineError>>,
+    /// Rows of an epoch, made into batches, then cleared: the buffers stay allocated.
+    pub(super) calls: Vec<Call>,
+    pub(super) conns: Vec<Conn>,
+}
+
+impl Runner {
+    pub(super) fn new(
+        shards: ShardRange,
+        output: Output,
+        done: Sender<Result<Finished, PipelineError>>,
+    ) -> Self {
+        Self {
+            shards,
+            output,
+            done,
+            calls: Vec::new(),
+            conns: Vec::new(),
+        }
+    }
+
+    /// Ends epoch `epoch`: its rows are handed over. False when nobody takes them any more.
+    pub(super) fn end_epoch(&mut self, epoch: u64) -> bool {
+        self.shards.take_rows_into(&mut self.calls, &mut self.conns);
+        let result = self
+            .output
+            .finished(epoch, &mut self.calls, &mut self.conns, None);
+        self.done.send(result).is_ok()
+    }
+
+    /// Ends the input: the rows not yet taken, then the connections still open, shard by
+    /// shard, with the counters, as epoch `epoch` (the one after the last ended).
+    pub(super) fn finish(self, epoch: u64) {
+        let mut last = self.shards.finish();
+        let result =
+            self.output
+                .finished(epoch, &mut last.calls, &mut last.conns, Some(last.stats));
+        let _ = self.done.send(result);
+    }
+}
+
+/// Where a worker's rows go.
+pub(super) struct Output {
+    pub(super) worker: usize,
+    pub(super) node: String,
+    pub(super) source: &'static str,
+    /// Where the worker writes its rows as record batches; none: it hands them back as they
+    /// are.
+    pub(super) turns: Option<Arc<Turns>>,
+}
+
+impl Output {
+    /// One epoch's rows, handed over; `calls` and `conns` are emptied.
+    pub(super) fn finished(
+        &self,
+        epoch: u64,
+        calls: &mut Vec<Call>,
+        conns: &mut Vec<Conn>,
+        stats: Option<Stats>,
+    ) -> Result<Finished, PipelineError> {
+        let rows = match &self.turns {
+            None => Rows::Owned {
+                calls: std::mem::take(calls),
+                conns: std::mem::take(conns),
+            },
+            Some(turns) => {
+                match super::super::sink::take_batches(
+                    &self.node,
+                    self.source,
+                    calls,
+                    conns,
+                    &NoWorkloads,
+                ) {
+                    Ok((calls, conns, counted)) => {
+                        turns.deliver(epoch, self.worker, (calls, conns), stats.is_some());
+                        Rows::Written(counted)
+                    }
+                    Err(e) => {
+                        // The others' later batches are written after this turn, empty.
+                        turns.deliver(epoch, self.worker, (None, None), stats.is_some());
+                        return Err(e);
+                    }
+                }
+            }
+        };
+        Ok(Finished {
+            epoch,
+            worker: self.worker,
+            rows,
+            stats,
+        })
+    }
+}
+
+/// One worker: the engines of its shards, fed from `input`, its rows handed over at each
+/// epoch's end.
+pub(super) fn work(mut runner: Runner, input: &Receiver<Batch>, spares: &SyncSender<Batch>) {
+    // Epochs seen; the last one, numbered after them, carries what `finish` gives.
+    let mut epochs = 0;
+    while let Ok(mut batch) = input.recv() {
+        for item in batch.items.drain(..) {
+            match item {
+                Item::Frame {
+                    shard,
+                    depth,
+                    frame,
+                    ts_ns,
+                    wire_len,
+                    start,
+                    len,
+                    datagram,
+                } => {
+                    let bytes = &batch.bytes[start as usize..(start + len) as usize];
+                    runner.shards.push(
+                        usize::from(shard),
+                        frame,
+                        ts_ns,
+                        (bytes, wire_len, depth),
+                        datagram,
+                    );
+                }
+                Item::Plaintext(chunk) => {
+                    let bytes =
+                        &batch.bytes[chunk.start as usize..(chunk.start + chunk.len) as usize];
+                    runner.shards.push_plaintext(
+                        usize::from(chunk.shard),
+                        chunk.ts_ns,
+                        Plaintext {
+                            local: chunk.local,
+                            peer: chunk.peer,
+                            outbound: chunk.outbound,
+                            bytes,
+                            missing_after: chunk.missing_after,
+                        },
+                    );
+                }
+                Item::View(change) => runner.shards.apply_views(std::slice::from_ref(&*change)),
+                Item::Sweep(now) => runner.shards.sweep(now),
+                Item::EndEpoch(epoch) => {
+                    epochs = epoch + 1;
+                    if !runner.end_epoch(epoch) {
+                        return;
+                    }
+                }
+            }
+        }
+        batch.bytes.clear();
+        let _ = spares.try_send(batch);
+    }
+    runner.finish(epochs);
+}
