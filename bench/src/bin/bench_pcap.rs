@@ -225,38 +225,25 @@ fn export(client: &Client, path: &str, file: &Path) -> anyhow::Result<Run> {
     })
 }
 
-/// Runs tcpdump; (wall seconds, CPU seconds, peak resident memory in bytes). The peak is its
-/// own `VmHWM`, polled while it runs: `ru_maxrss` of a child would count this process's memory
-/// from before the exec.
+/// Runs tcpdump; (wall seconds, CPU seconds, peak resident memory in bytes), the peak its own
+/// (`run_measured` reads it as tcpdump exits).
 fn tcpdump(args: &[&str]) -> anyhow::Result<(f64, f64, u64)> {
-    let (cpu0, _) = cpu_seconds(libc::RUSAGE_CHILDREN);
-    let t = Instant::now();
-    let mut child = Command::new("tcpdump")
-        .args(args)
+    // Its messages go to a file, read when it fails: a pipe nobody reads could fill.
+    let mut errors = tempfile::tempfile().context("a temporary file for tcpdump's messages")?;
+    let mut cmd = Command::new("tcpdump");
+    cmd.args(args)
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
+        .stderr(errors.try_clone()?);
+    let (seconds, cpu, peak, status) = remora_bpf_tests::proc::run_measured(&mut cmd)
         .context("running tcpdump (`cargo xtask setup` installs it)")?;
-    let mut hwm = 0u64;
-    let status = loop {
-        if let Some(bytes) = remora_bpf_tests::proc::status_bytes(child.id(), "VmHWM") {
-            hwm = hwm.max(bytes);
-        }
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    let seconds = t.elapsed().as_secs_f64();
     if !status.success() {
+        use std::io::Seek as _;
         let mut err = String::new();
-        if let Some(mut e) = child.stderr.take() {
-            let _ = e.read_to_string(&mut err);
-        }
+        errors.rewind()?;
+        let _ = errors.read_to_string(&mut err);
         bail!("tcpdump {args:?}: {err}");
     }
-    let (cpu1, _) = cpu_seconds(libc::RUSAGE_CHILDREN);
-    Ok((seconds, cpu1 - cpu0, hwm))
+    Ok((seconds, cpu, peak))
 }
 
 /// Packets in a capture, by tcpdump.
