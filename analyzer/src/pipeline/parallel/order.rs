@@ -45,15 +45,15 @@ impl Counted {
 /// Puts the workers' batches into (epoch, worker) order.
 pub(super) struct Order {
     pub(super) workers: usize,
-    pub(super) waiting: BTreeMap<(u64, usize), Finished>,
-    pub(super) next: (u64, usize),
-    pub(super) stats: Stats,
+    waiting: BTreeMap<(u64, usize), Finished>,
+    next: (u64, usize),
+    stats: Stats,
     /// Workers whose last epoch (with their counters) was written.
     pub(super) ended: usize,
-    pub(super) failed: Option<PipelineError>,
-    pub(super) frame_base: u64,
+    failed: Option<PipelineError>,
+    frame_base: u64,
     /// Rows handed over as they are, gathered until their epoch's last range.
-    pub(super) owned: (Vec<Call>, Vec<Conn>),
+    owned: (Vec<Call>, Vec<Conn>),
 }
 
 impl Order {

@@ -53,12 +53,12 @@ pub(super) const LOCAL: u8 = u8::MAX;
 /// or by the reader itself ([`Threads::local`]).
 pub(super) struct Runner {
     pub(super) shards: ShardRange,
-    pub(super) output: Output,
+    output: Output,
     /// Where its epochs go.
-    pub(super) done: Sender<Result<Finished, PipelineError>>,
+    done: Sender<Result<Finished, PipelineError>>,
     /// Rows of an epoch, made into batches, then cleared: the buffers stay allocated.
-    pub(super) calls: Vec<Call>,
-    pub(super) conns: Vec<Conn>,
+    calls: Vec<Call>,
+    conns: Vec<Conn>,
 }
 
 impl Runner {
