@@ -183,14 +183,17 @@ fn compare(pcap: &Path) -> [u64; 5] {
     totals
 }
 
+// TCP flags, and a millisecond in the captures' microseconds, for the captures built below.
+const FIN: u8 = 0x01;
+const SYN: u8 = 0x02;
+const PSH: u8 = 0x08;
+const ACK: u8 = 0x10;
+const MS: u64 = 1000;
+
 /// A capture of a handshake whose first SYN-ACK was lost after the capture point: SYN,
 /// SYN-ACK, the SYN again 1 s later, the SYN-ACK again 1 ms after it, the client's ACK 2 ms
 /// later, then one request and its acknowledgment.
 fn lost_syn_ack_capture(server_isn: u32) -> Vec<u8> {
-    const SYN: u8 = 0x02;
-    const ACK: u8 = 0x10;
-    const PSH: u8 = 0x08;
-    const MS: u64 = 1000;
     let client_isn = 100u32;
     let (client, server) = (([198, 18, 0, 1], 40000u16), ([198, 18, 0, 2], 8000u16));
     let server_next = server_isn.wrapping_add(1);
@@ -247,11 +250,6 @@ fn lost_syn_ack_capture(server_isn: u32) -> Vec<u8> {
 /// answers with a duplicate ACK. Other connections' SYNs every 400 ms keep the engine
 /// sweeping in between, as busy traffic does.
 fn late_fin_capture() -> Vec<u8> {
-    const SYN: u8 = 0x02;
-    const ACK: u8 = 0x10;
-    const FIN: u8 = 0x01;
-    const PSH: u8 = 0x08;
-    const MS: u64 = 1000;
     let (c, s) = (7000u32, 90_000u32);
     let (client, server) = (([198, 18, 0, 1], 40100u16), ([198, 18, 0, 2], 8000u16));
     let mut pcap = PcapWriter::default();
