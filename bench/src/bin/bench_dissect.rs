@@ -48,21 +48,16 @@ struct Args {
     /// MiB over three runs of the same 10 GiB file), as the rounds' figures are medians
     #[arg(long, default_value_t = 3)]
     loop_runs: usize,
-    /// (Internal) compare two dissections' tables row for row and exit: run as a child, so
-    /// that the tables read do not swell this process, whose resident size every later child
-    /// would inherit in its peak RSS (Linux carries it across fork and exec)
-    #[arg(long, num_args = 2, hide = true)]
-    compare: Option<Vec<std::path::PathBuf>>,
 }
 
 /// Writes `src` (a little-endian pcap) again and again into `dst` until it holds `target`
 /// bytes, each copy shifted in time past the last (and past the idle timeout, so that its
 /// connections are new ones). Returns the packets written.
 ///
-/// The capture is streamed, record by record, never held whole: a child's peak RSS as `wait4`
-/// reports it includes this process's own peak (the child starts as a copy of it), so a
-/// capture read into memory here made every later `remora dissect` look as large as the
-/// capture (232 MiB for a 226 MB capture, against 182–188 MiB measured on its own).
+/// The capture is streamed, record by record, never held whole. (Read whole, it once made
+/// every later `remora dissect` look as large as the capture, when children were measured by
+/// `wait4`'s `ru_maxrss`, which carries the spawning process's peak across `exec`;
+/// `run_measured` now reads each child's own peak.)
 fn loop_capture(src: &Path, dst: &Path, target: u64) -> anyhow::Result<u64> {
     use std::io::{BufReader, Read as _, Write as _};
     let open = || -> anyhow::Result<BufReader<fs::File>> {
@@ -427,9 +422,6 @@ fn composition(summary: &str) -> (f64, String) {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if let Some([a, b]) = args.compare.as_deref() {
-        return same_rows(a, b);
-    }
     require_root();
     for tool in [
         "tcpdump", "tshark", "wrk", "h2load", "dnsperf", "dnsmasq", "nginx", "taskset",
@@ -478,15 +470,9 @@ fn main() -> anyhow::Result<()> {
             )?);
         }
         let summary = summary.unwrap_or_default();
-        let status = Command::new(std::env::current_exe()?)
-            .arg("--compare")
-            .arg(&one_dir)
-            .arg(&all_dir)
-            .status()?;
-        anyhow::ensure!(
-            status.success(),
-            "the rows differ between one thread and all cores"
-        );
+        // Read here: the children's peaks are their own (`run_measured`), whatever this
+        // process holds.
+        same_rows(&one_dir, &all_dir)?;
         let (packets, composition) = composition(&summary);
         let rates = |runs: &[Run]| {
             let mut rates: Vec<f64> = runs.iter().map(|r| packets / r.wall).collect();
