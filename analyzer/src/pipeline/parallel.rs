@@ -25,7 +25,8 @@ use std::{
     collections::BTreeMap,
     sync::{
         Arc,
-        mpsc::{Receiver, Sender, SyncSender, channel, sync_channel},
+        atomic::{AtomicUsize, Ordering},
+        mpsc::{Receiver, Sender, SyncSender, TryRecvError, TrySendError, channel, sync_channel},
     },
     thread::JoinHandle,
 };
@@ -40,7 +41,7 @@ mod worker;
 
 pub(super) use order::Counted;
 use order::{Finished, Order, Rows};
-use worker::{Batch, Item, LOCAL, Output, PlainItem, Runner, work};
+use worker::{Batch, Behind, Item, LOCAL, Output, PlainItem, Runner, work};
 
 use super::{PipelineError, sink::Sink, turns::Turns};
 use crate::services::workloads::NoWorkloads;
@@ -98,6 +99,11 @@ struct Threads {
     local: Option<Runner>,
     batches: Vec<Batch>,
     senders: Vec<SyncSender<Batch>>,
+    /// Batches sent to each worker and not yet taken by it.
+    queued: Arc<[AtomicUsize]>,
+    /// The tables' turns, when the workers encode (a capture file): the reader encodes the
+    /// next batches instead of waiting for room in a worker's queue.
+    turns: Option<Arc<Turns>>,
     spares: Vec<Receiver<Batch>>,
     workers: Vec<JoinHandle<()>>,
     epoch: u64,
@@ -202,6 +208,9 @@ impl<'w> Dissector<'w> {
         let mut senders = Vec::new();
         let mut spares = Vec::new();
         let mut workers = Vec::new();
+        let queued: Arc<[AtomicUsize]> = (0..remote).map(|_| AtomicUsize::new(0)).collect();
+        // Who is behind matters only where the workers encode.
+        let behind = |of: Behind| if turns.is_some() { of } else { Behind::Never };
         for (worker, range) in ranges.into_iter().enumerate() {
             let (tx, rx) = sync_channel::<Batch>(QUEUED_BATCHES);
             let (spare_tx, spare_rx) = sync_channel::<Batch>(QUEUED_BATCHES + 2);
@@ -217,11 +226,13 @@ impl<'w> Dissector<'w> {
                 node,
                 source,
                 turns: turns.clone(),
+                behind: behind(Behind::WhenQueued(queued.clone(), worker)),
             };
             let runner = Runner::new(shards, output, done);
+            let queued = queued.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("remora-dissect-{worker}"))
-                .spawn(move || work(runner, &rx, &spare_tx))
+                .spawn(move || work(runner, &rx, &queued[worker], &spare_tx))
                 .map_err(|e| PipelineError::Worker(format!("starting a dissection thread: {e}")))?;
             workers.push(handle);
             senders.push(tx);
@@ -233,6 +244,7 @@ impl<'w> Dissector<'w> {
                 node: node.clone(),
                 source,
                 turns: turns.clone(),
+                behind: behind(Behind::WhenWorkersWait(queued.clone())),
             };
             let shards = ShardRange::new(0..local_shards, Limits::default());
             Runner::new(shards, output, done_tx.clone())
@@ -250,6 +262,8 @@ impl<'w> Dissector<'w> {
                 local,
                 batches: (0..remote).map(|_| Batch::default()).collect(),
                 senders,
+                queued,
+                turns,
                 spares,
                 workers,
                 epoch: 0,
@@ -498,12 +512,27 @@ impl Threads {
         }
     }
 
+    /// Sends `worker` its batch; while its queue is full, encodes the batches that are next
+    /// in the writing order, if any are in.
     fn send(&mut self, worker: usize) -> Result<(), PipelineError> {
         let spare = self.spares[worker].try_recv().unwrap_or_default();
-        let batch = std::mem::replace(&mut self.batches[worker], spare);
-        self.senders[worker]
-            .send(batch)
-            .map_err(|_| PipelineError::Worker(format!("dissection worker {worker} stopped")))
+        let mut batch = std::mem::replace(&mut self.batches[worker], spare);
+        let stopped = || PipelineError::Worker(format!("dissection worker {worker} stopped"));
+        // Counted before the worker can take it, so that the count never goes below zero.
+        self.queued[worker].fetch_add(1, Ordering::Relaxed);
+        if let Some(turns) = &self.turns {
+            loop {
+                match self.senders[worker].try_send(batch) {
+                    Ok(()) => return Ok(()),
+                    Err(TrySendError::Disconnected(_)) => return Err(stopped()),
+                    Err(TrySendError::Full(back)) => batch = back,
+                }
+                if !turns.help() {
+                    break;
+                }
+            }
+        }
+        self.senders[worker].send(batch).map_err(|_| stopped())
     }
 }
 

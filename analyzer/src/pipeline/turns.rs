@@ -14,6 +14,13 @@
 //! woke each other ~4,000 times a second for ~1,400 batches, and each came back to caches the
 //! others had filled: every function of the engines took ~25% longer than on one thread.
 //! In turns the writing lands on the workers' threads, which are busy anyway.
+//!
+//! Encoding is also the work that moves to whichever thread has time for it. A worker that is
+//! behind (its queue of packets is filling up) defers its batches, and a thread that would
+//! wait, for packets or for room in a worker's queue, writes the next ones instead
+//! ([`Turns::help`]). Which side is behind changes with the traffic, batch by batch; moving
+//! shards between the threads to follow it was measured slower (docs/dissection.md, "Encoding
+//! goes to whoever would wait").
 
 use std::{
     collections::BTreeMap,
@@ -27,6 +34,13 @@ use super::{PipelineError, tables::Tables};
 /// One worker's batches of one epoch (either may be absent).
 pub(super) type Batches = (Option<RecordBatch>, Option<RecordBatch>);
 
+/// Where in the writing order a worker's epoch comes: (epoch, worker).
+type Turn = (u64, usize);
+
+/// Batches a worker may leave unwritten for the others ([`Turns::deliver`] with `defer`): a
+/// few epochs' worth, so that what waits stays small next to the open row groups.
+const DEFERRED_PER_WORKER: usize = 2;
+
 /// Both tables, written in turns by the workers (see the module's docs).
 pub(super) struct Turns {
     state: Mutex<State>,
@@ -34,14 +48,29 @@ pub(super) struct Turns {
 
 struct State {
     workers: usize,
-    /// Batches that came before their turn.
-    waiting: BTreeMap<(u64, usize), Batches>,
-    /// Whose batches are written next: (epoch, worker).
-    next: (u64, usize),
+    /// Batches handed over and not yet written: those that came before their turn, and
+    /// those left for others to write.
+    waiting: BTreeMap<Turn, Batches>,
+    /// Whose batches are written next.
+    next: Turn,
+    /// A worker handed over its last epoch: whoever holds the tables writes every turn that is
+    /// in before putting them back (a worker that does not is sure to hand over again, and
+    /// writes then).
+    drain: bool,
     /// None while a worker writes with them.
     tables: Option<Tables>,
     /// The first write that failed; later batches are dropped unwritten.
     failed: Option<PipelineError>,
+}
+
+impl State {
+    fn advance(&mut self) {
+        self.next = if self.next.1 + 1 == self.workers {
+            (self.next.0 + 1, 0)
+        } else {
+            (self.next.0, self.next.1 + 1)
+        };
+    }
 }
 
 impl Turns {
@@ -52,6 +81,7 @@ impl Turns {
                 workers,
                 waiting: BTreeMap::new(),
                 next: (0, 0),
+                drain: false,
                 tables: Some(tables),
                 failed: None,
             }),
@@ -66,26 +96,63 @@ impl Turns {
     /// Hands over `worker`'s batches of `epoch` (every epoch of every worker must come, empty
     /// or not, for the later ones to be written), and writes the batches that are next in
     /// order up to these (unless another worker is writing, which then does). With `last`
-    /// (the worker's last epoch), it writes every batch that is next, whoever's it is.
-    pub(super) fn deliver(&self, epoch: u64, worker: usize, batches: Batches, last: bool) {
+    /// (the worker's last epoch), every batch that is next is written, whoever's it is.
+    ///
+    /// With `defer` (the worker is behind the others), nothing is written here and the
+    /// batches wait for whoever writes next: a worker handing over its own, or one with
+    /// nothing else to do ([`help`](Self::help)). A worker defers at most
+    /// [`DEFERRED_PER_WORKER`] batches; past that it writes as without `defer`.
+    pub(super) fn deliver(
+        &self,
+        epoch: u64,
+        worker: usize,
+        batches: Batches,
+        last: bool,
+        defer: bool,
+    ) {
         let mut state = self.lock();
-        state.waiting.insert((epoch, worker), batches);
+        let turn = (epoch, worker);
+        state.waiting.insert(turn, batches);
+        if last {
+            state.drain = true;
+        } else if defer
+            && state.waiting.keys().filter(|turn| turn.1 == worker).count() <= DEFERRED_PER_WORKER
+        {
+            return;
+        }
+        self.write_up_to(state, turn, false);
+    }
+
+    /// Writes the batches that are next in order, if some are in and nobody is writing:
+    /// what a worker does instead of waiting (for its input, or for room in another's).
+    /// False when there was nothing to write.
+    pub(super) fn help(&self) -> bool {
+        let state = self.lock();
+        if state.tables.is_none() || !state.waiting.contains_key(&state.next) {
+            return false;
+        }
+        self.write_up_to(state, (0, 0), true);
+        true
+    }
+
+    /// Takes the tables (unless someone holds them) and writes every turn up to `upto` that is
+    /// in (all of them with [`State::drain`]), and with `one_more` the next turn even if it is
+    /// later. A worker writes up to its own turn only: the batches of one that is ahead are
+    /// left to it, so that each mostly encodes its own.
+    fn write_up_to<'a>(&'a self, mut state: MutexGuard<'a, State>, upto: Turn, mut one_more: bool) {
         let Some(mut tables) = state.tables.take() else {
             return;
         };
         loop {
             let at = state.next;
-            if at > (epoch, worker) && !last {
+            if at > upto && !state.drain && !one_more {
                 break;
             }
             let Some((calls, conns)) = state.waiting.remove(&at) else {
                 break;
             };
-            state.next = if at.1 + 1 == state.workers {
-                (at.0 + 1, 0)
-            } else {
-                (at.0, at.1 + 1)
-            };
+            one_more = false;
+            state.advance();
             let write = state.failed.is_none();
             // Encoded without the lock: the others hand over meanwhile.
             drop(state);
@@ -99,9 +166,10 @@ impl Turns {
                 state.failed.get_or_insert(e);
             }
         }
-        // Put back under the same lock as the last look at `waiting`: a batch handed over
-        // while this worker wrote is either written above, or finds the tables here, or
-        // waits for the next worker to hand over a later batch.
+        // Put back under the same lock as the last look at `waiting` and `drain`: a batch
+        // handed over while this worker wrote is either written above, or finds the tables
+        // here, or waits for a later batch's writer (its worker hands over again, or has handed
+        // over its last and set `drain`) or a helper.
         state.tables = Some(tables);
     }
 
@@ -128,6 +196,14 @@ impl Turns {
         tables.ok_or_else(|| {
             PipelineError::Worker("a dissection worker stopped while writing the tables".into())
         })
+    }
+}
+
+#[cfg(test)]
+impl Turns {
+    /// The turn written next.
+    fn next_turn(&self) -> Turn {
+        self.lock().next
     }
 }
 

@@ -104,6 +104,36 @@ pub(super) struct Output {
     /// Where the worker writes its rows as record batches; none: it hands them back as they
     /// are.
     pub(super) turns: Option<Arc<Turns>>,
+    /// When this range is behind the others, so that its batches are better encoded by them.
+    pub(super) behind: Behind,
+}
+
+/// When a range of shards is behind the rest of a dissection: then it leaves the encoding of
+/// its rows to a thread that would otherwise wait ([`Turns::deliver`] with `defer`).
+///
+/// Which thread is behind changes with the traffic: a capture's few heavy connections may
+/// land mostly on one side of the split, its many short ones spread evenly (docs/dissection.md,
+/// "Encoding goes to whoever would wait"). Queue lengths say it at once, with no estimate.
+pub(super) enum Behind {
+    /// Never (rows handed back as they are, or one thread).
+    Never,
+    /// A worker thread: when its queue of batches is at least half full.
+    WhenQueued(Arc<[AtomicUsize]>, usize),
+    /// The reader's own shards: when every worker's queue is (nearly) empty, so that the
+    /// workers wait for the reader.
+    WhenWorkersWait(Arc<[AtomicUsize]>),
+}
+
+impl Behind {
+    fn now(&self) -> bool {
+        match self {
+            Self::Never => false,
+            Self::WhenQueued(queued, worker) => {
+                queued[*worker].load(Ordering::Relaxed) >= QUEUED_BATCHES / 2
+            }
+            Self::WhenWorkersWait(queued) => queued.iter().all(|q| q.load(Ordering::Relaxed) <= 1),
+        }
+    }
 }
 
 impl Output {
@@ -129,12 +159,14 @@ impl Output {
                     &NoWorkloads,
                 ) {
                     Ok((calls, conns, counted)) => {
-                        turns.deliver(epoch, self.worker, (calls, conns), stats.is_some());
+                        let last = stats.is_some();
+                        let defer = self.behind.now();
+                        turns.deliver(epoch, self.worker, (calls, conns), last, defer);
                         Rows::Written(counted)
                     }
                     Err(e) => {
                         // The others' later batches are written after this turn, empty.
-                        turns.deliver(epoch, self.worker, (None, None), stats.is_some());
+                        turns.deliver(epoch, self.worker, (None, None), stats.is_some(), false);
                         return Err(e);
                     }
                 }
@@ -149,12 +181,42 @@ impl Output {
     }
 }
 
+/// The next batch from `input` (none once the reader is gone); while there is none, the
+/// worker encodes the batches that are next in the writing order, if any are in.
+fn next_batch(
+    input: &Receiver<Batch>,
+    turns: Option<&Turns>,
+    queued: &AtomicUsize,
+) -> Option<Batch> {
+    let batch = loop {
+        match input.try_recv() {
+            Ok(batch) => break Some(batch),
+            Err(TryRecvError::Disconnected) => break None,
+            Err(TryRecvError::Empty) => {
+                if !turns.is_some_and(Turns::help) {
+                    break input.recv().ok();
+                }
+            }
+        }
+    };
+    if batch.is_some() {
+        queued.fetch_sub(1, Ordering::Relaxed);
+    }
+    batch
+}
+
 /// One worker: the engines of its shards, fed from `input`, its rows handed over at each
-/// epoch's end.
-pub(super) fn work(mut runner: Runner, input: &Receiver<Batch>, spares: &SyncSender<Batch>) {
+/// epoch's end. `queued` counts the batches waiting in `input` (the reader adds, this takes).
+pub(super) fn work(
+    mut runner: Runner,
+    input: &Receiver<Batch>,
+    queued: &AtomicUsize,
+    spares: &SyncSender<Batch>,
+) {
     // Epochs seen; the last one, numbered after them, carries what `finish` gives.
     let mut epochs = 0;
-    while let Ok(mut batch) = input.recv() {
+    let turns = runner.output.turns.clone();
+    while let Some(mut batch) = next_batch(input, turns.as_deref(), queued) {
         for item in batch.items.drain(..) {
             match item {
                 Item::Frame {
