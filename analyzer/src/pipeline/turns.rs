@@ -35,7 +35,17 @@ use super::{PipelineError, tables::Tables};
 pub(super) type Batches = (Option<RecordBatch>, Option<RecordBatch>);
 
 /// Where in the writing order a worker's epoch comes: (epoch, worker).
-type Turn = (u64, usize);
+pub(super) type Turn = (u64, usize);
+
+/// The turn after `turn` among `workers` workers: the next worker's, or the first's of the
+/// next epoch.
+pub(super) fn turn_after(turn: Turn, workers: usize) -> Turn {
+    if turn.1 + 1 == workers {
+        (turn.0 + 1, 0)
+    } else {
+        (turn.0, turn.1 + 1)
+    }
+}
 
 /// Batches a worker may leave unwritten for the others ([`Turns::deliver`] with `defer`): a
 /// few epochs' worth, so that what waits stays small next to the open row groups.
@@ -63,16 +73,6 @@ struct State {
     failed: Option<PipelineError>,
 }
 
-impl State {
-    fn advance(&mut self) {
-        self.next = if self.next.1 + 1 == self.workers {
-            (self.next.0 + 1, 0)
-        } else {
-            (self.next.0, self.next.1 + 1)
-        };
-    }
-}
-
 impl Turns {
     /// `tables`, written by `workers` workers whose epochs are numbered from 0.
     pub(super) fn new(tables: Tables, workers: usize) -> Self {
@@ -95,7 +95,8 @@ impl Turns {
 
     /// Hands over `worker`'s batches of `epoch` (every epoch of every worker must come, empty
     /// or not, for the later ones to be written), and writes the batches that are next in
-    /// order up to these (unless another worker is writing, which then does). With `last`
+    /// order up to these (unless another thread holds the tables: then they wait for a later
+    /// writer, or the holder writes them if their turn comes before it stops). With `last`
     /// (the worker's last epoch), every batch that is next is written, whoever's it is.
     ///
     /// With `defer` (the worker is behind the others), nothing is written here and the
@@ -152,7 +153,7 @@ impl Turns {
                 break;
             };
             one_more = false;
-            state.advance();
+            state.next = turn_after(at, state.workers);
             let write = state.failed.is_none();
             // Encoded without the lock: the others hand over meanwhile.
             drop(state);

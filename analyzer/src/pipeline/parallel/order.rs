@@ -1,6 +1,7 @@
 //! The workers' rows put back into (epoch, worker) order, as one thread gives them.
 
 use super::*;
+use crate::pipeline::turns::{Turn, turn_after};
 
 /// The rows one worker finished in one epoch.
 pub(super) struct Finished {
@@ -45,8 +46,8 @@ impl Counted {
 /// Puts the workers' batches into (epoch, worker) order.
 pub(super) struct Order {
     pub(super) workers: usize,
-    waiting: BTreeMap<(u64, usize), Finished>,
-    next: (u64, usize),
+    waiting: BTreeMap<Turn, Finished>,
+    next: Turn,
     stats: Stats,
     /// Workers whose last epoch (with their counters) was written.
     pub(super) ended: usize,
@@ -115,11 +116,7 @@ impl Order {
                 self.stats.add(s);
                 self.ended += 1;
             }
-            self.next = if self.next.1 + 1 == self.workers {
-                (self.next.0 + 1, 0)
-            } else {
-                (self.next.0, self.next.1 + 1)
-            };
+            self.next = turn_after(self.next, self.workers);
         }
     }
 
