@@ -417,7 +417,8 @@ fn write_long(path: &std::path::Path, rows: usize, batch_rows: usize) -> Vec<u8>
 fn dictionary_columns_read_back_across_pages_row_groups_and_fallback() {
     use parquet::{basic::Encoding, file::reader::FileReader};
 
-    let rows = crate::writer::ROW_GROUP_ROWS + 30_001;
+    use crate::writer::ROW_GROUP_ROWS;
+    let rows = ROW_GROUP_ROWS + 30_001;
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let one = write_long(&dir.path().join("one.parquet"), rows, rows);
     let many = write_long(&dir.path().join("calls.parquet"), rows, 7_777);
@@ -469,6 +470,16 @@ fn dictionary_columns_read_back_across_pages_row_groups_and_fallback() {
         assert_eq!(hosts[i].as_deref(), Some(""), "host, row {i}");
         assert_eq!(nodes[i].as_deref(), Some("node-1"), "node, row {i}");
     }
+    // Numbers are gathered over batches before arrow-rs writes them (`ARROW_WRITE_ROWS`):
+    // every row's, in order, in the row group its text is in.
+    let conn_ids = back
+        .column_by_name("conn_id")
+        .and_then(|c| c.as_any().downcast_ref::<arrow::array::UInt64Array>())
+        .unwrap_or_else(|| panic!("no conn_id"));
+    assert!(
+        conn_ids.values().iter().copied().eq(0..rows as u64),
+        "conn_id out of place"
+    );
 
     // The layout: two row groups; `path` falls back to plain pages in the first (its
     // dictionary passes 1 MiB) but not in the second; the offset index has every page.
@@ -478,6 +489,11 @@ fn dictionary_columns_read_back_across_pages_row_groups_and_fallback() {
     .unwrap_or_else(|e| panic!("{e}"));
     let meta = reader.metadata();
     assert_eq!(meta.num_row_groups(), 2);
+    assert_eq!(
+        meta.row_group(0).num_rows(),
+        crate::writer::ROW_GROUP_ROWS as i64
+    );
+    assert_eq!(meta.row_group(1).num_rows(), 30_001);
     let column = |group: usize, name: &str| {
         let rg = meta.row_group(group);
         (0..rg.num_columns())
@@ -493,6 +509,20 @@ fn dictionary_columns_read_back_across_pages_row_groups_and_fallback() {
         encodings.contains(&Encoding::PLAIN) && encodings.contains(&Encoding::RLE_DICTIONARY),
         "{encodings:?}"
     );
+    // The numbers' statistics, which time windows prune with, are each group's own.
+    for (group, (min, max)) in [
+        (0, (0, ROW_GROUP_ROWS - 1)),
+        (1, (ROW_GROUP_ROWS, rows - 1)),
+    ] {
+        match column(group, "conn_id").statistics() {
+            Some(parquet::file::statistics::Statistics::Int64(s)) => assert_eq!(
+                (s.min_opt().copied(), s.max_opt().copied()),
+                (Some(min as i64), Some(max as i64)),
+                "group {group}"
+            ),
+            other => panic!("conn_id statistics in group {group}: {other:?}"),
+        }
+    }
     let method1 = column(1, "method");
     assert!(method1.dictionary_page_offset().is_some());
     assert!(

@@ -145,7 +145,24 @@ impl Tables {
                 let conns = conns.published();
                 calls.and(conns)
             }
-            Self::Turns(turns) => turns.take_tables()?.finish(),
+            Self::Turns(turns) => {
+                match turns.take_tables()? {
+                    // The workers are done and their cores free: both files are closed at
+                    // once, as on writer threads (the last row groups, the footer, fsync).
+                    Self::Here { calls, conns } => std::thread::scope(|scope| {
+                        let conns = scope.spawn(move || conns.finish());
+                        let calls = calls.finish();
+                        let conns = conns.join().unwrap_or_else(|_| {
+                            Err(remora_tables::WriteError::Write {
+                                path: "conns.parquet".into(),
+                                message: "its writer panicked".into(),
+                            })
+                        });
+                        calls.and(conns).map_err(PipelineError::from)
+                    }),
+                    other => other.finish(),
+                }
+            }
         }
     }
 }
