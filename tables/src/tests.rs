@@ -470,8 +470,8 @@ fn dictionary_columns_read_back_across_pages_row_groups_and_fallback() {
         assert_eq!(hosts[i].as_deref(), Some(""), "host, row {i}");
         assert_eq!(nodes[i].as_deref(), Some("node-1"), "node, row {i}");
     }
-    // Numbers are gathered over batches before arrow-rs writes them (`ARROW_WRITE_ROWS`):
-    // every row's, in order, in the row group its text is in.
+    // Numbers (written by arrow-rs, batch by batch): every row's, in order, in the row group
+    // its text is in.
     let conn_ids = back
         .column_by_name("conn_id")
         .and_then(|c| c.as_any().downcast_ref::<arrow::array::UInt64Array>())

@@ -6,7 +6,7 @@
 use std::{fs::File, path::Path};
 
 use arrow::{
-    array::{Array, ArrayRef, RecordBatch},
+    array::{Array, RecordBatch},
     datatypes::SchemaRef,
 };
 use parquet::{
@@ -110,18 +110,6 @@ fn compression() -> Compression {
 /// larger (zstd sees less of a column at once); readers skip by page statistics more finely.
 pub const DATA_PAGE_BYTES: usize = 128 << 10;
 
-/// Rows of the columns written by arrow-rs (numbers, times, flags) gathered before they are
-/// handed to it, joined into one array per column.
-///
-/// A dissection's batches are one epoch's rows of one worker, a few hundred each, and arrow-rs
-/// spends microseconds on every column of every write whatever its length (levels, slicing,
-/// its mini-batches): written batch by batch, the bench capture's 17 number columns of `calls`
-/// cost ~25 ns a value. Gathered to 8,192 / 16,384 / 32,768 rows, the table writes' share of a
-/// one-thread dissection went from 22.9% to 21.2 / 21.0 / 20.4% (docs/dissection.md); the
-/// gathered arrays of `calls` hold ~2 MiB at 16,384 rows. Text is not gathered: our encoder
-/// has no such cost per write, and its values are most of a batch's bytes.
-pub const ARROW_WRITE_ROWS: usize = 16_384;
-
 /// Rows per row group of `calls` and `conns`.
 ///
 /// The writer keeps ~1.5 KB of metadata per column chunk until the footer is written: with
@@ -137,8 +125,8 @@ pub const ROW_GROUP_ROWS: usize = 262_144;
 ///
 /// Text and bytes (flat, or in a list or map of text) are encoded by `ByteArrayColumn` (see
 /// `byte_array.rs` for why); numbers, times and flags by arrow-rs's column writers. Row groups
-/// are cut every [`ROW_GROUP_ROWS`] rows whatever the batches; the columns arrow-rs writes
-/// reach it [`ARROW_WRITE_ROWS`] rows at a time (and at the end of each row group).
+/// are cut every [`ROW_GROUP_ROWS`] rows whatever the batches (arrow-rs still ends its pages
+/// where a batch ends; ours are cut by rows).
 pub struct TableWriter {
     table: Table,
     path: std::path::PathBuf,
@@ -160,12 +148,6 @@ struct Open {
     groups: usize,
     /// What the columns of ours make their pages with.
     compressor: PageCompressor,
-    /// The write schema's fields, for the columns written late.
-    fields: arrow::datatypes::Fields,
-    /// Per field routed to arrow-rs, its arrays not yet written (see [`ARROW_WRITE_ROWS`]).
-    arrow_pending: Vec<Vec<ArrayRef>>,
-    /// Rows in each field's `arrow_pending`.
-    arrow_pending_rows: usize,
 }
 
 /// How a field of the write schema is written.
@@ -270,9 +252,6 @@ impl Open {
             group_rows: 0,
             groups: 0,
             compressor,
-            arrow_pending: vec![Vec::new(); table.write_schema().fields().len()],
-            fields: table.write_schema().fields().clone(),
-            arrow_pending_rows: 0,
         })
     }
 
@@ -321,13 +300,7 @@ impl Open {
         };
         let group = self.group.insert(group);
         let fields = batch.schema_ref().fields().clone();
-        for (fi, ((route, column), field)) in self
-            .routes
-            .iter()
-            .zip(batch.columns())
-            .zip(fields.iter())
-            .enumerate()
-        {
+        for ((route, column), field) in self.routes.iter().zip(batch.columns()).zip(fields.iter()) {
             match route {
                 Route::Ours(leaves, _) => {
                     let rows = Rows::of_column(column.as_ref()).ok_or_else(|| {
@@ -347,58 +320,21 @@ impl Open {
                         }
                     }
                 }
-                Route::Arrow(_) => {
-                    if let Some(pending) = self.arrow_pending.get_mut(fi) {
-                        pending.push(column.clone());
+                Route::Arrow(leaves) => {
+                    let arrays = compute_leaves(field, column)?;
+                    for (leaf, array) in leaves.clone().zip(arrays) {
+                        match &mut group[leaf] {
+                            Leaf::Arrow(w) => w.write(&array)?,
+                            Leaf::Ours(_) => return Err(wrong_writer(field.name())),
+                        }
                     }
                 }
             }
         }
-        self.arrow_pending_rows += batch.num_rows();
-        if self.arrow_pending_rows >= ARROW_WRITE_ROWS {
-            self.write_arrow_pending()?;
-        }
-        Ok(())
-    }
-
-    /// Writes the arrays routed to arrow-rs that wait, each field's joined into one.
-    fn write_arrow_pending(&mut self) -> Result<(), ParquetError> {
-        let Some(group) = &mut self.group else {
-            return Ok(());
-        };
-        for ((route, pending), field) in self
-            .routes
-            .iter()
-            .zip(&mut self.arrow_pending)
-            .zip(self.fields.iter())
-        {
-            let Route::Arrow(leaves) = route else {
-                continue;
-            };
-            if pending.is_empty() {
-                continue;
-            }
-            let column = if pending.len() == 1 {
-                pending[0].clone()
-            } else {
-                let arrays: Vec<&dyn Array> = pending.iter().map(|a| a.as_ref()).collect();
-                arrow::compute::concat(&arrays)?
-            };
-            pending.clear();
-            let arrays = compute_leaves(field, &column)?;
-            for (leaf, array) in leaves.clone().zip(arrays) {
-                match &mut group[leaf] {
-                    Leaf::Arrow(w) => w.write(&array)?,
-                    Leaf::Ours(_) => return Err(wrong_writer(field.name())),
-                }
-            }
-        }
-        self.arrow_pending_rows = 0;
         Ok(())
     }
 
     fn close_group(&mut self) -> Result<(), ParquetError> {
-        self.write_arrow_pending()?;
         let Some(group) = self.group.take() else {
             return Ok(());
         };
