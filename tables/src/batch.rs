@@ -261,12 +261,7 @@ impl HeaderMap {
                     "a header field outside its buffer".into(),
                 ));
             };
-            // ASCII upper case to lower case without a branch per byte; every other byte
-            // (UTF-8 sequences included) is left as it is, so the text stays valid UTF-8.
-            self.names.extend(
-                name.iter()
-                    .map(|&b| b | (u8::from(b.is_ascii_uppercase()) << 5)),
-            );
+            push_lower_case(&mut self.names, name);
             self.values.extend_from_slice(value);
             self.name_offsets.push(offset(self.names.len())?);
             self.value_offsets.push(offset(self.values.len())?);
@@ -303,6 +298,33 @@ impl HeaderMap {
             false,
         )?))
     }
+}
+
+/// Appends `name` to `out` with ASCII upper case in lower case, eight bytes at a time; every
+/// other byte (UTF-8 sequences included) is left as it is, so the text stays valid UTF-8.
+/// (Byte by byte this was most of the time spent copying header names: 2.5 M of them in the
+/// bench capture.)
+fn push_lower_case(out: &mut Vec<u8>, name: &[u8]) {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    let mut words = name.chunks_exact(8);
+    out.reserve(name.len());
+    for word in &mut words {
+        let mut bytes = [0; 8];
+        bytes.copy_from_slice(word);
+        let x = u64::from_ne_bytes(bytes);
+        // Per byte, with the top bit cleared so that no addition carries into the next:
+        // `low + 0x3f` sets the top bit from 'A' (0x41) up, `low + 0x25` from past 'Z' (0x5a)
+        // up; upper case is the bytes where exactly one is set, among the ASCII bytes.
+        let low = x & (0x7f * ONES);
+        let upper = ((low + 0x3f * ONES) ^ (low + 0x25 * ONES)) & !x & (0x80 * ONES);
+        out.extend_from_slice(&(x | (upper >> 2)).to_ne_bytes());
+    }
+    out.extend(
+        words
+            .remainder()
+            .iter()
+            .map(|&b| b | (u8::from(b.is_ascii_uppercase()) << 5)),
+    );
 }
 
 /// `len` as an Arrow offset, or the error a builder gives when a batch outgrows 2 GiB.
@@ -376,6 +398,27 @@ mod tests {
 
     use super::*;
     use crate::column::Encoding;
+
+    #[test]
+    fn names_lower_case_like_the_standard_library_for_every_byte() {
+        // Every byte value at every position of a word and of the remainder, between
+        // neighbours that are upper case, lower case and not ASCII.
+        for len in [1, 7, 8, 9, 15, 16, 17, 24] {
+            for at in 0..len {
+                for b in 0..=255u8 {
+                    for fill in [b'A', b'z', b'@', b'[', 0xc3, 0x80, b'Z'] {
+                        let mut name = vec![fill; len];
+                        name[at] = b;
+                        let mut out = b"prefix".to_vec();
+                        push_lower_case(&mut out, &name);
+                        let mut want = b"prefix".to_vec();
+                        want.extend(name.to_ascii_lowercase());
+                        assert_eq!(out, want, "{name:?}");
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn header_maps_lower_case_names_and_keep_rows_apart() {

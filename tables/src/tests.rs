@@ -342,6 +342,40 @@ fn a_writer_that_fails_to_publish_leaves_nothing() {
 }
 
 #[test]
+fn a_closed_writer_is_published_by_finish_and_removed_when_dropped() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let batch = unattributed_batch(&sample_calls());
+    let mut kept = TableWriter::new(Table::Calls, &dir.path().join("kept.parquet"));
+    let mut dropped = TableWriter::new(Table::Calls, &dir.path().join("dropped.parquet"));
+    for w in [&mut kept, &mut dropped] {
+        w.write(&batch).unwrap_or_else(|e| panic!("{e}"));
+        w.close().unwrap_or_else(|e| panic!("{e}"));
+        assert!(w.write(&batch).is_err(), "a write after close");
+    }
+    let names = || {
+        let mut n: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap_or_else(|e| panic!("{e}"))
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        n.sort();
+        n
+    };
+    assert_eq!(
+        names(),
+        ["dropped.parquet.tmp", "kept.parquet.tmp"],
+        "closed, not in place"
+    );
+    drop(dropped);
+    kept.finish().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(names(), ["kept.parquet"]);
+    assert_eq!(
+        read_back(&dir.path().join("kept.parquet")).num_rows(),
+        batch.num_rows()
+    );
+}
+
+#[test]
 fn an_unfinished_writer_leaves_nothing_and_an_empty_table_is_readable() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let path = dir.path().join("conns.parquet");

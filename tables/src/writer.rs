@@ -134,6 +134,8 @@ pub struct TableWriter {
     open: Option<Box<Open>>,
     /// The temp file may exist and is not renamed into place: dropping the writer removes it.
     unpublished: bool,
+    /// The temp file is whole and synced ([`TableWriter::close`]).
+    closed: bool,
 }
 
 /// An open file and its open row group.
@@ -177,6 +179,7 @@ impl TableWriter {
             tmp: path.with_extension("parquet.tmp"),
             open: None,
             unpublished: false,
+            closed: false,
         }
     }
 
@@ -200,6 +203,9 @@ impl TableWriter {
 
     /// Appends a batch of the table, in its [`Table::write_schema`].
     pub fn write(&mut self, batch: &RecordBatch) -> Result<(), WriteError> {
+        if self.closed {
+            return Err(self.fail("a batch after the file was closed"));
+        }
         let result = self.open()?.write(batch);
         result.map_err(|e| self.fail(e))
     }
@@ -208,14 +214,27 @@ impl TableWriter {
     /// of that fails (a full disk shows here: the last pages and the footer are written on
     /// close), the temp file is removed, as when the writer is dropped unfinished.
     pub fn finish(mut self) -> Result<(), WriteError> {
+        self.close()?;
+        std::fs::rename(&self.tmp, &self.path).map_err(|e| self.fail(e))?;
+        self.unpublished = false;
+        Ok(())
+    }
+
+    /// Closes the temp file and fsyncs it without putting it in place, so that tables that
+    /// appear together or not at all can be closed first (at once, on several threads) and
+    /// renamed only once every one is whole; [`finish`](Self::finish) then only renames.
+    /// Dropped after this, the writer removes the file; a write after it is an error.
+    pub fn close(&mut self) -> Result<(), WriteError> {
+        if self.closed {
+            return Ok(());
+        }
         self.open()?;
         let Some(open) = self.open.take() else {
             return Ok(());
         };
         let file = open.finish().map_err(|e| self.fail(e))?;
         file.sync_all().map_err(|e| self.fail(e))?;
-        std::fs::rename(&self.tmp, &self.path).map_err(|e| self.fail(e))?;
-        self.unpublished = false;
+        self.closed = true;
         Ok(())
     }
 }
