@@ -333,12 +333,18 @@ fn a_writer_that_fails_to_publish_leaves_nothing() {
     w.write(&batch).unwrap_or_else(|e| panic!("{e}"));
     let err = w.finish().map(|()| "published").unwrap_err();
     assert!(err.to_string().contains("conns.parquet"), "{err}");
-    let left: Vec<_> = std::fs::read_dir(dir.path())
+    assert_eq!(files_in(dir.path()), ["conns.parquet"]);
+}
+
+/// The names of the files in `dir`, sorted.
+fn files_in(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
         .unwrap_or_else(|e| panic!("{e}"))
         .flatten()
-        .map(|e| e.file_name())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(left, vec![std::ffi::OsString::from("conns.parquet")]);
+    names.sort();
+    names
 }
 
 #[test]
@@ -352,15 +358,7 @@ fn a_closed_writer_is_published_by_finish_and_removed_when_dropped() {
         w.close().unwrap_or_else(|e| panic!("{e}"));
         assert!(w.write(&batch).is_err(), "a write after close");
     }
-    let names = || {
-        let mut n: Vec<String> = std::fs::read_dir(dir.path())
-            .unwrap_or_else(|e| panic!("{e}"))
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        n.sort();
-        n
-    };
+    let names = || files_in(dir.path());
     assert_eq!(
         names(),
         ["dropped.parquet.tmp", "kept.parquet.tmp"],
@@ -523,10 +521,7 @@ fn dictionary_columns_read_back_across_pages_row_groups_and_fallback() {
     .unwrap_or_else(|e| panic!("{e}"));
     let meta = reader.metadata();
     assert_eq!(meta.num_row_groups(), 2);
-    assert_eq!(
-        meta.row_group(0).num_rows(),
-        crate::writer::ROW_GROUP_ROWS as i64
-    );
+    assert_eq!(meta.row_group(0).num_rows(), ROW_GROUP_ROWS as i64);
     assert_eq!(meta.row_group(1).num_rows(), 30_001);
     let column = |group: usize, name: &str| {
         let rg = meta.row_group(group);

@@ -145,35 +145,33 @@ impl Tables {
                 let conns = conns.published();
                 calls.and(conns)
             }
-            Self::Turns(turns) => {
-                match turns.take_tables()? {
-                    // The workers are done and their cores free: both files are closed at
-                    // once (the last row groups, the footer, fsync), and renamed into place
-                    // only when both are whole, so that a full disk leaves neither.
-                    Self::Here {
-                        mut calls,
-                        mut conns,
-                    } => {
-                        std::thread::scope(|scope| {
-                            let conns_closed = scope.spawn(|| conns.close());
-                            let calls_closed = calls.close();
-                            let conns_closed = conns_closed.join().unwrap_or_else(|_| {
-                                Err(remora_tables::WriteError::Write {
-                                    path: "conns.parquet".into(),
-                                    message: "its writer panicked".into(),
-                                })
-                            });
-                            calls_closed.and(conns_closed)
-                        })?;
-                        calls.finish()?;
-                        conns.finish()?;
-                        Ok(())
-                    }
-                    other => other.finish(),
-                }
-            }
+            Self::Turns(turns) => match turns.take_tables()? {
+                // The workers are done and their cores free.
+                Self::Here { calls, conns } => publish_at_once(*calls, *conns),
+                other => other.finish(),
+            },
         }
     }
+}
+
+/// Closes both files at once, `conns` on a thread of its own (the last row groups, the
+/// footers, fsync), and renames them into place only when both are whole, so that a full disk
+/// leaves neither.
+fn publish_at_once(mut calls: TableWriter, mut conns: TableWriter) -> Result<(), PipelineError> {
+    std::thread::scope(|scope| {
+        let conns_closed = scope.spawn(|| conns.close());
+        let calls_closed = calls.close();
+        let conns_closed = conns_closed.join().unwrap_or_else(|_| {
+            Err(remora_tables::WriteError::Write {
+                path: "conns.parquet".into(),
+                message: "its writer panicked".into(),
+            })
+        });
+        calls_closed.and(conns_closed)
+    })?;
+    calls.finish()?;
+    conns.finish()?;
+    Ok(())
 }
 
 impl Background {

@@ -80,12 +80,8 @@ fn assert_nothing_left(dir: &Path) {
 fn batches_from_several_threads_are_written_in_epoch_and_worker_order() {
     let batches = batches();
     assert!(batches.len() > WORKERS * 2, "{} batches", batches.len());
-    let (one, many) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut inline = tables(one.path());
-    for batch in &batches {
-        inline.write(Some(batch.clone()), None).unwrap();
-    }
-    inline.finish().unwrap();
+    let one = one_writers_files(&batches);
+    let many = tempfile::tempdir().unwrap();
     for round in 0..10 {
         let handing = if round % 2 == 0 {
             Handing::Own
@@ -95,32 +91,41 @@ fn batches_from_several_threads_are_written_in_epoch_and_worker_order() {
         let turns = Arc::new(Turns::new(tables(many.path()), WORKERS));
         deliver_handing(&turns, &batches, None, handing);
         turns.take_tables().unwrap().finish().unwrap();
-        for file in ["calls.parquet", "conns.parquet"] {
-            let a = std::fs::read(one.path().join(file)).unwrap();
-            let b = std::fs::read(many.path().join(file)).unwrap();
-            assert!(a.len() > 100, "{file} is {} bytes", a.len());
-            assert!(a == b, "round {round}: {file} differs from one writer's");
-        }
+        assert_same_files(one.path(), many.path(), &format!("round {round}"));
+    }
+}
+
+/// `batches` written by one writer, in order, into a new directory.
+fn one_writers_files(batches: &[RecordBatch]) -> tempfile::TempDir {
+    let one = tempfile::tempdir().unwrap();
+    let mut inline = tables(one.path());
+    for batch in batches {
+        inline.write(Some(batch.clone()), None).unwrap();
+    }
+    inline.finish().unwrap();
+    one
+}
+
+/// Both tables in `other` are byte for byte those in `one` (one writer's); `what` names the
+/// run in the message.
+fn assert_same_files(one: &Path, other: &Path, what: &str) {
+    for file in ["calls.parquet", "conns.parquet"] {
+        let a = std::fs::read(one.join(file)).unwrap();
+        let b = std::fs::read(other.join(file)).unwrap();
+        assert!(a.len() > 100, "{file} is {} bytes", a.len());
+        assert!(a == b, "{what}: {file} differs from one writer's");
     }
 }
 
 /// The files of `batches` written as two workers' turns, one after the other on this thread,
 /// against the same batches written by one writer.
 fn assert_same_as_one_writer(batches: &[RecordBatch], write: impl FnOnce(&Turns)) {
-    let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut inline = tables(one.path());
-    for batch in batches {
-        inline.write(Some(batch.clone()), None).unwrap();
-    }
-    inline.finish().unwrap();
+    let one = one_writers_files(batches);
+    let two = tempfile::tempdir().unwrap();
     let turns = Turns::new(tables(two.path()), 2);
     write(&turns);
     turns.take_tables().unwrap().finish().unwrap();
-    for file in ["calls.parquet", "conns.parquet"] {
-        let a = std::fs::read(one.path().join(file)).unwrap();
-        let b = std::fs::read(two.path().join(file)).unwrap();
-        assert!(a == b, "{file} differs from one writer's");
-    }
+    assert_same_files(one.path(), two.path(), "two workers' turns");
 }
 
 #[test]
