@@ -27,20 +27,14 @@ use arrow::{
 use bytes::Bytes;
 use hashbrown::HashTable;
 use parquet::{
-    basic::{Compression, Encoding, ZstdLevel},
-    column::{
-        page::{CompressedPage, Page, PageWriter},
-        writer::ColumnCloseResult,
-    },
-    errors::ParquetError,
-    file::{
-        metadata::{ColumnChunkMetaData, OffsetIndexBuilder},
-        writer::{SerializedPageWriter, TrackedWrite},
-    },
-    schema::types::ColumnDescPtr,
+    basic::Encoding, column::writer::ColumnCloseResult, errors::ParquetError,
+    file::metadata::ColumnChunkMetaData, schema::types::ColumnDescPtr,
 };
 
-use crate::hybrid;
+use crate::{
+    hybrid,
+    page::{self, Closed, Dictionary, PageCompressor, data_page, put_hybrid},
+};
 
 /// Rows per data page: arrow-rs's default page row limit, so that readers skip by the offset
 /// index as finely as in the other columns.
@@ -199,41 +193,6 @@ pub(crate) struct ByteArrayColumn {
     pages: Vec<Closed>,
     rows: u64,
     values_written: u64,
-}
-
-/// What every column of a file shares to make its pages: one zstd context, and the buffer a
-/// page is put together in before it is compressed (one per column held up to a page each,
-/// ~128 KiB for the PLAIN columns).
-pub(crate) struct PageCompressor {
-    zstd: zstd::bulk::Compressor<'static>,
-    /// What the chunks' metadata says their pages are compressed with.
-    codec: Compression,
-    scratch: Vec<u8>,
-}
-
-impl PageCompressor {
-    /// A compressor at zstd `level`.
-    pub(crate) fn new(level: i32) -> Result<Self, ParquetError> {
-        Ok(Self {
-            zstd: zstd::bulk::Compressor::new(level)
-                .map_err(|e| ParquetError::External(Box::new(e)))?,
-            codec: Compression::ZSTD(ZstdLevel::try_new(level)?),
-            scratch: Vec::new(),
-        })
-    }
-}
-
-/// A closed data page.
-enum Closed {
-    /// Encoded and compressed, and its rows.
-    Page(CompressedPage, usize),
-    /// Without values (nulls, empty lists): its levels, encoded, and its rows and values.
-    /// Made a page when the chunk closes, a dictionary page's if the chunk has one.
-    Levels {
-        levels: Vec<u8>,
-        rows: usize,
-        values: usize,
-    },
 }
 
 impl ByteArrayColumn {
@@ -583,81 +542,36 @@ impl ByteArrayColumn {
         compressor: &mut PageCompressor,
     ) -> Result<(Bytes, ColumnCloseResult), ParquetError> {
         self.close_page(compressor)?;
-        let zstd = &mut compressor.zstd;
-        let has_dictionary = !self.ends.is_empty();
-        let mut sink = TrackedWrite::new(Vec::new());
-        let mut pages = SerializedPageWriter::new(&mut sink);
-        let mut compressed = 0i64;
-        let mut uncompressed = 0i64;
-        let mut dictionary_at = None;
-        let mut encodings = vec![Encoding::RLE];
-        if has_dictionary {
-            let mut buf = Vec::with_capacity(self.dictionary_bytes());
+        let dictionary = (!self.ends.is_empty()).then(|| {
+            let mut plain = Vec::with_capacity(self.dictionary_bytes());
             for key in 0..self.ends.len() as u32 {
-                put_plain(&mut buf, self.value(key));
+                put_plain(&mut plain, self.value(key));
             }
-            let page = Page::DictionaryPage {
-                buf: compress(&buf, zstd)?,
-                num_values: self.ends.len() as u32,
-                encoding: Encoding::PLAIN,
-                is_sorted: false,
-            };
-            let spec = pages.write_page(CompressedPage::new(page, buf.len()))?;
-            dictionary_at = Some(spec.offset as i64);
-            compressed += spec.compressed_size as i64;
-            uncompressed += spec.uncompressed_size as i64;
-            encodings.extend([Encoding::PLAIN, Encoding::RLE_DICTIONARY]);
-        }
-        let mut offsets = OffsetIndexBuilder::new();
-        let mut first_data_page = None;
-        for closed in std::mem::take(&mut self.pages) {
-            let (page, rows) = match closed {
-                Closed::Page(page, rows) => (page, rows),
-                Closed::Levels {
-                    mut levels,
-                    rows,
-                    values,
-                } => {
-                    // No values: keys of the chunk's dictionary if it has one.
-                    let encoding = if has_dictionary {
-                        levels.push(hybrid::key_bits(self.ends.len()));
-                        Encoding::RLE_DICTIONARY
-                    } else {
-                        Encoding::PLAIN
-                    };
-                    (data_page(&levels, values, encoding, zstd)?, rows)
-                }
-            };
-            if page.encoding() == Encoding::PLAIN && !encodings.contains(&Encoding::PLAIN) {
-                encodings.push(Encoding::PLAIN);
+            Dictionary {
+                plain,
+                entries: self.ends.len(),
             }
-            let spec = pages.write_page(page)?;
-            first_data_page.get_or_insert(spec.offset as i64);
-            compressed += spec.compressed_size as i64;
-            uncompressed += spec.uncompressed_size as i64;
-            offsets.append_offset_and_size(spec.offset as i64, spec.compressed_size as i32);
-            offsets.append_row_count(rows as i64);
-        }
-        pages.close()?;
-        let bytes = Bytes::from(sink.into_inner()?);
+        });
+        let pages = std::mem::take(&mut self.pages);
+        let chunk = page::assemble(dictionary, pages, &mut compressor.zstd)?;
         let metadata = ColumnChunkMetaData::builder(self.descr.clone())
             .set_compression(compressor.codec)
-            .set_encodings(encodings)
+            .set_encodings(chunk.encodings)
             .set_num_values(self.values_written as i64)
-            .set_total_compressed_size(compressed)
-            .set_total_uncompressed_size(uncompressed)
-            .set_dictionary_page_offset(dictionary_at)
-            .set_data_page_offset(first_data_page.unwrap_or(0))
+            .set_total_compressed_size(chunk.compressed)
+            .set_total_uncompressed_size(chunk.uncompressed)
+            .set_dictionary_page_offset(chunk.dictionary_at)
+            .set_data_page_offset(chunk.first_data_page)
             .build()?;
         let close = ColumnCloseResult {
-            bytes_written: bytes.len() as u64,
+            bytes_written: chunk.bytes.len() as u64,
             rows_written: self.rows,
             metadata,
             bloom_filter: None,
             column_index: None,
-            offset_index: Some(offsets.build()),
+            offset_index: Some(chunk.offset_index),
         };
-        Ok((bytes, close))
+        Ok((chunk.bytes, close))
     }
 }
 
@@ -665,38 +579,6 @@ impl ByteArrayColumn {
 fn put_plain(out: &mut Vec<u8>, value: &[u8]) {
     out.extend_from_slice(&(value.len() as u32).to_le_bytes());
     out.extend_from_slice(value);
-}
-
-/// Appends levels as a V1 page holds them: their encoded length, then the hybrid encoding.
-fn put_hybrid(levels: &[u32], bits: u8, buf: &mut Vec<u8>) {
-    let at = buf.len();
-    buf.extend_from_slice(&[0; 4]);
-    hybrid::encode(levels, bits, buf);
-    let len = (buf.len() - at - 4) as u32;
-    buf[at..at + 4].copy_from_slice(&len.to_le_bytes());
-}
-
-fn data_page(
-    buf: &[u8],
-    values: usize,
-    encoding: Encoding,
-    zstd: &mut zstd::bulk::Compressor<'_>,
-) -> Result<CompressedPage, ParquetError> {
-    let page = Page::DataPage {
-        buf: compress(buf, zstd)?,
-        num_values: values as u32,
-        encoding,
-        def_level_encoding: Encoding::RLE,
-        rep_level_encoding: Encoding::RLE,
-        statistics: None,
-    };
-    Ok(CompressedPage::new(page, buf.len()))
-}
-
-fn compress(buf: &[u8], zstd: &mut zstd::bulk::Compressor<'_>) -> Result<Bytes, ParquetError> {
-    zstd.compress(buf)
-        .map(Bytes::from)
-        .map_err(|e| ParquetError::External(Box::new(e)))
 }
 
 fn value_of<'v>(values: &'v [u8], ends: &[u32], key: u32) -> &'v [u8] {

@@ -36,6 +36,8 @@ pub mod calls;
 mod column;
 pub mod conns;
 mod hybrid;
+mod number;
+mod page;
 mod peer;
 pub mod workloads;
 pub mod writer;

@@ -27,8 +27,10 @@ use parquet::{
 
 use crate::{
     Table,
-    byte_array::{ByteArrayColumn, PageCompressor, Rows},
+    byte_array::{ByteArrayColumn, Rows},
     column::{Encoding, Kind},
+    number::{NumberColumn, Numbers},
+    page::PageCompressor,
 };
 
 /// Writing a table failed.
@@ -124,9 +126,9 @@ pub const ROW_GROUP_ROWS: usize = 262_144;
 /// [`TableWriter::finish`] (fsync, then rename); dropped unfinished, it leaves nothing behind.
 ///
 /// Text and bytes (flat, or in a list or map of text) are encoded by `ByteArrayColumn` (see
-/// `byte_array.rs` for why); numbers, times and flags by arrow-rs's column writers. Row groups
-/// are cut every [`ROW_GROUP_ROWS`] rows whatever the batches (arrow-rs still ends its pages
-/// where a batch ends; ours are cut by rows).
+/// `byte_array.rs` for why), numbers and times by `NumberColumn` (`number.rs`), flags by
+/// arrow-rs's column writers. Row groups are cut every [`ROW_GROUP_ROWS`] rows whatever the
+/// batches (arrow-rs still ends its pages where a batch ends; ours are cut by rows).
 pub struct TableWriter {
     table: Table,
     path: std::path::PathBuf,
@@ -157,7 +159,9 @@ enum Route {
     /// By a [`ByteArrayColumn`] per leaf (a map has two); its leaves, and whether each starts
     /// with a dictionary.
     Ours(std::ops::Range<usize>, Vec<bool>),
-    /// By arrow-rs; its leaves.
+    /// By a [`NumberColumn`]: its leaf, and whether it starts with a dictionary.
+    Number(usize, bool),
+    /// By arrow-rs (flags); its leaves.
     Arrow(std::ops::Range<usize>),
 }
 
@@ -168,6 +172,8 @@ enum Leaf {
     Arrow(Box<ArrowColumnWriter>),
     /// Ours, for text and bytes.
     Ours(Box<ByteArrayColumn>),
+    /// Ours, for numbers and times.
+    Number(Box<NumberColumn>),
 }
 
 impl TableWriter {
@@ -289,7 +295,7 @@ impl Open {
     }
 
     /// Writers for row group `self.groups`: arrow-rs's for every leaf (its factory makes them
-    /// all), ours in place of those of the text and bytes leaves.
+    /// all), ours in place of those of the text, bytes, number and time leaves.
     fn new_group(&self) -> Result<Vec<Leaf>, ParquetError> {
         let leaves = self.file.schema_descr().columns();
         let mut group: Vec<Leaf> = self
@@ -299,14 +305,24 @@ impl Open {
             .map(|w| Leaf::Arrow(Box::new(w)))
             .collect();
         for route in &self.routes {
-            if let Route::Ours(range, dictionary) = route {
-                for (leaf, &dictionary) in range.clone().zip(dictionary) {
-                    group[leaf] = Leaf::Ours(Box::new(ByteArrayColumn::new(
+            match route {
+                Route::Ours(range, dictionary) => {
+                    for (leaf, &dictionary) in range.clone().zip(dictionary) {
+                        group[leaf] = Leaf::Ours(Box::new(ByteArrayColumn::new(
+                            leaves[leaf].clone(),
+                            dictionary,
+                            DATA_PAGE_BYTES,
+                        )));
+                    }
+                }
+                &Route::Number(leaf, dictionary) => {
+                    group[leaf] = Leaf::Number(Box::new(NumberColumn::new(
                         leaves[leaf].clone(),
                         dictionary,
                         DATA_PAGE_BYTES,
-                    )));
+                    )?));
                 }
+                Route::Arrow(_) => {}
             }
         }
         Ok(group)
@@ -335,8 +351,21 @@ impl Open {
                     for (leaf, rows) in leaves.clone().zip(rows) {
                         match &mut group[leaf] {
                             Leaf::Ours(w) => w.write(rows, &mut self.compressor)?,
-                            Leaf::Arrow(_) => return Err(wrong_writer(field.name())),
+                            _ => return Err(wrong_writer(field.name())),
                         }
+                    }
+                }
+                &Route::Number(leaf, _) => {
+                    let (values, nulls) = Numbers::of_column(column.as_ref()).ok_or_else(|| {
+                        ParquetError::General(format!(
+                            "column {}: {} is not a number or a time",
+                            field.name(),
+                            column.data_type()
+                        ))
+                    })?;
+                    match &mut group[leaf] {
+                        Leaf::Number(w) => w.write(values, nulls, &mut self.compressor)?,
+                        _ => return Err(wrong_writer(field.name())),
                     }
                 }
                 Route::Arrow(leaves) => {
@@ -344,7 +373,7 @@ impl Open {
                     for (leaf, array) in leaves.clone().zip(arrays) {
                         match &mut group[leaf] {
                             Leaf::Arrow(w) => w.write(&array)?,
-                            Leaf::Ours(_) => return Err(wrong_writer(field.name())),
+                            _ => return Err(wrong_writer(field.name())),
                         }
                     }
                 }
@@ -361,6 +390,10 @@ impl Open {
         for leaf in group {
             match leaf {
                 Leaf::Ours(d) => {
+                    let (bytes, close) = d.close(&mut self.compressor)?;
+                    row_group.append_column(&bytes, close)?;
+                }
+                Leaf::Number(d) => {
                     let (bytes, close) = d.close(&mut self.compressor)?;
                     row_group.append_column(&bytes, close)?;
                 }
@@ -385,7 +418,8 @@ fn wrong_writer(field: &str) -> ParquetError {
 }
 
 /// How each field of `schema` is written to `file`: text and bytes, flat or in a list or map
-/// of text, by a [`ByteArrayColumn`] per leaf, the rest by arrow-rs.
+/// of text, by a [`ByteArrayColumn`] per leaf, numbers and times by a [`NumberColumn`], the
+/// rest (flags) by arrow-rs.
 fn routes(schema: &SchemaRef, file: &SerializedFileWriter<File>) -> Vec<Route> {
     let leaves = file.schema_descr().columns();
     let props = file.properties();
@@ -399,7 +433,9 @@ fn routes(schema: &SchemaRef, file: &SerializedFileWriter<File>) -> Vec<Route> {
                 next += 1;
             }
             let ours = Rows::leaves(field.data_type()) == Some(next - from);
-            if ours {
+            if Numbers::handles(field.data_type()) && next - from == 1 {
+                Route::Number(from, props.dictionary_enabled(leaves[from].path()))
+            } else if ours {
                 let dictionary = (from..next)
                     .map(|leaf| props.dictionary_enabled(leaves[leaf].path()))
                     .collect();

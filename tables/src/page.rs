@@ -1,0 +1,169 @@
+//! What the column chunks encoded here share: compressing pages, laying a chunk out (dictionary
+//! page first, then its data pages, with an offset index), and the levels of a V1 page.
+
+use bytes::Bytes;
+use parquet::{
+    basic::{Compression, Encoding, ZstdLevel},
+    column::page::{CompressedPage, Page, PageWriter as _},
+    errors::ParquetError,
+    file::{
+        metadata::OffsetIndexBuilder,
+        page_index::offset_index::OffsetIndexMetaData,
+        writer::{SerializedPageWriter, TrackedWrite},
+    },
+};
+
+use crate::hybrid;
+
+/// What every column of a file shares to make its pages: one zstd context, and the buffer a
+/// page is put together in before it is compressed (one per column held up to a page each,
+/// ~128 KiB for the PLAIN columns).
+pub(crate) struct PageCompressor {
+    pub(crate) zstd: zstd::bulk::Compressor<'static>,
+    /// What the chunks' metadata says their pages are compressed with.
+    pub(crate) codec: Compression,
+    pub(crate) scratch: Vec<u8>,
+}
+
+impl PageCompressor {
+    /// A compressor at zstd `level`.
+    pub(crate) fn new(level: i32) -> Result<Self, ParquetError> {
+        Ok(Self {
+            zstd: zstd::bulk::Compressor::new(level)
+                .map_err(|e| ParquetError::External(Box::new(e)))?,
+            codec: Compression::ZSTD(ZstdLevel::try_new(level)?),
+            scratch: Vec::new(),
+        })
+    }
+}
+
+/// A closed data page.
+pub(crate) enum Closed {
+    /// Encoded and compressed, and its rows.
+    Page(CompressedPage, usize),
+    /// Without values (nulls, empty lists): its levels, encoded, and its rows and values.
+    /// Made a page when the chunk closes, a dictionary page's if the chunk has one.
+    Levels {
+        levels: Vec<u8>,
+        rows: usize,
+        values: usize,
+    },
+}
+
+/// A chunk's dictionary, for [`assemble`]: its values PLAIN-encoded, and how many.
+pub(crate) struct Dictionary {
+    pub(crate) plain: Vec<u8>,
+    pub(crate) entries: usize,
+}
+
+/// A chunk laid out: its bytes (offsets from 0) and what its metadata needs from them.
+pub(crate) struct Assembled {
+    pub(crate) bytes: Bytes,
+    pub(crate) encodings: Vec<Encoding>,
+    pub(crate) compressed: i64,
+    pub(crate) uncompressed: i64,
+    pub(crate) dictionary_at: Option<i64>,
+    pub(crate) first_data_page: i64,
+    pub(crate) offset_index: OffsetIndexMetaData,
+}
+
+/// Lays out a chunk: the dictionary page (when there is one), then `pages` in order; pages of
+/// levels alone become pages of the chunk's encoding (no values either way).
+pub(crate) fn assemble(
+    dictionary: Option<Dictionary>,
+    pages: Vec<Closed>,
+    zstd: &mut zstd::bulk::Compressor<'_>,
+) -> Result<Assembled, ParquetError> {
+    let mut sink = TrackedWrite::new(Vec::new());
+    let mut writer = SerializedPageWriter::new(&mut sink);
+    let (mut compressed, mut uncompressed) = (0i64, 0i64);
+    let mut dictionary_at = None;
+    let mut encodings = vec![Encoding::RLE];
+    let key_bits = dictionary.as_ref().map(|d| hybrid::key_bits(d.entries));
+    if let Some(dictionary) = dictionary {
+        let page = Page::DictionaryPage {
+            buf: compress(&dictionary.plain, zstd)?,
+            num_values: dictionary.entries as u32,
+            encoding: Encoding::PLAIN,
+            is_sorted: false,
+        };
+        let spec = writer.write_page(CompressedPage::new(page, dictionary.plain.len()))?;
+        dictionary_at = Some(spec.offset as i64);
+        compressed += spec.compressed_size as i64;
+        uncompressed += spec.uncompressed_size as i64;
+        encodings.extend([Encoding::PLAIN, Encoding::RLE_DICTIONARY]);
+    }
+    let mut offsets = OffsetIndexBuilder::new();
+    let mut first_data_page = None;
+    for closed in pages {
+        let (page, rows) = match closed {
+            Closed::Page(page, rows) => (page, rows),
+            Closed::Levels {
+                mut levels,
+                rows,
+                values,
+            } => {
+                let encoding = match key_bits {
+                    Some(bits) => {
+                        levels.push(bits);
+                        Encoding::RLE_DICTIONARY
+                    }
+                    None => Encoding::PLAIN,
+                };
+                (data_page(&levels, values, encoding, zstd)?, rows)
+            }
+        };
+        if page.encoding() == Encoding::PLAIN && !encodings.contains(&Encoding::PLAIN) {
+            encodings.push(Encoding::PLAIN);
+        }
+        let spec = writer.write_page(page)?;
+        first_data_page.get_or_insert(spec.offset as i64);
+        compressed += spec.compressed_size as i64;
+        uncompressed += spec.uncompressed_size as i64;
+        offsets.append_offset_and_size(spec.offset as i64, spec.compressed_size as i32);
+        offsets.append_row_count(rows as i64);
+    }
+    writer.close()?;
+    Ok(Assembled {
+        bytes: Bytes::from(sink.into_inner()?),
+        encodings,
+        compressed,
+        uncompressed,
+        dictionary_at,
+        first_data_page: first_data_page.unwrap_or(0),
+        offset_index: offsets.build(),
+    })
+}
+
+/// Appends levels as a V1 page holds them: their encoded length, then the hybrid encoding.
+pub(crate) fn put_hybrid(levels: &[u32], bits: u8, buf: &mut Vec<u8>) {
+    let at = buf.len();
+    buf.extend_from_slice(&[0; 4]);
+    hybrid::encode(levels, bits, buf);
+    let len = (buf.len() - at - 4) as u32;
+    buf[at..at + 4].copy_from_slice(&len.to_le_bytes());
+}
+
+/// A V1 data page of `values` values (levels included), compressed.
+pub(crate) fn data_page(
+    buf: &[u8],
+    values: usize,
+    encoding: Encoding,
+    zstd: &mut zstd::bulk::Compressor<'_>,
+) -> Result<CompressedPage, ParquetError> {
+    let page = Page::DataPage {
+        buf: compress(buf, zstd)?,
+        num_values: values as u32,
+        encoding,
+        def_level_encoding: Encoding::RLE,
+        rep_level_encoding: Encoding::RLE,
+        statistics: None,
+    };
+    Ok(CompressedPage::new(page, buf.len()))
+}
+
+fn compress(buf: &[u8], zstd: &mut zstd::bulk::Compressor<'_>) -> Result<Bytes, ParquetError> {
+    zstd.compress(buf)
+        .map(Bytes::from)
+        .map_err(|e| ParquetError::External(Box::new(e)))
+}
