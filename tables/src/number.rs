@@ -345,22 +345,54 @@ impl NumberColumn {
             self.levels.resize(self.levels.len() + (to - from), 1);
         }
         if self.plain_only {
-            let (flip, width) = (self.sign_flip, self.width);
+            let flip = self.sign_flip;
             let mut bounds = self.page_bounds;
-            for v in &values[from..to] {
-                let raw = v.raw();
-                bounds.add(raw ^ flip);
-                self.plain.extend_from_slice(&raw.to_le_bytes()[..width]);
+            let values = &values[from..to];
+            // A fixed-size copy per value (a store), not a call to `memcpy` of a length known
+            // only at run time.
+            self.plain.reserve(values.len() * self.width);
+            if self.width == 4 {
+                for v in values {
+                    let raw = v.raw();
+                    bounds.add(raw ^ flip);
+                    self.plain.extend_from_slice(&(raw as u32).to_le_bytes());
+                }
+            } else {
+                for v in values {
+                    let raw = v.raw();
+                    bounds.add(raw ^ flip);
+                    self.plain.extend_from_slice(&raw.to_le_bytes());
+                }
             }
             self.page_bounds = bounds;
             return to - from;
         }
-        for (row, v) in values[from..to].iter().enumerate() {
-            if self.push_value(v.raw()) {
-                return row + 1;
+        // The common case, kept in locals: the value is the previous row's.
+        let values = &values[from..to];
+        self.keys.reserve(values.len());
+        let flip = self.sign_flip;
+        let mut bounds = self.page_bounds;
+        let mut last = self.last;
+        let mut taken = values.len();
+        for (row, v) in values.iter().enumerate() {
+            let raw = v.raw();
+            bounds.add(raw ^ flip);
+            match last {
+                Some((previous, key)) if previous == raw => self.keys.push(key),
+                _ => {
+                    let key = self.intern(raw);
+                    last = Some((raw, key));
+                    self.keys.push(key);
+                    if self.dictionary_full() {
+                        taken = row + 1;
+                        break;
+                    }
+                }
             }
         }
-        to - from
+        self.page_bounds = bounds;
+        self.last = last;
+        taken
     }
 
     /// Adds one non-null value; true when the dictionary has just passed its limit.
@@ -368,8 +400,11 @@ impl NumberColumn {
     fn push_value(&mut self, raw: u64) -> bool {
         self.page_bounds.add(self.sort_key(raw));
         if self.plain_only {
-            self.plain
-                .extend_from_slice(&raw.to_le_bytes()[..self.width]);
+            if self.width == 4 {
+                self.plain.extend_from_slice(&(raw as u32).to_le_bytes());
+            } else {
+                self.plain.extend_from_slice(&raw.to_le_bytes());
+            }
             return false;
         }
         let key = match self.last {
