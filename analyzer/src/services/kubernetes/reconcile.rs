@@ -4,7 +4,11 @@
 //! - A pod's IPs (`status.podIPs`) are the pod's while it is neither finished nor on the host
 //!   network (a host-network pod's address is its node's); the pod's node is `spec.nodeName`.
 //! - EndpointSlices name the service a pod address serves (`kubernetes.io/service-name`); a
-//!   pod behind several services takes the first by name, so the choice is stable.
+//!   pod behind several services takes the first by name, so the choice is stable. An endpoint
+//!   that names its pod (`targetRef`) serves for that pod only: when a deleted pod's address
+//!   goes to a new pod before the slice drops the old endpoint (slices lag pods, and after a
+//!   watch expires the two are listed again in either order), the new pod is not taken for the
+//!   old pod's service.
 //! - A service's ClusterIPs are the service's: traffic before DNAT resolves to the service.
 //! - A node's InternalIP and ExternalIP addresses are the node's.
 //!
@@ -85,6 +89,14 @@ fn parse_ip(text: &str) -> Option<IpAddr> {
     text.parse().ok()
 }
 
+/// A service an address serves, per an EndpointSlice's endpoint.
+struct Serving {
+    /// The service's (name, namespace).
+    service: (String, String),
+    /// The pod the endpoint names (`targetRef`): (namespace, name).
+    pod: Option<(String, String)>,
+}
+
 /// The addresses of the cluster now, from the watched objects.
 pub fn desired(
     pods: &[impl AsRef<Pod>],
@@ -146,8 +158,9 @@ pub fn desired(
             );
         }
     }
-    // address → (service name, namespace) of the first service by name that serves it.
-    let mut served: BTreeMap<IpAddr, (String, String)> = BTreeMap::new();
+    // address → (service name, namespace) of every service that serves it, with the pod
+    // (namespace, name) the endpoint names, if it names one.
+    let mut served: BTreeMap<IpAddr, Vec<Serving>> = BTreeMap::new();
     for slice in slices {
         let slice = slice.as_ref();
         let Some(service) = slice
@@ -160,16 +173,22 @@ pub fn desired(
         };
         let namespace = slice.metadata.namespace.clone().unwrap_or_default();
         for endpoint in slice.endpoints.iter().flatten() {
+            let pod = endpoint
+                .target_ref
+                .as_ref()
+                .filter(|t| t.kind.as_deref() == Some("Pod"))
+                .and_then(|t| {
+                    let name = t.name.clone()?;
+                    Some((
+                        t.namespace.clone().unwrap_or_else(|| namespace.clone()),
+                        name,
+                    ))
+                });
             for ip in endpoint.addresses.iter().filter_map(|a| parse_ip(a)) {
-                let candidate = (service.clone(), namespace.clone());
-                served
-                    .entry(ip)
-                    .and_modify(|s| {
-                        if candidate < *s {
-                            *s = candidate.clone();
-                        }
-                    })
-                    .or_insert(candidate);
+                served.entry(ip).or_default().push(Serving {
+                    service: (service.clone(), namespace.clone()),
+                    pod: pod.clone(),
+                });
             }
         }
     }
@@ -196,8 +215,20 @@ pub fn desired(
         if ips.is_empty() {
             ips.extend(status.pod_ip.as_deref().and_then(parse_ip));
         }
+        let this_pod = (
+            pod.metadata.namespace.clone().unwrap_or_default(),
+            pod.metadata.name.clone().unwrap_or_default(),
+        );
         for ip in ips {
-            let service = served.get(&ip).cloned().unwrap_or_default();
+            let service = served
+                .get(&ip)
+                .into_iter()
+                .flatten()
+                .filter(|s| s.pod.as_ref().is_none_or(|p| *p == this_pod))
+                .map(|s| &s.service)
+                .min()
+                .cloned()
+                .unwrap_or_default();
             // An address-keyed owner has no host address: equal owners stay equal on disk.
             out.insert(ip, pod_claim(pod, service, IpAddr::from([0, 0, 0, 0])));
         }
@@ -339,6 +370,61 @@ mod tests {
                 ..PodStatus::default()
             }),
         }
+    }
+
+    /// A slice of `service` whose endpoints are (address, pod the endpoint names).
+    fn slice(service: &str, endpoints: &[(&str, Option<&str>)]) -> EndpointSlice {
+        use k8s_openapi::api::core::v1::ObjectReference;
+        EndpointSlice {
+            metadata: meta(
+                &format!("{service}-abc"),
+                Some("shop"),
+                &[(SERVICE_NAME_LABEL, service)],
+            ),
+            address_type: "IPv4".into(),
+            endpoints: Some(
+                endpoints
+                    .iter()
+                    .map(|(ip, pod)| Endpoint {
+                        addresses: vec![(*ip).into()],
+                        target_ref: pod.map(|name| ObjectReference {
+                            kind: Some("Pod".into()),
+                            namespace: Some("shop".into()),
+                            name: Some(name.into()),
+                            ..ObjectReference::default()
+                        }),
+                        ..Endpoint::default()
+                    })
+                    .collect(),
+            ),
+            ports: None,
+        }
+    }
+
+    #[test]
+    fn a_stale_endpoint_of_another_pod_does_not_name_the_service() {
+        let service_of = |slices: Vec<EndpointSlice>, pod_name: &str| {
+            let pods = vec![std::sync::Arc::new(pod(pod_name, "198.18.1.2", "node-c"))];
+            let slices: Vec<_> = slices.into_iter().map(std::sync::Arc::new).collect();
+            let none: Vec<std::sync::Arc<Service>> = Vec::new();
+            let nodes: Vec<std::sync::Arc<Node>> = Vec::new();
+            let d = desired(&pods, &none, &slices, &nodes);
+            let owner = &d[&IpAddr::from([198, 18, 1, 2])].owner;
+            owner.peer.service_name.clone()
+        };
+        // The slice still lists checkout-1's address after payment-1 got it.
+        let stale = || vec![slice("checkout", &[("198.18.1.2", Some("checkout-1"))])];
+        assert_eq!(service_of(stale(), "payment-1"), "");
+        assert_eq!(service_of(stale(), "checkout-1"), "checkout");
+        // An endpoint that names no pod serves whoever holds the address.
+        let unnamed = vec![slice("checkout", &[("198.18.1.2", None)])];
+        assert_eq!(service_of(unnamed, "payment-1"), "checkout");
+        // Behind two services, the first by name that names this pod (or none).
+        let both = vec![
+            slice("zeta", &[("198.18.1.2", Some("payment-1"))]),
+            slice("alpha", &[("198.18.1.2", Some("checkout-1"))]),
+        ];
+        assert_eq!(service_of(both, "payment-1"), "zeta");
     }
 
     #[test]
