@@ -28,7 +28,7 @@ use bytes::Bytes;
 use hashbrown::HashTable;
 use parquet::{
     basic::Encoding, column::writer::ColumnCloseResult, errors::ParquetError,
-    file::metadata::ColumnChunkMetaData, schema::types::ColumnDescPtr,
+    schema::types::ColumnDescPtr,
 };
 
 use crate::{
@@ -554,24 +554,14 @@ impl ByteArrayColumn {
         });
         let pages = std::mem::take(&mut self.pages);
         let chunk = page::assemble(dictionary, pages, &mut compressor.zstd)?;
-        let metadata = ColumnChunkMetaData::builder(self.descr.clone())
-            .set_compression(compressor.codec)
-            .set_encodings(chunk.encodings)
-            .set_num_values(self.values_written as i64)
-            .set_total_compressed_size(chunk.compressed)
-            .set_total_uncompressed_size(chunk.uncompressed)
-            .set_dictionary_page_offset(chunk.dictionary_at)
-            .set_data_page_offset(chunk.first_data_page)
-            .build()?;
-        let close = ColumnCloseResult {
-            bytes_written: chunk.bytes.len() as u64,
-            rows_written: self.rows,
-            metadata,
-            bloom_filter: None,
-            column_index: None,
-            offset_index: Some(chunk.offset_index),
-        };
-        Ok((chunk.bytes, close))
+        chunk.close(
+            self.descr.clone(),
+            compressor.codec,
+            self.rows,
+            self.values_written,
+            None,
+            None,
+        )
     }
 }
 

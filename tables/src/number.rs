@@ -31,7 +31,7 @@ use parquet::{
     column::writer::ColumnCloseResult,
     errors::ParquetError,
     file::{
-        metadata::{ColumnChunkMetaData, ColumnIndexBuilder},
+        metadata::ColumnIndexBuilder,
         statistics::{Statistics, ValueStatistics},
     },
     schema::types::ColumnDescPtr,
@@ -563,25 +563,15 @@ impl NumberColumn {
             (false, false) => BoundaryOrder::UNORDERED,
         });
 
-        let metadata = ColumnChunkMetaData::builder(self.descr.clone())
-            .set_compression(compressor.codec)
-            .set_encodings(chunk.encodings)
-            .set_num_values(self.rows as i64)
-            .set_total_compressed_size(chunk.compressed)
-            .set_total_uncompressed_size(chunk.uncompressed)
-            .set_dictionary_page_offset(chunk.dictionary_at)
-            .set_data_page_offset(chunk.first_data_page)
-            .set_statistics(self.statistics(chunk_bounds))
-            .build()?;
-        let close = ColumnCloseResult {
-            bytes_written: chunk.bytes.len() as u64,
-            rows_written: self.rows,
-            metadata,
-            bloom_filter: None,
-            column_index: Some(column_index.build()?),
-            offset_index: Some(chunk.offset_index),
-        };
-        Ok((chunk.bytes, close))
+        let statistics = self.statistics(chunk_bounds);
+        chunk.close(
+            self.descr.clone(),
+            compressor.codec,
+            self.rows,
+            self.rows,
+            Some(statistics),
+            Some(column_index.build()?),
+        )
     }
 }
 

@@ -4,13 +4,18 @@
 use bytes::Bytes;
 use parquet::{
     basic::{Compression, Encoding, ZstdLevel},
-    column::page::{CompressedPage, Page, PageWriter as _},
+    column::{
+        page::{CompressedPage, Page, PageWriter as _},
+        writer::ColumnCloseResult,
+    },
     errors::ParquetError,
     file::{
-        metadata::OffsetIndexBuilder,
-        page_index::offset_index::OffsetIndexMetaData,
+        metadata::{ColumnChunkMetaData, OffsetIndexBuilder},
+        page_index::{column_index::ColumnIndexMetaData, offset_index::OffsetIndexMetaData},
+        statistics::Statistics,
         writer::{SerializedPageWriter, TrackedWrite},
     },
+    schema::types::ColumnDescPtr,
 };
 
 use crate::hybrid;
@@ -133,6 +138,42 @@ pub(crate) fn assemble(
         first_data_page: first_data_page.unwrap_or(0),
         offset_index: offsets.build(),
     })
+}
+
+impl Assembled {
+    /// The chunk's bytes and what the row group writer needs to place them: the metadata of
+    /// `descr`'s chunk of `rows` rows and `values` values (levels included), compressed with
+    /// `codec`, with `statistics` and a `column_index` where the column has them.
+    pub(crate) fn close(
+        self,
+        descr: ColumnDescPtr,
+        codec: Compression,
+        rows: u64,
+        values: u64,
+        statistics: Option<Statistics>,
+        column_index: Option<ColumnIndexMetaData>,
+    ) -> Result<(Bytes, ColumnCloseResult), ParquetError> {
+        let mut metadata = ColumnChunkMetaData::builder(descr)
+            .set_compression(codec)
+            .set_encodings(self.encodings)
+            .set_num_values(values as i64)
+            .set_total_compressed_size(self.compressed)
+            .set_total_uncompressed_size(self.uncompressed)
+            .set_dictionary_page_offset(self.dictionary_at)
+            .set_data_page_offset(self.first_data_page);
+        if let Some(statistics) = statistics {
+            metadata = metadata.set_statistics(statistics);
+        }
+        let close = ColumnCloseResult {
+            bytes_written: self.bytes.len() as u64,
+            rows_written: rows,
+            metadata: metadata.build()?,
+            bloom_filter: None,
+            column_index,
+            offset_index: Some(self.offset_index),
+        };
+        Ok((self.bytes, close))
+    }
 }
 
 /// Appends levels as a V1 page holds them: their encoded length, then the hybrid encoding.
