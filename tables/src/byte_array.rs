@@ -27,8 +27,7 @@ use arrow::{
 use bytes::Bytes;
 use hashbrown::HashTable;
 use parquet::{
-    basic::Encoding, column::writer::ColumnCloseResult, errors::ParquetError,
-    schema::types::ColumnDescPtr,
+    column::writer::ColumnCloseResult, errors::ParquetError, schema::types::ColumnDescPtr,
 };
 
 use crate::{
@@ -506,17 +505,13 @@ impl ByteArrayColumn {
             });
             return Ok(());
         }
-        let encoding = if self.plain_only {
-            buf.extend_from_slice(&self.plain);
-            self.plain.clear();
-            Encoding::PLAIN
-        } else {
-            let bits = hybrid::key_bits(self.ends.len());
-            buf.push(bits);
-            hybrid::encode(&self.keys, bits, buf);
-            self.keys.clear();
-            Encoding::RLE_DICTIONARY
-        };
+        let encoding = page::put_values(
+            buf,
+            &mut self.keys,
+            &mut self.plain,
+            self.ends.len(),
+            self.plain_only,
+        );
         let page = data_page(buf, values, encoding, zstd)?;
         self.pages.push(Closed::Page(page, rows));
         Ok(())

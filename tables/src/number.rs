@@ -27,7 +27,7 @@ use arrow::{
 use bytes::Bytes;
 use hashbrown::HashTable;
 use parquet::{
-    basic::{BoundaryOrder, Encoding, SortOrder, Type as PhysicalType},
+    basic::{BoundaryOrder, SortOrder, Type as PhysicalType},
     column::writer::ColumnCloseResult,
     errors::ParquetError,
     file::{
@@ -39,7 +39,6 @@ use parquet::{
 
 use crate::{
     byte_array::{DICTIONARY_PAGE_BYTES, PAGE_ROWS},
-    hybrid,
     page::{self, Closed, Dictionary, PageCompressor, data_page, put_hybrid},
 };
 
@@ -460,17 +459,15 @@ impl NumberColumn {
             });
             return Ok(());
         }
-        let encoding = if self.keys.is_empty() {
-            buf.extend_from_slice(&self.plain);
-            self.plain.clear();
-            Encoding::PLAIN
-        } else {
-            let bits = hybrid::key_bits(self.dictionary.len());
-            buf.push(bits);
-            hybrid::encode(&self.keys, bits, buf);
-            self.keys.clear();
-            Encoding::RLE_DICTIONARY
-        };
+        // A page that passed the dictionary's limit is still keys: `plain_only` is set after
+        // it closes.
+        let encoding = page::put_values(
+            buf,
+            &mut self.keys,
+            &mut self.plain,
+            self.dictionary.len(),
+            self.plain_only,
+        );
         let page = data_page(buf, rows, encoding, zstd)?;
         self.pages.push(Closed::Page(page, rows));
         Ok(())

@@ -176,6 +176,29 @@ impl Assembled {
     }
 }
 
+/// Appends a page's values to `buf` (after its levels) and takes them: PLAIN bytes once
+/// `plain_only`, else dictionary keys, hybrid-encoded at the width a dictionary of `entries`
+/// values needs. Returns the page's encoding.
+pub(crate) fn put_values(
+    buf: &mut Vec<u8>,
+    keys: &mut Vec<u32>,
+    plain: &mut Vec<u8>,
+    entries: usize,
+    plain_only: bool,
+) -> Encoding {
+    if plain_only {
+        buf.extend_from_slice(plain);
+        plain.clear();
+        Encoding::PLAIN
+    } else {
+        let bits = hybrid::key_bits(entries);
+        buf.push(bits);
+        hybrid::encode(keys, bits, buf);
+        keys.clear();
+        Encoding::RLE_DICTIONARY
+    }
+}
+
 /// Appends levels as a V1 page holds them: their encoded length, then the hybrid encoding.
 pub(crate) fn put_hybrid(levels: &[u32], bits: u8, buf: &mut Vec<u8>) {
     let at = buf.len();
