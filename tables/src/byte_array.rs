@@ -32,7 +32,7 @@ use parquet::{
 
 use crate::{
     hybrid,
-    page::{self, Closed, Dictionary, PageCompressor, data_page, put_hybrid},
+    page::{self, Closed, Dictionary, PageCompressor, put_hybrid},
 };
 
 /// Rows per data page: arrow-rs's default page row limit, so that readers skip by the offset
@@ -492,28 +492,17 @@ impl ByteArrayColumn {
         let values = std::mem::take(&mut self.page_values);
         self.rows += rows as u64;
         self.values_written += values as u64;
-        let PageCompressor {
-            zstd, scratch: buf, ..
-        } = compressor;
-        buf.clear();
-        self.put_levels(buf);
-        if self.keys.is_empty() && self.plain.is_empty() {
-            self.pages.push(Closed::Levels {
-                levels: buf.clone(),
-                rows,
-                values,
-            });
-            return Ok(());
-        }
-        let encoding = page::put_values(
-            buf,
+        compressor.scratch.clear();
+        self.put_levels(&mut compressor.scratch);
+        let page = page::finish_page(
+            compressor,
             &mut self.keys,
             &mut self.plain,
-            self.ends.len(),
-            self.plain_only,
-        );
-        let page = data_page(buf, values, encoding, zstd)?;
-        self.pages.push(Closed::Page(page, rows));
+            (!self.plain_only).then_some(self.ends.len()),
+            rows,
+            values,
+        )?;
+        self.pages.push(page);
         Ok(())
     }
 

@@ -39,7 +39,7 @@ use parquet::{
 
 use crate::{
     byte_array::{DICTIONARY_PAGE_BYTES, PAGE_ROWS},
-    page::{self, Closed, Dictionary, PageCompressor, data_page, put_hybrid},
+    page::{self, Closed, Dictionary, PageCompressor, put_hybrid},
 };
 
 /// The values of one batch's column, as the leaf's physical type holds them.
@@ -443,33 +443,22 @@ impl NumberColumn {
         self.rows += rows as u64;
         self.nulls += nulls as u64;
         self.page_index.push(PageIndex { nulls, bounds });
-        let PageCompressor {
-            zstd, scratch: buf, ..
-        } = compressor;
-        buf.clear();
+        compressor.scratch.clear();
         if self.optional {
-            put_hybrid(&self.levels, 1, buf);
+            put_hybrid(&self.levels, 1, &mut compressor.scratch);
             self.levels.clear();
-        }
-        if self.keys.is_empty() && self.plain.is_empty() {
-            self.pages.push(Closed::Levels {
-                levels: buf.clone(),
-                rows,
-                values: rows,
-            });
-            return Ok(());
         }
         // A page that passed the dictionary's limit is still keys: `plain_only` is set after
         // it closes.
-        let encoding = page::put_values(
-            buf,
+        let page = page::finish_page(
+            compressor,
             &mut self.keys,
             &mut self.plain,
-            self.dictionary.len(),
-            self.plain_only,
-        );
-        let page = data_page(buf, rows, encoding, zstd)?;
-        self.pages.push(Closed::Page(page, rows));
+            (!self.plain_only).then_some(self.dictionary.len()),
+            rows,
+            rows,
+        )?;
+        self.pages.push(page);
         Ok(())
     }
 
@@ -480,35 +469,13 @@ impl NumberColumn {
 
     /// The chunk's statistics: min, max (when any value is not null) and nulls.
     fn statistics(&self, bounds: Bounds) -> Statistics {
+        let raw = (!bounds.is_empty())
+            .then_some((bounds.min ^ self.sign_flip, bounds.max ^ self.sign_flip));
         let signed = self.sign_flip != 0;
-        let (min, max) = if bounds.is_empty() {
-            (None, None)
-        } else {
-            let raw = |key: u64| key ^ self.sign_flip;
-            (Some(raw(bounds.min)), Some(raw(bounds.max)))
-        };
         if self.width == 4 {
-            let value = |raw: u64| raw as u32 as i32;
-            ValueStatistics::new(
-                min.map(value),
-                max.map(value),
-                None,
-                Some(self.nulls),
-                false,
-            )
-            .with_backwards_compatible_min_max(signed)
-            .into()
+            typed_statistics(raw, |r| r as u32 as i32, self.nulls, signed).into()
         } else {
-            let value = |raw: u64| raw as i64;
-            ValueStatistics::new(
-                min.map(value),
-                max.map(value),
-                None,
-                Some(self.nulls),
-                false,
-            )
-            .with_backwards_compatible_min_max(signed)
-            .into()
+            typed_statistics(raw, |r| r as i64, self.nulls, signed).into()
         }
     }
 
@@ -570,6 +537,24 @@ impl NumberColumn {
             Some(column_index.build()?),
         )
     }
+}
+
+/// Statistics of min and max `raw` (physical bits) as the physical type `T`, with `nulls`; the
+/// deprecated min/max fields only for signed columns, as arrow-rs writes them.
+fn typed_statistics<T>(
+    raw: Option<(u64, u64)>,
+    value: fn(u64) -> T,
+    nulls: u64,
+    signed: bool,
+) -> ValueStatistics<T> {
+    ValueStatistics::new(
+        raw.map(|r| value(r.0)),
+        raw.map(|r| value(r.1)),
+        None,
+        Some(nulls),
+        false,
+    )
+    .with_backwards_compatible_min_max(signed)
 }
 
 /// A folded multiply: both halves of the 128-bit product, so that every bit of the value

@@ -63,13 +63,13 @@ pub(crate) struct Dictionary {
 
 /// A chunk laid out: its bytes (offsets from 0) and what its metadata needs from them.
 pub(crate) struct Assembled {
-    pub(crate) bytes: Bytes,
-    pub(crate) encodings: Vec<Encoding>,
-    pub(crate) compressed: i64,
-    pub(crate) uncompressed: i64,
-    pub(crate) dictionary_at: Option<i64>,
-    pub(crate) first_data_page: i64,
-    pub(crate) offset_index: OffsetIndexMetaData,
+    bytes: Bytes,
+    encodings: Vec<Encoding>,
+    compressed: i64,
+    uncompressed: i64,
+    dictionary_at: Option<i64>,
+    first_data_page: i64,
+    offset_index: OffsetIndexMetaData,
 }
 
 /// Lays out a chunk: the dictionary page (when there is one), then `pages` in order; pages of
@@ -176,27 +176,43 @@ impl Assembled {
     }
 }
 
-/// Appends a page's values to `buf` (after its levels) and takes them: PLAIN bytes once
-/// `plain_only`, else dictionary keys, hybrid-encoded at the width a dictionary of `entries`
-/// values needs. Returns the page's encoding.
-pub(crate) fn put_values(
-    buf: &mut Vec<u8>,
+/// Closes a page whose levels are in `compressor.scratch`: its values, taken from `keys` (with
+/// `dictionary`, the entries the chunk's dictionary has) or else from `plain`, go after the
+/// levels and the page is compressed; a page without values keeps its levels for
+/// [`assemble`] to finish.
+pub(crate) fn finish_page(
+    compressor: &mut PageCompressor,
     keys: &mut Vec<u32>,
     plain: &mut Vec<u8>,
-    entries: usize,
-    plain_only: bool,
-) -> Encoding {
-    if plain_only {
-        buf.extend_from_slice(plain);
-        plain.clear();
-        Encoding::PLAIN
-    } else {
-        let bits = hybrid::key_bits(entries);
-        buf.push(bits);
-        hybrid::encode(keys, bits, buf);
-        keys.clear();
-        Encoding::RLE_DICTIONARY
+    dictionary: Option<usize>,
+    rows: usize,
+    values: usize,
+) -> Result<Closed, ParquetError> {
+    let PageCompressor {
+        zstd, scratch: buf, ..
+    } = compressor;
+    if keys.is_empty() && plain.is_empty() {
+        return Ok(Closed::Levels {
+            levels: buf.clone(),
+            rows,
+            values,
+        });
     }
+    let encoding = match dictionary {
+        Some(entries) => {
+            let bits = hybrid::key_bits(entries);
+            buf.push(bits);
+            hybrid::encode(keys, bits, buf);
+            keys.clear();
+            Encoding::RLE_DICTIONARY
+        }
+        None => {
+            buf.extend_from_slice(plain);
+            plain.clear();
+            Encoding::PLAIN
+        }
+    };
+    Ok(Closed::Page(data_page(buf, values, encoding, zstd)?, rows))
 }
 
 /// Appends levels as a V1 page holds them: their encoded length, then the hybrid encoding.
@@ -209,7 +225,7 @@ pub(crate) fn put_hybrid(levels: &[u32], bits: u8, buf: &mut Vec<u8>) {
 }
 
 /// A V1 data page of `values` values (levels included), compressed.
-pub(crate) fn data_page(
+fn data_page(
     buf: &[u8],
     values: usize,
     encoding: Encoding,

@@ -388,17 +388,16 @@ impl Open {
         };
         let mut row_group = self.file.next_row_group()?;
         for leaf in group {
-            match leaf {
-                Leaf::Ours(d) => {
-                    let (bytes, close) = d.close(&mut self.compressor)?;
-                    row_group.append_column(&bytes, close)?;
+            // Ours hand over their chunk's bytes; arrow-rs's append themselves.
+            let (bytes, close) = match leaf {
+                Leaf::Ours(d) => d.close(&mut self.compressor)?,
+                Leaf::Number(n) => n.close(&mut self.compressor)?,
+                Leaf::Arrow(a) => {
+                    a.close()?.append_to_row_group(&mut row_group)?;
+                    continue;
                 }
-                Leaf::Number(d) => {
-                    let (bytes, close) = d.close(&mut self.compressor)?;
-                    row_group.append_column(&bytes, close)?;
-                }
-                Leaf::Arrow(a) => a.close()?.append_to_row_group(&mut row_group)?,
-            }
+            };
+            row_group.append_column(&bytes, close)?;
         }
         row_group.close()?;
         self.groups += 1;
