@@ -262,7 +262,9 @@ pub(crate) struct DnsFlow<'c> {
 
 pub(crate) fn dns_message(
     out: &mut Output,
-    pending: &mut HashMap<(FlowKey, u16), (Call, i64)>,
+    // Boxed: a query waits in the map, and a `Call` is large (640 bytes) to move in, out,
+    // and again into the rows.
+    pending: &mut HashMap<(FlowKey, u16), (Box<Call>, i64)>,
     flow: DnsFlow<'_>,
     data: &[u8],
 ) {
@@ -280,14 +282,14 @@ pub(crate) fn dns_message(
     };
     let k = (key(src, dst), msg.id);
     if !msg.response {
-        let mut call = dns_call(&msg, conn_id, ts_ns, src, dst, transport);
+        let mut call = Box::new(dns_call(&msg, conn_id, ts_ns, src, dst, transport));
         *calls += 1;
         call.index = *calls;
         call.has_request = true;
         // A repeated query id before its answer: the earlier query stays unanswered.
         if let Some((mut old, _)) = pending.insert(k, (call, ts_ns)) {
             old.error_type = Some("pair_not_found");
-            out.calls.push(old);
+            out.calls.push(*old);
         }
         return;
     }
@@ -298,7 +300,7 @@ pub(crate) fn dns_message(
         }
         None => {
             // An answer whose query was not seen: the client is its destination.
-            let mut call = dns_call(&msg, conn_id, ts_ns, dst, src, transport);
+            let mut call = Box::new(dns_call(&msg, conn_id, ts_ns, dst, src, transport));
             *calls += 1;
             call.index = *calls;
             call.error_type = Some("pair_not_found");
@@ -313,5 +315,5 @@ pub(crate) fn dns_message(
         .filter(|a| !a.data.is_empty())
         .map(|a| a.data)
         .collect();
-    out.calls.push(call);
+    out.calls.push(*call);
 }

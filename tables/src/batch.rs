@@ -54,9 +54,15 @@ enum Builder {
     Timestamp(Vec<i64>),
     OptTimestamp(Vec<Option<i64>>),
     Text(Box<TextState>),
-    /// A text column whose every value in the batch is empty (attribution in a capture file,
-    /// gRPC and TLS fields of HTTP/1 calls): made at once, not value by value.
-    EmptyText(usize),
+    /// A [`Get::Str`] column of `rows` rows whose values so far (`empties` of them) were all
+    /// empty: it becomes [`Builder::Text`] at its first value that is not. A column that stays
+    /// empty in the batch (attribution in a capture file, gRPC and TLS fields of HTTP/1 calls)
+    /// is made at once, not value by value. (Sizing these columns by a pass over the rows
+    /// before filling them called every getter twice.)
+    StrEmptySoFar {
+        rows: usize,
+        empties: usize,
+    },
     /// A list column whose every row in the batch is an empty list.
     EmptyList(usize),
     Binary(BinaryBuilder),
@@ -81,9 +87,12 @@ impl Builder {
             Get::OptTimestamp(_) => Self::OptTimestamp(Vec::with_capacity(n)),
             // Dictionary columns too: the batch holds their text plainly and the Parquet
             // writer makes the dictionary (`Table::write_schema`).
-            Get::Str(_) | Get::OptStr(_) | Get::Text(_) | Get::Ip(_) => {
+            Get::Str(_) => Self::StrEmptySoFar {
+                rows: n,
+                empties: 0,
+            },
+            Get::OptStr(_) | Get::Text(_) | Get::Ip(_) => {
                 let bytes: usize = match get {
-                    Get::Str(f) => rows.iter().map(|r| f(r).len()).sum(),
                     Get::OptStr(f) => rows.iter().map(|r| f(r).map_or(0, str::len)).sum(),
                     _ => n * 8,
                 };
@@ -93,12 +102,9 @@ impl Builder {
                 // microcode assist on an unmapped page even for zero bytes: a column of empty
                 // strings cost 4× the same column with an allocation (docs/dissection.md,
                 // "Parquet's share").
-                if bytes == 0 && matches!(get, Get::Str(_)) {
-                    return Self::EmptyText(n);
-                }
-                let bytes = bytes.max(1);
                 Self::Text(Box::new(TextState::new(StringBuilder::with_capacity(
-                    n, bytes,
+                    n,
+                    bytes.max(1),
                 ))))
             }
             Get::Binary(f) => {
@@ -136,6 +142,22 @@ impl Builder {
     }
 
     fn fill<R>(&mut self, get: &Get<R>, rows: &[R]) -> Result<(), ArrowError> {
+        if let (Get::Str(f), Self::StrEmptySoFar { rows: n, empties }) = (get, &mut *self) {
+            let Some(first) = rows.iter().position(|r| !f(r).is_empty()) else {
+                *empties += rows.len();
+                return Ok(());
+            };
+            // Room for every row at this first value's length: the values of a column are
+            // alike (paths, hosts, names), and the buffer grows if not.
+            let mut out = StringBuilder::with_capacity(*n, f(&rows[first]).len() * *n);
+            for _ in 0..*empties + first {
+                out.append_value("");
+            }
+            let mut text = Box::new(TextState::new(out));
+            text.fill(get, &rows[first..])?;
+            *self = Self::Text(text);
+            return Ok(());
+        }
         match (get, self) {
             (Get::Bool(f), Self::Bool(b)) => {
                 for r in rows {
@@ -153,7 +175,7 @@ impl Builder {
             (Get::Timestamp(f), Self::Timestamp(v)) => v.extend(rows.iter().map(f)),
             (Get::OptTimestamp(f), Self::OptTimestamp(v)) => v.extend(rows.iter().map(f)),
             (get, Self::Text(t)) => t.fill(get, rows)?,
-            (Get::Str(_), Self::EmptyText(_)) | (Get::List(_), Self::EmptyList(_)) => {}
+            (Get::List(_), Self::EmptyList(_)) => {}
             (Get::Binary(f), Self::Binary(b)) => {
                 for r in rows {
                     b.append_value(f(r));
@@ -200,7 +222,7 @@ impl Builder {
             }
             Self::Text(mut t) => Arc::new(t.out.finish()),
             // An allocation all the same, for the reason `Builder::new` gives.
-            Self::EmptyText(n) => Arc::new(StringArray::new(
+            Self::StrEmptySoFar { rows: n, .. } => Arc::new(StringArray::new(
                 OffsetBuffer::new_zeroed(n),
                 Buffer::from(Vec::<u8>::with_capacity(1)),
                 None,
@@ -467,5 +489,70 @@ mod tests {
             "x-ÜnÏ-id"
         );
         assert_eq!(map.value(3).column(0).as_string::<i32>().value(0), "@[`{z");
+    }
+
+    #[test]
+    fn text_that_starts_empty_keeps_every_row_in_place() {
+        // Empty for more than a chunk, then values; a column empty throughout; one with a
+        // value in its first row, then a longer one (the buffer grows past its first guess).
+        let n = 3 * CHUNK_ROWS + 5;
+        let rows: Vec<(String, String)> = (0..n)
+            .map(|i| {
+                let late = if i >= CHUNK_ROWS + 7 {
+                    format!("v{i}")
+                } else {
+                    String::new()
+                };
+                let early = if i == 0 {
+                    "a".to_owned()
+                } else {
+                    "b".repeat(i % 40)
+                };
+                (late, early)
+            })
+            .collect();
+        let columns = [
+            Column::new(
+                "late",
+                "late",
+                Get::Str(|r: &(String, String)| &r.0),
+                Encoding::Default,
+                "all",
+                "",
+                "",
+            ),
+            Column::new(
+                "none",
+                "none",
+                Get::Str(|_: &(String, String)| ""),
+                Encoding::Default,
+                "all",
+                "",
+                "",
+            ),
+            Column::new(
+                "early",
+                "early",
+                Get::Str(|r: &(String, String)| &r.1),
+                Encoding::Default,
+                "all",
+                "",
+                "",
+            ),
+        ];
+        let schema = Arc::new(arrow::datatypes::Schema::new(
+            ["late", "none", "early"]
+                .map(|name| arrow::datatypes::Field::new(name, DataType::Utf8, false))
+                .to_vec(),
+        ));
+        let batch = record_batch(&columns, schema, &rows).unwrap_or_else(|e| panic!("{e}"));
+        let text = |i: usize| batch.column(i).as_string::<i32>();
+        for (row, (late, early)) in rows.iter().enumerate() {
+            assert_eq!(text(0).value(row), late, "row {row}");
+            assert_eq!(text(1).value(row), "", "row {row}");
+            assert_eq!(text(2).value(row), early, "row {row}");
+        }
+        assert_eq!(text(1).len(), n);
+        assert_eq!(text(1).null_count(), 0);
     }
 }

@@ -64,7 +64,7 @@ pub(crate) const SWEEP_EVERY_NS: i64 = 1_000_000_000;
 const KEPT_ROWS: usize = 256;
 
 /// DNS queries waiting for their answer, by flow and DNS id, with their start time.
-type DnsPending = HashMap<(FlowKey, u16), (Call, i64)>;
+type DnsPending = HashMap<(FlowKey, u16), (Box<Call>, i64)>;
 
 /// Ids of plaintext streams without recorded packets start above this (frame numbers stay
 /// below it).
@@ -361,7 +361,7 @@ impl Engine {
         for k in expired {
             if let Some((mut call, _)) = self.dns_pending.remove(&k) {
                 call.error_type = Some("timeout");
-                self.out.calls.push(call);
+                self.out.calls.push(*call);
             }
         }
         self.udp_flows.expire(now_ns);
@@ -538,11 +538,11 @@ impl Engine {
         for conn in open {
             self.close(conn, Unclosed::Open);
         }
-        let mut left: Vec<(Call, i64)> = self.dns_pending.drain().map(|(_, v)| v).collect();
+        let mut left: Vec<(Box<Call>, i64)> = self.dns_pending.drain().map(|(_, v)| v).collect();
         left.sort_by_key(|(c, _)| c.timestamp_ns);
         for (mut call, _) in left {
             call.error_type = Some("pair_not_found");
-            self.out.calls.push(call);
+            self.out.calls.push(*call);
         }
         self.annotate_nat();
         self.out
