@@ -24,7 +24,7 @@ use crate::hybrid;
 /// page is put together in before it is compressed (one per column held up to a page each,
 /// ~128 KiB for the PLAIN columns).
 pub(crate) struct PageCompressor {
-    pub(crate) zstd: zstd::bulk::Compressor<'static>,
+    pub(crate) zstd: Zstd,
     /// What the chunks' metadata says their pages are compressed with.
     pub(crate) codec: Compression,
     pub(crate) scratch: Vec<u8>,
@@ -34,11 +34,37 @@ impl PageCompressor {
     /// A compressor at zstd `level`.
     pub(crate) fn new(level: i32) -> Result<Self, ParquetError> {
         Ok(Self {
-            zstd: zstd::bulk::Compressor::new(level)
-                .map_err(|e| ParquetError::External(Box::new(e)))?,
+            zstd: Zstd {
+                context: zstd::bulk::Compressor::new(level)
+                    .map_err(|e| ParquetError::External(Box::new(e)))?,
+                out: Vec::new(),
+            },
             codec: Compression::ZSTD(ZstdLevel::try_new(level)?),
             scratch: Vec::new(),
         })
+    }
+}
+
+/// A zstd context and the buffer it compresses into.
+pub(crate) struct Zstd {
+    context: zstd::bulk::Compressor<'static>,
+    /// Room for the largest page's worst case, reused.
+    out: Vec<u8>,
+}
+
+impl Zstd {
+    /// `buf` compressed, in an allocation of its own size. Compressed straight into a fresh
+    /// buffer, a page kept zstd's worst case for its input (about the page uncompressed) until
+    /// its row group was written: 26–34 MiB of a dissection's live heap at its peak, for pages
+    /// that zstd had made a tenth of that (heaptrack; docs/dissection.md, "Pages held at their
+    /// compressed size").
+    fn compress(&mut self, buf: &[u8]) -> Result<Bytes, ParquetError> {
+        self.out.clear();
+        self.out.reserve(zstd::zstd_safe::compress_bound(buf.len()));
+        self.context
+            .compress_to_buffer(buf, &mut self.out)
+            .map_err(|e| ParquetError::External(Box::new(e)))?;
+        Ok(Bytes::copy_from_slice(&self.out))
     }
 }
 
@@ -77,7 +103,7 @@ pub(crate) struct Assembled {
 pub(crate) fn assemble(
     dictionary: Option<Dictionary>,
     pages: Vec<Closed>,
-    zstd: &mut zstd::bulk::Compressor<'_>,
+    zstd: &mut Zstd,
 ) -> Result<Assembled, ParquetError> {
     let mut sink = TrackedWrite::new(Vec::new());
     let mut writer = SerializedPageWriter::new(&mut sink);
@@ -87,7 +113,7 @@ pub(crate) fn assemble(
     let key_bits = dictionary.as_ref().map(|d| hybrid::key_bits(d.entries));
     if let Some(dictionary) = dictionary {
         let page = Page::DictionaryPage {
-            buf: compress(&dictionary.plain, zstd)?,
+            buf: zstd.compress(&dictionary.plain)?,
             num_values: dictionary.entries as u32,
             encoding: Encoding::PLAIN,
             is_sorted: false,
@@ -229,10 +255,10 @@ fn data_page(
     buf: &[u8],
     values: usize,
     encoding: Encoding,
-    zstd: &mut zstd::bulk::Compressor<'_>,
+    zstd: &mut Zstd,
 ) -> Result<CompressedPage, ParquetError> {
     let page = Page::DataPage {
-        buf: compress(buf, zstd)?,
+        buf: zstd.compress(buf)?,
         num_values: values as u32,
         encoding,
         def_level_encoding: Encoding::RLE,
@@ -240,10 +266,4 @@ fn data_page(
         statistics: None,
     };
     Ok(CompressedPage::new(page, buf.len()))
-}
-
-fn compress(buf: &[u8], zstd: &mut zstd::bulk::Compressor<'_>) -> Result<Bytes, ParquetError> {
-    zstd.compress(buf)
-        .map(Bytes::from)
-        .map_err(|e| ParquetError::External(Box::new(e)))
 }
