@@ -514,7 +514,11 @@ fn main() -> anyhow::Result<()> {
                 &summary_path,
             )?);
             if threads >= 2 {
-                pairs.push(side_by_side(&remora, &pcap, &out_root.join("side-by-side"))?);
+                pairs.push(side_by_side(
+                    &remora,
+                    &pcap,
+                    &out_root.join("side-by-side"),
+                )?);
             }
         }
         let summary = summary.unwrap_or_default();
