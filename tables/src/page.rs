@@ -55,7 +55,7 @@ pub(crate) struct Zstd {
 impl Zstd {
     /// `buf` compressed, in an allocation of its own size. Compressed straight into a fresh
     /// buffer, a page kept zstd's worst case for its input (about the page uncompressed) until
-    /// its row group was written: 26–34 MiB of a dissection's live heap at its peak, for pages
+    /// its row group was written: 26–34 MB of a dissection's live heap at its peak, for pages
     /// that zstd had made a tenth of that (heaptrack; docs/dissection.md, "Pages held at their
     /// compressed size").
     fn compress(&mut self, buf: &[u8]) -> Result<Bytes, ParquetError> {
@@ -266,4 +266,29 @@ fn data_page(
         statistics: None,
     };
     Ok(CompressedPage::new(page, buf.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_compress_whole_whatever_came_before() {
+        let mut zstd = PageCompressor::new(1)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .zstd;
+        let mut next = crate::tests::random(7);
+        let large: Vec<u8> = (0..300_000)
+            .map(|i| (i % 251) as u8 ^ next(3) as u8)
+            .collect();
+        let noise: Vec<u8> = (0..5_000).map(|_| next(256) as u8).collect();
+        // Large, then small, then incompressible, then empty: the buffer is reused, the output
+        // never carries a previous page's bytes.
+        for input in [&large[..], b"abcabcabc", &noise[..], b"", &large[..1000]] {
+            let out = zstd.compress(input).unwrap_or_else(|e| panic!("{e}"));
+            let back =
+                zstd::bulk::decompress(&out, input.len().max(1)).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(back, input);
+        }
+    }
 }
