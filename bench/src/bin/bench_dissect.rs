@@ -531,10 +531,11 @@ fn main() -> anyhow::Result<()> {
             rates.sort_by(f64::total_cmp);
             rates
         };
-        let one_core_wall = median_by(&mut ones.clone(), |r| r.wall).wall;
+        // Against the typical one-core run, the one the round's ratio and scaling use.
+        let one_core = typical(&mut ones);
         let mut together: Vec<f64> = pairs
             .iter()
-            .map(|[a, b]| one_core_wall / a + one_core_wall / b)
+            .map(|[a, b]| one_core.wall / a + one_core.wall / b)
             .collect();
         let side_by_side = if together.is_empty() {
             0.0
@@ -547,7 +548,7 @@ fn main() -> anyhow::Result<()> {
             bytes,
             composition,
             tshark,
-            one_core: typical(&mut ones),
+            one_core,
             all_cores_median_rss: median_by(&mut alls, |r| r.rss as f64).rss,
             all_cores: typical(&mut alls),
             one_core_rates: rates(&ones),
