@@ -26,8 +26,7 @@ use remora_bpf_tests::{
 };
 use serde_json::json;
 
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+remora_analyzer::global_allocator!();
 
 /// Cluster figures.
 #[derive(Parser, Debug)]

@@ -27,8 +27,7 @@ use remora_analyzer::{
 use serde_json::{Value, json};
 
 // The allocator of the `remora` binary, whose paths are compared here.
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+remora_analyzer::global_allocator!();
 
 /// Job path versus direct dissection.
 #[derive(Parser, Debug)]

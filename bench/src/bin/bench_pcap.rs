@@ -33,8 +33,7 @@ use remora_bench::synth::Rng;
 use serde_json::json;
 
 // The allocator of the `remora` binary that serves these exports.
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+remora_analyzer::global_allocator!();
 
 /// Large PCAP export benchmark.
 #[derive(Parser, Debug)]

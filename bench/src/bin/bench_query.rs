@@ -27,8 +27,7 @@ use remora_kfl::{CompileOptions, Table};
 use remora_tables::TableWriter;
 
 // The allocator of the `remora` binary that serves these queries.
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+remora_analyzer::global_allocator!();
 
 /// Query benchmark.
 #[derive(Parser, Debug)]
