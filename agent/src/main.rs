@@ -19,7 +19,7 @@ struct Cli {
     log: String,
 }
 
-/// This binary's allocator is glibc's (`remora up` uses jemalloc, where this would do nothing).
+/// This binary's allocator is glibc's (`remora up` uses mimalloc, where this would do nothing).
 /// The collector thread and the writer thread pass MiB-sized row groups between them; with
 /// glibc's default of one heap arena per thread, each arena keeps its own free pieces. Two
 /// arenas: peak RSS at full payload 45–46 MiB against 48–52 MiB with the default, at the same

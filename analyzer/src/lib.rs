@@ -12,11 +12,6 @@
 
 pub mod api;
 pub mod cli;
-pub mod jemalloc;
 pub mod mcp;
 pub mod pipeline;
 pub mod services;
-
-// The tests run on the allocator the binaries get.
-#[cfg(test)]
-global_allocator!();

@@ -26,7 +26,8 @@ use remora_bpf_tests::{
 };
 use serde_json::json;
 
-remora_analyzer::global_allocator!();
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Cluster figures.
 #[derive(Parser, Debug)]

@@ -27,7 +27,8 @@ use remora_analyzer::{
 use serde_json::{Value, json};
 
 // The allocator of the `remora` binary, whose paths are compared here.
-remora_analyzer::global_allocator!();
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Job path versus direct dissection.
 #[derive(Parser, Debug)]

@@ -33,7 +33,8 @@ use remora_bench::synth::Rng;
 use serde_json::json;
 
 // The allocator of the `remora` binary that serves these exports.
-remora_analyzer::global_allocator!();
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Large PCAP export benchmark.
 #[derive(Parser, Debug)]

@@ -27,7 +27,8 @@ use remora_kfl::{CompileOptions, Table};
 use remora_tables::TableWriter;
 
 // The allocator of the `remora` binary that serves these queries.
-remora_analyzer::global_allocator!();
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Query benchmark.
 #[derive(Parser, Debug)]
