@@ -198,8 +198,13 @@ fn median_by<T: Copy>(values: &mut [T], key: impl Fn(&T) -> f64) -> T {
 
 /// `program` pinned to CPU 0, so that "one core each" holds whatever the tool does.
 fn on_one_core(program: &Path) -> Command {
+    on_cpu(program, 0)
+}
+
+/// `program` pinned to CPU `cpu`.
+fn on_cpu(program: &Path, cpu: usize) -> Command {
     let mut cmd = Command::new("taskset");
-    cmd.args(["-c", "0"]).arg(program);
+    cmd.args(["-c", &cpu.to_string()]).arg(program);
     cmd
 }
 
@@ -353,10 +358,8 @@ fn side_by_side(remora: &Path, pcap: &Path, out: &Path) -> anyhow::Result<[f64; 
         .map(|cpu| {
             let out = out.join(format!("cpu{cpu}"));
             let _ = fs::remove_dir_all(&out);
-            let mut cmd = Command::new("taskset");
-            cmd.args(["-c", &cpu.to_string()])
-                .arg(remora)
-                .args(["dissect", "--threads", "1"])
+            let mut cmd = on_cpu(remora, cpu);
+            cmd.args(["dissect", "--threads", "1"])
                 .arg(pcap)
                 .arg("--out")
                 .arg(&out)
