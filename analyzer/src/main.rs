@@ -5,15 +5,11 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use remora_analyzer::cli::Cli;
 
-// Dissection builds and frees millions of small strings between MiB-sized Arrow and Parquet
-// buffers: glibc spent ~30% of `remora dissect` in malloc/free and ~20% more in the kernel
-// zeroing pages it had returned (3.04 s with glibc, 1.45 s with mimalloc on the 1.7M-packet
-// benchmark capture). DataFusion's own CLI uses mimalloc for the same reasons. The
-// `system-allocator` feature leaves the C library's, for heap profilers that hook `malloc`
+// mimalloc, or jemalloc for the dissection commands (`remora_analyzer::allocator` says why);
+// the `system-allocator` feature leaves the C library's, for heap profilers that hook `malloc`
 // (heaptrack, valgrind).
 #[cfg(not(feature = "system-allocator"))]
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+remora_analyzer::global_allocator!();
 
 fn main() -> anyhow::Result<()> {
     // What Remora writes (slices, tables, snapshots, exports) holds captured payload.

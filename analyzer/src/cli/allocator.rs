@@ -1,11 +1,16 @@
-//! Tuning of mimalloc, the `remora` binary's allocator (main.rs says why it is mimalloc).
+//! Run-time tuning of the `remora` binary's allocator ([`crate::allocator`] says which one a
+//! command runs on, and why).
 //!
-//! mimalloc's purge delay (how long freed memory stays resident before it goes back to the
-//! kernel) is its default, 1 s, except for a dissection on several threads, which sets it to
+//! On mimalloc (a dissection forced onto it with `REMORA_ALLOCATOR=mimalloc`), the purge delay
+//! (how long freed memory stays resident before it goes back to the kernel) is its default,
+//! 1 s, except for a dissection on several threads, which sets it to
 //! [`THREADED_PURGE_DELAY_MS`]: keeping freed memory for ever made `remora dissect` no faster
 //! on one thread and held 50–90 MiB more at its peak on two; at 1 s a two-thread dissection
 //! held ~100 MiB of freed memory that its other threads could not reuse (measured in
-//! docs/dissection.md, "Memory on a long capture" and "Memory on two cores").
+//! docs/dissection.md, "Memory on a long capture" and "Memory on two cores"). jemalloc's
+//! decay is set once, by [`crate::allocator::JEMALLOC_CONF`].
+
+use crate::allocator::{self, Kind};
 
 /// mimalloc's purge delay, ms, for a dissection on more than one thread: on ten copies of the
 /// benchmark capture in a row (1.6 GB) the two-thread peak went from 269–284 MiB to 222–241
@@ -28,18 +33,41 @@ unsafe extern "C" {
 }
 
 /// Sets up the allocator for a one-shot dissection on `threads` threads: no transparent huge
-/// pages ([`no_huge_pages`]), and freed memory handed back sooner when there are several.
+/// pages ([`no_huge_pages`]), and on mimalloc freed memory handed back sooner when there are
+/// several. Logs (at debug) the allocator the process runs on and, on jemalloc, the options
+/// jemalloc took, which the end-to-end tests read back.
 pub(super) fn for_dissection(threads: usize) {
     no_huge_pages();
-    if threads > 1 {
-        // SAFETY: mimalloc reads its options at any time; setting one is a plain store.
-        unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, THREADED_PURGE_DELAY_MS) };
+    if let Some(problem) = allocator::override_problem() {
+        tracing::warn!("{problem}");
     }
-    tracing::debug!(
-        threads,
-        purge_delay_ms = purge_delay_ms(),
-        "allocator set up"
-    );
+    match allocator::current() {
+        Some(Kind::Jemalloc) => match allocator::jemalloc_options() {
+            Ok((dirty_decay_ms, muzzy_decay_ms, background_thread)) => tracing::debug!(
+                threads,
+                allocator = "jemalloc",
+                dirty_decay_ms,
+                muzzy_decay_ms,
+                background_thread,
+                "allocator set up"
+            ),
+            Err(error) => {
+                tracing::debug!(threads, allocator = "jemalloc", %error, "allocator set up")
+            }
+        },
+        kind => {
+            if threads > 1 {
+                // SAFETY: mimalloc reads its options at any time; setting one is a plain store.
+                unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, THREADED_PURGE_DELAY_MS) };
+            }
+            tracing::debug!(
+                threads,
+                allocator = kind.map_or("system", Kind::name),
+                purge_delay_ms = purge_delay_ms(),
+                "allocator set up"
+            );
+        }
+    }
 }
 
 /// mimalloc's current purge delay, ms.
@@ -64,9 +92,10 @@ fn no_huge_pages() {
 }
 
 /// Ends a one-shot batch command that succeeded, once its output is published and printed,
-/// without the allocator's exit handler: mimalloc's `mi_process_done` hands every page back
+/// without the allocator's exit handlers: mimalloc's `mi_process_done` hands every page back
 /// with `madvise` before the kernel unmaps them anyway, which was 16–17 ms of a 1.6 s
-/// `remora dissect` (1–2% of a run, more of a two-core one). Nothing else is left to run:
+/// `remora dissect` (1–2% of a run, more of a two-core one), and no allocator gains anything
+/// by doing so. Nothing else is left to run:
 /// the files were closed, fsynced and renamed, and stdout and stderr are flushed here.
 pub(super) fn exit_now() -> ! {
     use std::io::Write as _;

@@ -26,7 +26,9 @@ use remora_analyzer::{
 };
 use serde_json::{Value, json};
 
-// The allocator of the `remora` binary, whose paths are compared here.
+// mimalloc, the allocator of the `remora` binary's server; both paths compared here run in
+// this process, on it (the binary's own dissection processes run on jemalloc:
+// `remora_analyzer::allocator`, measured by `bench dissect`).
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
