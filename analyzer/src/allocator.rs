@@ -21,11 +21,15 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 /// jemalloc's options (`MALLOC_CONF`-style pairs, NUL-terminated), read when jemalloc starts.
 /// Freed pages go back to the kernel after 1 s instead of 10 s, with no second ("muzzy")
-/// stage, by a background thread rather than by whichever thread allocates next. On the 10 GiB
-/// loop of the benchmark capture (two threads, LD_PRELOAD) the peak went from 129 MiB with
-/// jemalloc's defaults to 121 MiB with the shorter decay and 117 MiB with the thread as well;
-/// one copy's from 106 to 100–103 MiB, at the same speed (docs/dissection.md).
-pub const JEMALLOC_CONF: &[u8] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+/// stage, by a background thread rather than by whichever thread allocates next, and every
+/// thread allocates from one arena (each keeps its own cache in front of it), so that a page
+/// one thread freed serves the others. On the 10 GiB loop of the benchmark capture (two
+/// threads) the peak went from 129 MiB with jemalloc's defaults to 121 MiB with the shorter
+/// decay, and with the rest to 116 MiB against the rounds' 96 (1.21x; 1.255x without the one
+/// arena), with no difference in speed beyond the host's noise (docs/dissection.md, "An
+/// allocator per process").
+pub const JEMALLOC_CONF: &[u8] =
+    b"background_thread:true,narenas:1,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
 
 /// The subcommands that run on jemalloc: the one-shot dissections.
 const JEMALLOC_COMMANDS: [&[u8]; 2] = [b"dissect", b"dissect-job"];
@@ -234,17 +238,35 @@ fn read_cmdline(buf: &mut [u8]) -> &[u8] {
     &buf[..filled]
 }
 
-/// jemalloc's options as it runs with them: (`dirty_decay_ms`, `muzzy_decay_ms`,
-/// `background_thread`). Only where [`current`] is jemalloc: the call starts jemalloc.
-pub fn jemalloc_options() -> Result<(isize, isize, bool), String> {
+/// jemalloc's options as it runs with them (the `opt.*` mallctls).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JemallocOptions {
+    /// `opt.dirty_decay_ms`.
+    pub dirty_decay_ms: isize,
+    /// `opt.muzzy_decay_ms`.
+    pub muzzy_decay_ms: isize,
+    /// `opt.background_thread`.
+    pub background_thread: bool,
+    /// `opt.narenas`.
+    pub narenas: u32,
+}
+
+/// jemalloc's options as it runs with them. Only where [`current`] is jemalloc: the call
+/// starts jemalloc.
+pub fn jemalloc_options() -> Result<JemallocOptions, String> {
     use tikv_jemalloc_ctl::raw;
-    // SAFETY: each name is an `opt.*` mallctl of the type read (ssize_t, ssize_t, bool).
+    // SAFETY: each name is an `opt.*` mallctl of the type read (ssize_t, ssize_t, bool,
+    // unsigned).
     unsafe {
-        Ok((
-            raw::read::<isize>(b"opt.dirty_decay_ms\0").map_err(|e| e.to_string())?,
-            raw::read::<isize>(b"opt.muzzy_decay_ms\0").map_err(|e| e.to_string())?,
-            raw::read::<bool>(b"opt.background_thread\0").map_err(|e| e.to_string())?,
-        ))
+        Ok(JemallocOptions {
+            dirty_decay_ms: raw::read::<isize>(b"opt.dirty_decay_ms\0")
+                .map_err(|e| e.to_string())?,
+            muzzy_decay_ms: raw::read::<isize>(b"opt.muzzy_decay_ms\0")
+                .map_err(|e| e.to_string())?,
+            background_thread: raw::read::<bool>(b"opt.background_thread\0")
+                .map_err(|e| e.to_string())?,
+            narenas: raw::read::<u32>(b"opt.narenas\0").map_err(|e| e.to_string())?,
+        })
     }
 }
 

@@ -78,6 +78,7 @@ fn dissect_runs_on_jemalloc_with_its_options_and_the_override_switches_it() {
         "dirty_decay_ms=1000",
         "muzzy_decay_ms=0",
         "background_thread=true",
+        "narenas=1",
     ] {
         assert!(line.contains(expected), "{expected} missing from: {line}");
     }

@@ -43,12 +43,13 @@ pub(super) fn for_dissection(threads: usize) {
     }
     match allocator::current() {
         Some(Kind::Jemalloc) => match allocator::jemalloc_options() {
-            Ok((dirty_decay_ms, muzzy_decay_ms, background_thread)) => tracing::debug!(
+            Ok(options) => tracing::debug!(
                 threads,
                 allocator = "jemalloc",
-                dirty_decay_ms,
-                muzzy_decay_ms,
-                background_thread,
+                dirty_decay_ms = options.dirty_decay_ms,
+                muzzy_decay_ms = options.muzzy_decay_ms,
+                background_thread = options.background_thread,
+                narenas = options.narenas,
                 "allocator set up"
             ),
             Err(error) => {
