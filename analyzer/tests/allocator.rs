@@ -5,19 +5,13 @@
 use std::path::Path;
 use std::process::Command;
 
-const REMORA: &str = env!("CARGO_BIN_EXE_remora");
+mod common;
 
 /// Dissects the shared fixture with `REMORA_ALLOCATOR` set to `forced` (or unset); returns the
 /// debug log and what the summary says was found.
 fn dissect(forced: Option<&str>, out: &Path) -> (String, String) {
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/fixtures/pcap/arkime_synthetic.pcap");
-    assert!(
-        fixture.is_file(),
-        "shared fixtures missing at {}",
-        fixture.display()
-    );
-    let mut cmd = Command::new(REMORA);
+    let fixture = common::fixture("arkime_synthetic.pcap");
+    let mut cmd = Command::new(common::REMORA);
     cmd.args([
         "--log",
         "remora_analyzer=debug",
