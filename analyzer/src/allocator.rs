@@ -8,7 +8,8 @@
 //! "jemalloc: the long capture within its bound, the percentile query not"):
 //!
 //! - over a long capture mimalloc keeps freed pages: on the benchmark capture looped to 10 GiB
-//!   its peak crept to 1.375x one copy's, where jemalloc with [`JEMALLOC_CONF`] stayed at 1.18x;
+//!   its peak crept to 1.375x the rounds' two-core peak, where jemalloc with [`JEMALLOC_CONF`]
+//!   stayed at 1.21x (the bound is 1.25x);
 //! - DataFusion's percentile query ran 1.5–1.6x slower on jemalloc (1.03 against 0.65 s on
 //!   10 M calls), and queries are what the server and `remora calls|stats|sql` run.
 //!
