@@ -35,8 +35,9 @@ pub const JEMALLOC_CONF: &[u8] =
 /// The subcommands that run on jemalloc: the one-shot dissections.
 const JEMALLOC_COMMANDS: [&[u8]; 2] = [b"dissect", b"dissect-job"];
 
-/// The environment variable that overrides the choice (`mimalloc` or `jemalloc`).
-pub const OVERRIDE_VAR: &str = "REMORA_ALLOCATOR";
+/// The environment variable that overrides the choice (`mimalloc` or `jemalloc`); a C string,
+/// as it is read before anything may allocate.
+pub const OVERRIDE_VAR: &std::ffi::CStr = c"REMORA_ALLOCATOR";
 
 /// Which allocator a process runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -179,38 +180,45 @@ pub fn choose(cmdline: &[u8], forced: Option<Kind>) -> Kind {
     Kind::Mimalloc
 }
 
-/// [`OVERRIDE_VAR`], read without allocating. An unknown value is ignored here and reported by
-/// [`override_problem`], once logging is up.
-fn env_override() -> Option<Kind> {
+/// `f` of [`OVERRIDE_VAR`]'s value, if it is set; reads it without allocating.
+fn with_override<R>(f: impl FnOnce(&[u8]) -> R) -> Option<R> {
     // SAFETY: getenv reads the environment the C library set up before any of our code ran;
     // the name is NUL-terminated; the result, if not null, is a NUL-terminated string.
-    let value = unsafe { libc::getenv(c"REMORA_ALLOCATOR".as_ptr()) };
+    let value = unsafe { libc::getenv(OVERRIDE_VAR.as_ptr()) };
     if value.is_null() {
         return None;
     }
-    // SAFETY: not null, so a NUL-terminated string that lives as long as the environment.
-    parse_override(unsafe { std::ffi::CStr::from_ptr(value) }.to_bytes())
+    // SAFETY: not null, so a NUL-terminated string, used here before anything can change
+    // the environment.
+    Some(f(unsafe { std::ffi::CStr::from_ptr(value) }.to_bytes()))
 }
 
+/// The allocator [`OVERRIDE_VAR`] names. An unknown value is ignored here and reported by
+/// [`override_problem`], once logging is up.
+fn env_override() -> Option<Kind> {
+    with_override(parse_override).flatten()
+}
+
+/// The allocator whose [`Kind::name`] `value` is.
 fn parse_override(value: &[u8]) -> Option<Kind> {
-    match value {
-        b"mimalloc" => Some(Kind::Mimalloc),
-        b"jemalloc" => Some(Kind::Jemalloc),
-        _ => None,
-    }
+    [Kind::Mimalloc, Kind::Jemalloc]
+        .into_iter()
+        .find(|kind| kind.name().as_bytes() == value)
 }
 
 /// What is wrong with [`OVERRIDE_VAR`], if it is set to something other than an allocator's
 /// name (it was then ignored).
 pub fn override_problem() -> Option<String> {
-    let value = std::env::var_os(OVERRIDE_VAR)?;
-    if parse_override(value.as_encoded_bytes()).is_some() {
-        return None;
-    }
-    Some(format!(
-        "{OVERRIDE_VAR}={} is neither mimalloc nor jemalloc; ignored",
-        value.to_string_lossy()
-    ))
+    with_override(|value| {
+        parse_override(value).is_none().then(|| {
+            format!(
+                "{}={} is neither mimalloc nor jemalloc; ignored",
+                OVERRIDE_VAR.to_string_lossy(),
+                String::from_utf8_lossy(value)
+            )
+        })
+    })
+    .flatten()
 }
 
 /// The start of `/proc/self/cmdline` in `buf` (empty if it cannot be read: mimalloc then).
