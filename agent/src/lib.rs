@@ -25,6 +25,7 @@ pub mod error;
 pub mod event_ring;
 pub mod flags;
 pub mod interfaces;
+pub mod listen;
 pub mod metrics;
 pub mod node_api;
 pub mod packets_parquet;

@@ -142,7 +142,7 @@ pub async fn run_with_routes(
     }
 
     let listener = match config.listen {
-        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        Some(addr) => Some(crate::listen::bind(addr, crate::listen::BIND_RETRY).await.map_err(|e| {
             AgentError::io(
                 format!("binding the node API to {addr} (choose another with --listen, or `--listen off`)"),
                 e,

@@ -253,11 +253,20 @@ impl AgentProc {
         let started = wait_until(Duration::from_secs(30), || {
             agent.log_text().contains(ready) || agent.exited()
         });
-        assert!(
-            started && !agent.exited(),
-            "{program} did not start:\n{}",
-            agent.log_text()
-        );
+        if !started || agent.exited() {
+            let log = agent.log_text();
+            // Who holds the port, when that is why it stopped.
+            let holders = if log.contains("in use") {
+                ns.command("ss")
+                    .args(["-tanp"])
+                    .output()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                    .unwrap_or_default()
+            } else {
+                String::new()
+            };
+            panic!("{program} did not start:\n{log}{holders}");
+        }
         agent
     }
 
@@ -332,7 +341,12 @@ impl AgentProc {
     pub fn kill9(mut self) {
         if let Some(mut child) = self.child.take() {
             signal(&child, libc::SIGKILL);
-            let _ = wait_exit(&mut child, Duration::from_secs(10));
+            let status = wait_exit(&mut child, Duration::from_secs(10));
+            assert!(
+                status.is_some(),
+                "the process was still there 10 s after kill -9:\n{}",
+                self.log_text()
+            );
         }
     }
 

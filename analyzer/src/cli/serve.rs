@@ -41,7 +41,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // Here the API itself is behind the token too (`remora up` puts the node API's auth layer
     // over everything).
     let routes = api::with_auth(routes, analyzer);
-    let listener = tokio::net::TcpListener::bind(args.listen)
+    let listener = remora_agent::listen::bind(args.listen, remora_agent::listen::BIND_RETRY)
         .await
         .with_context(|| {
             format!(
