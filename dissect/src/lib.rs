@@ -36,7 +36,7 @@ pub use engine::{Engine, Limits};
 pub use error::DissectError;
 pub use headers::Headers;
 pub use nat::{NatViews, ViewChange};
-pub use output::{Output, Stats};
+pub use output::{Output, Stats, TakenRows};
 pub use shard::{Router, ShardRange, Sharded};
 pub use udp_flows::UdpDatagram;
 
@@ -45,21 +45,26 @@ pub use udp_flows::UdpDatagram;
 pub fn dissect_capture(file: &[u8]) -> Result<Output, DissectError> {
     let mut reader = capture::CaptureReader::new(file)?;
     let mut sharded = Sharded::default();
+    let mut taken = TakenRows::new();
     let (mut calls, mut conns) = (Vec::new(), Vec::new());
     while let Some((info, data)) = reader.next_frame()? {
         if let Some(l3) = capture::l3_of(info.linktype, data) {
             let l2 = (data.len() - l3.len()) as u32;
             sharded.push(info.ts_ns, l3, info.orig_len.saturating_sub(l2));
             if sharded.frames().is_multiple_of(shard::EPOCH_FRAMES) {
-                sharded.take_rows_into(&mut calls, &mut conns);
+                sharded.take_rows(&mut taken);
+                taken.move_into(&mut calls, &mut conns);
+                sharded.give_back(&mut taken);
             }
         }
     }
-    let mut out = sharded.finish();
-    calls.append(&mut out.calls);
-    conns.append(&mut out.conns);
-    out.calls = calls;
-    out.conns = conns;
+    let stats = sharded.finish_into(&mut taken);
+    taken.move_into(&mut calls, &mut conns);
+    let out = Output {
+        calls,
+        conns,
+        stats,
+    };
     Ok(out)
 }
 

@@ -41,10 +41,10 @@ pub use router::{Routed, Router, plaintext_shard};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use crate::{
-    call::{Call, Conn, Endpoint},
+    call::Endpoint,
     engine::{Engine, Limits},
     nat::{NatViews, ViewChange},
-    output::Output,
+    output::{Output, Stats, TakenRows},
     udp_flows::UdpDatagram,
 };
 
@@ -171,12 +171,19 @@ impl ShardRange {
         }
     }
 
-    /// Moves the rows finished so far to the end of `calls` and `conns`, shard after shard
-    /// (reuse both: rows are large, and growing fresh vectors every epoch made the kernel zero
-    /// new pages for a quarter of the run).
-    pub fn take_rows_into(&mut self, calls: &mut Vec<Call>, conns: &mut Vec<Conn>) {
-        for engine in &mut self.engines {
-            engine.take_rows_into(calls, conns);
+    /// Moves the rows finished so far into `into`, shard after shard (moved, not copied:
+    /// [`TakenRows`]).
+    pub fn take_rows(&mut self, into: &mut TakenRows) {
+        for (slot, engine) in self.engines.iter_mut().enumerate() {
+            engine.take_rows(slot, into);
+        }
+    }
+
+    /// Gives each shard back the lists [`ShardRange::take_rows`] took from it, once `taken`'s
+    /// rows are written and it is cleared ([`TakenRows::clear`]).
+    pub fn give_back(&mut self, taken: &mut TakenRows) {
+        for (slot, engine) in self.engines.iter_mut().enumerate() {
+            engine.reuse_lists(taken.spares_of(slot));
         }
     }
 
@@ -198,6 +205,16 @@ impl ShardRange {
             out.stats.add(&o.stats);
         }
         out
+    }
+
+    /// Ends the input: every shard's remaining rows into `into`, shard after shard (as
+    /// [`ShardRange::finish`] gives them, without copying them); the counters.
+    pub fn finish_into(self, into: &mut TakenRows) -> Stats {
+        let mut stats = Stats::default();
+        for (slot, engine) in self.engines.into_iter().enumerate() {
+            stats.add(&into.take_output(slot, engine.finish()));
+        }
+        stats
     }
 }
 
@@ -296,10 +313,15 @@ impl Sharded {
         self.router.frames()
     }
 
-    /// Moves the rows finished so far, in shard order, to the end of `calls` and `conns` (take
-    /// them every [`EPOCH_FRAMES`] frames for the order several threads give).
-    pub fn take_rows_into(&mut self, calls: &mut Vec<Call>, conns: &mut Vec<Conn>) {
-        self.shards.take_rows_into(calls, conns);
+    /// Moves the rows finished so far, in shard order, into `into` (take them every
+    /// [`EPOCH_FRAMES`] frames for the order several threads give).
+    pub fn take_rows(&mut self, into: &mut TakenRows) {
+        self.shards.take_rows(into);
+    }
+
+    /// Gives each shard back its lists, once `taken`'s rows are written ([`ShardRange::give_back`]).
+    pub fn give_back(&mut self, taken: &mut TakenRows) {
+        self.shards.give_back(taken);
     }
 
     /// Ends the input.
@@ -307,6 +329,14 @@ impl Sharded {
         let mut out = self.shards.finish();
         out.stats.add(self.router.stats());
         out
+    }
+
+    /// Ends the input: the remaining rows into `into` (as [`Sharded::finish`] gives them);
+    /// the counters.
+    pub fn finish_into(self, into: &mut TakenRows) -> Stats {
+        let mut stats = self.shards.finish_into(into);
+        stats.add(self.router.stats());
+        stats
     }
 }
 

@@ -85,13 +85,13 @@ pub fn batch(
 
 /// The record batch of `conns` from `node`'s recording, each side attributed: `peers[i]` names
 /// the client and server of `conns[i]` (missing entries: unknown).
-pub fn attributed<'p>(
+pub fn attributed<'c, 'p>(
     node: &str,
-    conns: &[Conn],
+    conns: impl IntoIterator<Item = &'c Conn>,
     peers: &[(Option<&'p Peer>, Option<&'p Peer>)],
 ) -> Result<arrow::array::RecordBatch, arrow::error::ArrowError> {
     let rows: Vec<ConnRow<'_>> = conns
-        .iter()
+        .into_iter()
         .zip(peers.iter().copied().chain(std::iter::repeat((None, None))))
         .map(|(conn, (src, dst))| ConnRow {
             conn,

@@ -32,7 +32,8 @@ use std::{
 };
 
 use remora_dissect::{
-    Call, Conn, Endpoint, Limits, Router, ShardRange, Sharded, Stats, UdpDatagram, ViewChange,
+    Call, Conn, Endpoint, Limits, Router, ShardRange, Sharded, Stats, TakenRows, UdpDatagram,
+    ViewChange,
     shard::{EPOCH_FRAMES, Plaintext, SHARDS},
 };
 
@@ -74,9 +75,8 @@ enum Input {
 pub(super) struct Dissector<'w> {
     mode: Mode,
     sink: Sink<'w>,
-    /// Rows taken at an epoch's end, written, then cleared: the buffers stay allocated.
-    calls: Vec<Call>,
-    conns: Vec<Conn>,
+    /// Rows taken at an epoch's end, written, then cleared: the lists stay allocated.
+    rows: TakenRows,
     /// Frames of the inputs dissected before this one into the same sink: what the reader
     /// notes is numbered after them.
     frame_base: u64,
@@ -175,8 +175,7 @@ impl<'w> Dissector<'w> {
             return Ok(Self {
                 mode: Mode::Inline(Box::new(sharded)),
                 sink,
-                calls: Vec::new(),
-                conns: Vec::new(),
+                rows: TakenRows::new(),
                 frame_base,
             });
         }
@@ -271,8 +270,7 @@ impl<'w> Dissector<'w> {
                 order: Order::new(threads, frame_base),
             })),
             sink,
-            calls: Vec::new(),
-            conns: Vec::new(),
+            rows: TakenRows::new(),
             frame_base,
         })
     }
@@ -322,9 +320,10 @@ impl<'w> Dissector<'w> {
                 sharded.push(ts_ns, l3, wire_len);
                 let frames = sharded.frames();
                 if frames.is_multiple_of(EPOCH_FRAMES) {
-                    sharded.take_rows_into(&mut self.calls, &mut self.conns);
+                    sharded.take_rows(&mut self.rows);
                     self.sink.visible_frames = self.frame_base + frames;
-                    self.sink.write_rows(&mut self.calls, &mut self.conns)?;
+                    self.sink.write_rows(&mut self.rows)?;
+                    sharded.give_back(&mut self.rows);
                 }
                 Ok(())
             }
@@ -362,9 +361,10 @@ impl<'w> Dissector<'w> {
         sink.visible_frames = u64::MAX;
         match self.mode {
             Mode::Inline(sharded) => {
-                let mut output = sharded.finish();
-                sink.write_rows(&mut output.calls, &mut output.conns)?;
-                Ok((sink, output.stats))
+                let mut rows = self.rows;
+                let stats = sharded.finish_into(&mut rows);
+                sink.write_rows(&mut rows)?;
+                Ok((sink, stats))
             }
             Mode::Threads(t) => {
                 let mut t = *t;

@@ -4,7 +4,7 @@
 use std::{collections::BTreeMap, path::Path, sync::Arc, time::Instant};
 
 use arrow::{array::RecordBatch, error::ArrowError};
-use remora_dissect::{Call, Conn, Endpoint, Stats, Translated};
+use remora_dissect::{Call, Conn, Endpoint, Stats, TakenRows, Translated};
 use remora_tables::{Peer, Table, TableWriter, calls, conns};
 
 use super::{PipelineError, Summary, parallel::Counted, tables::Tables, translation, turns::Turns};
@@ -14,55 +14,55 @@ use crate::services::workloads::Resolve;
 /// call's time: its workload, and its process when the socket events named it. A call joined
 /// across a NAT (its `nat` as `translation::untranslate` leaves it) also names the Service its
 /// client dialled.
-pub fn calls_batch(
+pub fn calls_batch<'c>(
     node: &str,
     capture_source: &str,
-    calls: &[Call],
+    calls: impl IntoIterator<Item = &'c Call, IntoIter: Clone>,
     workloads: &dyn Resolve,
 ) -> Result<RecordBatch, ArrowError> {
+    let calls = calls.into_iter();
     let sides: Vec<Sides> = calls
-        .iter()
+        .clone()
         .map(|c| Sides::of(&c.src, &c.dst, c.nat.as_ref(), c.timestamp_ns, workloads))
         .collect();
     let mut rows = calls::Rows::new(node, capture_source);
-    for (c, sides) in calls.iter().zip(&sides) {
+    for (c, sides) in calls.zip(&sides) {
         rows.push(c, sides.src(), sides.dst());
     }
     rows.finish()
 }
 
 /// The `conns` rows of `conns` as a record batch, attributed as [`calls_batch`] does.
-fn conns_batch(
+fn conns_batch<'c>(
     node: &str,
-    conns: &[Conn],
+    conns: impl Iterator<Item = &'c Conn> + Clone,
     workloads: &dyn Resolve,
 ) -> Result<RecordBatch, ArrowError> {
     let sides: Vec<Sides> = conns
-        .iter()
+        .clone()
         .map(|c| Sides::of(&c.src, &c.dst, c.nat.as_ref(), c.first_ns, workloads))
         .collect();
     let peers: Vec<_> = sides.iter().map(|s| (s.src(), s.dst())).collect();
     conns::attributed(node, conns, &peers)
 }
 
-/// `calls` and `conns` as record batches (none for an empty list) with their counts; both are
-/// emptied, keeping their buffers. What [`Sink::write_rows`] and the parallel workers write.
+/// The rows `taken` as record batches of `calls` and `conns` (none for no rows) with their
+/// counts; `taken` is emptied, keeping its lists. What [`Sink::write_rows`] and the parallel
+/// workers write.
 pub(super) fn take_batches(
     node: &str,
     source: &str,
-    calls: &mut Vec<Call>,
-    conns: &mut Vec<Conn>,
+    taken: &mut TakenRows,
     workloads: &dyn Resolve,
 ) -> Result<(Option<RecordBatch>, Option<RecordBatch>, Counted), PipelineError> {
-    let counted = Counted::of(calls, conns);
-    let call_batch = (!calls.is_empty())
-        .then(|| calls_batch(node, source, calls, workloads))
+    let counted = Counted::of(taken.calls(), taken.conns_len());
+    let call_batch = (taken.calls_len() > 0)
+        .then(|| calls_batch(node, source, taken.calls(), workloads))
         .transpose()?;
-    let conn_batch = (!conns.is_empty())
-        .then(|| conns_batch(node, conns, workloads))
+    let conn_batch = (taken.conns_len() > 0)
+        .then(|| conns_batch(node, taken.conns(), workloads))
         .transpose()?;
-    calls.clear();
-    conns.clear();
+    taken.clear();
     Ok((call_batch, conn_batch, counted))
 }
 
@@ -214,7 +214,7 @@ impl<'w> Sink<'w> {
             conns.retain(|c| c.last_ns >= start && c.first_ns <= end);
             self.outside += (before - calls.len() - conns.len()) as u64;
         }
-        self.count(Counted::of(&calls, &conns));
+        self.count(Counted::of(&calls, conns.len()));
         let by_socket;
         let workloads: &dyn Resolve = if self.sockets.is_some() || self.processes.is_some() {
             by_socket = super::sockets::BySocket {
@@ -270,29 +270,27 @@ impl<'w> Sink<'w> {
                 .then(|| calls_batch(node, self.source, calls, workloads))
                 .transpose()?;
             let conns = (!conns.is_empty())
-                .then(|| conns_batch(node, conns, workloads))
+                .then(|| conns_batch(node, conns.iter(), workloads))
                 .transpose()?;
             self.tables.write(calls, conns)?;
         }
         Ok(())
     }
 
-    /// Writes `calls` and `conns` and empties them, keeping their buffers (a capture file's
-    /// rows: no window, no nodes to split them by).
-    pub(super) fn write_rows(
-        &mut self,
-        calls: &mut Vec<Call>,
-        conns: &mut Vec<Conn>,
-    ) -> Result<(), PipelineError> {
+    /// Writes the rows `taken` and empties it, keeping its lists (a capture file's rows: no
+    /// window, no nodes to split them by).
+    pub(super) fn write_rows(&mut self, taken: &mut TakenRows) -> Result<(), PipelineError> {
         if self.window.is_some()
             || self.origins.is_some()
             || self.sockets.is_some()
             || self.processes.is_some()
         {
-            return self.write(std::mem::take(calls), std::mem::take(conns));
+            let (mut calls, mut conns) = (Vec::new(), Vec::new());
+            taken.move_into(&mut calls, &mut conns);
+            return self.write(calls, conns);
         }
         let (call_batch, conn_batch, counted) =
-            take_batches(&self.node, self.source, calls, conns, self.workloads)?;
+            take_batches(&self.node, self.source, taken, self.workloads)?;
         self.count(counted);
         self.tables.write(call_batch, conn_batch)
     }

@@ -15,6 +15,7 @@ use std::sync::{Arc, RwLock};
 // engine's time. Hash flooding is bounded by connection eviction and the map sizes.
 use rustc_hash::FxHashMap as HashMap;
 
+use crate::output::TakenRows;
 pub use crate::output::{Output, Stats};
 mod l7;
 mod plaintext;
@@ -57,11 +58,6 @@ const LOSSY_CLOSED_GRACE_NS: i64 = 10_000_000_000;
 const DNS_TIMEOUT_NS: i64 = 30_000_000_000;
 /// Capture time between two sweeps for finished connections and expired queries.
 pub(crate) const SWEEP_EVERY_NS: i64 = 1_000_000_000;
-/// Rows an engine's output buffers keep room for once they are taken, at most. A shard's
-/// usual epoch (a hundred rows or so) then reuses its buffer from one epoch to the next: grown
-/// afresh every epoch, the buffers cost a copy of every row at each doubling and fresh pages
-/// for the kernel to zero (~1.5% of a one-core profile). A burst's larger buffer is given back.
-const KEPT_ROWS: usize = 256;
 
 /// DNS queries waiting for their answer, by flow and DNS id, with their start time.
 type DnsPending = HashMap<(FlowKey, u16), (Box<Call>, i64)>;
@@ -318,20 +314,26 @@ impl Engine {
         self.last_sweep_ns = now_ns;
     }
 
-    /// Moves the rows finished so far to the end of `calls` and `conns` (call now and then to
-    /// bound memory; the rest comes from [`Engine::finish`]): the engine keeps its buffers and
-    /// the caller reuses its own, so that no memory is allocated for rows once both have grown
-    /// to a batch's size.
-    pub fn take_rows_into(&mut self, calls: &mut Vec<Call>, conns: &mut Vec<Conn>) {
+    /// Moves the rows finished so far into `into`, as the engine of `slot` (call now and then
+    /// to bound memory; the rest comes from [`Engine::finish`]). The engine's lists are moved,
+    /// not copied ([`TakenRows`]); [`Engine::reuse_lists`] gives them back once written.
+    pub fn take_rows(&mut self, slot: usize, into: &mut TakenRows) {
         self.annotate_nat();
         self.nat_annotated = 0;
-        calls.append(&mut self.out.calls);
-        conns.append(&mut self.out.conns);
-        // A burst (one busy DNS flow, a second of closing connections) must not pin its
-        // buffer in every shard for the rest of the run: 64 shards kept 56 MiB of empty rows.
-        // (`shrink_to` is a no-op below the bound.)
-        self.out.calls.shrink_to(KEPT_ROWS);
-        self.out.conns.shrink_to(KEPT_ROWS);
+        into.take_from(slot, &mut self.out.calls, &mut self.out.conns);
+    }
+
+    /// Takes back emptied lists for the rows to come (those [`Engine::take_rows`] gave, written
+    /// and cleared); a list is dropped if the engine already has rows or room.
+    pub fn reuse_lists(&mut self, (calls, conns): (Vec<Call>, Vec<Conn>)) {
+        if self.out.calls.capacity() == 0 {
+            debug_assert!(calls.is_empty());
+            self.out.calls = calls;
+        }
+        if self.out.conns.capacity() == 0 {
+            debug_assert!(conns.is_empty());
+            self.out.conns = conns;
+        }
     }
 
     /// Live connections and pending queries (memory is proportional to these).

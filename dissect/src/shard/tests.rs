@@ -1,6 +1,7 @@
 //! The router and the shards against one engine.
 
 use super::*;
+use crate::Call;
 
 #[test]
 fn ranges_cover_every_shard_once() {

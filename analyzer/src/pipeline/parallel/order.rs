@@ -30,9 +30,13 @@ pub(in crate::pipeline) struct Counted {
 }
 
 impl Counted {
-    pub(in crate::pipeline) fn of(calls: &[Call], conns: &[Conn]) -> Self {
+    /// The counts of `calls` and of `conns` connections.
+    pub(in crate::pipeline) fn of<'c>(
+        calls: impl IntoIterator<Item = &'c Call>,
+        conns: usize,
+    ) -> Self {
         let mut counted = Counted {
-            conns: conns.len() as u64,
+            conns: conns as u64,
             ..Counted::default()
         };
         for c in calls {

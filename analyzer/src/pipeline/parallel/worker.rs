@@ -57,8 +57,7 @@ pub(super) struct Runner {
     /// Where its epochs go.
     done: Sender<Result<Finished, PipelineError>>,
     /// Rows of an epoch, made into batches, then cleared: the buffers stay allocated.
-    calls: Vec<Call>,
-    conns: Vec<Conn>,
+    rows: TakenRows,
 }
 
 impl Runner {
@@ -71,27 +70,24 @@ impl Runner {
             shards,
             output,
             done,
-            calls: Vec::new(),
-            conns: Vec::new(),
+            rows: TakenRows::new(),
         }
     }
 
     /// Ends epoch `epoch`: its rows are handed over. False when nobody takes them any more.
     pub(super) fn end_epoch(&mut self, epoch: u64) -> bool {
-        self.shards.take_rows_into(&mut self.calls, &mut self.conns);
-        let result = self
-            .output
-            .finished(epoch, &mut self.calls, &mut self.conns, None);
+        self.shards.take_rows(&mut self.rows);
+        let result = self.output.finished(epoch, &mut self.rows, None);
+        self.shards.give_back(&mut self.rows);
         self.done.send(result).is_ok()
     }
 
     /// Ends the input: the rows not yet taken, then the connections still open, shard by
     /// shard, with the counters, as epoch `epoch` (the one after the last ended).
     pub(super) fn finish(self, epoch: u64) {
-        let mut last = self.shards.finish();
-        let result =
-            self.output
-                .finished(epoch, &mut last.calls, &mut last.conns, Some(last.stats));
+        let mut rows = self.rows;
+        let stats = self.shards.finish_into(&mut rows);
+        let result = self.output.finished(epoch, &mut rows, Some(stats));
         let _ = self.done.send(result);
     }
 }
@@ -137,27 +133,23 @@ impl Behind {
 }
 
 impl Output {
-    /// One epoch's rows, handed over; `calls` and `conns` are emptied.
+    /// One epoch's rows, handed over; `taken` is emptied.
     pub(super) fn finished(
         &self,
         epoch: u64,
-        calls: &mut Vec<Call>,
-        conns: &mut Vec<Conn>,
+        taken: &mut TakenRows,
         stats: Option<Stats>,
     ) -> Result<Finished, PipelineError> {
         let rows = match &self.turns {
-            None => Rows::Owned {
-                calls: std::mem::take(calls),
-                conns: std::mem::take(conns),
-            },
+            None => {
+                // To the reader's thread, which gathers every range's rows of the epoch.
+                let (mut calls, mut conns) = (Vec::new(), Vec::new());
+                taken.move_into(&mut calls, &mut conns);
+                Rows::Owned { calls, conns }
+            }
             Some(turns) => {
-                match super::super::sink::take_batches(
-                    &self.node,
-                    self.source,
-                    calls,
-                    conns,
-                    &NoWorkloads,
-                ) {
+                match super::super::sink::take_batches(&self.node, self.source, taken, &NoWorkloads)
+                {
                     Ok((calls, conns, counted)) => {
                         let last = stats.is_some();
                         let defer = self.behind.now();
