@@ -122,7 +122,7 @@ pub fn parse(msg: &[u8]) -> Option<Message> {
     let qd = u16_at(msg, 4)?;
     let an = u16_at(msg, 6)?;
     let mut at = 12;
-    let mut questions = Vec::new();
+    let mut questions = Vec::with_capacity(usize::from(qd.min(64)));
     for _ in 0..qd.min(64) {
         let (n, next) = name(msg, at)?;
         questions.push(Question {
@@ -131,7 +131,8 @@ pub fn parse(msg: &[u8]) -> Option<Message> {
         });
         at = next + 4;
     }
-    let mut answers = Vec::new();
+    // Room for the answers a message says it has, up to a few: a count is the sender's word.
+    let mut answers = Vec::with_capacity(usize::from(an.min(8)));
     for _ in 0..an.min(256) {
         let Some((n, next)) = name(msg, at) else {
             break;

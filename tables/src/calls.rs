@@ -155,6 +155,11 @@ impl<'a> Rows<'a> {
         }
     }
 
+    /// Makes room for `more` rows (a batch's rows are known before they are added).
+    pub fn reserve(&mut self, more: usize) {
+        self.rows.reserve(more);
+    }
+
     /// Adds `call`, with who each side was (`None`: unknown).
     pub fn push(&mut self, call: &'a Call, src: Option<&'a Peer>, dst: Option<&'a Peer>) {
         self.rows.push(CallRow {

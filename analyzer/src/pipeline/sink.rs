@@ -26,6 +26,7 @@ pub fn calls_batch<'c>(
         .map(|c| Sides::of(&c.src, &c.dst, c.nat.as_ref(), c.timestamp_ns, workloads))
         .collect();
     let mut rows = calls::Rows::new(node, capture_source);
+    rows.reserve(sides.len());
     for (c, sides) in calls.zip(&sides) {
         rows.push(c, sides.src(), sides.dst());
     }
