@@ -177,7 +177,8 @@ fn spare<T>(spares: &mut [Vec<T>], slot: usize) -> Vec<T> {
 }
 
 /// Empties `lists` into the spares of their slots, each list cleared and its room cut to
-/// [`KEPT_ROWS`] (a burst must not pin its buffer for the rest of the run).
+/// [`KEPT_ROWS`] (a burst, one busy DNS flow or a second of closing connections, must not pin
+/// its buffer for the rest of the run: 64 shards once kept 56 MiB of empty rows).
 fn recycle<T>(lists: &mut Vec<(usize, Vec<T>)>, spares: &mut Vec<Vec<T>>) {
     for (slot, mut list) in lists.drain(..) {
         list.clear();

@@ -323,15 +323,15 @@ impl Engine {
         into.take_from(slot, &mut self.out.calls, &mut self.out.conns);
     }
 
-    /// Takes back emptied lists for the rows to come (those [`Engine::take_rows`] gave, written
-    /// and cleared); a list is dropped if the engine already has rows or room.
-    pub fn reuse_lists(&mut self, (calls, conns): (Vec<Call>, Vec<Conn>)) {
+    /// Takes back lists for the rows to come (those [`Engine::take_rows`] gave, once written),
+    /// emptied; a list is dropped if the engine already has rows or room.
+    pub fn reuse_lists(&mut self, (mut calls, mut conns): (Vec<Call>, Vec<Conn>)) {
         if self.out.calls.capacity() == 0 {
-            debug_assert!(calls.is_empty());
+            calls.clear();
             self.out.calls = calls;
         }
         if self.out.conns.capacity() == 0 {
-            debug_assert!(conns.is_empty());
+            conns.clear();
             self.out.conns = conns;
         }
     }
