@@ -148,6 +148,15 @@ impl TakenRows {
         recycle(&mut self.conns, &mut self.spare_conns);
     }
 
+    /// Emptied lists kept for their engines, not yet given back.
+    #[cfg(test)]
+    pub(crate) fn spare_lists(&self) -> usize {
+        fn kept<T>(spares: &[Vec<T>]) -> usize {
+            spares.iter().filter(|l| l.capacity() > 0).count()
+        }
+        kept(&self.spare_calls) + kept(&self.spare_conns)
+    }
+
     /// The emptied lists of `slot`, to give back to its engine (empty ones when it has none).
     pub(crate) fn spares_of(&mut self, slot: usize) -> (Vec<Call>, Vec<Conn>) {
         (

@@ -1,7 +1,7 @@
 //! The router and the shards against one engine.
 
 use super::*;
-use crate::Call;
+use crate::{Call, TakenRows};
 
 #[test]
 fn ranges_cover_every_shard_once() {
@@ -65,6 +65,32 @@ fn dns_over_one_udp_socket_spreads_over_the_shards_and_pairs() {
         "one socket's queries spread over {} shards",
         shards.len()
     );
+}
+
+#[test]
+fn taken_lists_go_back_to_their_engines() {
+    let mut sharded = Sharded::default();
+    let mut taken = TakenRows::new();
+    for round in 0..2u16 {
+        for id in 0..200u16 {
+            for answer in [false, true] {
+                let packet = dns(5353, round * 1000 + id, answer, "app.test");
+                sharded.push(0, &packet, packet.len() as u32);
+            }
+        }
+        sharded.take_rows(&mut taken);
+        // Every query was answered: 200 calls, from the shards their ids went to.
+        assert_eq!(taken.calls_len(), 200);
+        assert_eq!(taken.calls().count(), 200);
+        taken.clear();
+        let kept = taken.spare_lists();
+        assert!(kept > SHARDS / 2, "{kept} lists kept for their engines");
+        sharded.give_back(&mut taken);
+        assert_eq!(taken.spare_lists(), 0, "every list went back to its engine");
+    }
+    let mut last = TakenRows::new();
+    let stats = sharded.finish_into(&mut last);
+    assert_eq!((last.calls_len(), stats.packets), (0, 800));
 }
 
 /// `packets` (time, bytes) through one engine, and through the router and every shard.
