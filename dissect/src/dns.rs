@@ -49,8 +49,8 @@ fn u16_at(b: &[u8], at: usize) -> Option<u16> {
 /// Reads a possibly compressed name at `at`; returns it and the offset after it.
 ///
 /// Built as bytes: every byte is printable ASCII (others become `?`), so the text is valid
-/// UTF-8 by construction; pushed as `char`s one by one, names cost twice as much (a DNS
-/// message was 2,800 instructions, half of them in here).
+/// UTF-8 by construction. Pushed as `char`s one by one into a growing `String`, a name cost
+/// 655 instructions on the bench capture; as bytes with room up front, 357.
 fn name(msg: &[u8], mut at: usize) -> Option<(String, usize)> {
     let mut out: Vec<u8> = Vec::with_capacity(NAME_ROOM);
     let mut end = None;
@@ -98,7 +98,7 @@ fn name(msg: &[u8], mut at: usize) -> Option<(String, usize)> {
 const NAME_ROOM: usize = 48;
 
 /// An IPv4 address as text (`198.18.0.1`), as `Ipv4Addr`'s `Display` writes it, without the
-/// formatting machinery (a third of an A answer's cost).
+/// formatting machinery, which costs more than the digits.
 fn ipv4_text(octets: [u8; 4]) -> String {
     let mut text = String::with_capacity(15);
     for (i, b) in octets.into_iter().enumerate() {

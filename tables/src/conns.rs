@@ -84,7 +84,7 @@ pub fn batch(
 }
 
 /// The record batch of `conns` from `node`'s recording, each side attributed: `peers[i]` names
-/// the client and server of `conns[i]` (missing entries: unknown).
+/// the client and server of the `i`-th of `conns` (missing entries: unknown).
 pub fn attributed<'c, 'p>(
     node: &str,
     conns: impl IntoIterator<Item = &'c Conn>,
