@@ -197,18 +197,17 @@ impl ShardRange {
 
     /// Ends the input: every shard's remaining rows, shard after shard, and the counters.
     pub fn finish(self) -> Output {
-        let mut out = Output::default();
-        for engine in self.engines {
-            let o = engine.finish();
-            out.calls.extend(o.calls);
-            out.conns.extend(o.conns);
-            out.stats.add(&o.stats);
-        }
+        let mut taken = TakenRows::new();
+        let mut out = Output {
+            stats: self.finish_into(&mut taken),
+            ..Output::default()
+        };
+        taken.move_into(&mut out.calls, &mut out.conns);
         out
     }
 
-    /// Ends the input: every shard's remaining rows into `into`, shard after shard (as
-    /// [`ShardRange::finish`] gives them, without copying them); the counters.
+    /// Ends the input: every shard's remaining rows into `into`, shard after shard (moved, not
+    /// copied: [`TakenRows`]); the counters.
     pub fn finish_into(self, into: &mut TakenRows) -> Stats {
         let mut stats = Stats::default();
         for (slot, engine) in self.engines.into_iter().enumerate() {
